@@ -1,0 +1,100 @@
+"""The Trio core of assay: domain model, messages, actors, runtime, hookspecs and ports.
+
+This package imports neither ``assay.adapters`` nor ``assay.plugins``; the composition
+root (``assay.open_engine``) hands it a store and the built-in plugins.
+"""
+
+from assay.engine._access import PERMISSIONS, Action, Resource, authorize
+from assay.engine._config import EngineConfig
+from assay.engine._errors import (
+    AssayError,
+    Conflict,
+    EngineOverloaded,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    ValidationFailed,
+)
+from assay.engine._messages import Ping, Pong, RefreshSnapshot, SnapshotPublished
+from assay.engine._model import (
+    ApiKey,
+    AuditEntry,
+    Experiment,
+    ExperimentRule,
+    ExperimentSpec,
+    ExperimentStatus,
+    Flag,
+    FlagSpec,
+    FlagType,
+    ForceRule,
+    Layer,
+    LayerRange,
+    LayerSpec,
+    Metric,
+    MetricSpec,
+    Prerequisite,
+    Project,
+    ProjectSpec,
+    Role,
+    RolloutRule,
+    Rule,
+    Transition,
+    Variant,
+)
+from assay.engine._pagination import Page
+from assay.engine._ports import ConfigState, Store, StoreTransaction
+from assay.engine._runtime import Engine, Mailbox, StoreFactory, open_engine
+from assay.engine._service import SYSTEM_KEY, ConfigService, hash_secret
+
+__all__ = [
+    "PERMISSIONS",
+    "SYSTEM_KEY",
+    "Action",
+    "ApiKey",
+    "AssayError",
+    "AuditEntry",
+    "ConfigService",
+    "ConfigState",
+    "Conflict",
+    "Engine",
+    "EngineConfig",
+    "EngineOverloaded",
+    "Experiment",
+    "ExperimentRule",
+    "ExperimentSpec",
+    "ExperimentStatus",
+    "Flag",
+    "FlagSpec",
+    "FlagType",
+    "ForceRule",
+    "Layer",
+    "LayerRange",
+    "LayerSpec",
+    "Mailbox",
+    "Metric",
+    "MetricSpec",
+    "NotFound",
+    "Page",
+    "PermissionDenied",
+    "Ping",
+    "Pong",
+    "Prerequisite",
+    "Project",
+    "ProjectSpec",
+    "RefreshSnapshot",
+    "Resource",
+    "Role",
+    "RolloutRule",
+    "Rule",
+    "SnapshotPublished",
+    "Store",
+    "StoreFactory",
+    "StoreTransaction",
+    "Transition",
+    "Unauthenticated",
+    "ValidationFailed",
+    "Variant",
+    "authorize",
+    "hash_secret",
+    "open_engine",
+]

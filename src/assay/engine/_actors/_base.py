@@ -1,0 +1,104 @@
+"""Actors and their supervisor.
+
+An actor owns its state and reads one bounded inbox. The supervisor runs it; when it
+crashes, the supervisor logs the crash, answers the message that crashed it with the error
+(so no caller waits forever), waits with exponential backoff and starts it again on the
+same inbox, so messages already queued are not lost. Closing the inbox's send side stops
+the actor once the messages already queued have been handled (drain, then stop).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Generic, TypeVar
+
+import trio
+
+from assay.engine._errors import AssayError
+from assay.engine._messages import Envelope, Message
+
+log = logging.getLogger("assay.engine.actors")
+
+M = TypeVar("M", bound=Message)
+
+
+class ActorCrashed(AssayError):
+    """The actor failed while handling this message; it has been restarted."""
+
+    code = "actor_crashed"
+
+
+class Actor(Generic[M]):
+    """Subclasses implement ``handle`` and optionally ``setup`` and ``background``."""
+
+    name = "actor"
+
+    def __init__(self) -> None:
+        self.handled = 0
+        self.restarts = 0
+
+    async def setup(self) -> None:
+        """Called before the inbox is read, on the first start and after every restart."""
+
+    async def background(self) -> None:
+        """Work the actor does besides answering messages (timers, watchers). Cancelled
+        when the inbox closes; a crash here restarts the actor like a crash in handle."""
+
+    async def handle(self, message: M) -> Any:
+        raise NotImplementedError
+
+
+async def _serve_inbox(actor: Actor[M], inbox: trio.MemoryReceiveChannel[Envelope[M]]) -> None:
+    async for envelope in inbox:
+        try:
+            reply = await actor.handle(envelope.message)
+        except Exception as exc:
+            if envelope.reply is not None:
+                error = ActorCrashed(f"{actor.name} actor failed: {exc!r}")
+                error.__cause__ = exc
+                envelope.reply.send_nowait(error)
+            raise
+        actor.handled += 1
+        if envelope.reply is not None:
+            envelope.reply.send_nowait(reply)
+
+
+async def supervise(
+    actor: Actor[M],
+    inbox: trio.MemoryReceiveChannel[Envelope[M]],
+    *,
+    backoff: float,
+    max_backoff: float,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``actor`` until its inbox is closed and drained, restarting it on crashes."""
+    delay = backoff
+    first = True
+    while True:
+        started_at = trio.current_time()
+        try:
+            await actor.setup()
+            if first:
+                task_status.started()
+                first = False
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(actor.background)
+                await _serve_inbox(actor, inbox)
+                # Inbox closed and drained: stop the background work too.
+                nursery.cancel_scope.cancel()
+            log.debug("%s actor stopped after %d messages", actor.name, actor.handled)
+            return
+        except Exception:
+            actor.restarts += 1
+            if trio.current_time() - started_at > max_backoff:
+                delay = backoff  # it had been healthy for a while: start the backoff over
+            log.exception(
+                "%s actor crashed (restart %d in %.2fs)", actor.name, actor.restarts, delay
+            )
+            await trio.sleep(delay)
+            delay = min(delay * 2, max_backoff)
+            if first:
+                # Crashed during its first setup: report started anyway so the engine
+                # opens; the actor keeps retrying in the background.
+                task_status.started()
+                first = False

@@ -1,0 +1,77 @@
+"""Engine configuration: defaults, then a TOML file, then ``ASSAY_*`` variables, then
+explicit overrides (the CLI's flags), each layer replacing the one before."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from assay.engine._errors import ValidationFailed
+
+ENV_PREFIX = "ASSAY_"
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Every setting assay reads. The README's configuration table mirrors this."""
+
+    store: Literal["postgres", "memory"] = "postgres"
+    """``postgres`` (external via ``database_url``, else embedded) or ``memory``."""
+    database_url: str | None = None
+    """An external PostgreSQL; when unset, an embedded server runs in ``data_dir``."""
+    data_dir: str | None = None
+    """Where the embedded PostgreSQL keeps its data (default: the user data directory)."""
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    workers: PositiveInt = 1
+    max_body_bytes: PositiveInt = 16 * 1024 * 1024
+    """Larger request bodies are refused with 413 before they are parsed."""
+    inbox_size: PositiveInt = 1024
+    """Capacity of each actor's inbox; a full inbox makes senders wait (backpressure)."""
+    pool_size: PositiveInt = 10
+    restart_backoff_seconds: PositiveFloat = 0.1
+    restart_backoff_max_seconds: PositiveFloat = 10.0
+    decision_cache_size: Annotated[int, msgspec.Meta(ge=0)] = 100_000
+    decision_cache_ttl_seconds: PositiveFloat = 60.0
+    decision_records: Literal["sync", "async", "disabled"] = "async"
+    guardrail_interval_seconds: PositiveFloat = 60.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> EngineConfig:
+        """Read the layers in order. Unknown keys and bad values raise ValidationFailed
+        naming the setting, so a typo in a config file is an error, not a silent default."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            try:
+                with Path(path).open("rb") as f:
+                    values.update(tomllib.load(f))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ValidationFailed(
+                    f"cannot read config file {path}: {exc}", code="invalid_config"
+                ) from exc
+        environ = os.environ if env is None else env
+        for field in cls.__struct_fields__:
+            raw = environ.get(ENV_PREFIX + field.upper())
+            if raw is not None and raw != "":
+                values[field] = raw
+        if overrides:
+            values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            # strict=False lets "8080" from the environment become an int.
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ValidationFailed(f"invalid configuration: {exc}", code="invalid_config") from exc

@@ -1,0 +1,281 @@
+"""Domain objects: what assay stores and what its API speaks.
+
+Every configuration object carries a ``revision`` that each change bumps, so snapshots,
+decision-cache keys and optimistic concurrency can all rely on it. Everything is a frozen
+msgspec Struct: cheap to copy, encodable as JSON, and safe to share between actors.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+JSONValue = Any
+"""Any JSON value (flag values, variant values, conditions)."""
+
+Key = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$",
+        description="A human-chosen identifier: letters, digits, '_', '.', '-'; 1-128 chars.",
+    ),
+]
+Name = Annotated[str, msgspec.Meta(max_length=200)]
+Description = Annotated[str, msgspec.Meta(max_length=5000)]
+Share = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+Weight = Annotated[float, msgspec.Meta(ge=0.0)]
+Condition = dict[str, Any]
+
+
+class Role(enum.StrEnum):
+    ADMIN = "ADMIN"
+    DEVELOPER = "DEVELOPER"
+    ANALYST = "ANALYST"
+    VIEWER = "VIEWER"
+    SDK = "SDK"
+
+
+class FlagType(enum.StrEnum):
+    BOOLEAN = "boolean"
+    STRING = "string"
+    NUMBER = "number"
+    JSON = "json"
+
+
+class ExperimentStatus(enum.StrEnum):
+    DRAFT = "DRAFT"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    ARCHIVED = "ARCHIVED"
+    ROLLED_BACK = "ROLLED_BACK"
+
+
+class Transition(enum.StrEnum):
+    START = "start"
+    PAUSE = "pause"
+    RESUME = "resume"
+    COMPLETE = "complete"
+    ARCHIVE = "archive"
+    ROLLBACK = "rollback"
+
+
+class Struct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base for every domain and API type: immutable, keyword-only, strict on input."""
+
+
+# --- projects -------------------------------------------------------------------------
+
+
+class ProjectSpec(Struct, frozen=True, kw_only=True):
+    key: Key
+    name: Name = ""
+    description: Description = ""
+
+
+class Project(ProjectSpec, frozen=True, kw_only=True):
+    id: str
+    archived: bool = False
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- flags ----------------------------------------------------------------------------
+
+
+class Prerequisite(Struct, frozen=True, kw_only=True):
+    """The flag applies only when another flag evaluates to ``value`` for the subject."""
+
+    flag: Key
+    value: JSONValue = True
+
+
+class ForceRule(Struct, frozen=True, kw_only=True, tag="force", tag_field="type"):
+    """When the condition matches, serve ``value``."""
+
+    id: Key | None = None
+    condition: Condition | None = None
+    value: JSONValue
+
+
+class RolloutRule(Struct, frozen=True, kw_only=True, tag="rollout", tag_field="type"):
+    """When the condition matches and the subject hashes inside ``coverage``, serve ``value``.
+
+    The subject's hash does not depend on the coverage, so raising it only adds subjects.
+    """
+
+    id: Key | None = None
+    condition: Condition | None = None
+    coverage: Share = 1.0
+    value: JSONValue
+    hash_attribute: str = "id"
+    fallback_attribute: str | None = None
+    seed: str | None = None
+    hash_version: Literal[1, 2] = 2
+
+
+class ExperimentRule(Struct, frozen=True, kw_only=True, tag="experiment", tag_field="type"):
+    """A running experiment decides the value through its variants."""
+
+    id: Key | None = None
+    experiment: Key
+
+
+Rule = ForceRule | RolloutRule | ExperimentRule
+
+
+class FlagSpec(Struct, frozen=True, kw_only=True):
+    key: Key
+    type: FlagType = FlagType.BOOLEAN
+    description: Description = ""
+    default_value: JSONValue = False
+    enabled: bool = True
+    prerequisites: list[Prerequisite] = []
+    rules: list[Rule] = []
+
+
+class Flag(FlagSpec, frozen=True, kw_only=True):
+    id: str
+    project_id: str
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- experiments ----------------------------------------------------------------------
+
+
+class Variant(Struct, frozen=True, kw_only=True):
+    key: Key
+    value: JSONValue
+    weight: Weight = 1.0
+    name: Name = ""
+
+
+class LayerRange(Struct, frozen=True, kw_only=True):
+    """Where an experiment sits in a layer (namespace): the half-open range [start, end)."""
+
+    layer: Key
+    start: Share
+    end: Share
+
+
+class ExperimentSpec(Struct, frozen=True, kw_only=True):
+    key: Key
+    name: Name = ""
+    description: Description = ""
+    hypothesis: Description = ""
+    variants: list[Variant] = []
+    coverage: Share = 1.0
+    seed: str | None = None
+    hash_version: Literal[1, 2] = 2
+    hash_attribute: str = "id"
+    fallback_attribute: str | None = None
+    condition: Condition | None = None
+    layer: LayerRange | None = None
+    participation_limit: int | None = None
+    holdout: Key | None = None
+    is_holdout: bool = False
+    primary_metrics: list[Key] = []
+    secondary_metrics: list[Key] = []
+    guardrail_metrics: list[Key] = []
+    log_exposures_on_assignment: bool = False
+    correction: Literal["holm", "benjamini-hochberg", "none"] = "holm"
+
+
+class Experiment(ExperimentSpec, frozen=True, kw_only=True):
+    id: str
+    project_id: str
+    status: ExperimentStatus = ExperimentStatus.DRAFT
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def effective_seed(self) -> str:
+        return self.seed if self.seed is not None else self.key
+
+
+# --- layers and metrics ---------------------------------------------------------------
+
+
+class LayerSpec(Struct, frozen=True, kw_only=True):
+    """A namespace for mutually exclusive experiments; each takes a [start, end) range."""
+
+    key: Key
+    name: Name = ""
+    description: Description = ""
+
+
+class Layer(LayerSpec, frozen=True, kw_only=True):
+    id: str
+    project_id: str
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
+class MetricSpec(Struct, frozen=True, kw_only=True):
+    key: Key
+    name: Name = ""
+    description: Description = ""
+    kind: Key = "proportion"
+    higher_is_better: bool = True
+    requires_exposure: bool = True
+    attribution_window_hours: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    pending_ttl_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 365)] = 168
+    numerator: Key | None = None
+    denominator: Key | None = None
+    percentile: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] | None = None
+
+
+class Metric(MetricSpec, frozen=True, kw_only=True):
+    id: str
+    project_id: str
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- access ---------------------------------------------------------------------------
+
+
+class ApiKey(Struct, frozen=True, kw_only=True):
+    """An API key as stored: the secret itself is never kept, only its SHA-256 digest."""
+
+    id: str
+    name: Name = ""
+    role: Role
+    project_id: str | None = None
+    prefix: str
+    secret_hash: str
+    created_at: datetime
+    created_by: str | None = None
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class AuditEntry(Struct, frozen=True, kw_only=True):
+    id: int = 0
+    project_id: str | None
+    actor: str
+    at: datetime
+    action: str
+    resource_kind: str
+    resource_id: str
+    resource_key: str
+    before: JSONValue = None
+    after: JSONValue = None
+
+
+ConfigObject = Project | Flag | Experiment | Layer | Metric
+ProjectScoped = Flag | Experiment | Layer | Metric

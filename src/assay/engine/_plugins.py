@@ -1,0 +1,27 @@
+"""The plugin manager: built-ins first, then every ``assay.plugins`` entry point."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import pluggy
+
+from assay.engine import hookspecs
+
+log = logging.getLogger("assay.engine.plugins")
+
+
+def build_plugin_manager(
+    builtins: Iterable[object], *, load_entry_points: bool = True
+) -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    for plugin in builtins:
+        pm.register(plugin)
+    if load_entry_points:
+        loaded = pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
+        if loaded:
+            log.info("loaded %d plugin(s) from entry points", loaded)
+    pm.check_pending()
+    return pm

@@ -1,0 +1,121 @@
+"""The storage port. The engine speaks only to this protocol; adapters implement it.
+
+Two adapters exist: PostgreSQL (the real one) and memory (for embedding without a
+database). One contract test suite runs against both, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, TypeVar
+
+import msgspec
+
+from assay.engine._model import (
+    ApiKey,
+    AuditEntry,
+    Experiment,
+    Flag,
+    Layer,
+    Metric,
+    Project,
+)
+
+ConfigT = TypeVar("ConfigT", Project, Flag, Experiment, Layer, Metric)
+
+KIND_NAMES: dict[type[msgspec.Struct], str] = {
+    Project: "project",
+    Flag: "flag",
+    Experiment: "experiment",
+    Layer: "layer",
+    Metric: "metric",
+}
+
+
+class ConfigState(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a snapshot is compiled from, read in one consistent transaction."""
+
+    projects: Sequence[Project]
+    flags: Sequence[Flag]
+    experiments: Sequence[Experiment]
+    layers: Sequence[Layer]
+    metrics: Sequence[Metric]
+
+
+class StoreTransaction(Protocol):
+    """Reads and writes inside one atomic unit. Nothing is visible to others before commit.
+
+    ``insert`` raises ``Conflict`` (code ``already_exists``) on a duplicate key and
+    ``update``/``delete`` raise ``Conflict`` (code ``revision_mismatch``) when the stored
+    revision is not ``expected_revision``.
+    """
+
+    async def get(
+        self, kind: type[ConfigT], project_id: str | None, key: str
+    ) -> ConfigT | None: ...
+
+    async def list(
+        self, kind: type[ConfigT], project_id: str | None, *, after: str | None, limit: int
+    ) -> builtins.list[ConfigT]:
+        """Objects ordered by key, strictly after ``after`` (a key), at most ``limit``."""
+        ...
+
+    async def insert(self, obj: Project | Flag | Experiment | Layer | Metric) -> None: ...
+
+    async def update(
+        self, obj: Project | Flag | Experiment | Layer | Metric, *, expected_revision: int
+    ) -> None: ...
+
+    async def delete(
+        self, obj: Project | Flag | Experiment | Layer | Metric, *, expected_revision: int
+    ) -> None: ...
+
+    async def append_audit(self, entry: AuditEntry) -> None: ...
+
+    async def list_audit(
+        self,
+        *,
+        project_id: str | None,
+        resource_kind: str | None,
+        resource_key: str | None,
+        before_id: int | None,
+        limit: int,
+    ) -> builtins.list[AuditEntry]:
+        """Newest first, ids strictly below ``before_id``; ``project_id`` None means all."""
+        ...
+
+    async def insert_key(self, key: ApiKey) -> None: ...
+
+    async def update_key(self, key: ApiKey) -> None: ...
+
+    async def get_key(self, key_id: str) -> ApiKey | None: ...
+
+    async def list_keys(
+        self, project_id: str | None, *, after: str | None, limit: int
+    ) -> builtins.list[ApiKey]:
+        """Keys ordered by id; ``project_id`` None lists every key."""
+        ...
+
+    async def count_keys(self) -> int: ...
+
+
+class Store(Protocol):
+    """A storage backend, opened by its adapter and handed to the engine."""
+
+    def transaction(self) -> AbstractAsyncContextManager[StoreTransaction]:
+        """An atomic unit of work. Writes are serialised (one writer at a time), so
+        invariants that span rows, such as one running experiment per flag, hold."""
+        ...
+
+    async def load_config(self) -> ConfigState: ...
+
+    async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None:
+        """The authentication hot path: one indexed lookup, no transaction."""
+        ...
+
+    async def watch_config(self, on_change: Callable[[], None]) -> None:
+        """Run until cancelled, calling ``on_change`` whenever any process commits a
+        configuration change (PostgreSQL: LISTEN/NOTIFY)."""
+        ...

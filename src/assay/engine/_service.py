@@ -1,0 +1,751 @@
+"""Configuration service: every change to projects, flags, experiments, layers, metrics and
+keys goes through here, so validation, access control, revisions and the audit log are
+applied the same way whether the change comes from HTTP, the CLI or Python.
+
+Each write runs in one store transaction: the object and its audit entry commit together
+or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+from assay.engine._access import Action, Resource, authorize
+from assay.engine._core._lifecycle import DELETABLE, next_status
+from assay.engine._errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from assay.engine._model import (
+    ApiKey,
+    AuditEntry,
+    Experiment,
+    ExperimentRule,
+    ExperimentSpec,
+    ExperimentStatus,
+    Flag,
+    FlagSpec,
+    Layer,
+    LayerSpec,
+    Metric,
+    MetricSpec,
+    Project,
+    ProjectSpec,
+    Role,
+    Transition,
+)
+from assay.engine._pagination import Page, check_limit, decode_cursor, encode_cursor
+from assay.engine._ports import KIND_NAMES, Store, StoreTransaction
+from assay.engine._validation import validate_experiment, validate_flag, validate_metric
+
+ConditionValidator = Callable[[Mapping[str, Any]], None]
+
+SYSTEM_KEY = ApiKey(
+    id="system",
+    name="local administrator (CLI and embedded use)",
+    role=Role.ADMIN,
+    project_id=None,
+    prefix="",
+    secret_hash="",
+    created_at=datetime(2000, 1, 1, tzinfo=UTC),
+)
+"""The principal for trusted local callers: the CLI and code embedding the engine."""
+
+SECRET_PREFIX = "assay_"
+
+Scoped = Flag | Experiment | Layer | Metric
+SpecT = TypeVar("SpecT", FlagSpec, ExperimentSpec, LayerSpec, MetricSpec)
+ScopedT = TypeVar("ScopedT", Flag, Experiment, Layer, Metric)
+
+_SPEC_OF: dict[type[Scoped], type[msgspec.Struct]] = {
+    Flag: FlagSpec,
+    Experiment: ExperimentSpec,
+    Layer: LayerSpec,
+    Metric: MetricSpec,
+}
+_RESOURCE_OF: dict[type[Scoped], Resource] = {
+    Flag: Resource.FLAG,
+    Experiment: Resource.EXPERIMENT,
+    Layer: Resource.LAYER,
+    Metric: Resource.METRIC,
+}
+# Experiment fields that decide who gets which variant; changing them after start would
+# silently move subjects between variants, so they are frozen once an experiment runs.
+_ASSIGNMENT_FIELDS = (
+    "variants",
+    "seed",
+    "hash_version",
+    "hash_attribute",
+    "fallback_attribute",
+    "layer",
+)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_id(prefix: str) -> str:
+    """Time-ordered, so ids sort by creation: 12 hex digits of ms, then 8 random."""
+    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(4)}"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _builtins(obj: msgspec.Struct | None) -> Any:
+    return None if obj is None else msgspec.to_builtins(obj)
+
+
+def _spec_fields(kind: type[msgspec.Struct]) -> tuple[str, ...]:
+    return kind.__struct_fields__
+
+
+class ConfigService:
+    """Create, read, update and delete configuration, checked and audited."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        on_change: Callable[[], None] = lambda: None,
+        validate_condition: ConditionValidator = lambda condition: None,
+    ) -> None:
+        self._store = store
+        self._on_change = on_change
+        self._validate_condition = validate_condition
+
+    # --- authentication -------------------------------------------------------------
+
+    async def authenticate(self, secret: str) -> ApiKey:
+        from assay.engine._errors import Unauthenticated
+
+        if not secret.startswith(SECRET_PREFIX):
+            raise Unauthenticated("invalid API key")
+        key = await self._store.get_key_by_hash(hash_secret(secret))
+        if key is None or not key.active:
+            raise Unauthenticated("invalid or revoked API key")
+        return key
+
+    # --- projects -------------------------------------------------------------------
+
+    async def resolve_project(self, principal: ApiKey, project: str | None) -> Project:
+        """The project a request addresses: named, or the key's own. A project outside
+        the key's scope is reported as missing."""
+        async with self._store.transaction() as tx:
+            return await self._resolve_project(tx, principal, project)
+
+    async def _resolve_project(
+        self, tx: StoreTransaction, principal: ApiKey, project: str | None
+    ) -> Project:
+        if project is None:
+            if principal.project_id is None:
+                raise ValidationFailed(
+                    "this key is not scoped to a project: name one with ?project=KEY",
+                    code="project_required",
+                )
+            found = await self._project_by_id(tx, principal.project_id)
+        else:
+            found = await tx.get(Project, None, project)
+        if found is None or (
+            principal.project_id is not None and principal.project_id != found.id
+        ):
+            raise NotFound(f"project {project!r} not found", code="project_not_found")
+        return found
+
+    async def _project_by_id(self, tx: StoreTransaction, project_id: str) -> Project | None:
+        # Projects are few; a scoped key's project is found by id through the key list.
+        after: str | None = None
+        while True:
+            batch = await tx.list(Project, None, after=after, limit=500)
+            for p in batch:
+                if p.id == project_id:
+                    return p
+            if len(batch) < 500:
+                return None
+            after = batch[-1].key
+
+    async def list_projects(
+        self, principal: ApiKey, *, cursor: str | None = None, limit: int | None = None
+    ) -> Page[Project]:
+        limit = check_limit(limit)
+        after = decode_cursor(cursor, str)
+        assert after is None or isinstance(after, str)
+        async with self._store.transaction() as tx:
+            if principal.project_id is not None:
+                own = await self._project_by_id(tx, principal.project_id)
+                authorize(principal, Resource.PROJECT, Action.READ, project_id=principal.project_id)
+                items = [own] if own is not None and (after is None or own.key > after) else []
+                return Page(items=items)
+            authorize(principal, Resource.PROJECT, Action.READ, project_id=None)
+            items = await tx.list(Project, None, after=after, limit=limit + 1)
+        return _page(items, limit, lambda p: p.key)
+
+    async def get_project(self, principal: ApiKey, key: str) -> Project:
+        async with self._store.transaction() as tx:
+            project = await self._resolve_project(tx, principal, key)
+        authorize(principal, Resource.PROJECT, Action.READ, project_id=project.id)
+        return project
+
+    async def create_project(self, principal: ApiKey, spec: ProjectSpec) -> Project:
+        authorize(principal, Resource.PROJECT, Action.READ, project_id=principal.project_id)
+        authorize(principal, Resource.PROJECT, Action.WRITE, project_id=principal.project_id)
+        if principal.project_id is not None:
+            raise PermissionDenied("only a key not scoped to a project may create projects")
+        t = now()
+        project = Project(
+            **msgspec.structs.asdict(spec), id=new_id("prj"), created_at=t, updated_at=t
+        )
+        async with self._store.transaction() as tx:
+            if await tx.get(Project, None, spec.key) is not None:
+                raise Conflict(f"project {spec.key!r} already exists", code="already_exists")
+            await tx.insert(project)
+            await self._audit(tx, principal, "project.create", project, None, project)
+        return project
+
+    async def update_project(
+        self,
+        principal: ApiKey,
+        key: str,
+        patch: Mapping[str, Any],
+        *,
+        expected_revision: int | None = None,
+    ) -> Project:
+        async with self._store.transaction() as tx:
+            current = await self._resolve_project(tx, principal, key)
+            authorize(principal, Resource.PROJECT, Action.WRITE, project_id=current.id)
+            _check_revision(current.revision, expected_revision)
+            spec = _merge(ProjectSpec, current, patch)
+            if spec.key != current.key:
+                raise ValidationFailed("a project key cannot change", code="immutable_field")
+            updated = msgspec.structs.replace(
+                current,
+                **msgspec.structs.asdict(spec),
+                revision=current.revision + 1,
+                updated_at=now(),
+            )
+            await tx.update(updated, expected_revision=current.revision)
+            await self._audit(tx, principal, "project.update", updated, current, updated)
+        return updated
+
+    async def set_project_archived(
+        self, principal: ApiKey, key: str, archived: bool
+    ) -> Project:
+        async with self._store.transaction() as tx:
+            current = await self._resolve_project(tx, principal, key)
+            authorize(principal, Resource.PROJECT, Action.WRITE, project_id=current.id)
+            if current.archived == archived:
+                return current
+            updated = msgspec.structs.replace(
+                current, archived=archived, revision=current.revision + 1, updated_at=now()
+            )
+            await tx.update(updated, expected_revision=current.revision)
+            action = "project.archive" if archived else "project.restore"
+            await self._audit(tx, principal, action, updated, current, updated)
+        return updated
+
+    # --- flags, experiments, layers, metrics ------------------------------------------
+
+    async def list_objects(
+        self,
+        principal: ApiKey,
+        kind: type[ScopedT],
+        project: str | None,
+        *,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> Page[ScopedT]:
+        limit = check_limit(limit)
+        after = decode_cursor(cursor, str)
+        assert after is None or isinstance(after, str)
+        async with self._store.transaction() as tx:
+            p = await self._resolve_project(tx, principal, project)
+            authorize(principal, _RESOURCE_OF[kind], Action.READ, project_id=p.id)
+            items = await tx.list(kind, p.id, after=after, limit=limit + 1)
+        return _page(items, limit, lambda o: o.key)
+
+    async def get_object(
+        self, principal: ApiKey, kind: type[ScopedT], project: str | None, key: str
+    ) -> ScopedT:
+        async with self._store.transaction() as tx:
+            p = await self._resolve_project(tx, principal, project)
+            authorize(principal, _RESOURCE_OF[kind], Action.READ, project_id=p.id)
+            return await self._get_existing(tx, kind, p.id, key)
+
+    async def create_object(
+        self, principal: ApiKey, kind: type[ScopedT], project: str | None, spec: msgspec.Struct
+    ) -> ScopedT:
+        if not isinstance(spec, _SPEC_OF[kind]):
+            raise TypeError(f"expected {_SPEC_OF[kind].__name__}, got {type(spec).__name__}")
+        async with self._store.transaction() as tx:
+            p = await self._writable_project(tx, principal, kind, project)
+            t = now()
+            obj = kind(
+                **msgspec.structs.asdict(spec),
+                id=new_id(KIND_NAMES[kind][:3]),
+                project_id=p.id,
+                created_at=t,
+                updated_at=t,
+            )
+            if await tx.get(kind, p.id, obj.key) is not None:
+                raise Conflict(
+                    f"{KIND_NAMES[kind]} {obj.key!r} already exists", code="already_exists"
+                )
+            await self._validate(tx, obj)
+            await tx.insert(obj)
+            await self._audit(tx, principal, f"{KIND_NAMES[kind]}.create", obj, None, obj)
+        self._on_change()
+        return obj
+
+    async def update_object(
+        self,
+        principal: ApiKey,
+        kind: type[ScopedT],
+        project: str | None,
+        key: str,
+        patch: Mapping[str, Any],
+        *,
+        expected_revision: int | None = None,
+    ) -> ScopedT:
+        """Apply a JSON merge patch (top-level fields replaced) to the object's spec."""
+        async with self._store.transaction() as tx:
+            p = await self._writable_project(tx, principal, kind, project)
+            current = await self._get_existing(tx, kind, p.id, key)
+            _check_revision(current.revision, expected_revision)
+            spec = _merge(_SPEC_OF[kind], current, patch)
+            if getattr(spec, "key", key) != key:
+                raise ValidationFailed("a key cannot change", code="immutable_field")
+            updated = msgspec.structs.replace(
+                current,
+                **msgspec.structs.asdict(spec),
+                revision=current.revision + 1,
+                updated_at=now(),
+            )
+            if isinstance(current, Experiment) and isinstance(updated, Experiment):
+                _check_experiment_edit(current, updated)
+            await self._validate(tx, updated)
+            await tx.update(updated, expected_revision=current.revision)
+            await self._audit(
+                tx, principal, f"{KIND_NAMES[kind]}.update", updated, current, updated
+            )
+        self._on_change()
+        return updated
+
+    async def delete_object(
+        self,
+        principal: ApiKey,
+        kind: type[ScopedT],
+        project: str | None,
+        key: str,
+        *,
+        expected_revision: int | None = None,
+    ) -> None:
+        async with self._store.transaction() as tx:
+            p = await self._writable_project(tx, principal, kind, project)
+            current = await self._get_existing(tx, kind, p.id, key)
+            _check_revision(current.revision, expected_revision)
+            if isinstance(current, Experiment) and current.status not in DELETABLE:
+                raise Conflict(
+                    f"experiment {key!r} is {current.status.value}; only a DRAFT may be deleted",
+                    code="experiment_not_deletable",
+                )
+            await self._check_unreferenced(tx, current)
+            await tx.delete(current, expected_revision=current.revision)
+            await self._audit(tx, principal, f"{KIND_NAMES[kind]}.delete", current, current, None)
+        self._on_change()
+
+    async def transition_experiment(
+        self,
+        principal: ApiKey,
+        project: str | None,
+        key: str,
+        transition: Transition,
+        *,
+        expected_revision: int | None = None,
+        reason: str | None = None,
+    ) -> Experiment:
+        async with self._store.transaction() as tx:
+            p = await self._writable_project(tx, principal, Experiment, project)
+            current = await self._get_existing(tx, Experiment, p.id, key)
+            _check_revision(current.revision, expected_revision)
+            target = next_status(current.status, transition)
+            if target is None:
+                raise Conflict(
+                    f"cannot {transition.value} an experiment that is {current.status.value}",
+                    code="illegal_transition",
+                    details={"status": current.status.value, "transition": transition.value},
+                )
+            if target is ExperimentStatus.RUNNING:
+                await self._check_can_run(tx, current)
+            t = now()
+            updated = msgspec.structs.replace(
+                current,
+                status=target,
+                started_at=current.started_at or (t if target is ExperimentStatus.RUNNING else None),
+                ended_at=t
+                if target in (ExperimentStatus.COMPLETED, ExperimentStatus.ROLLED_BACK)
+                else current.ended_at,
+                revision=current.revision + 1,
+                updated_at=t,
+            )
+            await tx.update(updated, expected_revision=current.revision)
+            after = _builtins(updated)
+            if reason is not None:
+                after = {**after, "reason": reason}
+            await self._audit_raw(
+                tx,
+                principal,
+                f"experiment.{transition.value}",
+                updated,
+                _builtins(current),
+                after,
+            )
+        self._on_change()
+        return updated
+
+    # --- keys -----------------------------------------------------------------------
+
+    async def create_key(
+        self,
+        principal: ApiKey,
+        *,
+        role: Role,
+        project: str | None,
+        name: str = "",
+    ) -> tuple[ApiKey, str]:
+        """Create a key and return it with its secret, which is never stored or shown
+        again."""
+        async with self._store.transaction() as tx:
+            project_id: str | None = None
+            if project is not None:
+                project_id = (await self._resolve_project(tx, principal, project)).id
+            elif principal.project_id is not None:
+                raise PermissionDenied("a project-scoped key may only create keys in its project")
+            authorize(principal, Resource.KEY, Action.READ, project_id=project_id)
+            authorize(principal, Resource.KEY, Action.WRITE, project_id=project_id)
+            if role is Role.SDK and project_id is None:
+                raise ValidationFailed("an SDK key must be scoped to a project", code="project_required")
+            secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+            key = ApiKey(
+                id=new_id("key"),
+                name=name,
+                role=role,
+                project_id=project_id,
+                prefix=secret[: len(SECRET_PREFIX) + 6],
+                secret_hash=hash_secret(secret),
+                created_at=now(),
+                created_by=principal.id,
+            )
+            await tx.insert_key(key)
+            await self._audit_raw(
+                tx, principal, "key.create", _key_ref(key), None, _public_key(key)
+            )
+        return key, secret
+
+    async def list_keys(
+        self,
+        principal: ApiKey,
+        project: str | None,
+        *,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> Page[ApiKey]:
+        limit = check_limit(limit)
+        after = decode_cursor(cursor, str)
+        assert after is None or isinstance(after, str)
+        async with self._store.transaction() as tx:
+            project_id: str | None = None
+            if project is not None or principal.project_id is not None:
+                project_id = (await self._resolve_project(tx, principal, project)).id
+            authorize(principal, Resource.KEY, Action.READ, project_id=project_id)
+            items = await tx.list_keys(project_id, after=after, limit=limit + 1)
+        return _page(items, limit, lambda k: k.id)
+
+    async def revoke_key(self, principal: ApiKey, key_id: str) -> ApiKey:
+        async with self._store.transaction() as tx:
+            key = await tx.get_key(key_id)
+            if key is None:
+                raise NotFound(f"key {key_id!r} not found")
+            authorize(principal, Resource.KEY, Action.READ, project_id=key.project_id)
+            authorize(principal, Resource.KEY, Action.WRITE, project_id=key.project_id)
+            if not key.active:
+                return key
+            revoked = msgspec.structs.replace(key, revoked_at=now())
+            await tx.update_key(revoked)
+            await self._audit_raw(
+                tx, principal, "key.revoke", _key_ref(key), _public_key(key), _public_key(revoked)
+            )
+        return revoked
+
+    async def ensure_bootstrap_key(self) -> tuple[ApiKey, str] | None:
+        """On an empty database, create the first admin key and return it with its secret.
+        Serialised by the store's write lock, so two processes starting at once create one.
+        """
+        async with self._store.transaction() as tx:
+            if await tx.count_keys() > 0:
+                return None
+            secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+            key = ApiKey(
+                id=new_id("key"),
+                name="bootstrap admin",
+                role=Role.ADMIN,
+                project_id=None,
+                prefix=secret[: len(SECRET_PREFIX) + 6],
+                secret_hash=hash_secret(secret),
+                created_at=now(),
+                created_by=SYSTEM_KEY.id,
+            )
+            await tx.insert_key(key)
+            await self._audit_raw(
+                tx, SYSTEM_KEY, "key.create", _key_ref(key), None, _public_key(key)
+            )
+        return key, secret
+
+    # --- audit ----------------------------------------------------------------------
+
+    async def list_audit(
+        self,
+        principal: ApiKey,
+        project: str | None,
+        *,
+        resource_kind: str | None = None,
+        resource_key: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> Page[AuditEntry]:
+        limit = check_limit(limit)
+        before = decode_cursor(cursor, int)
+        assert before is None or isinstance(before, int)
+        async with self._store.transaction() as tx:
+            p = await self._resolve_project(tx, principal, project)
+            authorize(principal, Resource.AUDIT, Action.READ, project_id=p.id)
+            items = await tx.list_audit(
+                project_id=p.id,
+                resource_kind=resource_kind,
+                resource_key=resource_key,
+                before_id=before,
+                limit=limit + 1,
+            )
+        return _page(items, limit, lambda e: e.id)
+
+    # --- internals ------------------------------------------------------------------
+
+    async def _writable_project(
+        self, tx: StoreTransaction, principal: ApiKey, kind: type[Scoped], project: str | None
+    ) -> Project:
+        p = await self._resolve_project(tx, principal, project)
+        authorize(principal, _RESOURCE_OF[kind], Action.WRITE, project_id=p.id)
+        if p.archived:
+            raise Conflict(f"project {p.key!r} is archived", code="project_archived")
+        return p
+
+    async def _get_existing(
+        self, tx: StoreTransaction, kind: type[ScopedT], project_id: str, key: str
+    ) -> ScopedT:
+        obj = await tx.get(kind, project_id, key)
+        if obj is None:
+            raise NotFound(f"{KIND_NAMES[kind]} {key!r} not found")
+        return obj
+
+    async def _validate(self, tx: StoreTransaction, obj: Scoped) -> None:
+        match obj:
+            case Flag():
+                await validate_flag(tx, obj, self._validate_condition)
+            case Experiment():
+                await validate_experiment(tx, obj, self._validate_condition)
+            case Metric():
+                await validate_metric(tx, obj)
+            case Layer():
+                pass
+
+    async def _check_can_run(self, tx: StoreTransaction, experiment: Experiment) -> None:
+        """At most one running experiment per flag; no overlapping layer ranges."""
+        experiments = {e.key: e for e in await _all(tx, Experiment, experiment.project_id)}
+        for flag in await _all(tx, Flag, experiment.project_id):
+            refs = {r.experiment for r in flag.rules if isinstance(r, ExperimentRule)}
+            if experiment.key not in refs:
+                continue
+            for other in refs - {experiment.key}:
+                o = experiments.get(other)
+                if o is not None and o.status is ExperimentStatus.RUNNING:
+                    raise Conflict(
+                        f"flag {flag.key!r} already has a running experiment {other!r}",
+                        code="flag_has_running_experiment",
+                        details={"flag": flag.key, "experiment": other},
+                    )
+        if experiment.layer is not None:
+            mine = experiment.layer
+            for o in experiments.values():
+                if (
+                    o.key != experiment.key
+                    and o.status is ExperimentStatus.RUNNING
+                    and o.layer is not None
+                    and o.layer.layer == mine.layer
+                    and o.layer.start < mine.end
+                    and mine.start < o.layer.end
+                ):
+                    raise Conflict(
+                        f"layer range overlaps running experiment {o.key!r}",
+                        code="layer_range_overlap",
+                        details={"layer": mine.layer, "experiment": o.key},
+                    )
+
+    async def _check_unreferenced(self, tx: StoreTransaction, obj: Scoped) -> None:
+        users: list[str] = []
+        if isinstance(obj, Flag):
+            users = [
+                f"flag {f.key}"
+                for f in await _all(tx, Flag, obj.project_id)
+                if any(pr.flag == obj.key for pr in f.prerequisites)
+            ]
+        elif isinstance(obj, Experiment):
+            users = [
+                f"flag {f.key}"
+                for f in await _all(tx, Flag, obj.project_id)
+                if any(isinstance(r, ExperimentRule) and r.experiment == obj.key for r in f.rules)
+            ] + [
+                f"experiment {e.key}"
+                for e in await _all(tx, Experiment, obj.project_id)
+                if e.holdout == obj.key
+            ]
+        elif isinstance(obj, Layer):
+            users = [
+                f"experiment {e.key}"
+                for e in await _all(tx, Experiment, obj.project_id)
+                if e.layer is not None and e.layer.layer == obj.key
+            ]
+        elif isinstance(obj, Metric):
+            users = [
+                f"experiment {e.key}"
+                for e in await _all(tx, Experiment, obj.project_id)
+                if obj.key in (*e.primary_metrics, *e.secondary_metrics, *e.guardrail_metrics)
+            ] + [
+                f"metric {m.key}"
+                for m in await _all(tx, Metric, obj.project_id)
+                if obj.key in (m.numerator, m.denominator)
+            ]
+        if users:
+            raise Conflict(
+                f"{KIND_NAMES[type(obj)]} {obj.key!r} is used by {', '.join(users)}",
+                code="in_use",
+                details={"used_by": users},
+            )
+
+    async def _audit(
+        self,
+        tx: StoreTransaction,
+        principal: ApiKey,
+        action: str,
+        subject: Project | Scoped,
+        before: msgspec.Struct | None,
+        after: msgspec.Struct | None,
+    ) -> None:
+        await self._audit_raw(tx, principal, action, subject, _builtins(before), _builtins(after))
+
+    async def _audit_raw(
+        self,
+        tx: StoreTransaction,
+        principal: ApiKey,
+        action: str,
+        subject: Project | Scoped | tuple[str | None, str, str, str],
+        before: Any,
+        after: Any,
+    ) -> None:
+        if isinstance(subject, tuple):
+            project_id, kind, rid, rkey = subject
+        else:
+            project_id = subject.id if isinstance(subject, Project) else subject.project_id
+            kind, rid, rkey = KIND_NAMES[type(subject)], subject.id, subject.key
+        await tx.append_audit(
+            AuditEntry(
+                project_id=project_id,
+                actor=principal.id,
+                at=now(),
+                action=action,
+                resource_kind=kind,
+                resource_id=rid,
+                resource_key=rkey,
+                before=before,
+                after=after,
+            )
+        )
+
+
+def _key_ref(key: ApiKey) -> tuple[str | None, str, str, str]:
+    return (key.project_id, "key", key.id, key.id)
+
+
+def _public_key(key: ApiKey) -> dict[str, Any]:
+    """What the audit log may say about a key: everything but the secret's digest."""
+    data: dict[str, Any] = msgspec.to_builtins(key)
+    data.pop("secret_hash", None)
+    return data
+
+
+async def _all(tx: StoreTransaction, kind: type[ScopedT], project_id: str) -> list[ScopedT]:
+    out: list[ScopedT] = []
+    after: str | None = None
+    while True:
+        batch = await tx.list(kind, project_id, after=after, limit=500)
+        out.extend(batch)
+        if len(batch) < 500:
+            return out
+        after = batch[-1].key
+
+
+T = TypeVar("T")
+
+
+def _page(items: list[T], limit: int, position: Callable[[T], str | int]) -> Page[T]:
+    if len(items) > limit:
+        items = items[:limit]
+        return Page(items=items, next_cursor=encode_cursor(position(items[-1])))
+    return Page(items=items)
+
+
+def _check_revision(current: int, expected: int | None) -> None:
+    if expected is not None and expected != current:
+        raise Conflict(
+            f"revision is {current}, not {expected}",
+            code="revision_mismatch",
+            details={"revision": current},
+        )
+
+
+SpecOut = TypeVar("SpecOut", bound=msgspec.Struct)
+
+
+def _merge(spec_type: type[SpecOut], current: msgspec.Struct, patch: Mapping[str, Any]) -> SpecOut:
+    """Top-level JSON merge patch onto the spec part of ``current``; the result is decoded
+    as the spec type, so unknown fields and wrong types are rejected exactly as on create."""
+    fields = _spec_fields(spec_type)
+    merged = {f: getattr(current, f) for f in fields}
+    base = msgspec.to_builtins(merged)
+    base.update(patch)
+    try:
+        return msgspec.convert(base, spec_type)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed(str(exc), code="invalid_body") from exc
+
+
+def _check_experiment_edit(current: Experiment, updated: Experiment) -> None:
+    if current.status is ExperimentStatus.DRAFT:
+        return
+    if current.status not in (ExperimentStatus.RUNNING, ExperimentStatus.PAUSED):
+        raise Conflict(
+            f"experiment {current.key!r} is {current.status.value} and can no longer change",
+            code="experiment_locked",
+        )
+    changed = [f for f in _ASSIGNMENT_FIELDS if getattr(current, f) != getattr(updated, f)]
+    if changed:
+        raise Conflict(
+            "these fields decide assignment and cannot change after start: "
+            + ", ".join(changed),
+            code="experiment_locked",
+            details={"fields": changed},
+        )

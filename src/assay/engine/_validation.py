@@ -1,0 +1,155 @@
+"""Cross-object validation at save time: everything decide relies on is checked here, so
+bad configuration is a 422 when it is written, never a surprise when it is evaluated."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from assay.engine._errors import ValidationFailed
+from assay.engine._model import (
+    Experiment,
+    ExperimentRule,
+    Flag,
+    FlagType,
+    ForceRule,
+    Layer,
+    Metric,
+    RolloutRule,
+)
+from assay.engine._ports import StoreTransaction
+
+ConditionValidator = Callable[[Mapping[str, Any]], None]
+
+_JSON_CHECKS: dict[FlagType, Callable[[Any], bool]] = {
+    FlagType.BOOLEAN: lambda v: isinstance(v, bool),
+    FlagType.STRING: lambda v: isinstance(v, str),
+    FlagType.NUMBER: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    FlagType.JSON: lambda v: True,
+}
+
+
+def _invalid(message: str, code: str, **details: Any) -> ValidationFailed:
+    return ValidationFailed(message, code=code, details=details or None)
+
+
+def check_value(flag_type: FlagType, value: Any, where: str) -> None:
+    if not _JSON_CHECKS[flag_type](value):
+        raise _invalid(
+            f"{where} must be a {flag_type.value} value", "value_type_mismatch", field=where
+        )
+
+
+def _check_condition(
+    condition: Mapping[str, Any] | None, where: str, validate: ConditionValidator
+) -> None:
+    if condition is None:
+        return
+    try:
+        validate(condition)
+    except ValidationFailed as exc:
+        exc.details = {**(exc.details or {}), "field": where}
+        raise
+
+
+async def validate_flag(tx: StoreTransaction, flag: Flag, validate: ConditionValidator) -> None:
+    check_value(flag.type, flag.default_value, "default_value")
+    for i, pre in enumerate(flag.prerequisites):
+        if pre.flag == flag.key:
+            raise _invalid("a flag cannot be its own prerequisite", "prerequisite_cycle")
+        if await tx.get(Flag, flag.project_id, pre.flag) is None:
+            raise _invalid(
+                f"prerequisite flag {pre.flag!r} does not exist",
+                "unknown_reference",
+                field=f"prerequisites[{i}].flag",
+            )
+    await _check_prerequisite_cycle(tx, flag)
+    rule_ids: set[str] = set()
+    for i, rule in enumerate(flag.rules):
+        where = f"rules[{i}]"
+        if rule.id is not None:
+            if rule.id in rule_ids:
+                raise _invalid(f"duplicate rule id {rule.id!r}", "duplicate_rule_id", field=where)
+            rule_ids.add(rule.id)
+        match rule:
+            case ForceRule() | RolloutRule():
+                check_value(flag.type, rule.value, f"{where}.value")
+                _check_condition(rule.condition, f"{where}.condition", validate)
+            case ExperimentRule():
+                experiment = await tx.get(Experiment, flag.project_id, rule.experiment)
+                if experiment is None:
+                    raise _invalid(
+                        f"experiment {rule.experiment!r} does not exist",
+                        "unknown_reference",
+                        field=f"{where}.experiment",
+                    )
+                for v in experiment.variants:
+                    check_value(flag.type, v.value, f"experiment {experiment.key} variant {v.key}")
+
+
+async def _check_prerequisite_cycle(tx: StoreTransaction, flag: Flag) -> None:
+    """Walk prerequisites from ``flag``; reaching it again is a cycle decide could not end."""
+    seen: set[str] = set()
+    stack = [p.flag for p in flag.prerequisites]
+    while stack:
+        key = stack.pop()
+        if key == flag.key:
+            raise _invalid("prerequisites form a cycle", "prerequisite_cycle")
+        if key in seen:
+            continue
+        seen.add(key)
+        other = await tx.get(Flag, flag.project_id, key)
+        if other is not None:
+            stack.extend(p.flag for p in other.prerequisites)
+
+
+async def validate_experiment(
+    tx: StoreTransaction, experiment: Experiment, validate: ConditionValidator
+) -> None:
+    keys = [v.key for v in experiment.variants]
+    if len(set(keys)) != len(keys):
+        raise _invalid("variant keys must be unique", "duplicate_variant", field="variants")
+    if experiment.variants and sum(v.weight for v in experiment.variants) <= 0:
+        raise _invalid("variant weights must not all be zero", "invalid_weights", field="variants")
+    _check_condition(experiment.condition, "condition", validate)
+    if experiment.layer is not None:
+        if experiment.layer.start >= experiment.layer.end:
+            raise _invalid("layer range start must be below end", "invalid_range", field="layer")
+        if await tx.get(Layer, experiment.project_id, experiment.layer.layer) is None:
+            raise _invalid(
+                f"layer {experiment.layer.layer!r} does not exist",
+                "unknown_reference",
+                field="layer.layer",
+            )
+    if experiment.participation_limit is not None and experiment.participation_limit < 1:
+        raise _invalid(
+            "participation_limit must be at least 1", "invalid_limit", field="participation_limit"
+        )
+    if experiment.holdout is not None:
+        holdout = await tx.get(Experiment, experiment.project_id, experiment.holdout)
+        if holdout is None or not holdout.is_holdout:
+            raise _invalid(
+                f"holdout {experiment.holdout!r} is not a holdout experiment",
+                "unknown_reference",
+                field="holdout",
+            )
+    for field in ("primary_metrics", "secondary_metrics", "guardrail_metrics"):
+        for key in getattr(experiment, field):
+            if await tx.get(Metric, experiment.project_id, key) is None:
+                raise _invalid(
+                    f"metric {key!r} does not exist", "unknown_reference", field=field
+                )
+
+
+async def validate_metric(tx: StoreTransaction, metric: Metric) -> None:
+    if metric.kind == "ratio":
+        for field in ("numerator", "denominator"):
+            key = getattr(metric, field)
+            if key is None:
+                raise _invalid(f"a ratio metric needs a {field}", "missing_field", field=field)
+            if key == metric.key or await tx.get(Metric, metric.project_id, key) is None:
+                raise _invalid(
+                    f"{field} metric {key!r} does not exist", "unknown_reference", field=field
+                )
+    if metric.kind == "percentile" and metric.percentile is None:
+        raise _invalid("a percentile metric needs a percentile", "missing_field", field="percentile")

@@ -1,0 +1,1 @@
+"""A third-party assay plugin, as a separate package would ship one."""

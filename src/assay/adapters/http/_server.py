@@ -1,0 +1,272 @@
+"""Serving the app with hypercorn's trio worker: in this process (``serve``), or in N
+worker processes sharing one listening socket (``run_workers``).
+
+With several workers, the parent binds the socket once and hands it to each spawned
+process; every worker runs its own engine (actors, snapshot, connection pool) on the same
+PostgreSQL, which is how DESIGN's Scale section runs several nodes. Configuration changes
+reach every worker through the store's LISTEN/NOTIFY.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
+
+from assay.engine import ValidationFailed
+
+if TYPE_CHECKING:
+    from multiprocessing.context import SpawnProcess
+    from multiprocessing.synchronize import Event as ProcessEvent
+
+    from assay.engine import Engine, EngineConfig
+
+log = logging.getLogger("assay.http")
+
+GRACEFUL_SECONDS = 5.0
+"""How long requests in flight may take to finish once shutdown begins."""
+# After the grace period hypercorn cancels what is left; this bounds its own cleanup.
+_CLEANUP_SECONDS = 2.0
+_POLL_SECONDS = 0.2
+_RESTART_BACKOFF_SECONDS = 1.0
+
+Prepare = Callable[["EngineConfig", int], Awaitable[None]]
+
+
+def hypercorn_config(host: str, port: int) -> HypercornConfig:
+    config = HypercornConfig()
+    # IPv6 literals need brackets in a bind address.
+    address = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    config.bind = [f"{address}:{port}"]
+    config.graceful_timeout = GRACEFUL_SECONDS
+    # Log through the standard logging tree, so the CLI's level and handlers apply.
+    config.accesslog = logging.getLogger("assay.http.access")
+    config.errorlog = logging.getLogger("assay.http.server")
+    return config
+
+
+def bind_sockets(host: str, port: int) -> Sockets:
+    """Bind and listen now (port 0 picks a free port); pass the result to ``serve``."""
+    config = hypercorn_config(host, port)
+    sockets = config.create_sockets()
+    for sock in sockets.insecure_sockets:
+        sock.listen(config.backlog)
+    return sockets
+
+
+def bound_port(sockets: Sockets) -> int:
+    name = sockets.insecure_sockets[0].getsockname()
+    return int(name[1]) if isinstance(name, tuple) else 0
+
+
+async def serve(
+    engine: Engine,
+    *,
+    host: str,
+    port: int,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    sockets: Sockets | None = None,
+) -> None:
+    """Serve ``engine``'s HTTP API until cancelled, then shut down gracefully: stop
+    accepting, let requests in flight finish (up to ``GRACEFUL_SECONDS``), and return.
+
+    Reports the bound port through ``task_status`` (useful with ``port=0``). With
+    ``sockets`` (already bound, e.g. inherited from a parent process) ``host`` and
+    ``port`` only label the configuration.
+    """
+    # Imported here so a parent process that only supervises workers stays free of Quart.
+    from hypercorn.trio.run import worker_serve
+    from hypercorn.utils import wrap_app
+
+    from assay.adapters.http._app import create_app
+
+    config = hypercorn_config(host, port)
+    async with AsyncExitStack() as owned:
+        if sockets is None:
+            sockets = bind_sockets(host, port)
+            for sock in sockets.insecure_sockets:
+                owned.callback(sock.close)
+        app = wrap_app(create_app(engine), config.wsgi_max_body_size, "asgi")
+        stop = trio.Event()
+        listening = _Started()
+        # Shielded: our caller's cancellation must not tear requests down mid-flight; it
+        # sets ``stop`` instead, which is hypercorn's graceful shutdown trigger. The
+        # deadline set then bounds the whole shutdown. Started with start_soon and our own
+        # started-event, not nursery.start: a shielded task started while its caller is
+        # being cancelled would never be handed over, and start() would wait forever.
+        server_scope = trio.CancelScope(shield=True)
+
+        async def run_server() -> None:
+            with server_scope:
+                # hypercorn.trio.serve without its socket binding: the same trio worker.
+                await worker_serve(
+                    app,
+                    config,
+                    sockets=sockets,
+                    shutdown_trigger=stop.wait,
+                    task_status=listening,
+                )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_server)
+            try:
+                await listening.event.wait()
+                log.info("HTTP API listening on port %d", bound_port(sockets))
+                task_status.started(bound_port(sockets))
+                await trio.sleep_forever()
+            finally:
+                stop.set()
+                server_scope.deadline = trio.current_time() + GRACEFUL_SECONDS + _CLEANUP_SECONDS
+
+
+class _Started:
+    """A task status for hypercorn's worker: records that it is accepting connections."""
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+
+    def started(self, value: object = None) -> None:
+        self.event.set()
+
+
+# --- several worker processes --------------------------------------------------------
+
+
+def run_workers(config: EngineConfig, workers: int, *, prepare: Prepare | None = None) -> None:
+    """Serve with ``workers`` processes until SIGINT or SIGTERM, then stop them gracefully.
+
+    The parent resolves the database once (starting the embedded PostgreSQL if no URL is
+    configured, so the workers share it rather than each attaching), binds the listening
+    socket, awaits ``prepare(config, port)`` (e.g. create and print the first admin key),
+    then spawns the workers. A worker that dies is replaced. Blocks; call outside Trio.
+    """
+    if workers < 1:
+        raise ValidationFailed("workers must be at least 1", code="invalid_config")
+    if config.store == "memory" and workers > 1:
+        raise ValidationFailed(
+            "the memory store cannot be shared between worker processes; use PostgreSQL",
+            code="invalid_config",
+        )
+    trio.run(_supervise_workers, config, workers, prepare)
+
+
+async def _supervise_workers(config: EngineConfig, workers: int, prepare: Prepare | None) -> None:
+    async with AsyncExitStack() as stack:
+        if config.store == "postgres":
+            from assay._bootstrap import open_database
+
+            dsn = await stack.enter_async_context(open_database(config))
+            config = msgspec.structs.replace(config, database_url=dsn)
+        sockets = bind_sockets(config.host, config.port)
+        for sock in sockets.insecure_sockets:
+            stack.callback(sock.close)
+        port = bound_port(sockets)
+        if prepare is not None:
+            await prepare(config, port)
+        context = multiprocessing.get_context("spawn")
+        stop = context.Event()
+
+        def spawn(number: int) -> SpawnProcess:
+            process = context.Process(
+                target=worker_main,
+                args=(config, sockets, stop),
+                name=f"assay-worker-{number}",
+                daemon=False,
+            )
+            process.start()
+            return process
+
+        processes = [spawn(n) for n in range(workers)]
+        log.info("serving on port %d with %d worker processes", port, workers)
+        try:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
+                    await _replace_dead_workers(processes, spawn)
+        finally:
+            stop.set()
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_join_or_kill, processes)
+
+
+async def _cancel_on_signal(signals: Any, scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        log.info("received %s: stopping the workers", signal.Signals(signum).name)
+        scope.cancel()
+        return
+
+
+async def _replace_dead_workers(
+    processes: list[SpawnProcess], spawn: Callable[[int], SpawnProcess]
+) -> None:
+    """Replace each worker that crashes. One that exits cleanly was told to stop (SIGTERM
+    sent to it directly, e.g. to the whole process group) and is not replaced; when every
+    worker has stopped so, the parent stops too."""
+    while any(p.is_alive() or p.exitcode != 0 for p in processes):
+        await trio.sleep(_POLL_SECONDS)
+        for number, process in enumerate(processes):
+            if not process.is_alive() and process.exitcode != 0:
+                log.error(
+                    "worker %s exited with code %s; starting a new one",
+                    process.name,
+                    process.exitcode,
+                )
+                await trio.sleep(_RESTART_BACKOFF_SECONDS)
+                processes[number] = spawn(number)
+    log.info("every worker has stopped")
+
+
+def _join_or_kill(processes: list[SpawnProcess]) -> None:
+    for process in processes:
+        process.join(GRACEFUL_SECONDS + _CLEANUP_SECONDS + 5.0)
+    for process in processes:
+        if process.is_alive():
+            log.warning("worker %s did not stop in time; terminating it", process.name)
+            process.kill()
+            process.join()
+
+
+def worker_main(config: EngineConfig, sockets: Sockets, stop: ProcessEvent) -> None:
+    """A worker process: its own engine, serving on the inherited sockets until the
+    parent sets ``stop`` or the process gets SIGTERM. Top-level, so spawn can import it."""
+    # Ctrl-C reaches the whole process group; the parent turns it into ``stop``, so the
+    # workers shut down in order instead of each raising KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=config.log_level)
+    trio.run(_worker, config, sockets, stop)
+
+
+async def _worker(config: EngineConfig, sockets: Sockets, stop: ProcessEvent) -> None:
+    import assay
+
+    async with assay.open_engine(config) as engine, trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_when_told, stop, nursery.cancel_scope)
+        await nursery.start(
+            partial(serve, engine, host=config.host, port=config.port, sockets=sockets)
+        )
+
+
+async def _stop_when_told(stop: ProcessEvent, scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def on_signal() -> None:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(on_signal)
+            # A multiprocessing Event cannot be awaited; poll it.
+            while not stop.is_set():  # noqa: ASYNC110
+                await trio.sleep(_POLL_SECONDS)
+            nursery.cancel_scope.cancel()
+    scope.cancel()

@@ -1,0 +1,128 @@
+"""Deciding over HTTP: one flag for one subject, a batch, and looking a decision up.
+
+The decide routes resolve the project from the published snapshot, not the store, so a
+decision costs no database round trip beyond its record (durable only where it must be).
+"""
+
+from typing import Annotated, Any
+
+import msgspec
+
+from assay.adapters.http._routing import PROJECT, Call, JsonBody, Route
+from assay.engine import Action, Decision, NotFound, Resource, ValidationFailed, authorize
+
+MAX_BATCH = 1_000
+
+SubjectId = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=512, description="The subject (user, device, ...) id."),
+]
+FlagKey = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Attributes = Annotated[
+    dict[str, Any],
+    msgspec.Meta(description="Targeting attributes; `id` is always the subject."),
+]
+
+
+class DecideRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    flag: FlagKey
+    subject: SubjectId
+    attributes: Attributes = {}
+
+
+class BatchDecideRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    requests: list[DecideRequest]
+    """Up to 1,000 (flag, subject) pairs, decided against one snapshot."""
+
+
+class BatchDecideResponse(msgspec.Struct, frozen=True, kw_only=True):
+    decisions: list[Decision]
+
+
+async def _project_id(call: Call) -> str:
+    key = call.key
+    name = call.project
+    if name is None and key.project_id is not None:
+        project_id = key.project_id
+    else:
+        project_id = call.engine.snapshot.project_ids.get(name or "", "")
+        if not project_id:
+            # Not in the snapshot (just created, or never existed): ask the store, which
+            # also gives the documented errors (project_required, project_not_found).
+            project_id = (await call.service.resolve_project(key, name)).id
+    authorize(key, Resource.DECISION, Action.WRITE, project_id=project_id)
+    return project_id
+
+
+async def decide(call: Call) -> Decision:
+    body: DecideRequest = call.body
+    project_id = await _project_id(call)
+    decisions = await call.engine.adecide_many(
+        [(body.flag, body.subject, body.attributes)], project_id=project_id
+    )
+    return decisions[0]
+
+
+async def decide_batch(call: Call) -> BatchDecideResponse:
+    body: BatchDecideRequest = call.body
+    if len(body.requests) > MAX_BATCH:
+        raise ValidationFailed(
+            f"a batch holds at most {MAX_BATCH} requests, not {len(body.requests)}",
+            code="batch_too_large",
+            details={"max": MAX_BATCH, "received": len(body.requests)},
+        )
+    project_id = await _project_id(call)
+    decisions = await call.engine.adecide_many(
+        [(r.flag, r.subject, r.attributes) for r in body.requests], project_id=project_id
+    )
+    return BatchDecideResponse(decisions=decisions)
+
+
+async def get_decision(call: Call) -> Decision:
+    decision = await call.engine.get_decision(call.path["decision_id"])
+    if decision is None:
+        raise NotFound("decision not found")
+    authorize(call.key, Resource.DECISION, Action.READ, project_id=decision.project_id)
+    return decision
+
+
+ROUTES = (
+    Route(
+        method="POST",
+        path="/api/v1/decide",
+        endpoint=decide,
+        operation_id="decide",
+        summary="Decide one flag for one subject",
+        description="The value, the variant (if any), the rule that decided and one reason "
+        "code. An unknown flag is a normal answer (`flag_not_found`). An "
+        "`experiment_assigned` decision is durably recorded before it is returned.",
+        tag="decide",
+        query=(PROJECT,),
+        body=JsonBody(DecideRequest),
+        response=Decision,
+    ),
+    Route(
+        method="POST",
+        path="/api/v1/decide/batch",
+        endpoint=decide_batch,
+        operation_id="decideBatch",
+        summary="Decide up to 1,000 (flag, subject) pairs",
+        description="All pairs are decided against the same configuration snapshot; over "
+        "1,000 is a 422 `batch_too_large`.",
+        tag="decide",
+        query=(PROJECT,),
+        body=JsonBody(BatchDecideRequest),
+        response=BatchDecideResponse,
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/decisions/{decision_id}",
+        endpoint=get_decision,
+        operation_id="getDecision",
+        summary="Look up a recorded decision",
+        description="Records are written per the `decision_records` mode; in `async` mode a "
+        "decision that was not an assignment may take a moment to appear.",
+        tag="decide",
+        response=Decision,
+    ),
+)

@@ -1,0 +1,108 @@
+"""``GET /metrics``: Prometheus text exposition, through prometheus_client.
+
+Latency quantiles (p50/p95/p99) come from the engine's recorders (in-process decide and
+every HTTP route) as summaries over a recent window; counters come from the decision actor
+and the decision cache. A collector reads them at scrape time, so the hot paths only ever
+touch their own cheap recorders.
+"""
+
+import weakref
+from collections.abc import Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from assay.adapters.http._routing import Call, Route
+from assay.engine import Engine, LatencyRecorder
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class EngineCollector(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        decide = self._engine.latency["decide"]
+        yield _summary(
+            "assay_decide_latency_seconds",
+            "In-process decide latency over the recent window.",
+            {"": decide},
+        )
+        routes = {k: v for k, v in self._engine.latency.items() if k != "decide"}
+        yield _summary(
+            "assay_http_request_latency_seconds",
+            "HTTP request latency per route over the recent window.",
+            routes,
+            label="route",
+        )
+        stats = self._engine.decision_stats
+        for name, help_text in (
+            ("records_written", "Decision records written."),
+            ("records_dropped", "Decision records dropped (queue full or write failed)."),
+            ("cache_hits", "Decision cache hits."),
+            ("cache_misses", "Decision cache misses."),
+        ):
+            yield CounterMetricFamily(f"assay_decision_{name}", help_text, value=stats[name])
+        yield GaugeMetricFamily(
+            "assay_snapshot_version",
+            "Version of the configuration snapshot in force.",
+            value=self._engine.snapshot.version,
+        )
+
+
+def _summary(
+    name: str,
+    help_text: str,
+    recorders: Mapping[str, LatencyRecorder],
+    label: str | None = None,
+) -> Metric:
+    family = SummaryMetricFamily(name, help_text, labels=[label] if label else None)
+    for key, recorder in sorted(recorders.items()):
+        labels = {label: key} if label else {}
+        family.add_metric(
+            list(labels.values()), count_value=recorder.count, sum_value=recorder.total
+        )
+        # add_metric takes no quantiles; Prometheus summaries carry them as samples.
+        for q, value in recorder.quantiles().items():
+            family.add_sample(name, {**labels, "quantile": str(q)}, value)
+    return family
+
+
+# One registry per engine, made on the first scrape and gone with the engine.
+_REGISTRIES: "weakref.WeakKeyDictionary[Engine, CollectorRegistry]" = weakref.WeakKeyDictionary()
+
+
+def _registry(engine: Engine) -> CollectorRegistry:
+    registry = _REGISTRIES.get(engine)
+    if registry is None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(EngineCollector(engine))
+        _REGISTRIES[engine] = registry
+    return registry
+
+
+async def metrics(call: Call) -> str:
+    return generate_latest(_registry(call.engine)).decode()
+
+
+ROUTES = (
+    Route(
+        method="GET",
+        path="/metrics",
+        endpoint=metrics,
+        operation_id="metrics",
+        summary="Prometheus metrics",
+        description="Decide latency (in process) and per-route HTTP latency as p50/p95/p99 "
+        "summaries, decision record and cache counters, the snapshot version.",
+        tag="operations",
+        public=True,
+        media_type=PROMETHEUS_TEXT,
+    ),
+)

@@ -1,0 +1,189 @@
+"""The API through a real hypercorn server on a free port, and several worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from assay.adapters.http import serve
+from assay.engine import SYSTEM_KEY, Role
+
+LIMIT = 4096  # the engines in these tests refuse bodies over 4 KiB (see conftest)
+
+
+@pytest.fixture
+async def base_url(engine, nursery) -> str:
+    port = await nursery.start(partial(serve, engine, host="127.0.0.1", port=0))
+    return f"http://127.0.0.1:{port}"
+
+
+async def test_health_and_ready(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        health = await client.get("/health")
+        ready = await client.get("/ready")
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert ready.status_code == 200
+
+
+async def test_a_round_trip(base_url: str, world) -> None:
+    _, secret = await world.key(Role.ADMIN)
+    project = world.unique("prj")
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers) as client:
+        assert (await client.post("/api/v1/projects", json={"key": project})).status_code == 201
+        created = await client.post(f"/api/v1/flags?project={project}", json={"key": "f"})
+        assert created.status_code == 201
+        fetched = await client.get(f"/api/v1/flags/f?project={project}")
+        assert fetched.json() == created.json()
+        assert fetched.headers["content-type"] == "application/json"
+        missing = await client.get(f"/api/v1/flags/nope?project={project}")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "not_found"
+
+
+async def test_an_oversize_body_is_413(base_url: str, world) -> None:
+    _, secret = await world.key(Role.ADMIN)
+    project = world.unique("prj")
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    body = b'{"key": "%s"}' % project.encode() + b" " * (2 * LIMIT)
+
+    async def chunks():
+        for start in range(0, len(body), 1024):
+            yield body[start : start + 1024]
+
+    async with httpx.AsyncClient(base_url=base_url, headers=headers) as client:
+        with_length = await client.post("/api/v1/projects", content=body)
+        assert with_length.status_code == 413
+        assert with_length.json()["error"]["code"] == "body_too_large"
+        assert with_length.json()["error"]["details"] == {"max_bytes": LIMIT}
+        chunked = await client.post("/api/v1/projects", content=chunks())
+        assert chunked.status_code == 413
+        assert chunked.json()["error"]["code"] == "body_too_large"
+        listed = await client.get("/api/v1/projects?limit=500")
+    assert project not in [p["key"] for p in listed.json()["items"]]
+
+
+async def test_cancelling_serve_stops_listening(engine) -> None:
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(serve, engine, host="127.0.0.1", port=0))
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+        nursery.cancel_scope.cancel()
+    with pytest.raises(OSError, match="connect"):
+        await trio.open_tcp_stream("127.0.0.1", port)
+
+
+@pytest.mark.parametrize("checkpoints", [0, 1, 5, 50])
+async def test_serve_stops_when_cancelled_while_starting(engine, checkpoints: int) -> None:
+    # A regression guard: cancellation that arrives before the server is up must not leave
+    # the (shielded) server running with nobody to stop it. fail_after only bounds a hang.
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(serve, engine, host="127.0.0.1", port=0))
+            for _ in range(checkpoints):
+                await trio.lowlevel.checkpoint()
+            nursery.cancel_scope.cancel()
+
+
+# --- several worker processes ----------------------------------------------------------
+
+WORKERS_SCRIPT = """
+import sys
+
+from assay.adapters.http import run_workers
+from assay.engine import EngineConfig
+
+
+async def announce(config, port):
+    print(f"PORT {port}", flush=True)
+
+
+if __name__ == "__main__":
+    config = EngineConfig(database_url=sys.argv[1], host="127.0.0.1", port=0)
+    run_workers(config, 2, prepare=announce)
+"""
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """The parent's children that are spawned workers (not multiprocessing's helpers)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [
+        int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+async def test_worker_processes_serve_restart_and_stop(pg_dsn, open_test_engine, tmp_path):
+    async with open_test_engine(pg_dsn) as engine:
+        _, secret = await engine.service.create_key(SYSTEM_KEY, role=Role.ADMIN, project=None)
+    script = tmp_path / "workers.py"
+    script.write_text(WORKERS_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = await trio.lowlevel.open_process(
+        [sys.executable, str(script), pg_dsn], stdout=subprocess.PIPE, env=env
+    )
+    try:
+        with trio.fail_after(60):
+            port = await _read_port(process)
+            base_url = f"http://127.0.0.1:{port}"
+            headers = {"Authorization": f"Bearer {secret}"}
+            async with httpx.AsyncClient(base_url=base_url, headers=headers) as client:
+                await _until_healthy(client)
+                assert len(_worker_pids(process.pid)) == 2
+                # Writes through one worker are read through any other: one database.
+                for n in range(6):
+                    created = await client.post("/api/v1/projects", json={"key": f"w{n}"})
+                    assert created.status_code == 201
+                listed = await client.get("/api/v1/projects")
+                assert [p["key"] for p in listed.json()["items"]] == [f"w{n}" for n in range(6)]
+
+                # A worker that dies is replaced.
+                victim = _worker_pids(process.pid)[0]
+                os.kill(victim, signal.SIGKILL)
+                await _until_replaced(process.pid, victim)
+                await _until_healthy(client)
+
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _read_port(process: trio.Process) -> int:
+    assert process.stdout is not None
+    output = b""
+    while b"\n" not in output:
+        chunk = await process.stdout.receive_some()
+        assert chunk, f"the workers' parent exited early: {output!r}"
+        output += chunk
+    line = output.split(b"\n")[0].decode()
+    assert line.startswith("PORT "), line
+    return int(line.split()[1])
+
+
+async def _until_replaced(parent: int, victim: int) -> None:
+    while True:
+        workers = _worker_pids(parent)
+        if len(workers) == 2 and victim not in workers:
+            return
+        await trio.sleep(0.1)
+
+
+async def _until_healthy(client: httpx.AsyncClient) -> None:
+    while True:
+        try:
+            if (await client.get("/ready")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await trio.sleep(0.1)

@@ -53,7 +53,7 @@ async def test_a_change_publishes_a_new_snapshot(engine: Engine) -> None:
         SYSTEM_KEY, assay.Flag, "shop", FlagSpec(key="checkout", default_value=False)
     )
     with trio.fail_after(5):
-        while not any(key == "checkout" for _, key in engine.snapshot.flags):
+        while not any(key == "checkout" for _, key in engine.snapshot.flags):  # noqa: ASYNC110
             await trio.sleep(0.01)
     assert engine.snapshot.version > before
 
@@ -103,7 +103,7 @@ async def test_a_crash_in_background_work_restarts_the_actor(
     with caplog.at_level(logging.ERROR, logger="assay.engine.actors"):
         async with assay.open_engine(config, load_entry_points=False) as engine:
             with trio.fail_after(5):
-                while engine.ingestion.actor.restarts == 0:
+                while engine.ingestion.actor.restarts == 0:  # noqa: ASYNC110
                     await trio.sleep(0.01)
             assert isinstance(await engine.ingestion.request(Ping()), Pong)
     assert crashes == 1

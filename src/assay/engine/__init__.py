@@ -6,6 +6,7 @@ root (``assay.open_engine``) hands it a store and the built-in plugins.
 
 from assay.engine._access import PERMISSIONS, Action, Resource, authorize
 from assay.engine._config import EngineConfig
+from assay.engine._core import Decision, Reason
 from assay.engine._errors import (
     AssayError,
     Conflict,
@@ -15,6 +16,7 @@ from assay.engine._errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from assay.engine._latency import LatencyRecorder
 from assay.engine._messages import Ping, Pong, RefreshSnapshot, SnapshotPublished
 from assay.engine._model import (
     ApiKey,
@@ -56,6 +58,7 @@ __all__ = [
     "ConfigService",
     "ConfigState",
     "Conflict",
+    "Decision",
     "Engine",
     "EngineConfig",
     "EngineOverloaded",
@@ -67,6 +70,7 @@ __all__ = [
     "FlagSpec",
     "FlagType",
     "ForceRule",
+    "LatencyRecorder",
     "Layer",
     "LayerRange",
     "LayerSpec",
@@ -81,6 +85,7 @@ __all__ = [
     "Prerequisite",
     "Project",
     "ProjectSpec",
+    "Reason",
     "RefreshSnapshot",
     "Resource",
     "Role",

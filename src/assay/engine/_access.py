@@ -66,9 +66,7 @@ def allows(role: Role, resource: Resource, action: Action) -> bool:
     return (resource, action) in PERMISSIONS[role]
 
 
-def authorize(
-    key: ApiKey, resource: Resource, action: Action, *, project_id: str | None
-) -> None:
+def authorize(key: ApiKey, resource: Resource, action: Action, *, project_id: str | None) -> None:
     """Raise unless ``key`` may perform ``action`` on ``resource`` in ``project_id``.
 
     ``project_id`` None means a resource outside any project (the project list itself,

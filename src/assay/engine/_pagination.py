@@ -46,7 +46,5 @@ def check_limit(limit: int | None) -> int:
     if limit is None:
         return DEFAULT_LIMIT
     if not 1 <= limit <= MAX_LIMIT:
-        raise ValidationFailed(
-            f"limit must be between 1 and {MAX_LIMIT}", code="invalid_limit"
-        )
+        raise ValidationFailed(f"limit must be between 1 and {MAX_LIMIT}", code="invalid_limit")
     return limit

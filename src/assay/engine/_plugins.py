@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import pluggy
 
 from assay.engine import hookspecs
+from assay.engine._core import OperatorFactory
 
 log = logging.getLogger("assay.engine.plugins")
 
@@ -25,3 +26,15 @@ def build_plugin_manager(
             log.info("loaded %d plugin(s) from entry points", loaded)
     pm.check_pending()
     return pm
+
+
+def collect_operators(pm: pluggy.PluginManager) -> dict[str, OperatorFactory]:
+    """Every plugin's targeting operators. pluggy answers last-registered first, so the
+    answers are applied in reverse: a later plugin overrides an earlier one's operator."""
+    operators: dict[str, OperatorFactory] = {}
+    for answer in reversed(pm.hook.assay_targeting_operators()):
+        for name, factory in answer.items():
+            if not name.startswith("$"):
+                raise ValueError(f"targeting operator {name!r} must start with '$'")
+            operators[name] = factory
+    return operators

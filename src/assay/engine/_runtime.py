@@ -5,8 +5,9 @@ ingestion and guardrail actors under supervisors in one nursery, and stops them 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from time import perf_counter
 from typing import Any, Generic, TypeVar
 
 import pluggy
@@ -17,18 +18,29 @@ from assay.engine._actors._decision import DecisionActor
 from assay.engine._actors._guardrail import GuardrailActor
 from assay.engine._actors._ingestion import IngestionActor
 from assay.engine._config import EngineConfig
-from assay.engine._core._snapshot import EMPTY_SNAPSHOT, Snapshot, index_snapshot
-from assay.engine._errors import AssayError, EngineOverloaded
+from assay.engine._core import (
+    EMPTY_SNAPSHOT,
+    ConditionCompiler,
+    ConditionError,
+    Decision,
+    DecisionCache,
+    Reason,
+    Snapshot,
+    compile_snapshot,
+)
+from assay.engine._errors import AssayError, EngineOverloaded, ValidationFailed
+from assay.engine._latency import LatencyRecorder
 from assay.engine._messages import (
     DecisionMessage,
     Envelope,
     GuardrailMessage,
     IngestionMessage,
     Message,
+    RecordDecisions,
     RefreshSnapshot,
     SnapshotPublished,
 )
-from assay.engine._plugins import build_plugin_manager
+from assay.engine._plugins import build_plugin_manager, collect_operators
 from assay.engine._ports import ConfigState, Store
 from assay.engine._service import ConfigService
 
@@ -69,9 +81,7 @@ class Mailbox(Generic[M]):
 class Engine:
     """A running assay engine. Obtain one with ``open_engine``."""
 
-    def __init__(
-        self, config: EngineConfig, store: Store, plugins: pluggy.PluginManager
-    ) -> None:
+    def __init__(self, config: EngineConfig, store: Store, plugins: pluggy.PluginManager) -> None:
         self.config = config
         self.store = store
         self.plugins = plugins
@@ -85,7 +95,20 @@ class Engine:
         )
         decision_actor = self.decision.actor
         assert isinstance(decision_actor, DecisionActor)
-        self.service = ConfigService(store, on_change=decision_actor.mark_dirty)
+        self._decision_actor = decision_actor
+        # One compiler for the engine's life: it caches compiled conditions by content,
+        # so a recompile after a change only compiles what is new.
+        self.conditions = ConditionCompiler(collect_operators(plugins), strict=True)
+        self.service = ConfigService(
+            store,
+            on_change=decision_actor.mark_dirty,
+            validate_condition=self._validate_condition,
+        )
+        self.decision_cache = DecisionCache(
+            config.decision_cache_size, config.decision_cache_ttl_seconds
+        )
+        self.latency: dict[str, LatencyRecorder] = {"decide": LatencyRecorder()}
+        self._decide_latency = self.latency["decide"]
 
     @property
     def snapshot(self) -> Snapshot:
@@ -102,15 +125,153 @@ class Engine:
         assert isinstance(result, SnapshotPublished)
         return result
 
-    def _compile(self, state: ConfigState, version: int) -> Snapshot:
-        return index_snapshot(
-            version,
-            list(state.projects),
-            list(state.flags),
-            list(state.experiments),
-            list(state.layers),
-            list(state.metrics),
+    # --- deciding ---------------------------------------------------------------------
+
+    def project_id(self, project: str | None = None) -> str:
+        """The id of ``project`` (a key), else of the configured default project, else of
+        the only project there is. Unknown projects decide ``flag_not_found``, so an
+        unknown key maps to an id no flag has."""
+        key = project if project is not None else self.config.project
+        snapshot = self._snapshot
+        if key is not None:
+            return snapshot.project_ids.get(key, "")
+        if len(snapshot.project_ids) == 1:
+            return next(iter(snapshot.project_ids.values()))
+        raise ValidationFailed(
+            "name a project: decide(..., project=KEY) or EngineConfig.project",
+            code="project_required",
         )
+
+    def decide(
+        self,
+        flag: str,
+        subject: str,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        project: str | None = None,
+    ) -> Decision:
+        """Decide one flag for one subject: synchronous, no I/O, from the snapshot in
+        force. Its record is queued to the decision actor (``decision_records`` mode);
+        use ``adecide`` when the record must be durable before you act on it."""
+        started = perf_counter()
+        decision = self.decision_cache.get_or_decide(
+            self._snapshot, self.project_id(project), flag, subject, attributes
+        )
+        self._decide_latency.observe(perf_counter() - started)
+        self._queue_records((decision,))
+        return decision
+
+    def decide_all(
+        self,
+        subject: str,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        project: str | None = None,
+    ) -> list[Decision]:
+        """Every flag of the project for one subject (synchronous, like ``decide``)."""
+        started = perf_counter()
+        decisions = self.decision_cache.get_or_decide_all(
+            self._snapshot, self.project_id(project), subject, attributes
+        )
+        self._decide_latency.observe(perf_counter() - started)
+        self._queue_records(decisions)
+        return decisions
+
+    async def adecide(
+        self,
+        flag: str,
+        subject: str,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        project: str | None = None,
+    ) -> Decision:
+        """``decide``, returning only once the record is durable where it must be: every
+        ``experiment_assigned`` decision, and every decision in ``sync`` mode."""
+        started = perf_counter()
+        decision = self.decision_cache.get_or_decide(
+            self._snapshot, self.project_id(project), flag, subject, attributes
+        )
+        self._decide_latency.observe(perf_counter() - started)
+        await self.record_decisions([decision])
+        return decision
+
+    async def adecide_many(
+        self, requests: Sequence[tuple[str, str, Mapping[str, Any] | None]], *, project_id: str
+    ) -> list[Decision]:
+        """Decide (flag, subject, attributes) triples in one project; records as
+        ``adecide`` does, written in one batch."""
+        started = perf_counter()
+        snapshot = self._snapshot
+        get = self.decision_cache.get_or_decide
+        decisions = [get(snapshot, project_id, f, s, a) for f, s, a in requests]
+        if decisions:
+            per = (perf_counter() - started) / len(decisions)
+            for _ in decisions:
+                self._decide_latency.observe(per)
+        await self.record_decisions(decisions)
+        return decisions
+
+    async def record_decisions(self, decisions: Sequence[Decision]) -> None:
+        """Write records per the mode: durable ones are awaited (group commit by the
+        decision actor), the rest are queued."""
+        mode = self.config.decision_records
+        if mode == "disabled" or not decisions:
+            return
+        if mode == "sync":
+            durable, queued = list(decisions), []
+        else:
+            durable = [d for d in decisions if d.reason is Reason.EXPERIMENT_ASSIGNED]
+            queued = [d for d in decisions if d.reason is not Reason.EXPERIMENT_ASSIGNED]
+        if queued:
+            self._queue_records(queued, include_assigned=True)
+        if durable:
+            await self.decision.request(RecordDecisions(decisions=durable))
+
+    def _queue_records(
+        self, decisions: Sequence[Decision], *, include_assigned: bool = True
+    ) -> None:
+        if self.config.decision_records == "disabled" or not decisions:
+            return
+        try:
+            self.decision.send_nowait(RecordDecisions(decisions=list(decisions)))
+        except EngineOverloaded:
+            # The hot path never waits: a full inbox drops records, counted.
+            self._decision_actor.records_dropped += len(decisions)
+
+    async def get_decision(self, decision_id: str) -> Decision | None:
+        return await self.store.get_decision(decision_id)
+
+    @property
+    def decision_stats(self) -> dict[str, int]:
+        actor = self._decision_actor
+        cache = self.decision_cache
+        return {
+            "records_written": actor.records_written,
+            "records_dropped": actor.records_dropped,
+            "record_batches": actor.record_batches,
+            "cache_hits": cache.hits,
+            "cache_misses": cache.misses,
+        }
+
+    # --- snapshots ------------------------------------------------------------------
+
+    def _validate_condition(self, condition: Mapping[str, Any]) -> None:
+        try:
+            self.conditions.compile(condition)
+        except ConditionError as exc:
+            raise ValidationFailed(
+                exc.message,
+                code=exc.code,
+                details={"location": list(exc.location)} if exc.location else None,
+            ) from exc
+
+    def _compile(self, state: ConfigState, version: int) -> Snapshot:
+        snapshot = compile_snapshot(state, version, self.conditions)
+        for e in snapshot.errors:
+            log.warning(
+                "snapshot %d: %s %s %s: %s %s", version, e.kind, e.key, e.field, e.code, e.message
+            )
+        return snapshot
 
     def _publish(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot

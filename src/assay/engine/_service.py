@@ -19,7 +19,13 @@ import msgspec
 
 from assay.engine._access import Action, Resource, authorize
 from assay.engine._core._lifecycle import DELETABLE, next_status
-from assay.engine._errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from assay.engine._errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    ValidationFailed,
+)
 from assay.engine._model import (
     ApiKey,
     AuditEntry,
@@ -56,6 +62,8 @@ SYSTEM_KEY = ApiKey(
 """The principal for trusted local callers: the CLI and code embedding the engine."""
 
 SECRET_PREFIX = "assay_"
+KEY_CACHE_SECONDS = 2.0
+_KEY_CACHE_SIZE = 10_000
 
 Scoped = Flag | Experiment | Layer | Metric
 SpecT = TypeVar("SpecT", FlagSpec, ExperimentSpec, LayerSpec, MetricSpec)
@@ -119,17 +127,27 @@ class ConfigService:
         self._store = store
         self._on_change = on_change
         self._validate_condition = validate_condition
+        # Recently authenticated keys, so a busy SDK does not cost a database lookup per
+        # request. A revocation here takes effect at once; one made by another process
+        # within KEY_CACHE_SECONDS.
+        self._keys_seen: dict[str, tuple[ApiKey, float]] = {}
 
     # --- authentication -------------------------------------------------------------
 
     async def authenticate(self, secret: str) -> ApiKey:
-        from assay.engine._errors import Unauthenticated
-
         if not secret.startswith(SECRET_PREFIX):
             raise Unauthenticated("invalid API key")
-        key = await self._store.get_key_by_hash(hash_secret(secret))
+        digest = hash_secret(secret)
+        cached = self._keys_seen.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        key = await self._store.get_key_by_hash(digest)
         if key is None or not key.active:
+            self._keys_seen.pop(digest, None)
             raise Unauthenticated("invalid or revoked API key")
+        if len(self._keys_seen) >= _KEY_CACHE_SIZE:
+            self._keys_seen.clear()
+        self._keys_seen[digest] = (key, time.monotonic() + KEY_CACHE_SECONDS)
         return key
 
     # --- projects -------------------------------------------------------------------
@@ -152,23 +170,12 @@ class ConfigService:
             found = await self._project_by_id(tx, principal.project_id)
         else:
             found = await tx.get(Project, None, project)
-        if found is None or (
-            principal.project_id is not None and principal.project_id != found.id
-        ):
+        if found is None or (principal.project_id is not None and principal.project_id != found.id):
             raise NotFound(f"project {project!r} not found", code="project_not_found")
         return found
 
     async def _project_by_id(self, tx: StoreTransaction, project_id: str) -> Project | None:
-        # Projects are few; a scoped key's project is found by id through the key list.
-        after: str | None = None
-        while True:
-            batch = await tx.list(Project, None, after=after, limit=500)
-            for p in batch:
-                if p.id == project_id:
-                    return p
-            if len(batch) < 500:
-                return None
-            after = batch[-1].key
+        return await tx.get_by_id(Project, project_id)
 
     async def list_projects(
         self, principal: ApiKey, *, cursor: str | None = None, limit: int | None = None
@@ -234,9 +241,7 @@ class ConfigService:
             await self._audit(tx, principal, "project.update", updated, current, updated)
         return updated
 
-    async def set_project_archived(
-        self, principal: ApiKey, key: str, archived: bool
-    ) -> Project:
+    async def set_project_archived(self, principal: ApiKey, key: str, archived: bool) -> Project:
         async with self._store.transaction() as tx:
             current = await self._resolve_project(tx, principal, key)
             authorize(principal, Resource.PROJECT, Action.WRITE, project_id=current.id)
@@ -388,7 +393,8 @@ class ConfigService:
             updated = msgspec.structs.replace(
                 current,
                 status=target,
-                started_at=current.started_at or (t if target is ExperimentStatus.RUNNING else None),
+                started_at=current.started_at
+                or (t if target is ExperimentStatus.RUNNING else None),
                 ended_at=t
                 if target in (ExperimentStatus.COMPLETED, ExperimentStatus.ROLLED_BACK)
                 else current.ended_at,
@@ -426,12 +432,18 @@ class ConfigService:
             project_id: str | None = None
             if project is not None:
                 project_id = (await self._resolve_project(tx, principal, project)).id
-            elif principal.project_id is not None:
+            # Read before write: a key that may not see keys at all is told there is
+            # nothing there; one that may, but asks beyond its scope, is refused.
+            authorize(
+                principal, Resource.KEY, Action.READ, project_id=project_id or principal.project_id
+            )
+            if project_id is None and principal.project_id is not None:
                 raise PermissionDenied("a project-scoped key may only create keys in its project")
-            authorize(principal, Resource.KEY, Action.READ, project_id=project_id)
             authorize(principal, Resource.KEY, Action.WRITE, project_id=project_id)
             if role is Role.SDK and project_id is None:
-                raise ValidationFailed("an SDK key must be scoped to a project", code="project_required")
+                raise ValidationFailed(
+                    "an SDK key must be scoped to a project", code="project_required"
+                )
             secret = SECRET_PREFIX + secrets.token_urlsafe(32)
             key = ApiKey(
                 id=new_id("key"),
@@ -478,6 +490,7 @@ class ConfigService:
             if not key.active:
                 return key
             revoked = msgspec.structs.replace(key, revoked_at=now())
+            self._keys_seen.pop(key.secret_hash, None)
             await tx.update_key(revoked)
             await self._audit_raw(
                 tx, principal, "key.revoke", _key_ref(key), _public_key(key), _public_key(revoked)
@@ -524,10 +537,14 @@ class ConfigService:
         before = decode_cursor(cursor, int)
         assert before is None or isinstance(before, int)
         async with self._store.read() as tx:
-            p = await self._resolve_project(tx, principal, project)
-            authorize(principal, Resource.AUDIT, Action.READ, project_id=p.id)
+            project_id: str | None = None
+            if project is not None or principal.project_id is not None:
+                project_id = (await self._resolve_project(tx, principal, project)).id
+            # A key for all projects that names none reads the whole log, including
+            # entries outside any project (global keys, the bootstrap key).
+            authorize(principal, Resource.AUDIT, Action.READ, project_id=project_id)
             items = await tx.list_audit(
-                project_id=p.id,
+                project_id=project_id,
                 resource_kind=resource_kind,
                 resource_key=resource_key,
                 before_id=before,
@@ -758,8 +775,7 @@ def _check_experiment_edit(current: Experiment, updated: Experiment) -> None:
     changed = [f for f in _ASSIGNMENT_FIELDS if getattr(current, f) != getattr(updated, f)]
     if changed:
         raise Conflict(
-            "these fields decide assignment and cannot change after start: "
-            + ", ".join(changed),
+            "these fields decide assignment and cannot change after start: " + ", ".join(changed),
             code="experiment_locked",
             details={"fields": changed},
         )

@@ -136,9 +136,7 @@ async def validate_experiment(
     for field in ("primary_metrics", "secondary_metrics", "guardrail_metrics"):
         for key in getattr(experiment, field):
             if await tx.get(Metric, experiment.project_id, key) is None:
-                raise _invalid(
-                    f"metric {key!r} does not exist", "unknown_reference", field=field
-                )
+                raise _invalid(f"metric {key!r} does not exist", "unknown_reference", field=field)
 
 
 async def validate_metric(tx: StoreTransaction, metric: Metric) -> None:
@@ -152,4 +150,6 @@ async def validate_metric(tx: StoreTransaction, metric: Metric) -> None:
                     f"{field} metric {key!r} does not exist", "unknown_reference", field=field
                 )
     if metric.kind == "percentile" and metric.percentile is None:
-        raise _invalid("a percentile metric needs a percentile", "missing_field", field="percentile")
+        raise _invalid(
+            "a percentile metric needs a percentile", "missing_field", field="percentile"
+        )

@@ -9,6 +9,7 @@ the actor once the messages already queued have been handled (drain, then stop).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, Generic, TypeVar
 
@@ -47,20 +48,31 @@ class Actor(Generic[M]):
     async def handle(self, message: M) -> Any:
         raise NotImplementedError
 
+    async def drain(self) -> None:
+        """Called once the inbox is closed and empty, while background work still runs:
+        finish what was accepted (e.g. flush buffered writes) before the actor stops."""
+
+    async def receive(self, envelope: Envelope[M]) -> None:
+        """Handle one envelope. The default answers at once with ``handle``'s result; an
+        actor that answers later (group commit) overrides this and keeps the channel."""
+        reply = await self.handle(envelope.message)
+        if envelope.reply is not None:
+            envelope.reply.send_nowait(reply)
+
 
 async def _serve_inbox(actor: Actor[M], inbox: trio.MemoryReceiveChannel[Envelope[M]]) -> None:
     async for envelope in inbox:
         try:
-            reply = await actor.handle(envelope.message)
+            await actor.receive(envelope)
         except Exception as exc:
             if envelope.reply is not None:
                 error = ActorCrashed(f"{actor.name} actor failed: {exc!r}")
                 error.__cause__ = exc
-                envelope.reply.send_nowait(error)
+                # The reply channel holds one answer; the actor may have answered already.
+                with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
+                    envelope.reply.send_nowait(error)
             raise
         actor.handled += 1
-        if envelope.reply is not None:
-            envelope.reply.send_nowait(reply)
 
 
 async def supervise(
@@ -84,6 +96,7 @@ async def supervise(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(actor.background)
                 await _serve_inbox(actor, inbox)
+                await actor.drain()
                 # Inbox closed and drained: stop the background work too.
                 nursery.cancel_scope.cancel()
             log.debug("%s actor stopped after %d messages", actor.name, actor.handled)

@@ -1,8 +1,15 @@
-"""The decision actor: compiles configuration into snapshots and publishes them.
+"""The decision actor: compiles configuration into snapshots and publishes them, and writes
+decision records.
 
-It recompiles when told (``RefreshSnapshot``), when this process changes configuration,
-and when any other process does (the store's change feed), coalescing bursts of changes
-into one compile.
+Snapshots: it recompiles when told (``RefreshSnapshot``), when this process changes
+configuration, and when any other process does (the store's change feed), coalescing bursts
+of changes into one compile.
+
+Records: ``RecordDecisions`` messages are group-committed. While one batch is being written,
+new records gather; the next write takes all of them. Callers that asked for an answer
+(durable records: every ``experiment_assigned`` decision, and all records in ``sync`` mode)
+get it only after their batch committed; fire-and-forget records (``async`` mode) ride along
+in the same batches.
 """
 
 from __future__ import annotations
@@ -13,14 +20,30 @@ from typing import Any
 
 import trio
 
-from assay.engine._actors._base import Actor
-from assay.engine._core._snapshot import Snapshot
-from assay.engine._messages import DecisionMessage, Ping, Pong, RefreshSnapshot, SnapshotPublished
+from assay.engine._actors._base import Actor, ActorCrashed
+from assay.engine._core import Decision, Snapshot
+from assay.engine._messages import (
+    DecisionMessage,
+    DecisionsRecorded,
+    Envelope,
+    Ping,
+    Pong,
+    RecordDecisions,
+    RefreshSnapshot,
+    SnapshotPublished,
+)
 from assay.engine._ports import ConfigState, Store
 
 log = logging.getLogger("assay.engine.decision")
 
 Compiler = Callable[[ConfigState, int], Snapshot]
+
+MAX_BATCH = 5_000
+"""Records per write: large enough to amortise the round trip, small enough to keep the
+latency of the callers waiting on it low."""
+MAX_PENDING = 200_000
+"""Fire-and-forget records held at most; beyond this they are dropped and counted, since
+the hot path must never wait on the database."""
 
 
 class DecisionActor(Actor[DecisionMessage]):
@@ -35,6 +58,13 @@ class DecisionActor(Actor[DecisionMessage]):
         self._publish = publish
         self._version = 0
         self._dirty = trio.Event()
+        self._pending: list[Decision] = []
+        self._waiters: list[tuple[int, trio.MemorySendChannel[Any]]] = []
+        self._records_ready = trio.Event()
+        self._batch_done = trio.Event()
+        self.records_written = 0
+        self.records_dropped = 0
+        self.record_batches = 0
 
     def mark_dirty(self) -> None:
         """Safe to call from anywhere in the Trio thread; never blocks."""
@@ -46,10 +76,18 @@ class DecisionActor(Actor[DecisionMessage]):
     async def background(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._store.watch_config, self.mark_dirty)
+            nursery.start_soon(self._write_records)
             while True:
                 await self._dirty.wait()
                 self._dirty = trio.Event()
                 await self._refresh()
+
+    async def receive(self, envelope: Envelope[DecisionMessage]) -> None:
+        message = envelope.message
+        if isinstance(message, RecordDecisions):
+            self._queue(message.decisions, envelope.reply)
+            return
+        await super().receive(envelope)
 
     async def handle(self, message: DecisionMessage) -> Any:
         match message:
@@ -57,6 +95,62 @@ class DecisionActor(Actor[DecisionMessage]):
                 return await self._refresh()
             case Ping():
                 return Pong(actor=self.name, handled=self.handled)
+            case RecordDecisions():  # pragma: no cover - receive() takes these
+                raise AssertionError("RecordDecisions is handled in receive")
+
+    async def drain(self) -> None:
+        # The writer runs in background(); wait for it to empty the queue.
+        while self._pending or self._waiters:
+            self._batch_done = trio.Event()
+            await self._batch_done.wait()
+
+    def _queue(self, decisions: list[Decision], reply: trio.MemorySendChannel[Any] | None) -> None:
+        if reply is None and len(self._pending) >= MAX_PENDING:
+            self.records_dropped += len(decisions)
+            return
+        self._pending.extend(decisions)
+        if reply is not None:
+            # Answered when every record up to this position has been written.
+            self._waiters.append((self.records_written + len(self._pending), reply))
+        self._records_ready.set()
+
+    async def _write_records(self) -> None:
+        while True:
+            await self._records_ready.wait()
+            self._records_ready = trio.Event()
+            while self._pending:
+                batch = self._pending[:MAX_BATCH]
+                try:
+                    await self._store.record_decisions(batch)
+                except Exception as exc:
+                    self._fail_waiters(exc)
+                    self._batch_done.set()
+                    raise
+                del self._pending[: len(batch)]
+                self.records_written += len(batch)
+                self.record_batches += 1
+                self._answer_waiters()
+                self._batch_done.set()
+
+    def _answer_waiters(self) -> None:
+        done = self.records_written
+        keep = []
+        for position, reply in self._waiters:
+            if position <= done:
+                reply.send_nowait(DecisionsRecorded(count=position))
+            else:
+                keep.append((position, reply))
+        self._waiters = keep
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        """A failed write: nobody waiting may be told their records are safe. Everything
+        pending is given up (the durable callers retry; async records are lost, counted)."""
+        error = ActorCrashed(f"writing decision records failed: {exc!r}")
+        for _, reply in self._waiters:
+            reply.send_nowait(error)
+        self.records_dropped += len(self._pending)
+        self._waiters = []
+        self._pending = []
 
     async def _refresh(self) -> SnapshotPublished:
         state = await self._store.load_config()

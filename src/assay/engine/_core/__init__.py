@@ -9,6 +9,7 @@ from assay.engine._core._bucketing import (
     in_namespace,
     in_range,
 )
+from assay.engine._core._cache import DecisionCache, attribute_digest
 from assay.engine._core._conditions import (
     MISSING,
     AttributesPredicate,
@@ -19,21 +20,55 @@ from assay.engine._core._conditions import (
     ValuePredicate,
     compile_condition,
 )
+from assay.engine._core._decide import Decision, Reason, decide, decide_all, new_decision_id
+from assay.engine._core._snapshot import (
+    EMPTY_SNAPSHOT,
+    CompiledExperiment,
+    CompiledExperimentRule,
+    CompiledFlag,
+    CompiledForceRule,
+    CompiledPrerequisite,
+    CompiledRolloutRule,
+    CompiledRule,
+    ConfigSource,
+    Snapshot,
+    SnapshotError,
+    compile_snapshot,
+)
 
 __all__ = [
+    "EMPTY_SNAPSHOT",
     "MISSING",
     "AttributesPredicate",
     "CompileContext",
+    "CompiledExperiment",
+    "CompiledExperimentRule",
+    "CompiledFlag",
+    "CompiledForceRule",
+    "CompiledPrerequisite",
+    "CompiledRolloutRule",
+    "CompiledRule",
     "ConditionCompiler",
     "ConditionError",
+    "ConfigSource",
+    "Decision",
+    "DecisionCache",
     "OperatorFactory",
+    "Reason",
+    "Snapshot",
+    "SnapshotError",
     "ValuePredicate",
+    "attribute_digest",
     "choose_variation",
     "compile_condition",
+    "compile_snapshot",
+    "decide",
+    "decide_all",
     "fnv1a32",
     "gb_hash",
     "get_bucket_ranges",
     "get_equal_weights",
     "in_namespace",
     "in_range",
+    "new_decision_id",
 ]

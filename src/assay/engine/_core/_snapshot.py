@@ -1,35 +1,510 @@
-"""The immutable configuration snapshot that decide reads.
+"""The immutable, compiled configuration snapshot that decide reads.
 
-It is compiled once per configuration change and swapped in atomically, so a decision
-never sees half of a change and never waits for the store.
+A snapshot is compiled once per configuration change and swapped in atomically, so a
+decision never sees half of a change and never waits for the store. Compiling does all the
+work that does not depend on the subject: conditions become predicates (through a
+``ConditionCompiler``, which also shares equal conditions), coverage and weights become
+bucket ranges, layers become namespace tuples, and every reference (a rule's experiment,
+an experiment's holdout, a flag's prerequisites) is resolved to the compiled object itself,
+so the decide hot path follows attributes and never looks anything up by name.
+
+Everything here is frozen: compiled objects are slotted frozen dataclasses and every
+mapping is a read-only ``MappingProxyType``. A snapshot can therefore be shared by every
+caller, in any number of concurrent decisions, with no locking.
+
+Compiling never fails because of one bad object. A condition that does not compile (it
+should not happen: conditions are validated when saved, but a plugin may have gone away)
+makes its rule never match, and a prerequisite cycle makes the flags on it fail their
+prerequisites; both are recorded in ``Snapshot.errors`` so the runtime can log them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, final
 
-from assay.engine._model import Experiment, Flag, Layer, Metric, Project
+from assay.engine._core._bucketing import get_bucket_ranges
+from assay.engine._core._conditions import AttributesPredicate, ConditionCompiler
+from assay.engine._model import (
+    Condition,
+    Experiment,
+    ExperimentRule,
+    ExperimentStatus,
+    Flag,
+    ForceRule,
+    Layer,
+    Metric,
+    Project,
+    RolloutRule,
+)
 
-_EMPTY: Mapping[str, object] = MappingProxyType({})
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+__all__ = [
+    "EMPTY_SNAPSHOT",
+    "CompiledExperiment",
+    "CompiledExperimentRule",
+    "CompiledFlag",
+    "CompiledForceRule",
+    "CompiledPrerequisite",
+    "CompiledRolloutRule",
+    "CompiledRule",
+    "ConfigSource",
+    "Snapshot",
+    "SnapshotError",
+    "compile_snapshot",
+    "index_snapshot",
+]
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _frozen(items: Iterable[tuple[_K, _V]]) -> Mapping[_K, _V]:
+    return MappingProxyType(dict(items))
+
+
+class ConfigSource(Protocol):
+    """What a snapshot is compiled from: the five lists of configuration objects.
+
+    The storage port's ``ConfigState`` satisfies it; it is a protocol here because the
+    pure core must not import the ports module.
+    """
+
+    @property
+    def projects(self) -> Sequence[Project]: ...
+    @property
+    def flags(self) -> Sequence[Flag]: ...
+    @property
+    def experiments(self) -> Sequence[Experiment]: ...
+    @property
+    def layers(self) -> Sequence[Layer]: ...
+    @property
+    def metrics(self) -> Sequence[Metric]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotError:
+    """Something that did not compile, and what the snapshot did instead."""
+
+    project_id: str
+    kind: str
+    """``"flag"`` or ``"experiment"``."""
+    key: str
+    field: str
+    """Where in the object, e.g. ``"rules[2].condition"`` or ``"prerequisites[0]"``."""
+    code: str
+    """A ``ConditionError`` code, ``compile_failed``, ``prerequisite_cycle`` or
+    ``invalid_holdout``."""
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledExperiment:
+    """An experiment ready to assign: everything decide needs, precomputed."""
+
+    experiment: Experiment
+    """The domain object, for whoever needs more than assignment."""
+    key: str
+    revision: int
+    running: bool
+    rolled_back: bool
+    is_holdout: bool
+    seed: str
+    hash_version: int
+    hash_attribute: str
+    fallback_attribute: str | None
+    condition: AttributesPredicate | None
+    """None when there is no condition, so decide can skip the call."""
+    namespace: tuple[str, float, float] | None
+    """The layer as GrowthBook's namespace tuple ``(layer key, start, end)``."""
+    ranges: tuple[tuple[float, float], ...]
+    """Bucket ranges from coverage and weights, one per variant."""
+    variant_keys: tuple[str, ...]
+    variant_values: tuple[Any, ...]
+    assignable: bool
+    """At least two variants: like GrowthBook, fewer is not an experiment."""
+    control_value: Any
+    """The first variant's value, served to everyone once the experiment is rolled back."""
+    participation_limit: int | None
+    holdout: CompiledExperiment | None = None
+    """The holdout this experiment sits in, only when it is a running holdout experiment.
+
+    It is compiled without holdout and participation references of its own: holdouts do
+    not nest, and the holdout's assignment needs only its own targeting and buckets."""
+    prior: tuple[CompiledExperiment, ...] = ()
+    """When ``participation_limit`` is set and the experiment runs: the project's running,
+    non-holdout experiments ordered before it by (started_at, key), compiled without
+    references of their own."""
+    fingerprint: str = ""
+    """Ids and revisions of this experiment, its holdout and its ``prior`` experiments:
+    what a cached outcome of this experiment depends on."""
+
+
+@final  # lets type checkers narrow ``type(rule) is ...`` dispatch in decide
+@dataclass(frozen=True, slots=True)
+class CompiledForceRule:
+    rule_id: str
+    condition: AttributesPredicate | None
+    value: Any
+
+
+@final  # lets type checkers narrow ``type(rule) is ...`` dispatch in decide
+@dataclass(frozen=True, slots=True)
+class CompiledRolloutRule:
+    rule_id: str
+    condition: AttributesPredicate | None
+    value: Any
+    coverage: float
+    seed: str
+    hash_version: int
+    hash_attribute: str
+    fallback_attribute: str | None
+
+
+@final  # lets type checkers narrow ``type(rule) is ...`` dispatch in decide
+@dataclass(frozen=True, slots=True)
+class CompiledExperimentRule:
+    rule_id: str
+    experiment_key: str
+    experiment: CompiledExperiment | None
+    """None when the referenced experiment does not exist (``no_active_experiment``)."""
+
+
+CompiledRule: TypeAlias = CompiledForceRule | CompiledRolloutRule | CompiledExperimentRule
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPrerequisite:
+    flag_key: str
+    flag: CompiledFlag | None
+    """The prerequisite flag; None when it does not exist or sits on a cycle (fails)."""
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledFlag:
+    flag: Flag
+    """The domain object."""
+    key: str
+    project_id: str
+    revision: int
+    enabled: bool
+    default_value: Any
+    prerequisites: tuple[CompiledPrerequisite, ...]
+    rules: tuple[CompiledRule, ...]
+    cache_key: str
+    """A string naming everything this flag's outcome depends on: project, key, the flag's
+    id and revision, and the ids and revisions of every experiment it reaches (rules,
+    holdouts, participation-limit predecessors) and of its prerequisites, recursively.
+    Decision-cache entries are keyed by it, so any relevant change misses the cache while
+    unrelated changes (a new snapshot version) do not. Ids, not just revisions, so a flag
+    deleted and re-created at revision 1 cannot hit an old entry."""
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     version: int
-    projects: Mapping[str, Project] = field(default_factory=dict)
+    projects: Mapping[str, Project] = field(default_factory=lambda: _frozen(()))
     """Projects by id."""
-    project_ids: Mapping[str, str] = field(default_factory=dict)
+    project_ids: Mapping[str, str] = field(default_factory=lambda: _frozen(()))
     """Project id by project key."""
-    flags: Mapping[tuple[str, str], Flag] = field(default_factory=dict)
-    """Flags by (project id, key)."""
-    experiments: Mapping[tuple[str, str], Experiment] = field(default_factory=dict)
-    layers: Mapping[tuple[str, str], Layer] = field(default_factory=dict)
-    metrics: Mapping[tuple[str, str], Metric] = field(default_factory=dict)
+    flags: Mapping[tuple[str, str], Flag] = field(default_factory=lambda: _frozen(()))
+    """Domain flags by (project id, key)."""
+    experiments: Mapping[tuple[str, str], Experiment] = field(default_factory=lambda: _frozen(()))
+    """Domain experiments by (project id, key)."""
+    layers: Mapping[tuple[str, str], Layer] = field(default_factory=lambda: _frozen(()))
+    metrics: Mapping[tuple[str, str], Metric] = field(default_factory=lambda: _frozen(()))
+    project_flags: Mapping[str, Mapping[str, CompiledFlag]] = field(
+        default_factory=lambda: _frozen(())
+    )
+    """Compiled flags by project id, then key (in key order): decide's lookup."""
+    compiled_experiments: Mapping[tuple[str, str], CompiledExperiment] = field(
+        default_factory=lambda: _frozen(())
+    )
+    """Compiled experiments by (project id, key)."""
+    errors: tuple[SnapshotError, ...] = ()
+    """What did not compile; see the module docstring."""
+
+    def flag(self, project_id: str, key: str) -> CompiledFlag | None:
+        """The compiled flag, or None."""
+        flags = self.project_flags.get(project_id)
+        return None if flags is None else flags.get(key)
 
 
 EMPTY_SNAPSHOT = Snapshot(version=0)
+
+
+# --------------------------------------------------------------------------------------
+# Compilation.
+# --------------------------------------------------------------------------------------
+
+
+class _Compiler:
+    """One compilation: the condition compiler and the errors recorded so far."""
+
+    def __init__(self, conditions: ConditionCompiler) -> None:
+        self.conditions = conditions
+        self.errors: list[SnapshotError] = []
+
+    def condition(
+        self, condition: Condition | None, project_id: str, kind: str, key: str, where: str
+    ) -> AttributesPredicate | None:
+        if not condition:  # None and {} always hold: no predicate to call at all
+            return None
+        try:
+            return self.conditions.compile(condition)
+        except Exception as exc:
+            # Deliberately broad: a third-party operator factory may raise anything, and
+            # one bad rule must not keep every other change from being published.
+            code = getattr(exc, "code", "compile_failed")
+            self.errors.append(
+                SnapshotError(project_id, kind, key, where, str(code), str(exc) or repr(exc))
+            )
+            return _never
+
+    def error(self, project_id: str, kind: str, key: str, where: str, code: str, msg: str) -> None:
+        self.errors.append(SnapshotError(project_id, kind, key, where, code, msg))
+
+
+def _never(_: Mapping[str, Any]) -> bool:
+    return False
+
+
+def _normalised_weights(weights: Sequence[float]) -> list[float] | None:
+    # Weights in assay are relative (1, 1, 2); GrowthBook's getBucketRanges wants shares
+    # and silently falls back to equal weights unless they sum to 0.99..1.01. Weights
+    # already in that band are passed through untouched, so a GrowthBook-imported
+    # experiment buckets bit for bit as in GrowthBook; others are divided by their sum,
+    # which is what "relative weight" means.
+    total = 0.0
+    for w in weights:
+        total += w
+    if total <= 0:
+        return None
+    if 0.99 <= total <= 1.01:
+        return list(weights)
+    return [w / total for w in weights]
+
+
+def _compile_experiment_base(c: _Compiler, e: Experiment) -> CompiledExperiment:
+    variants = e.variants
+    weights = _normalised_weights([v.weight for v in variants])
+    layer = e.layer
+    return CompiledExperiment(
+        experiment=e,
+        key=e.key,
+        revision=e.revision,
+        running=e.status is ExperimentStatus.RUNNING,
+        rolled_back=e.status is ExperimentStatus.ROLLED_BACK,
+        is_holdout=e.is_holdout,
+        # GrowthBook uses ``seed || key``, so an empty seed means the key there too.
+        seed=e.seed or e.key,
+        hash_version=e.hash_version,
+        hash_attribute=e.hash_attribute,
+        fallback_attribute=e.fallback_attribute or None,
+        condition=c.condition(e.condition, e.project_id, "experiment", e.key, "condition"),
+        namespace=None if layer is None else (layer.layer, layer.start, layer.end),
+        ranges=tuple(get_bucket_ranges(len(variants), e.coverage, weights)),
+        variant_keys=tuple(v.key for v in variants),
+        variant_values=tuple(v.value for v in variants),
+        assignable=len(variants) >= 2,
+        control_value=variants[0].value if variants else None,
+        participation_limit=e.participation_limit,
+    )
+
+
+def _start_order(e: Experiment) -> tuple[int, float, str]:
+    # Datetimes may be naive or aware depending on the store; comparing timestamps avoids
+    # mixing the two. A running experiment without started_at (should not exist) goes first.
+    if e.started_at is None:
+        return (0, 0.0, e.key)
+    return (1, e.started_at.timestamp(), e.key)
+
+
+def _experiment_id(e: CompiledExperiment) -> str:
+    return f"{e.experiment.id}:{e.revision}"
+
+
+def _compile_experiments(
+    c: _Compiler, experiments: Sequence[Experiment]
+) -> dict[tuple[str, str], CompiledExperiment]:
+    base = {(e.project_id, e.key): _compile_experiment_base(c, e) for e in experiments}
+
+    # Participation order per project: running experiments by (started_at, key). Holdouts
+    # are left out: a holdout covers a share of everyone by design, and counting it would
+    # make a limit of 1 exclude every subject it covers.
+    running: dict[str, list[CompiledExperiment]] = {}
+    for e in sorted(experiments, key=_start_order):
+        compiled = base[(e.project_id, e.key)]
+        if compiled.running and not compiled.is_holdout:
+            running.setdefault(e.project_id, []).append(compiled)
+
+    result: dict[tuple[str, str], CompiledExperiment] = {}
+    for (project_id, key), b in base.items():
+        holdout: CompiledExperiment | None = None
+        holdout_key = b.experiment.holdout
+        if holdout_key is not None and not b.is_holdout:
+            h = base.get((project_id, holdout_key))
+            if h is None or not h.is_holdout:
+                c.error(
+                    project_id,
+                    "experiment",
+                    key,
+                    "holdout",
+                    "invalid_holdout",
+                    f"holdout {holdout_key!r} is not a holdout experiment; ignored",
+                )
+            elif h.running:
+                holdout = h
+        prior: tuple[CompiledExperiment, ...] = ()
+        if b.participation_limit is not None and b.running and not b.is_holdout:
+            order = running.get(project_id, [])
+            # By identity: dataclass equality would compare every field.
+            position = next(i for i, x in enumerate(order) if x is b)
+            prior = tuple(order[:position])
+        parts = [_experiment_id(b)]
+        if holdout is not None:
+            parts.append("h" + _experiment_id(holdout))
+        parts.extend("p" + _experiment_id(p) for p in prior)
+        result[(project_id, key)] = dataclasses.replace(
+            b, holdout=holdout, prior=prior, fingerprint=",".join(parts)
+        )
+    return result
+
+
+def _rule_id(rule_id: str | None, index: int) -> str:
+    return rule_id if rule_id is not None else f"rules[{index}]"
+
+
+def _compile_flags(
+    c: _Compiler,
+    flags: Sequence[Flag],
+    experiments: Mapping[tuple[str, str], CompiledExperiment],
+) -> dict[tuple[str, str], CompiledFlag]:
+    by_key = {(f.project_id, f.key): f for f in flags}
+    done: dict[tuple[str, str], CompiledFlag] = {}
+    visiting: set[tuple[str, str]] = set()
+
+    # Prerequisites are compiled depth first so each one holds a direct reference to the
+    # compiled prerequisite flag. Saving refuses cycles; one that slips through anyway
+    # (e.g. written by another tool) is cut where it closes and reported, and the flags on
+    # it fail their prerequisites instead of recursing forever in decide.
+    def compile_flag(ref: tuple[str, str]) -> CompiledFlag:
+        compiled = done.get(ref)
+        if compiled is not None:
+            return compiled
+        f = by_key[ref]
+        visiting.add(ref)
+        prerequisites: list[CompiledPrerequisite] = []
+        fingerprint = [f"{f.project_id}/{f.key}#{f.id}:{f.revision}"]
+        for i, pre in enumerate(f.prerequisites):
+            target: CompiledFlag | None = None
+            pre_ref = (f.project_id, pre.flag)
+            if pre_ref in visiting:
+                c.error(
+                    f.project_id,
+                    "flag",
+                    f.key,
+                    f"prerequisites[{i}]",
+                    "prerequisite_cycle",
+                    f"prerequisite {pre.flag!r} closes a cycle; it always fails",
+                )
+                fingerprint.append(f"pre:{pre.flag}:cycle")
+            elif pre_ref in by_key:
+                target = compile_flag(pre_ref)
+                fingerprint.append(f"pre:({target.cache_key})")
+            else:
+                fingerprint.append(f"pre:{pre.flag}:missing")
+            prerequisites.append(CompiledPrerequisite(pre.flag, target, pre.value))
+        rules: list[CompiledRule] = []
+        for i, rule in enumerate(f.rules):
+            rid = _rule_id(rule.id, i)
+            where = f"rules[{i}].condition"
+            match rule:
+                case ForceRule():
+                    cond = c.condition(rule.condition, f.project_id, "flag", f.key, where)
+                    rules.append(CompiledForceRule(rid, cond, rule.value))
+                case RolloutRule():
+                    cond = c.condition(rule.condition, f.project_id, "flag", f.key, where)
+                    rules.append(
+                        CompiledRolloutRule(
+                            rule_id=rid,
+                            condition=cond,
+                            value=rule.value,
+                            coverage=rule.coverage,
+                            # GrowthBook: ``rule.seed || featureKey``.
+                            seed=rule.seed or f.key,
+                            hash_version=rule.hash_version,
+                            hash_attribute=rule.hash_attribute,
+                            fallback_attribute=rule.fallback_attribute or None,
+                        )
+                    )
+                case ExperimentRule():
+                    exp = experiments.get((f.project_id, rule.experiment))
+                    rules.append(CompiledExperimentRule(rid, rule.experiment, exp))
+                    fingerprint.append(
+                        f"exp:{rule.experiment}:missing" if exp is None else exp.fingerprint
+                    )
+        compiled = CompiledFlag(
+            flag=f,
+            key=f.key,
+            project_id=f.project_id,
+            revision=f.revision,
+            enabled=f.enabled,
+            default_value=f.default_value,
+            prerequisites=tuple(prerequisites),
+            rules=tuple(rules),
+            cache_key="|".join(fingerprint),
+        )
+        visiting.discard(ref)
+        done[ref] = compiled
+        return compiled
+
+    for ref in by_key:
+        compile_flag(ref)
+    return done
+
+
+def compile_snapshot(state: ConfigSource, version: int, compiler: ConditionCompiler) -> Snapshot:
+    """Compile ``state`` into snapshot number ``version``.
+
+    ``compiler`` carries the operator table (GrowthBook's plus plugins') and caches
+    compiled conditions by content; reusing one across snapshots makes recompiling after
+    a small change cheap. Never raises for a bad rule: see ``Snapshot.errors``.
+    """
+    c = _Compiler(compiler)
+    experiments = _compile_experiments(c, state.experiments)
+    flags = _compile_flags(c, state.flags, experiments)
+
+    per_project: dict[str, dict[str, CompiledFlag]] = {}
+    for (project_id, key), compiled in sorted(flags.items()):
+        per_project.setdefault(project_id, {})[key] = compiled
+
+    return Snapshot(
+        version=version,
+        projects=_frozen((p.id, p) for p in state.projects),
+        project_ids=_frozen((p.key, p.id) for p in state.projects),
+        flags=_frozen(((f.project_id, f.key), f) for f in state.flags),
+        experiments=_frozen(((e.project_id, e.key), e) for e in state.experiments),
+        layers=_frozen(((x.project_id, x.key), x) for x in state.layers),
+        metrics=_frozen(((m.project_id, m.key), m) for m in state.metrics),
+        project_flags=_frozen((pid, MappingProxyType(fs)) for pid, fs in per_project.items()),
+        compiled_experiments=MappingProxyType(experiments),
+        errors=tuple(c.errors),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    projects: Sequence[Project]
+    flags: Sequence[Flag]
+    experiments: Sequence[Experiment]
+    layers: Sequence[Layer]
+    metrics: Sequence[Metric]
 
 
 def index_snapshot(
@@ -39,13 +514,16 @@ def index_snapshot(
     experiments: list[Experiment],
     layers: list[Layer],
     metrics: list[Metric],
+    *,
+    compiler: ConditionCompiler | None = None,
 ) -> Snapshot:
-    return Snapshot(
-        version=version,
-        projects=MappingProxyType({p.id: p for p in projects}),
-        project_ids=MappingProxyType({p.key: p.id for p in projects}),
-        flags=MappingProxyType({(f.project_id, f.key): f for f in flags}),
-        experiments=MappingProxyType({(e.project_id, e.key): e for e in experiments}),
-        layers=MappingProxyType({(x.project_id, x.key): x for x in layers}),
-        metrics=MappingProxyType({(m.project_id, m.key): m for m in metrics}),
+    """Compatibility wrapper over ``compile_snapshot`` for callers with five lists.
+
+    Without a ``compiler`` no operators are known, so any condition using one compiles as
+    never matching (and is listed in ``errors``); the runtime passes its own compiler.
+    """
+    return compile_snapshot(
+        _State(projects, flags, experiments, layers, metrics),
+        version,
+        compiler if compiler is not None else ConditionCompiler({}),
     )

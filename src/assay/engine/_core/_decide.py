@@ -1,0 +1,474 @@
+"""Decide: the value of one flag for one subject, from a compiled snapshot.
+
+``decide`` is synchronous and pure: no I/O, no ``await``, no plugin dispatch. It reads only
+the snapshot (frozen) and its arguments, so any number of decisions can run against one
+snapshot while the next one is being compiled.
+
+Order of evaluation (DESIGN, "Decide"):
+
+1. The flag (unknown project or flag: ``flag_not_found``, value None).
+2. Kill switch (``enabled`` false: ``flag_off``, default value).
+3. Prerequisites: each prerequisite flag is decided for the same subject; it must not be
+   off, unknown or itself gated by a failing prerequisite, and its value must equal the
+   expected one (JSON equality), else ``prerequisite_failed`` with the default value.
+4. Rules in order, the first that applies wins:
+
+   - ``force``: the condition holds -> ``forced``.
+   - ``rollout``: the condition holds and the subject hashes inside the coverage ->
+     ``rollout``. GrowthBook's ``isIncludedInRollout``: coverage 0 excludes everyone,
+     otherwise ``hash(seed or flag key, hash value, hash version) <= coverage``, where
+     the hash value is the ``hash_attribute`` (else the ``fallback_attribute``); a
+     subject with neither skips the rule.
+   - ``experiment``: the referenced experiment must exist (``no_active_experiment``). A
+     rolled-back experiment serves its first (control) variant's value to everyone with
+     ``rolled_back`` and assigns no one. Otherwise it must be running
+     (``experiment_not_running``); the subject must have a hash value and pass the
+     condition (``targeting_mismatch``); then the holdout, the participation limit
+     (``participation_limit``), the layer (``layer_conflict``), at least two variants
+     (``no_variants``), and the bucket from coverage and weights
+     (``outside_traffic_allocation``) decide; else ``experiment_assigned``.
+
+   An experiment rule that does not assign lets evaluation go on with the next rule; the
+   final decision then carries the first such reason in ``experiment_reason`` (and that
+   experiment's key in ``experiment`` unless a later experiment assigned).
+5. No rule applies: ``default``.
+
+Assignment is GrowthBook's ``runExperiment`` for an experiment with the same key,
+variations, weights, coverage, seed, hashVersion, hashAttribute, condition and namespace:
+fewer than two variations assign no one, a missing or empty hash value (GrowthBook's
+``isHashable``: a non-empty string, or a finite non-zero number written as JavaScript
+writes it) assigns no one, the namespace is checked with the hash value, and the variant is
+``chooseVariation(hash(seed, value, version), getBucketRanges(n, coverage, weights))``.
+One deliberate extension: the fallback attribute applies whenever the hash attribute is
+missing, where GrowthBook only honours it with sticky bucketing enabled.
+
+**Holdouts.** When an experiment names a running holdout experiment (``is_holdout``) and
+the subject, having passed the experiment's own targeting, is assigned by the holdout
+(its own hash attribute, condition, layer, coverage and weights) to the holdout's first
+variant, the subject is held out: the decision is the holdout's assignment, serving the
+flag's default value with ``experiment_assigned``, the holdout's key and its first
+variant's key, so the held-out group is tracked as GrowthBook tracks it. Holdouts do not
+nest.
+
+**Participation limit** ("how many concurrent running experiments one subject may be
+in"), made deterministic and stateless so every process agrees without shared state: the
+project's running, non-holdout experiments are ordered by (``started_at``, key). A subject
+*participates* in an experiment when it has a hash value for it and passes its targeting
+condition, its layer and its coverage (lands in some variant's bucket); an experiment's
+own participation limit does not enter that test, which keeps it one pass and errs on the
+side of excluding. An experiment with limit L assigns a subject only if the subject
+participates in fewer than L of the experiments ordered before it (experiments without a
+limit count too), else ``participation_limit``. Because actual enrolments are a subset of
+participations, a subject enrolled in an experiment with limit L is in at most L-1 earlier
+ones. Everything except the subject-dependent checks (the ordering, each predecessor's
+compiled rules) is precomputed when the snapshot is compiled.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import math
+import os
+import time
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+import msgspec
+
+from assay.engine._core._bucketing import choose_variation, gb_hash, in_namespace
+from assay.engine._core._conditions import js_string, json_equal
+from assay.engine._core._snapshot import (
+    CompiledExperiment,
+    CompiledFlag,
+    CompiledForceRule,
+    CompiledRolloutRule,
+    Snapshot,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+__all__ = ["Decision", "Reason", "decide", "decide_all", "new_decision_id"]
+
+
+class Reason(enum.StrEnum):
+    """Why a decision came out as it did (DESIGN's reason codes)."""
+
+    FLAG_NOT_FOUND = "flag_not_found"
+    FLAG_OFF = "flag_off"
+    PREREQUISITE_FAILED = "prerequisite_failed"
+    FORCED = "forced"
+    ROLLOUT = "rollout"
+    NO_ACTIVE_EXPERIMENT = "no_active_experiment"
+    EXPERIMENT_NOT_RUNNING = "experiment_not_running"
+    TARGETING_MISMATCH = "targeting_mismatch"
+    PARTICIPATION_LIMIT = "participation_limit"
+    LAYER_CONFLICT = "layer_conflict"
+    OUTSIDE_TRAFFIC_ALLOCATION = "outside_traffic_allocation"
+    NO_VARIANTS = "no_variants"
+    EXPERIMENT_ASSIGNED = "experiment_assigned"
+    ROLLED_BACK = "rolled_back"
+    DEFAULT = "default"
+
+
+class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The outcome of deciding one flag for one subject.
+
+    ``gc=False``: a decision only holds strings, numbers and configuration values, never
+    itself, so it cannot be part of a reference cycle; skipping GC tracking makes the
+    millions created per minute cheaper.
+    """
+
+    decision_id: str
+    project_id: str
+    flag: str
+    subject: str
+    value: Any
+    variant: str | None = None
+    """The assigned variant's key (for a holdout, the holdout's variant)."""
+    rule: str | None = None
+    """The rule that decided: its id, or ``"rules[i]"`` when it has none."""
+    reason: Reason
+    experiment: str | None = None
+    """The experiment that assigned (or rolled back), else the one that did not assign
+    and whose reason is ``experiment_reason``."""
+    experiment_reason: Reason | None = None
+    """Why the first experiment rule passed over did not assign, when evaluation went on."""
+    in_experiment: bool = False
+    hash_value: str | None = None
+    """The hash attribute's value used to bucket (experiments and rollouts)."""
+    flag_revision: int = 0
+    snapshot_version: int
+    decided_at: float
+    """Epoch seconds."""
+
+
+# --------------------------------------------------------------------------------------
+# Decision ids: unique across processes without a syscall per decision. A random 64-bit
+# prefix per process (re-drawn in a forked child, which would otherwise repeat the
+# parent's ids) followed by a counter.
+# --------------------------------------------------------------------------------------
+
+_id_prefix = os.urandom(8).hex()
+_id_counter = itertools.count(1)
+
+
+def _reseed_ids() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = os.urandom(8).hex()
+    _id_counter = itertools.count(1)
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Windows
+    os.register_at_fork(after_in_child=_reseed_ids)
+
+
+def new_decision_id() -> str:
+    """A new decision id: 16 hex digits of per-process randomness, then a hex counter."""
+    return f"{_id_prefix}{next(_id_counter):08x}"
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation.
+# --------------------------------------------------------------------------------------
+
+# Module constants: a global lookup is cheaper than an attribute lookup on the enum class.
+_FLAG_NOT_FOUND: Final = Reason.FLAG_NOT_FOUND
+_FLAG_OFF: Final = Reason.FLAG_OFF
+_PREREQUISITE_FAILED: Final = Reason.PREREQUISITE_FAILED
+_FORCED: Final = Reason.FORCED
+_ROLLOUT: Final = Reason.ROLLOUT
+_NO_ACTIVE_EXPERIMENT: Final = Reason.NO_ACTIVE_EXPERIMENT
+_EXPERIMENT_NOT_RUNNING: Final = Reason.EXPERIMENT_NOT_RUNNING
+_TARGETING_MISMATCH: Final = Reason.TARGETING_MISMATCH
+_PARTICIPATION_LIMIT: Final = Reason.PARTICIPATION_LIMIT
+_LAYER_CONFLICT: Final = Reason.LAYER_CONFLICT
+_OUTSIDE_TRAFFIC_ALLOCATION: Final = Reason.OUTSIDE_TRAFFIC_ALLOCATION
+_NO_VARIANTS: Final = Reason.NO_VARIANTS
+_EXPERIMENT_ASSIGNED: Final = Reason.EXPERIMENT_ASSIGNED
+_ROLLED_BACK: Final = Reason.ROLLED_BACK
+_DEFAULT: Final = Reason.DEFAULT
+
+# A prerequisite flag that is off, unknown, or gated itself fails whatever value it serves.
+_GATED: Final = frozenset({_FLAG_OFF, _FLAG_NOT_FOUND, _PREREQUISITE_FAILED})
+
+_Outcome: TypeAlias = tuple[
+    Any,  # value
+    "str | None",  # variant
+    "str | None",  # rule
+    Reason,  # reason
+    "str | None",  # experiment
+    "Reason | None",  # experiment_reason
+    bool,  # in_experiment
+    "str | None",  # hash_value
+]
+_Run: TypeAlias = tuple[Reason, int, "str | None", CompiledExperiment]
+
+
+def _hashable(value: Any) -> str:
+    # GrowthBook's isHashable + String(): non-empty strings as they are, finite non-zero
+    # numbers as JavaScript prints them; everything else (booleans too) is missing.
+    if type(value) is str:
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ""
+    if value == 0 or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return js_string(value)
+
+
+def _hash_value(attrs: Mapping[str, Any], attribute: str, fallback: str | None) -> str:
+    """The subject's hash value for ``attribute`` (else ``fallback``); "" when missing."""
+    value = attrs.get(attribute)
+    hv = value if type(value) is str else _hashable(value)
+    if not hv and fallback is not None:
+        value = attrs.get(fallback)
+        hv = value if type(value) is str else _hashable(value)
+    return hv
+
+
+def _bucket(e: CompiledExperiment, attrs: Mapping[str, Any]) -> int:
+    """The variant ``e`` assigns on its own (targeting, layer, buckets), or -1."""
+    hv = _hash_value(attrs, e.hash_attribute, e.fallback_attribute)
+    if not hv:
+        return -1
+    cond = e.condition
+    if cond is not None and not cond(attrs):
+        return -1
+    ns = e.namespace
+    if (ns is not None and not in_namespace(hv, ns)) or not e.assignable:
+        return -1
+    n = gb_hash(e.seed, hv, e.hash_version)
+    return -1 if n is None else choose_variation(n, e.ranges)
+
+
+def _run(e: CompiledExperiment, attrs: Mapping[str, Any]) -> _Run:
+    """Run one experiment rule: (reason, variant index, hash value, deciding experiment).
+
+    The deciding experiment is ``e`` itself, or its holdout when the subject is held out.
+    """
+    if e.rolled_back:
+        return (_ROLLED_BACK if e.variant_keys else _NO_VARIANTS, -1, None, e)
+    if not e.running:
+        return (_EXPERIMENT_NOT_RUNNING, -1, None, e)
+    hv = _hash_value(attrs, e.hash_attribute, e.fallback_attribute)
+    if not hv:
+        return (_TARGETING_MISMATCH, -1, None, e)
+    cond = e.condition
+    if cond is not None and not cond(attrs):
+        return (_TARGETING_MISMATCH, -1, hv, e)
+    holdout = e.holdout
+    if holdout is not None and _bucket(holdout, attrs) == 0:
+        return (
+            _EXPERIMENT_ASSIGNED,
+            0,
+            _hash_value(attrs, holdout.hash_attribute, holdout.fallback_attribute),
+            holdout,
+        )
+    limit = e.participation_limit
+    if limit is not None:
+        count = 0
+        for other in e.prior:
+            if _bucket(other, attrs) >= 0:
+                count += 1
+                if count >= limit:
+                    return (_PARTICIPATION_LIMIT, -1, hv, e)
+    ns = e.namespace
+    if ns is not None and not in_namespace(hv, ns):
+        return (_LAYER_CONFLICT, -1, hv, e)
+    if not e.assignable:
+        return (_NO_VARIANTS, -1, hv, e)
+    n = gb_hash(e.seed, hv, e.hash_version)
+    index = -1 if n is None else choose_variation(n, e.ranges)
+    if index < 0:
+        return (_OUTSIDE_TRAFFIC_ALLOCATION, -1, hv, e)
+    return (_EXPERIMENT_ASSIGNED, index, hv, e)
+
+
+def _evaluate(cf: CompiledFlag, attrs: Mapping[str, Any]) -> _Outcome:
+    if not cf.enabled:
+        return (cf.default_value, None, None, _FLAG_OFF, None, None, False, None)
+    for pre in cf.prerequisites:
+        target = pre.flag
+        if target is None:
+            return (cf.default_value, None, None, _PREREQUISITE_FAILED, None, None, False, None)
+        outcome = _evaluate(target, attrs)
+        if outcome[3] in _GATED or not json_equal(outcome[0], pre.value):
+            return (cf.default_value, None, None, _PREREQUISITE_FAILED, None, None, False, None)
+
+    experiment_reason: Reason | None = None
+    experiment_key: str | None = None
+    for rule in cf.rules:
+        if type(rule) is CompiledForceRule:
+            cond = rule.condition
+            if cond is None or cond(attrs):
+                return (
+                    rule.value,
+                    None,
+                    rule.rule_id,
+                    _FORCED,
+                    experiment_key,
+                    experiment_reason,
+                    False,
+                    None,
+                )
+        elif type(rule) is CompiledRolloutRule:
+            r = rule
+            cond = r.condition
+            if (cond is None or cond(attrs)) and r.coverage > 0:
+                hv = _hash_value(attrs, r.hash_attribute, r.fallback_attribute)
+                if hv:
+                    # Every hash is below 1, so full coverage needs no hashing at all.
+                    if r.coverage < 1:
+                        n = gb_hash(r.seed, hv, r.hash_version)
+                        if n is None or n > r.coverage:
+                            continue
+                    return (
+                        r.value,
+                        None,
+                        r.rule_id,
+                        _ROLLOUT,
+                        experiment_key,
+                        experiment_reason,
+                        False,
+                        hv,
+                    )
+        else:
+            e = rule.experiment
+            if e is None:
+                reason: Reason = _NO_ACTIVE_EXPERIMENT
+                key: str = rule.experiment_key
+            else:
+                reason, index, hv_used, decided = _run(e, attrs)
+                if reason is _EXPERIMENT_ASSIGNED:
+                    # Held out: the holdout's group sees the flag's default value.
+                    value = e.variant_values[index] if decided is e else cf.default_value
+                    return (
+                        value,
+                        decided.variant_keys[index],
+                        rule.rule_id,
+                        _EXPERIMENT_ASSIGNED,
+                        decided.key,
+                        experiment_reason,
+                        True,
+                        hv_used,
+                    )
+                if reason is _ROLLED_BACK:
+                    return (
+                        e.control_value,
+                        None,
+                        rule.rule_id,
+                        _ROLLED_BACK,
+                        e.key,
+                        experiment_reason,
+                        False,
+                        None,
+                    )
+                key = e.key
+            if experiment_reason is None:
+                experiment_reason = reason
+                experiment_key = key
+    return (cf.default_value, None, None, _DEFAULT, experiment_key, experiment_reason, False, None)
+
+
+def _subject_attributes(subject: str, attributes: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    # The subject argument is authoritative for "id"; the caller's mapping is never
+    # mutated, and is used as is (no copy) when it already carries the same id.
+    if attributes is None:
+        return {"id": subject}
+    if attributes.get("id") == subject:
+        return attributes
+    merged = dict(attributes)
+    merged["id"] = subject
+    return merged
+
+
+def decide(
+    snapshot: Snapshot,
+    project_id: str,
+    flag_key: str,
+    subject: str,
+    attributes: Mapping[str, Any] | None = None,
+    *,
+    new_id: Callable[[], str] = new_decision_id,
+) -> Decision:
+    """Decide ``flag_key`` for ``subject`` (with ``attributes``) in ``project_id``.
+
+    Synchronous and pure; see the module docstring for the order of evaluation. The
+    subject id is the attribute ``id`` (overriding any ``id`` in ``attributes``).
+    """
+    flags = snapshot.project_flags.get(project_id)
+    cf = None if flags is None else flags.get(flag_key)
+    if cf is None:
+        return Decision(
+            decision_id=new_id(),
+            project_id=project_id,
+            flag=flag_key,
+            subject=subject,
+            value=None,
+            reason=_FLAG_NOT_FOUND,
+            snapshot_version=snapshot.version,
+            decided_at=time.time(),
+        )
+    value, variant, rule, reason, experiment, experiment_reason, in_experiment, hv = _evaluate(
+        cf, _subject_attributes(subject, attributes)
+    )
+    return Decision(
+        decision_id=new_id(),
+        project_id=project_id,
+        flag=flag_key,
+        subject=subject,
+        value=value,
+        variant=variant,
+        rule=rule,
+        reason=reason,
+        experiment=experiment,
+        experiment_reason=experiment_reason,
+        in_experiment=in_experiment,
+        hash_value=hv,
+        flag_revision=cf.revision,
+        snapshot_version=snapshot.version,
+        decided_at=time.time(),
+    )
+
+
+def decide_all(
+    snapshot: Snapshot,
+    project_id: str,
+    subject: str,
+    attributes: Mapping[str, Any] | None = None,
+    *,
+    new_id: Callable[[], str] = new_decision_id,
+) -> list[Decision]:
+    """Decide every flag of ``project_id`` for ``subject``, in flag-key order."""
+    flags = snapshot.project_flags.get(project_id)
+    if not flags:
+        return []
+    attrs = _subject_attributes(subject, attributes)
+    now = time.time()
+    version = snapshot.version
+    decisions: list[Decision] = []
+    for cf in flags.values():
+        value, variant, rule, reason, experiment, experiment_reason, in_experiment, hv = _evaluate(
+            cf, attrs
+        )
+        decisions.append(
+            Decision(
+                decision_id=new_id(),
+                project_id=project_id,
+                flag=cf.key,
+                subject=subject,
+                value=value,
+                variant=variant,
+                rule=rule,
+                reason=reason,
+                experiment=experiment,
+                experiment_reason=experiment_reason,
+                in_experiment=in_experiment,
+                hash_value=hv,
+                flag_revision=cf.revision,
+                snapshot_version=version,
+                decided_at=now,
+            )
+        )
+    return decisions

@@ -1,0 +1,119 @@
+"""Deciding over HTTP: answers, batches, limits, looking decisions up, and /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import assay
+from assay.engine import Engine, EngineConfig, Role, Transition
+
+
+@pytest.fixture
+async def engine(module_dsn: str) -> AsyncIterator[Engine]:
+    """Batches of 1,000 need more than the 4 KiB body limit the other HTTP tests use."""
+    config = EngineConfig(database_url=module_dsn, pool_size=4)
+    async with assay.open_engine(config, load_entry_points=False) as engine:
+        yield engine
+
+
+async def scene(world: Any) -> tuple[str, str]:
+    """A project with a flag whose rule is a running two-variant experiment."""
+    project = await world.project()
+    experiment = await world.experiment(project, Transition.START)
+    flag = world.unique("flag")
+    await world.admin_create_flag(project, flag, experiment)
+    await world.engine.refresh()
+    return project, flag
+
+
+async def test_decide_answers_with_the_assignment(world: Any) -> None:
+    project, flag = await scene(world)
+    sdk = await world.api_as(Role.SDK, project)
+    answer = await sdk.post("/api/v1/decide", json={"flag": flag, "subject": "u1"})
+    assert answer.status == 200, answer.body
+    body = answer.body
+    assert body["reason"] == "experiment_assigned"
+    assert body["variant"] in ("control", "treatment")
+    assert body["value"] is (body["variant"] == "treatment")
+    # Durable before it was returned: an analyst can look it up at once.
+    analyst = await world.api_as(Role.ANALYST, project)
+    looked_up = await analyst.get(f"/api/v1/decisions/{body['decision_id']}")
+    assert looked_up.status == 200
+    assert looked_up.body["variant"] == body["variant"]
+
+
+async def test_an_unknown_flag_is_a_normal_answer(world: Any) -> None:
+    project, _ = await scene(world)
+    sdk = await world.api_as(Role.SDK, project)
+    answer = await sdk.post("/api/v1/decide", json={"flag": "nope", "subject": "u1"})
+    assert (answer.status, answer.body["reason"], answer.body["value"]) == (
+        200,
+        "flag_not_found",
+        None,
+    )
+
+
+async def test_batch_decides_every_pair_in_order(world: Any) -> None:
+    project, flag = await scene(world)
+    sdk = await world.api_as(Role.SDK, project)
+    requests = [{"flag": flag, "subject": f"u{i}"} for i in range(1000)]
+    answer = await sdk.post("/api/v1/decide/batch", json={"requests": requests})
+    assert answer.status == 200
+    decisions = answer.body["decisions"]
+    assert [d["subject"] for d in decisions] == [r["subject"] for r in requests]
+    variants = {d["variant"] for d in decisions}
+    assert variants == {"control", "treatment"}
+
+
+async def test_a_batch_over_the_limit_is_refused(world: Any) -> None:
+    project, flag = await scene(world)
+    sdk = await world.api_as(Role.SDK, project)
+    before = world.engine.latency["decide"].count
+    requests = [{"flag": flag, "subject": f"u{i}"} for i in range(1001)]
+    answer = await sdk.post("/api/v1/decide/batch", json={"requests": requests})
+    assert (answer.status, answer.code) == (422, "batch_too_large")
+    assert world.engine.latency["decide"].count == before
+
+
+async def test_malformed_attributes_are_refused(world: Any) -> None:
+    project, flag = await scene(world)
+    sdk = await world.api_as(Role.SDK, project)
+    for body in (
+        {"flag": flag, "subject": "u1", "attributes": "country=DE"},
+        {"flag": flag, "subject": ""},
+        {"flag": flag},
+    ):
+        answer = await sdk.post("/api/v1/decide", json=body)
+        assert (answer.status, answer.code) == (422, "invalid_body"), body
+
+
+async def test_decisions_of_another_project_are_invisible(world: Any) -> None:
+    project, flag = await scene(world)
+    decision = await world.engine.adecide(flag, "u1", project=project)
+    other = await world.project()
+    analyst = await world.api_as(Role.ANALYST, other)
+    answer = await analyst.get(f"/api/v1/decisions/{decision.decision_id}")
+    assert (answer.status, answer.code) == (404, "not_found")
+    missing = await (await world.api_as(Role.ANALYST, project)).get("/api/v1/decisions/nope")
+    assert (missing.status, missing.code) == (404, "not_found")
+
+
+async def test_metrics_expose_latency_quantiles(world: Any, anonymous: Any) -> None:
+    project, flag = await scene(world)
+    sdk = await world.api_as(Role.SDK, project)
+    for i in range(20):
+        await sdk.post("/api/v1/decide", json={"flag": flag, "subject": f"u{i}"})
+    answer = await anonymous.get("/metrics")
+    assert answer.status == 200
+    text = answer.body
+    for q in ("0.5", "0.95", "0.99"):
+        assert f'assay_decide_latency_seconds{{quantile="{q}"}}' in text
+        assert (
+            f'assay_http_request_latency_seconds{{quantile="{q}",route="POST /api/v1/decide"}}'
+            in text
+        )
+    assert "assay_decide_latency_seconds_count" in text
+    assert "assay_decision_records_written_total" in text

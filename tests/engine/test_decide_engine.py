@@ -1,0 +1,245 @@
+"""Deciding through a running engine: snapshots follow changes (also from another process),
+records are written per mode, conditions are validated when saved, plugins supply
+operators through their entry point."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+
+import assay
+from assay.engine import (
+    SYSTEM_KEY,
+    Decision,
+    Engine,
+    EngineConfig,
+    Experiment,
+    ExperimentRule,
+    ExperimentSpec,
+    Flag,
+    FlagSpec,
+    ForceRule,
+    ProjectSpec,
+    Reason,
+    Transition,
+    ValidationFailed,
+    Variant,
+)
+
+P = "shop"
+
+
+def same_record(stored: Decision | None, decision: Decision) -> bool:
+    """PostgreSQL keeps microseconds; everything else round-trips exactly."""
+    return (
+        stored is not None
+        and abs(stored.decided_at - decision.decided_at) < 1e-5
+        and msgspec.structs.replace(stored, decided_at=decision.decided_at) == decision
+    )
+
+
+def config_for(store_dsn: str | None, **extra: Any) -> EngineConfig:
+    if store_dsn is None:
+        return EngineConfig(store="memory", **extra)
+    return EngineConfig(database_url=store_dsn, **extra)
+
+
+async def populate(engine: Engine) -> None:
+    service = engine.service
+    await service.create_project(SYSTEM_KEY, ProjectSpec(key=P))
+    await service.create_object(
+        SYSTEM_KEY,
+        Experiment,
+        P,
+        ExperimentSpec(
+            key="color-test",
+            variants=[Variant(key="control", value="blue"), Variant(key="green", value="green")],
+            condition={"country": {"$in": ["DE", "FR"]}},
+        ),
+    )
+    await service.create_object(
+        SYSTEM_KEY,
+        Flag,
+        P,
+        FlagSpec(
+            key="color",
+            type="string",  # type: ignore[arg-type]
+            default_value="blue",
+            rules=[
+                ForceRule(id="staff", condition={"staff": True}, value="red"),
+                ExperimentRule(id="test", experiment="color-test"),
+            ],
+        ),
+    )
+    await service.transition_experiment(SYSTEM_KEY, P, "color-test", Transition.START)
+    await engine.refresh()
+
+
+@pytest.fixture
+async def engine(store_dsn: str | None) -> AsyncIterator[Engine]:
+    async with assay.open_engine(config_for(store_dsn)) as engine:
+        await populate(engine)
+        yield engine
+
+
+async def test_decide_follows_the_rules(engine: Engine) -> None:
+    forced = engine.decide("color", "u1", {"staff": True}, project=P)
+    assert (forced.value, forced.reason, forced.rule) == ("red", Reason.FORCED, "staff")
+    outside = engine.decide("color", "u1", {"country": "US"}, project=P)
+    assert (outside.value, outside.reason) == ("blue", Reason.DEFAULT)
+    assert outside.experiment_reason is Reason.TARGETING_MISMATCH
+    inside = engine.decide("color", "u1", {"country": "DE"}, project=P)
+    assert inside.reason is Reason.EXPERIMENT_ASSIGNED
+    assert inside.variant in {"control", "green"}
+    assert inside.value == {"control": "blue", "green": "green"}[inside.variant]
+    missing = engine.decide("nope", "u1", project=P)
+    assert (missing.value, missing.reason) == (None, Reason.FLAG_NOT_FOUND)
+
+
+async def test_the_only_project_is_the_default(engine: Engine) -> None:
+    assert engine.decide("color", "u1", {"staff": True}).reason is Reason.FORCED
+
+
+async def test_a_cache_hit_is_the_same_outcome_with_a_new_id(engine: Engine) -> None:
+    first = engine.decide("color", "u7", {"country": "FR"}, project=P)
+    second = engine.decide("color", "u7", {"country": "FR"}, project=P)
+    assert second.decision_id != first.decision_id
+    assert (second.value, second.variant, second.reason) == (
+        first.value,
+        first.variant,
+        first.reason,
+    )
+    assert engine.decision_cache.hits >= 1
+
+
+async def test_decide_all_covers_every_flag(engine: Engine) -> None:
+    decisions = engine.decide_all("u1", {"staff": True}, project=P)
+    assert [d.flag for d in decisions] == ["color"]
+
+
+async def test_an_assignment_is_durable_when_adecide_returns(engine: Engine) -> None:
+    decision = await engine.adecide("color", "u2", {"country": "DE"}, project=P)
+    assert decision.reason is Reason.EXPERIMENT_ASSIGNED
+    stored = await engine.get_decision(decision.decision_id)
+    assert same_record(stored, decision)
+
+
+async def test_async_records_are_written_by_the_actor(engine: Engine) -> None:
+    decision = engine.decide("color", "u3", {"country": "US"}, project=P)
+    with trio.fail_after(5):
+        while await engine.get_decision(decision.decision_id) is None:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    assert engine.decision_stats["records_written"] >= 1
+
+
+async def test_records_are_flushed_when_the_engine_closes(store_dsn: str | None) -> None:
+    async with assay.open_engine(config_for(store_dsn)) as engine:
+        await populate(engine)
+        for i in range(200):
+            engine.decide("color", f"s{i}", {"country": "US"})
+    # Every queued record was written during shutdown, before the store closed.
+    assert engine.decision_stats["records_written"] == 200
+    assert engine.decision_stats["records_dropped"] == 0
+
+
+async def test_disabled_records_write_nothing(store_dsn: str | None) -> None:
+    async with assay.open_engine(config_for(store_dsn, decision_records="disabled")) as engine:
+        await populate(engine)
+        decision = await engine.adecide("color", "u2", {"country": "DE"})
+        assert decision.reason is Reason.EXPERIMENT_ASSIGNED
+        assert await engine.get_decision(decision.decision_id) is None
+        assert engine.decision_stats["records_written"] == 0
+
+
+async def test_sync_records_every_decision_before_returning(store_dsn: str | None) -> None:
+    async with assay.open_engine(config_for(store_dsn, decision_records="sync")) as engine:
+        await populate(engine)
+        decision = await engine.adecide("color", "u2", {"country": "US"})
+        assert decision.reason is Reason.DEFAULT
+        assert same_record(await engine.get_decision(decision.decision_id), decision)
+
+
+@pytest.mark.parametrize(
+    ("condition", "code"),
+    [
+        ({"country": {"$bogus": 1}}, "unknown_operator"),
+        ({"name": {"$regex": "(a)\\1"}}, "unsafe_regex"),
+        ({"name": {"$regex": "[unclosed"}}, "invalid_regex"),
+        ({"age": {"$in": 5}}, "invalid_operator_argument"),
+    ],
+)
+async def test_conditions_are_checked_when_saved(
+    engine: Engine, condition: dict[str, Any], code: str
+) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        await engine.service.create_object(
+            SYSTEM_KEY,
+            Flag,
+            P,
+            FlagSpec(key="bad", rules=[ForceRule(condition=condition, value=True)]),
+        )
+    assert info.value.code == code
+    assert info.value.details is not None
+    assert info.value.details["field"] == "rules[0].condition"
+
+
+async def test_an_entry_point_plugin_supplies_an_operator(engine: Engine) -> None:
+    """``$endsWith`` exists only in the separate test plugin package, which is registered
+    solely through its ``assay.plugins`` entry point."""
+    await engine.service.create_object(
+        SYSTEM_KEY,
+        Flag,
+        P,
+        FlagSpec(
+            key="corp",
+            rules=[ForceRule(condition={"email": {"$endsWith": "@corp.example"}}, value=True)],
+        ),
+    )
+    await engine.refresh()
+    assert engine.decide("corp", "u1", {"email": "a@corp.example"}).reason is Reason.FORCED
+    assert engine.decide("corp", "u1", {"email": "a@else.example"}).reason is Reason.DEFAULT
+    # Its argument checks run when the rule is saved.
+    with pytest.raises(ValidationFailed) as info:
+        await engine.service.update_object(
+            SYSTEM_KEY,
+            Flag,
+            P,
+            "corp",
+            {"rules": [{"type": "force", "condition": {"email": {"$endsWith": 3}}, "value": True}]},
+        )
+    assert info.value.code == "invalid_operator_argument"
+
+
+async def test_without_entry_points_the_plugin_operator_is_unknown() -> None:
+    async with assay.open_engine(EngineConfig(store="memory"), load_entry_points=False) as engine:
+        await engine.service.create_project(SYSTEM_KEY, ProjectSpec(key=P))
+        with pytest.raises(ValidationFailed) as info:
+            await engine.service.create_object(
+                SYSTEM_KEY,
+                Flag,
+                P,
+                FlagSpec(key="corp", rules=[ForceRule(condition={"e": {"$endsWith": "x"}}, value=True)]),
+            )
+        assert info.value.code == "unknown_operator"
+
+
+async def test_two_engines_on_one_database_converge(pg_dsn: str) -> None:
+    config = EngineConfig(database_url=pg_dsn)
+    async with assay.open_engine(config) as a, assay.open_engine(config) as b:
+        await populate(a)
+        # B learns of A's changes through LISTEN/NOTIFY, not by being told.
+        with trio.fail_after(1.0):
+            while b.decide("color", "u1", {"staff": True}, project=P).reason is not Reason.FORCED:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        await a.service.transition_experiment(SYSTEM_KEY, P, "color-test", Transition.PAUSE)
+        with trio.fail_after(1.0):
+            while (  # noqa: ASYNC110
+                b.decide("color", "u1", {"country": "DE"}, project=P).experiment_reason
+                is not Reason.EXPERIMENT_NOT_RUNNING
+            ):
+                await trio.sleep(0.01)
+        assert a.snapshot.flags.keys() == b.snapshot.flags.keys()

@@ -28,6 +28,8 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """An external PostgreSQL; when unset, an embedded server runs in ``data_dir``."""
     data_dir: str | None = None
     """Where the embedded PostgreSQL keeps its data (default: the user data directory)."""
+    project: str | None = None
+    """The project in-process ``engine.decide`` uses when none is named."""
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
     workers: PositiveInt = 1
@@ -42,6 +44,10 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     decision_cache_ttl_seconds: PositiveFloat = 60.0
     decision_records: Literal["sync", "async", "disabled"] = "async"
     guardrail_interval_seconds: PositiveFloat = 60.0
+    event_future_skew_seconds: PositiveFloat = 300.0
+    """Events timestamped further in the future are rejected (``timestamp_in_future``)."""
+    event_max_age_days: PositiveFloat = 30.0
+    """Events timestamped longer ago are rejected (``timestamp_too_old``)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod

@@ -5,10 +5,14 @@ travels beside the message in an ``Envelope``, never inside it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import msgspec
 import trio
+
+from assay.engine._core import Decision
+from assay.engine._events import Event
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -30,6 +34,17 @@ class SnapshotPublished(Message, frozen=True, kw_only=True, tag="snapshot_publis
     experiments: int
 
 
+class RecordDecisions(Message, frozen=True, kw_only=True, tag="record_decisions"):
+    """Write these decision records. With a reply channel the answer (``DecisionsRecorded``)
+    comes only after they are committed; without one it is fire-and-forget."""
+
+    decisions: list[Decision]
+
+
+class DecisionsRecorded(Message, frozen=True, kw_only=True, tag="decisions_recorded"):
+    count: int
+
+
 class Ping(Message, frozen=True, kw_only=True, tag="ping"):
     """Answered with ``Pong`` by any actor: proves it is alive and draining its inbox."""
 
@@ -39,12 +54,33 @@ class Pong(Message, frozen=True, kw_only=True, tag="pong"):
     handled: int
 
 
-DecisionMessage = RefreshSnapshot | Ping
+DecisionMessage = RefreshSnapshot | RecordDecisions | Ping
 
 # --- ingestion actor ------------------------------------------------------------------
 
 
-IngestionMessage = Ping
+class RecordEvents(Message, frozen=True, kw_only=True, tag="record_events"):
+    """Check and write a batch of exposures and conversions (at most ``MAX_BATCH_EVENTS``)
+    for one project. With a reply channel the answer (``EventsRecorded``) comes only after
+    the batch is committed; without one (e.g. exposures logged on assignment) it is
+    fire-and-forget. ``received_at`` is the default event time and the reference for the
+    timestamp checks."""
+
+    project_id: str
+    principal_id: str
+    events: list[Event]
+    received_at: datetime
+
+
+class PurgePending(Message, frozen=True, kw_only=True, tag="purge_pending"):
+    """Purge expired pending conversions now (the actor also does it periodically)."""
+
+
+class PendingPurged(Message, frozen=True, kw_only=True, tag="pending_purged"):
+    purged: int
+
+
+IngestionMessage = RecordEvents | PurgePending | Ping
 
 # --- guardrail actor ------------------------------------------------------------------
 

@@ -7,12 +7,15 @@ database). One contract test suite runs against both, so they cannot drift apart
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import Protocol, TypeVar
 
 import msgspec
 
+from assay.engine._core import Decision
+from assay.engine._events import IngestionCounts, StagedEvent
 from assay.engine._model import (
     ApiKey,
     AuditEntry,
@@ -55,6 +58,8 @@ class StoreTransaction(Protocol):
     async def get(
         self, kind: type[ConfigT], project_id: str | None, key: str
     ) -> ConfigT | None: ...
+
+    async def get_by_id(self, kind: type[ConfigT], object_id: str) -> ConfigT | None: ...
 
     async def list(
         self, kind: type[ConfigT], project_id: str | None, *, after: str | None, limit: int
@@ -116,6 +121,12 @@ class Store(Protocol):
 
     async def load_config(self) -> ConfigState: ...
 
+    async def record_decisions(self, decisions: Sequence[Decision]) -> None:
+        """Write decision records durably (one batch, one round trip)."""
+        ...
+
+    async def get_decision(self, decision_id: str) -> Decision | None: ...
+
     async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None:
         """The authentication hot path: one indexed lookup, no transaction."""
         ...
@@ -123,4 +134,43 @@ class Store(Protocol):
     async def watch_config(self, on_change: Callable[[], None]) -> None:
         """Run until cancelled, calling ``on_change`` whenever any process commits a
         configuration change (PostgreSQL: LISTEN/NOTIFY)."""
+        ...
+
+    # --- events (exposures and conversions) --------------------------------------------
+    # Not part of ``transaction()``: event writes take no configuration lock, and their
+    # de-duplication holds across processes through unique keys, not through a lock.
+
+    async def record_events(
+        self, events: Sequence[StagedEvent], *, now: datetime
+    ) -> builtins.list[int]:
+        """Write ``events`` atomically and return an ``Outcome`` per event, in order.
+
+        The result is as if the events were applied one at a time, in order, except that
+        every exposure of the call is applied before any conversion of it (a conversion
+        sent with its exposure is recorded, not pending). An ``event_id`` already seen in
+        the project, or an idempotency key already seen in the experiment, is a
+        duplicate; the first exposure per (experiment, subject) wins, the same variant
+        again is a duplicate, another variant is recorded once as a crossover. A
+        conversion whose ``expires_at`` is set waits as pending until its subject's
+        exposure lands (pending ones whose ``expires_at`` is after ``now`` are then
+        promoted). Nothing is written unless everything is."""
+        ...
+
+    async def ingestion_counts(
+        self,
+        experiment_id: str,
+        *,
+        windows: Mapping[str, int | None],
+        until: datetime | None,
+        now: datetime,
+    ) -> IngestionCounts:
+        """Counts for one experiment. A conversion is attributed when it falls within
+        ``windows[metric]`` hours (None or missing: no limit) after its subject's first
+        exposure, and not after ``until`` (the experiment's end) when given."""
+        ...
+
+    async def purge_pending(self, now: datetime) -> int:
+        """Delete pending conversions that expired at or before ``now`` and return how
+        many. Also promotes pending conversions whose exposure exists (one can land in
+        another process while the conversion is parked)."""
         ...

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 import msgspec
 import trio
 
+from assay.engine._core import Decision
 from assay.engine._errors import Conflict, NotFound
 from assay.engine._model import ApiKey, AuditEntry, Experiment, Flag, Layer, Metric, Project
 from assay.engine._ports import KIND_NAMES, ConfigState, ConfigT
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Sequence
 
     from assay.engine._ports import Store, StoreTransaction
 
@@ -107,6 +108,16 @@ class MemoryTransaction:
         await trio.lowlevel.checkpoint()
         row = self._objects.get((KIND_NAMES[kind], project_id, key))
         return None if row is None else msgspec.json.decode(row.body, type=kind)
+
+    async def get_by_id(self, kind: type[ConfigT], object_id: str) -> ConfigT | None:
+        await trio.lowlevel.checkpoint()
+        name = KIND_NAMES[kind]
+        for natural, row in self._objects.items():
+            if natural[0] == name:
+                obj = msgspec.json.decode(row.body, type=kind)
+                if obj.id == object_id:
+                    return obj
+        return None
 
     async def list(
         self, kind: type[ConfigT], project_id: str | None, *, after: str | None, limit: int
@@ -265,6 +276,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._tables = _Tables()
+        self._decisions: dict[str, bytes] = {}
         self._write_lock = trio.Lock()
         self._watchers: list[Callable[[], None]] = []
 
@@ -285,6 +297,17 @@ class MemoryStore:
         the block stages is discarded."""
         await trio.lowlevel.checkpoint()
         yield MemoryTransaction(self._tables)
+
+    async def record_decisions(self, decisions: Sequence[Decision]) -> None:
+        await trio.lowlevel.checkpoint()
+        # Encoded like every other stored value, so a caller cannot alter a record later.
+        for d in decisions:
+            self._decisions[d.decision_id] = msgspec.json.encode(d)
+
+    async def get_decision(self, decision_id: str) -> Decision | None:
+        await trio.lowlevel.checkpoint()
+        raw = self._decisions.get(decision_id)
+        return None if raw is None else msgspec.json.decode(raw, type=Decision)
 
     async def load_config(self) -> ConfigState:
         await trio.lowlevel.checkpoint()

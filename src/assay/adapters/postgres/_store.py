@@ -17,6 +17,7 @@ import msgspec
 import trio
 
 from assay.adapters.postgres._aio import AioLoop, open_aio_loop
+from assay.adapters.postgres._decisions import aio_get_decision, aio_record_decisions
 from assay.adapters.postgres._migrations import aio_migrate
 from assay.engine._errors import Conflict, NotFound
 from assay.engine._model import (
@@ -33,8 +34,9 @@ from assay.engine._ports import KIND_NAMES, ConfigState, ConfigT
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Sequence
 
+    from assay.engine._core import Decision
     from assay.engine._ports import Store, StoreTransaction
 
 log = logging.getLogger("assay.adapters.postgres")
@@ -210,6 +212,7 @@ _GET = """
 SELECT body FROM config_objects
 WHERE kind = $1 AND coalesce(project_id, '') = $2 AND key = $3
 """
+_GET_BY_ID = "SELECT body FROM config_objects WHERE kind = $1 AND id = $2"
 _LIST = """
 SELECT body FROM config_objects
 WHERE kind = $1 AND coalesce(project_id, '') = $2 AND key > $3
@@ -290,6 +293,10 @@ class PostgresTransaction:
         raw = await self._loop.run(
             self._conn.fetchval, _GET, KIND_NAMES[kind], project_id or "", key
         )
+        return None if raw is None else msgspec.json.decode(raw, type=kind)
+
+    async def get_by_id(self, kind: type[ConfigT], object_id: str) -> ConfigT | None:
+        raw = await self._loop.run(self._conn.fetchval, _GET_BY_ID, KIND_NAMES[kind], object_id)
         return None if raw is None else msgspec.json.decode(raw, type=kind)
 
     async def list(
@@ -514,6 +521,13 @@ class PostgresStore:
         finally:
             with trio.CancelScope(shield=True):
                 await self._loop.run(_aio_end, self._pool, conn, "ROLLBACK")
+
+    async def record_decisions(self, decisions: Sequence[Decision]) -> None:
+        if decisions:
+            await self._loop.run(aio_record_decisions, self._pool, decisions)
+
+    async def get_decision(self, decision_id: str) -> Decision | None:
+        return await self._loop.run(aio_get_decision, self._pool, decision_id)
 
     async def load_config(self) -> ConfigState:
         rows = await self._loop.run(self._pool.fetch, _LOAD)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import trio
 
-from assay.engine import Engine, EngineConfig, Store
+from assay.engine import ConfigService, Engine, EngineConfig, Store
 from assay.engine import open_engine as open_engine_runtime
 
 # Adapters and plugins are imported where used: ``import assay`` stays light, and an
@@ -79,3 +79,17 @@ async def open_engine(
         load_entry_points=load_entry_points,
     ) as engine:
         yield engine
+
+
+@asynccontextmanager
+async def open_service(config: EngineConfig) -> AsyncIterator[ConfigService]:
+    """A configuration service on the configured store, without actors or HTTP: for the
+    CLI, which must validate exactly as a server would (built-in and installed plugins'
+    targeting operators)."""
+    from assay.engine._core import ConditionCompiler
+    from assay.engine._plugins import build_plugin_manager, collect_operators, condition_validator
+    from assay.plugins import BUILTIN_PLUGINS
+
+    compiler = ConditionCompiler(collect_operators(build_plugin_manager(BUILTIN_PLUGINS)))
+    async with store_factory(config) as store:
+        yield ConfigService(store, validate_condition=condition_validator(compiler))

@@ -173,11 +173,12 @@ def _print_bootstrap_key(key: Any, secret: str) -> None:
 
 
 async def _with_service(config: EngineConfig, action: Callable[[ConfigService], Any]) -> Any:
-    """Open the configured store (no actors, no HTTP) and run ``action`` on a service."""
-    from assay._bootstrap import store_factory
+    """Open the configured store (no actors, no HTTP) and run ``action`` on a service that
+    validates exactly as a server would."""
+    from assay._bootstrap import open_service
 
-    async with store_factory(config) as store:
-        return await action(ConfigService(store))
+    async with open_service(config) as service:
+        return await action(service)
 
 
 def _migrate(args: argparse.Namespace) -> int:

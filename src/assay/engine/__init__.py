@@ -7,6 +7,7 @@ root (``assay.open_engine``) hands it a store and the built-in plugins.
 from assay.engine._access import PERMISSIONS, Action, Resource, authorize
 from assay.engine._config import EngineConfig
 from assay.engine._core import Decision, Reason
+from assay.engine._definitions import Definitions, LoadReport, load_definitions, parse_definitions
 from assay.engine._errors import (
     AssayError,
     Conflict,
@@ -16,6 +17,7 @@ from assay.engine._errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from assay.engine._growthbook_import import GrowthBookImport, convert_growthbook, import_growthbook
 from assay.engine._latency import LatencyRecorder
 from assay.engine._messages import Ping, Pong, RefreshSnapshot, SnapshotPublished
 from assay.engine._model import (
@@ -59,6 +61,7 @@ __all__ = [
     "ConfigState",
     "Conflict",
     "Decision",
+    "Definitions",
     "Engine",
     "EngineConfig",
     "EngineOverloaded",
@@ -70,10 +73,12 @@ __all__ = [
     "FlagSpec",
     "FlagType",
     "ForceRule",
+    "GrowthBookImport",
     "LatencyRecorder",
     "Layer",
     "LayerRange",
     "LayerSpec",
+    "LoadReport",
     "Mailbox",
     "Metric",
     "MetricSpec",
@@ -100,6 +105,10 @@ __all__ = [
     "ValidationFailed",
     "Variant",
     "authorize",
+    "convert_growthbook",
     "hash_secret",
+    "import_growthbook",
+    "load_definitions",
     "open_engine",
+    "parse_definitions",
 ]

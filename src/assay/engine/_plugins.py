@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import pluggy
 
 from assay.engine import hookspecs
-from assay.engine._core import OperatorFactory
+from assay.engine._core import ConditionCompiler, ConditionError, OperatorFactory
+from assay.engine._errors import ValidationFailed
 
 log = logging.getLogger("assay.engine.plugins")
 
@@ -38,3 +40,20 @@ def collect_operators(pm: pluggy.PluginManager) -> dict[str, OperatorFactory]:
                 raise ValueError(f"targeting operator {name!r} must start with '$'")
             operators[name] = factory
     return operators
+
+
+def condition_validator(compiler: ConditionCompiler) -> Callable[[Mapping[str, Any]], None]:
+    """A save-time check for conditions: compile with ``compiler`` (and so cache), turning a
+    ``ConditionError`` into the 422 ``ValidationFailed`` every adapter reports."""
+
+    def validate(condition: Mapping[str, Any]) -> None:
+        try:
+            compiler.compile(condition)
+        except ConditionError as exc:
+            raise ValidationFailed(
+                exc.message,
+                code=exc.code,
+                details={"location": list(exc.location)} if exc.location else None,
+            ) from exc
+
+    return validate

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
 from time import perf_counter
 from typing import Any, Generic, TypeVar
 
@@ -21,7 +22,6 @@ from assay.engine._config import EngineConfig
 from assay.engine._core import (
     EMPTY_SNAPSHOT,
     ConditionCompiler,
-    ConditionError,
     Decision,
     DecisionCache,
     Reason,
@@ -29,6 +29,7 @@ from assay.engine._core import (
     compile_snapshot,
 )
 from assay.engine._errors import AssayError, EngineOverloaded, ValidationFailed
+from assay.engine._ingestion_api import IngestionAPI
 from assay.engine._latency import LatencyRecorder
 from assay.engine._messages import (
     DecisionMessage,
@@ -40,7 +41,7 @@ from assay.engine._messages import (
     RefreshSnapshot,
     SnapshotPublished,
 )
-from assay.engine._plugins import build_plugin_manager, collect_operators
+from assay.engine._plugins import build_plugin_manager, collect_operators, condition_validator
 from assay.engine._ports import ConfigState, Store
 from assay.engine._service import ConfigService
 
@@ -78,7 +79,7 @@ class Mailbox(Generic[M]):
         return answer
 
 
-class Engine:
+class Engine(IngestionAPI):
     """A running assay engine. Obtain one with ``open_engine``."""
 
     def __init__(self, config: EngineConfig, store: Store, plugins: pluggy.PluginManager) -> None:
@@ -89,7 +90,15 @@ class Engine:
         self.decision = Mailbox[DecisionMessage](
             DecisionActor(store, self._compile, self._publish), config.inbox_size
         )
-        self.ingestion = Mailbox[IngestionMessage](IngestionActor(), config.inbox_size)
+        self.ingestion = Mailbox[IngestionMessage](
+            IngestionActor(
+                store,
+                lambda: self._snapshot,
+                future_skew=timedelta(seconds=config.event_future_skew_seconds),
+                max_age=timedelta(days=config.event_max_age_days),
+            ),
+            config.inbox_size,
+        )
         self.guardrail = Mailbox[GuardrailMessage](
             GuardrailActor(config.guardrail_interval_seconds), config.inbox_size
         )
@@ -102,7 +111,7 @@ class Engine:
         self.service = ConfigService(
             store,
             on_change=decision_actor.mark_dirty,
-            validate_condition=self._validate_condition,
+            validate_condition=condition_validator(self.conditions),
         )
         self.decision_cache = DecisionCache(
             config.decision_cache_size, config.decision_cache_ttl_seconds
@@ -254,16 +263,6 @@ class Engine:
         }
 
     # --- snapshots ------------------------------------------------------------------
-
-    def _validate_condition(self, condition: Mapping[str, Any]) -> None:
-        try:
-            self.conditions.compile(condition)
-        except ConditionError as exc:
-            raise ValidationFailed(
-                exc.message,
-                code=exc.code,
-                details={"location": list(exc.location)} if exc.location else None,
-            ) from exc
 
     def _compile(self, state: ConfigState, version: int) -> Snapshot:
         snapshot = compile_snapshot(state, version, self.conditions)

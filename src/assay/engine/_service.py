@@ -132,6 +132,10 @@ class ConfigService:
         # within KEY_CACHE_SECONDS.
         self._keys_seen: dict[str, tuple[ApiKey, float]] = {}
 
+    def validate_condition(self, condition: Mapping[str, Any]) -> None:
+        """Check a targeting condition as a save would (raises ``ValidationFailed``)."""
+        self._validate_condition(condition)
+
     # --- authentication -------------------------------------------------------------
 
     async def authenticate(self, secret: str) -> ApiKey:

@@ -87,9 +87,19 @@ async def open_service(config: EngineConfig) -> AsyncIterator[ConfigService]:
     CLI, which must validate exactly as a server would (built-in and installed plugins'
     targeting operators)."""
     from assay.engine._core import ConditionCompiler
+    from assay.engine._guardrails import GuardrailValidator, collect_actions, collect_channels
+    from assay.engine._metric_kinds import collect_metric_kinds, metric_kind_validator
     from assay.engine._plugins import build_plugin_manager, collect_operators, condition_validator
     from assay.plugins import BUILTIN_PLUGINS
 
-    compiler = ConditionCompiler(collect_operators(build_plugin_manager(BUILTIN_PLUGINS)))
+    plugins = build_plugin_manager(BUILTIN_PLUGINS)
+    compiler = ConditionCompiler(collect_operators(plugins))
     async with store_factory(config) as store:
-        yield ConfigService(store, validate_condition=condition_validator(compiler))
+        yield ConfigService(
+            store,
+            validate_condition=condition_validator(compiler),
+            validate_metric=metric_kind_validator(collect_metric_kinds(plugins)),
+            validate_guardrails=GuardrailValidator(
+                collect_actions(plugins), collect_channels(plugins)
+            ),
+        )

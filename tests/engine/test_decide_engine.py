@@ -23,6 +23,7 @@ from assay.engine import (
     Flag,
     FlagSpec,
     ForceRule,
+    Ping,
     ProjectSpec,
     Reason,
     Transition,
@@ -222,7 +223,9 @@ async def test_without_entry_points_the_plugin_operator_is_unknown() -> None:
                 SYSTEM_KEY,
                 Flag,
                 P,
-                FlagSpec(key="corp", rules=[ForceRule(condition={"e": {"$endsWith": "x"}}, value=True)]),
+                FlagSpec(
+                    key="corp", rules=[ForceRule(condition={"e": {"$endsWith": "x"}}, value=True)]
+                ),
             )
         assert info.value.code == "unknown_operator"
 
@@ -243,3 +246,33 @@ async def test_two_engines_on_one_database_converge(pg_dsn: str) -> None:
             ):
                 await trio.sleep(0.01)
         assert a.snapshot.flags.keys() == b.snapshot.flags.keys()
+
+
+async def test_assignments_log_exposures_when_the_experiment_asks(engine: Engine) -> None:
+    await engine.service.update_object(
+        SYSTEM_KEY, Experiment, P, "color-test", {"log_exposures_on_assignment": True}
+    )
+    await engine.refresh()
+    assigned = [engine.decide("color", f"u{i}", {"country": "DE"}, project=P) for i in range(50)]
+    assert all(d.reason is Reason.EXPERIMENT_ASSIGNED for d in assigned)
+    # The same subjects again: first exposure wins, nothing is counted twice.
+    for i in range(50):
+        engine.decide("color", f"u{i}", {"country": "DE"}, project=P)
+    with trio.fail_after(5):
+        while (await engine.ingestion_summary(P, "color-test")).exposures < 50:  # noqa: ASYNC110
+            await trio.sleep(0.02)
+    summary = await engine.ingestion_summary(P, "color-test")
+    assert summary.exposures == 50
+    assert summary.crossovers == 0
+    by_variant = {v.variant: v.exposures for v in summary.variants}
+    expected = {"control": 0, "green": 0}
+    for d in assigned:
+        expected[d.variant or ""] += 1
+    assert by_variant == expected
+
+
+async def test_no_exposures_are_logged_unless_asked(engine: Engine) -> None:
+    for i in range(20):
+        await engine.adecide("color", f"u{i}", {"country": "DE"}, project=P)
+    await engine.ingestion.request(Ping())  # anything queued before this has been handled
+    assert (await engine.ingestion_summary(P, "color-test")).exposures == 0

@@ -13,6 +13,7 @@ import trio
 import assay
 from assay.engine import (
     SYSTEM_KEY,
+    ActorCrashed,
     Engine,
     EngineConfig,
     EngineOverloaded,
@@ -21,7 +22,6 @@ from assay.engine import (
     Pong,
     ProjectSpec,
 )
-from assay.engine._actors._base import ActorCrashed
 from assay.engine._actors._ingestion import IngestionActor
 from assay.engine._messages import CheckGuardrails, GuardrailsChecked
 

@@ -100,9 +100,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(revoke)
     revoke.set_defaults(handler=_keys_revoke)
 
+    guardrails = commands.add_parser("guardrails", help="check experiments' guardrails")
+    guardrail_commands = guardrails.add_subparsers(
+        dest="guardrails_command", metavar="ACTION", required=True
+    )
+    check = guardrail_commands.add_parser(
+        "check",
+        help="check a running experiment's guardrails now and act on breaches",
+        description="Judge every guardrail and health check of a running experiment now, "
+        "record and act on breaches exactly as the guardrail actor would (notifications are "
+        "delivered by the leading server), and print what each check found.",
+    )
+    check.add_argument("experiment", metavar="EXPERIMENT", help="the experiment's key")
+    check.add_argument("--project", metavar="KEY", required=True, help="the project's key")
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_config_args(check)
+    check.set_defaults(handler=_guardrails_check)
+
     from assay.adapters._cli_definitions import add_definition_commands
 
     add_definition_commands(commands, _add_config_args)  # definitions load, import growthbook
+
+    from assay.adapters._cli_report import add_report_command
+
+    add_report_command(commands, _add_config_args)
     return parser
 
 
@@ -257,6 +278,39 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
     key = trio.run(_with_service, config, action)
     print(f"revoked key {key.id}")
+    return EXIT_OK
+
+
+def _guardrails_check(args: argparse.Namespace) -> int:
+    config = load_config(args)
+
+    async def run() -> Any:
+        import assay
+
+        async with assay.open_engine(config) as engine:
+            try:
+                return await engine.check_guardrails(args.project, args.experiment)
+            except AssayError as exc:
+                # Carried out of the engine's nursery as it is, not in an exception group.
+                return exc
+
+    result = trio.run(run)
+    if isinstance(result, AssayError):
+        raise result
+    if args.json:
+        print(msgspec.json.encode(result).decode())
+        return EXIT_OK
+    print(f"experiment {result.experiment}: {result.status}")
+    for outcome in result.outcomes:
+        trigger = f" [trigger {outcome.trigger_id}]" if outcome.trigger_id else ""
+        print(f"  {outcome.status.upper():<20} {outcome.check}: {outcome.message}{trigger}")
+    for trigger in result.triggers:
+        print(
+            f"  triggered {trigger.id}: action {trigger.action} {trigger.action_status}"
+            + (f" ({trigger.action_result})" if trigger.action_result else "")
+        )
+    breached = sum(o.status == "breached" for o in result.outcomes)
+    print(f"{len(result.outcomes)} checks, {breached} breached")
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ from assay.engine._config import EngineConfig
 from assay.engine._core import Decision, Reason
 from assay.engine._definitions import Definitions, LoadReport, load_definitions, parse_definitions
 from assay.engine._errors import (
+    ActorCrashed,
     AssayError,
     Conflict,
     EngineOverloaded,
@@ -17,9 +18,17 @@ from assay.engine._errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from assay.engine._events import (
+    Conversion,
+    Event,
+    EventsRecorded,
+    Exposure,
+    IngestionSummary,
+    Rejection,
+)
 from assay.engine._growthbook_import import GrowthBookImport, convert_growthbook, import_growthbook
 from assay.engine._latency import LatencyRecorder
-from assay.engine._messages import Ping, Pong, RefreshSnapshot, SnapshotPublished
+from assay.engine._messages import Ping, Pong, RecordEvents, RefreshSnapshot, SnapshotPublished
 from assay.engine._model import (
     ApiKey,
     AuditEntry,
@@ -31,6 +40,7 @@ from assay.engine._model import (
     FlagSpec,
     FlagType,
     ForceRule,
+    Guardrail,
     Layer,
     LayerRange,
     LayerSpec,
@@ -54,26 +64,33 @@ __all__ = [
     "PERMISSIONS",
     "SYSTEM_KEY",
     "Action",
+    "ActorCrashed",
     "ApiKey",
     "AssayError",
     "AuditEntry",
     "ConfigService",
     "ConfigState",
     "Conflict",
+    "Conversion",
     "Decision",
     "Definitions",
     "Engine",
     "EngineConfig",
     "EngineOverloaded",
+    "Event",
+    "EventsRecorded",
     "Experiment",
     "ExperimentRule",
     "ExperimentSpec",
     "ExperimentStatus",
+    "Exposure",
     "Flag",
     "FlagSpec",
     "FlagType",
     "ForceRule",
     "GrowthBookImport",
+    "Guardrail",
+    "IngestionSummary",
     "LatencyRecorder",
     "Layer",
     "LayerRange",
@@ -91,7 +108,9 @@ __all__ = [
     "Project",
     "ProjectSpec",
     "Reason",
+    "RecordEvents",
     "RefreshSnapshot",
+    "Rejection",
     "Resource",
     "Role",
     "RolloutRule",

@@ -44,6 +44,23 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     decision_cache_ttl_seconds: PositiveFloat = 60.0
     decision_records: Literal["sync", "async", "disabled"] = "async"
     guardrail_interval_seconds: PositiveFloat = 60.0
+    """How often the leading guardrail actor checks every running experiment."""
+    guardrail_srm_p_value: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.001
+    """Health check: a sample ratio mismatch is flagged below this chi-square p-value."""
+    guardrail_no_traffic_minutes: PositiveFloat = 60.0
+    """Health check: flagged when no new subject was exposed for this long."""
+    guardrail_crossover_limit: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.01
+    """Health check: flagged when more than this share of subjects saw two variants."""
+    guardrail_health_min_units: PositiveInt = 100
+    """Exposed subjects before the SRM and crossover checks judge anything."""
+    guardrail_outbox_poll_seconds: PositiveFloat = 5.0
+    """How often the leader looks for due notifications (retries, other processes')."""
+    guardrail_retry_base_seconds: PositiveFloat = 5.0
+    """First delay before a failed notification is retried; doubled on each failure."""
+    guardrail_retry_max_seconds: PositiveFloat = 3600.0
+    """Longest delay between retries; notifications are retried until delivered."""
+    guardrail_delivery_timeout_seconds: PositiveFloat = 30.0
+    """How long one delivery attempt may take before it counts as failed."""
     event_future_skew_seconds: PositiveFloat = 300.0
     """Events timestamped further in the future are rejected (``timestamp_in_future``)."""
     event_max_age_days: PositiveFloat = 30.0

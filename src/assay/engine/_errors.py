@@ -43,3 +43,10 @@ class EngineOverloaded(AssayError):
     """A bounded inbox is full and the caller asked not to wait."""
 
     code = "overloaded"
+
+
+class ActorCrashed(AssayError):
+    """The actor handling this request failed (and was restarted); nothing it had not
+    acknowledged was kept, so the request may be retried."""
+
+    code = "actor_crashed"

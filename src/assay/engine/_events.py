@@ -24,7 +24,8 @@ from assay.engine._model import Experiment, ExperimentStatus, Metric
 
 MAX_BATCH_EVENTS: Final = 10_000
 """The most events one batch may carry; more is refused whole (``batch_too_large``)."""
-MAX_SUBJECT_LENGTH: Final = 256
+MAX_SUBJECT_LENGTH: Final = 512
+"""As long as a decision's subject may be, so exposures logged on assignment fit."""
 MAX_EVENT_ID_LENGTH: Final = 128
 MAX_IDEMPOTENCY_KEY_LENGTH: Final = 128
 
@@ -307,7 +308,7 @@ class EventChecker:
         self._future_skew = future_skew
         self._max_age = max_age
         self._experiment_cache: dict[object, _ExperimentInfo | Rejection] = {}
-        self._metric_cache: dict[object, datetime | None | Rejection] = {}
+        self._metric_cache: dict[object, datetime | Rejection | None] = {}
 
     def check(self, index: int, event: object) -> StagedEvent | Rejection:
         """The staged event, or why ``event`` (at ``index`` in its batch) is rejected."""
@@ -370,7 +371,9 @@ class EventChecker:
         value_type = type(value)
         if (value_type is not float and value_type is not int) or not math.isfinite(value):
             return Rejection(
-                index=index, code="invalid_value", message=f"value must be a finite number: {value!r}"
+                index=index,
+                code="invalid_value",
+                message=f"value must be a finite number: {value!r}",
             )
         key = event.idempotency_key
         if key is not None and not _valid_text(key, MAX_IDEMPOTENCY_KEY_LENGTH):
@@ -412,8 +415,7 @@ class EventChecker:
             return Rejection(
                 index=index,
                 code="invalid_event_id",
-                message=f"event_id must be 1-{MAX_EVENT_ID_LENGTH} characters of text "
-                "without NUL",
+                message=f"event_id must be 1-{MAX_EVENT_ID_LENGTH} characters of text without NUL",
             )
         if timestamp is None:
             return self.received_at
@@ -462,14 +464,14 @@ class EventChecker:
             return Rejection(index=0, code=code, message=f"experiment {key!r} {why}")
         return _ExperimentInfo(experiment.id, frozenset(v.key for v in experiment.variants))
 
-    def _metric(self, key: object) -> datetime | None | Rejection:
+    def _metric(self, key: object) -> datetime | Rejection | None:
         try:
             if key in self._metric_cache:
                 return self._metric_cache[key]
         except TypeError:
             return _bad_key(0, "metric", key)
         metric = self._metrics.get((self.project_id, key)) if type(key) is str else None
-        found: datetime | None | Rejection
+        found: datetime | Rejection | None
         if metric is None:
             found = (
                 _bad_key(0, "metric", key)

@@ -13,6 +13,7 @@ import trio
 
 from assay.engine._core import Decision
 from assay.engine._events import Event
+from assay.engine._guardrails import ExperimentCheck
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -86,14 +87,19 @@ IngestionMessage = RecordEvents | PurgePending | Ping
 
 
 class CheckGuardrails(Message, frozen=True, kw_only=True, tag="check_guardrails"):
-    """Check running experiments now (``experiment`` None: all of them)."""
+    """Check now: the experiment with id ``experiment`` (whatever this process's
+    leadership: triggers are unique per check and revision, so concurrent checks record a
+    breach once), else every running experiment (of ``project_id`` when given).
+    ``requested_by`` (a principal id) writes the check to the audit log."""
 
     project_id: str | None = None
     experiment: str | None = None
+    requested_by: str | None = None
 
 
 class GuardrailsChecked(Message, frozen=True, kw_only=True, tag="guardrails_checked"):
     checked: int
+    experiments: list[ExperimentCheck] = []
 
 
 GuardrailMessage = CheckGuardrails | Ping

@@ -164,6 +164,40 @@ class LayerRange(Struct, frozen=True, kw_only=True):
     end: Share
 
 
+GuardrailDirection = Literal["increase", "decrease"]
+ThresholdType = Literal["relative", "absolute"]
+ChannelConfig = dict[str, Any]
+"""A notification channel: ``{"type": NAME, ...}`` with the settings its plugin accepts."""
+
+
+class Guardrail(Struct, frozen=True, kw_only=True):
+    """A metric that must not move the harmful way while the experiment runs.
+
+    It is breached when the sequential (always-valid) interval of a treatment's lift over
+    control lies entirely beyond ``threshold`` in the harmful direction, with at least
+    ``min_sample`` units in both arms: e.g. ``harmful_direction="increase"``,
+    ``threshold=0.02`` (relative) reads "errors must not rise by more than 2%". Checked on
+    every guardrail interval; the interval stays valid however often it is looked at.
+    """
+
+    metric: Key
+    harmful_direction: GuardrailDirection
+    threshold: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    """How far the lift may go in the harmful direction before it counts (a magnitude)."""
+    threshold_type: ThresholdType = "relative"
+    """``relative``: a share of control's value (0.02 = 2%); ``absolute``: metric units."""
+    min_sample: Annotated[int, msgspec.Meta(ge=1)] = 200
+    """Units per variant (control and the treatment compared) before a breach can count."""
+    alpha: Annotated[float, msgspec.Meta(gt=0.0, lt=0.5)] = 0.05
+    """The false-alarm rate over the whole run, however many checks are made."""
+    action: Key = "notify"
+    """What a breach does: ``pause``, ``rollback``, ``notify`` (nothing but notifications)
+    or an action a plugin registers."""
+    channels: Annotated[list[ChannelConfig], msgspec.Meta(max_length=20)] = []
+    """Where notifications go, e.g. ``{"type": "webhook", "url": ..., "secret": ...}``;
+    none means the ``log`` channel."""
+
+
 class ExperimentSpec(Struct, frozen=True, kw_only=True):
     key: Key
     name: Name = ""
@@ -183,6 +217,7 @@ class ExperimentSpec(Struct, frozen=True, kw_only=True):
     primary_metrics: list[Key] = []
     secondary_metrics: list[Key] = []
     guardrail_metrics: list[Key] = []
+    guardrails: list[Guardrail] = []
     log_exposures_on_assignment: bool = False
     correction: Literal["holm", "benjamini-hochberg", "none"] = "holm"
 
@@ -233,6 +268,9 @@ class MetricSpec(Struct, frozen=True, kw_only=True):
     numerator: Key | None = None
     denominator: Key | None = None
     percentile: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] | None = None
+    # CUPED: the same metric's conversions in the N days before each subject's first
+    # exposure are the covariate (proportion, count and mean kinds). None: no adjustment.
+    cuped_days: Annotated[int, msgspec.Meta(ge=1, le=365)] | None = None
 
 
 class Metric(MetricSpec, frozen=True, kw_only=True):

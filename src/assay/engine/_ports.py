@@ -16,6 +16,14 @@ import msgspec
 
 from assay.engine._core import Decision
 from assay.engine._events import IngestionCounts, StagedEvent
+from assay.engine._guardrails import (
+    ActionStatus,
+    GuardrailTrigger,
+    Leadership,
+    Notification,
+    Traffic,
+)
+from assay.engine._metric_kinds import ReportAggregates, ReportRequest
 from assay.engine._model import (
     ApiKey,
     AuditEntry,
@@ -173,4 +181,83 @@ class Store(Protocol):
         """Delete pending conversions that expired at or before ``now`` and return how
         many. Also promotes pending conversions whose exposure exists (one can land in
         another process while the conversion is parked)."""
+        ...
+
+    # --- reports ----------------------------------------------------------------------
+
+    async def report_aggregates(self, request: ReportRequest) -> ReportAggregates:
+        """Per-variant exposures and, for each requested metric, its kind's rows, all from
+        one consistent view. Subjects are chosen by first exposure in the period, crossovers
+        are excluded, conversions count within each input metric's windows (``rollups``)
+        and not after ``until``. Raw rows never leave the database (PostgreSQL)."""
+        ...
+
+    # --- guardrails ---------------------------------------------------------------------
+    # Triggers and their outbox are not part of ``transaction()`` either: they take no
+    # configuration lock. Each trigger is unique per (experiment, check, revision), so
+    # concurrent checks in several processes record it once.
+
+    async def guardrail_traffic(self, experiment_id: str) -> Traffic:
+        """Exposed subjects per variant (crossovers excluded), crossover subjects, and
+        when the newest subject was first exposed."""
+        ...
+
+    async def record_trigger(
+        self, trigger: GuardrailTrigger, notifications: Sequence[Notification]
+    ) -> tuple[GuardrailTrigger, bool]:
+        """Insert ``trigger`` and its outbox ``notifications`` atomically, unless a
+        trigger for the same (experiment, check, experiment revision) exists: then
+        nothing is written. Returns the stored trigger and whether it is new."""
+        ...
+
+    async def list_triggers(
+        self,
+        *,
+        experiment_id: str | None,
+        action_status: str | None = None,
+        before: str | None = None,
+        limit: int,
+    ) -> builtins.list[GuardrailTrigger]:
+        """Newest first (by id, which is time-ordered), ids strictly below ``before``."""
+        ...
+
+    async def claim_trigger(self, trigger_id: str, *, now: datetime, lease_until: datetime) -> bool:
+        """Mark a pending trigger (or one whose claim lapsed before ``now``) as ``acting``
+        until ``lease_until``; False when another process holds it or it is settled. The
+        claimer alone carries out the action."""
+        ...
+
+    async def settle_trigger(
+        self, trigger_id: str, *, status: ActionStatus, result: str | None, at: datetime
+    ) -> GuardrailTrigger | None:
+        """Record the action's outcome (``done``, ``skipped``, ``failed``, or back to
+        ``pending`` to retry) and return the trigger as now stored."""
+        ...
+
+    async def list_notifications(
+        self, *, experiment_id: str, before: str | None = None, limit: int
+    ) -> builtins.list[Notification]:
+        """An experiment's outbox, newest first, ids strictly below ``before``."""
+        ...
+
+    async def due_notifications(self, now: datetime, *, limit: int) -> builtins.list[Notification]:
+        """Undelivered notifications whose next attempt is due, oldest first."""
+        ...
+
+    async def record_delivery(
+        self,
+        notification_id: str,
+        *,
+        attempts: int,
+        delivered_at: datetime | None,
+        next_attempt_at: datetime,
+        error: str | None,
+    ) -> None:
+        """The outcome of a delivery attempt: delivered, or when to try again and why not."""
+        ...
+
+    def guardrail_leadership(self) -> AbstractAsyncContextManager[Leadership]:
+        """The leader election of guardrail actors: one leader per database (PostgreSQL:
+        a session advisory lock on a dedicated connection; memory: always the leader).
+        Leaving the block gives the lead up."""
         ...

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from time import perf_counter
 from typing import Any, Generic, TypeVar
 
@@ -28,7 +28,17 @@ from assay.engine._core import (
     Snapshot,
     compile_snapshot,
 )
+from assay.engine._core._stats_sufficient import MetricStats
 from assay.engine._errors import AssayError, EngineOverloaded, ValidationFailed
+from assay.engine._events import Exposure
+from assay.engine._guardrail_checks import GuardrailChecker, Outbox, ReportStatistics
+from assay.engine._guardrails import (
+    GuardrailValidator,
+    MetricStatisticsSource,
+    collect_actions,
+    collect_channels,
+)
+from assay.engine._guardrails_api import GuardrailAPI
 from assay.engine._ingestion_api import IngestionAPI
 from assay.engine._latency import LatencyRecorder
 from assay.engine._messages import (
@@ -38,11 +48,15 @@ from assay.engine._messages import (
     IngestionMessage,
     Message,
     RecordDecisions,
+    RecordEvents,
     RefreshSnapshot,
     SnapshotPublished,
 )
+from assay.engine._metric_kinds import MetricKind, collect_metric_kinds, metric_kind_validator
+from assay.engine._model import Experiment, Metric
 from assay.engine._plugins import build_plugin_manager, collect_operators, condition_validator
 from assay.engine._ports import ConfigState, Store
+from assay.engine._reports import ReportAPI
 from assay.engine._service import ConfigService
 
 log = logging.getLogger("assay.engine")
@@ -79,7 +93,7 @@ class Mailbox(Generic[M]):
         return answer
 
 
-class Engine(IngestionAPI):
+class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
     """A running assay engine. Obtain one with ``open_engine``."""
 
     def __init__(self, config: EngineConfig, store: Store, plugins: pluggy.PluginManager) -> None:
@@ -99,25 +113,50 @@ class Engine(IngestionAPI):
             ),
             config.inbox_size,
         )
-        self.guardrail = Mailbox[GuardrailMessage](
-            GuardrailActor(config.guardrail_interval_seconds), config.inbox_size
-        )
         decision_actor = self.decision.actor
         assert isinstance(decision_actor, DecisionActor)
         self._decision_actor = decision_actor
         # One compiler for the engine's life: it caches compiled conditions by content,
         # so a recompile after a change only compiles what is new.
         self.conditions = ConditionCompiler(collect_operators(plugins), strict=True)
+        # Metric kinds, asked of the plugins once: reports and the save-time check use them.
+        self.metric_kinds: dict[str, MetricKind] = collect_metric_kinds(plugins)
+        # Guardrail actions and notification channels, asked of the plugins once too.
+        self.guardrail_actions = collect_actions(plugins)
+        self.notification_channels = collect_channels(plugins)
         self.service = ConfigService(
             store,
             on_change=decision_actor.mark_dirty,
             validate_condition=condition_validator(self.conditions),
+            validate_metric=metric_kind_validator(self.metric_kinds),
+            validate_guardrails=GuardrailValidator(
+                self.guardrail_actions, self.notification_channels
+            ),
         )
+        # Guardrail statistics: the reports' aggregation, so a guardrail judges the numbers
+        # a report shows. Replaceable by any MetricStatisticsSource: read on every check.
+        self.metric_statistics: MetricStatisticsSource = ReportStatistics(store, self.metric_kinds)
+        self._guardrail_actor = GuardrailActor(
+            config.guardrail_interval_seconds,
+            store=store,
+            checker=GuardrailChecker(
+                store=store,
+                service=self.service,
+                statistics=_Deferred(self),
+                actions=self.guardrail_actions,
+                config=config,
+                refresh=self.refresh,
+            ),
+            outbox=Outbox(store, self.notification_channels, config),
+            outbox_poll_seconds=config.guardrail_outbox_poll_seconds,
+        )
+        self.guardrail = Mailbox[GuardrailMessage](self._guardrail_actor, config.inbox_size)
         self.decision_cache = DecisionCache(
             config.decision_cache_size, config.decision_cache_ttl_seconds
         )
         self.latency: dict[str, LatencyRecorder] = {"decide": LatencyRecorder()}
         self._decide_latency = self.latency["decide"]
+        self.exposures_dropped = 0
 
     @property
     def snapshot(self) -> Snapshot:
@@ -168,6 +207,8 @@ class Engine(IngestionAPI):
         )
         self._decide_latency.observe(perf_counter() - started)
         self._queue_records((decision,))
+        if decision.in_experiment:
+            self._log_exposures((decision,))
         return decision
 
     def decide_all(
@@ -184,6 +225,7 @@ class Engine(IngestionAPI):
         )
         self._decide_latency.observe(perf_counter() - started)
         self._queue_records(decisions)
+        self._log_exposures(decisions)
         return decisions
 
     async def adecide(
@@ -202,6 +244,8 @@ class Engine(IngestionAPI):
         )
         self._decide_latency.observe(perf_counter() - started)
         await self.record_decisions([decision])
+        if decision.in_experiment:
+            self._log_exposures((decision,))
         return decision
 
     async def adecide_many(
@@ -218,6 +262,7 @@ class Engine(IngestionAPI):
             for _ in decisions:
                 self._decide_latency.observe(per)
         await self.record_decisions(decisions)
+        self._log_exposures(decisions)
         return decisions
 
     async def record_decisions(self, decisions: Sequence[Decision]) -> None:
@@ -247,6 +292,40 @@ class Engine(IngestionAPI):
             # The hot path never waits: a full inbox drops records, counted.
             self._decision_actor.records_dropped += len(decisions)
 
+    def _log_exposures(self, decisions: Sequence[Decision]) -> None:
+        """Experiments with ``log_exposures_on_assignment`` get an exposure for every
+        assignment, sent to the ingestion actor without waiting. The decision id is the
+        event id, so a repeated send is a duplicate, and first exposure wins anyway."""
+        snapshot = self._snapshot
+        by_project: dict[str, list[Exposure]] = {}
+        for d in decisions:
+            if d.reason is not Reason.EXPERIMENT_ASSIGNED or d.experiment is None:
+                continue
+            experiment = snapshot.experiments.get((d.project_id, d.experiment))
+            if experiment is None or not experiment.log_exposures_on_assignment:
+                continue
+            by_project.setdefault(d.project_id, []).append(
+                Exposure(
+                    experiment=d.experiment,
+                    subject=d.subject,
+                    variant=d.variant or "",
+                    event_id=d.decision_id,
+                    timestamp=datetime.fromtimestamp(d.decided_at, UTC),
+                )
+            )
+        for project_id, exposures in by_project.items():
+            message = RecordEvents(
+                project_id=project_id,
+                principal_id="decide",
+                events=list(exposures),
+                received_at=datetime.now(UTC),
+            )
+            try:
+                self.ingestion.send_nowait(message)
+            except EngineOverloaded:
+                # Never block a decision on ingestion; the loss is counted.
+                self.exposures_dropped += len(exposures)
+
     async def get_decision(self, decision_id: str) -> Decision | None:
         return await self.store.get_decision(decision_id)
 
@@ -274,6 +353,19 @@ class Engine(IngestionAPI):
 
     def _publish(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
+
+
+class _Deferred:
+    """Reads ``engine.metric_statistics`` at each call, so whoever embeds the engine may
+    swap the statistics source after it is built."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def variant_statistics(
+        self, experiment: Experiment, metrics: Sequence[Metric]
+    ) -> Mapping[str, Mapping[str, MetricStats]]:
+        return await self._engine.metric_statistics.variant_statistics(experiment, metrics)
 
 
 @asynccontextmanager

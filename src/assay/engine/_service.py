@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from assay.engine._errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from assay.engine._guardrails import GuardrailValidator
 from assay.engine._model import (
     ApiKey,
     AuditEntry,
@@ -47,6 +48,9 @@ from assay.engine._model import (
 from assay.engine._pagination import Page, check_limit, decode_cursor, encode_cursor
 from assay.engine._ports import KIND_NAMES, Store, StoreTransaction
 from assay.engine._validation import validate_experiment, validate_flag, validate_metric
+
+GuardrailCheck = Callable[[StoreTransaction, Experiment], Awaitable[None]]
+"""Save-time check of an experiment's guardrails (``_guardrails.GuardrailValidator``)."""
 
 ConditionValidator = Callable[[Mapping[str, Any]], None]
 
@@ -123,10 +127,17 @@ class ConfigService:
         *,
         on_change: Callable[[], None] = lambda: None,
         validate_condition: ConditionValidator = lambda condition: None,
+        validate_metric: Callable[[MetricSpec], None] = lambda metric: None,
+        validate_guardrails: GuardrailCheck | None = None,
     ) -> None:
         self._store = store
         self._on_change = on_change
         self._validate_condition = validate_condition
+        # Metric kinds come from plugins; the engine passes their save-time check here.
+        self._validate_metric = validate_metric
+        # Guardrail actions and channels come from plugins too; without them only the
+        # guardrails' metrics are checked.
+        self._validate_guardrails = validate_guardrails or GuardrailValidator()
         # Recently authenticated keys, so a busy SDK does not cost a database lookup per
         # request. A revocation here takes effect at once; one made by another process
         # within KEY_CACHE_SECONDS.
@@ -581,7 +592,9 @@ class ConfigService:
                 await validate_flag(tx, obj, self._validate_condition)
             case Experiment():
                 await validate_experiment(tx, obj, self._validate_condition)
+                await self._validate_guardrails(tx, obj)
             case Metric():
+                self._validate_metric(obj)
                 await validate_metric(tx, obj)
             case Layer():
                 pass
@@ -646,7 +659,13 @@ class ConfigService:
             users = [
                 f"experiment {e.key}"
                 for e in await _all(tx, Experiment, obj.project_id)
-                if obj.key in (*e.primary_metrics, *e.secondary_metrics, *e.guardrail_metrics)
+                if obj.key
+                in (
+                    *e.primary_metrics,
+                    *e.secondary_metrics,
+                    *e.guardrail_metrics,
+                    *(g.metric for g in e.guardrails),
+                )
             ] + [
                 f"metric {m.key}"
                 for m in await _all(tx, Metric, obj.project_id)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from assay.plugins import targeting
+from assay.plugins import guardrails, metrics, targeting
 
-BUILTIN_PLUGINS: tuple[ModuleType, ...] = (targeting,)
+BUILTIN_PLUGINS: tuple[ModuleType, ...] = (targeting, metrics, guardrails)
 
 __all__ = ["BUILTIN_PLUGINS"]

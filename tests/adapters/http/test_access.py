@@ -87,6 +87,53 @@ MATRIX: list[tuple[str, str, Any, int, int, int, int, int]] = [
         200,
     ),
     ("GET", "/api/v1/decisions/{decision}", None, 200, 200, 200, 404, 404),
+    # reports: ANALYST and up
+    ("GET", "/api/v1/experiments/{running}/report" + P, None, 200, 200, 200, 404, 404),
+    # guardrails: ANALYST and up read; DEVELOPER and up ask for a check
+    (
+        "GET",
+        "/api/v1/experiments/{running}/guardrails/triggers" + P,
+        None,
+        200,
+        200,
+        200,
+        404,
+        404,
+    ),
+    ("GET", "/api/v1/experiments/{running}/guardrails/outbox" + P, None, 200, 200, 200, 404, 404),
+    ("POST", "/api/v1/experiments/{running}/guardrails/check" + P, None, 200, 200, 403, 404, 404),
+    # events: SDK keys (and DEVELOPER and up) send them; ANALYST and up read the summary
+    (
+        "POST",
+        "/api/v1/events" + P,
+        {"events": [{"type": "exposure", "experiment": "e", "subject": "u1", "variant": "a"}]},
+        200,
+        200,
+        403,
+        404,
+        200,
+    ),
+    (
+        "POST",
+        "/api/v1/experiments/{running}/exposures" + P,
+        {"events": [{"subject": "u1", "variant": "control"}]},
+        200,
+        200,
+        403,
+        404,
+        200,
+    ),
+    (
+        "POST",
+        "/api/v1/experiments/{running}/conversions" + P,
+        {"events": [{"metric": "{metric}", "subject": "u1"}]},
+        200,
+        200,
+        403,
+        404,
+        200,
+    ),
+    ("GET", "/api/v1/experiments/{running}/ingestion" + P, None, 200, 200, 200, 404, 404),
 ]
 
 

@@ -36,6 +36,9 @@ class Write:
     decides: bool = False
     """The route decides rather than changes configuration: the good request must make a
     decision (and a bad one none)."""
+    records_events: bool = False
+    """The route records events rather than changes configuration: the good request must
+    reach the ingestion actor (and a bad one must not)."""
 
 
 def _object_writes(kind: str, target: str, wrong_type: dict[str, Any]) -> list[Write]:
@@ -168,6 +171,47 @@ WRITES = [
         "/api/v1/keys/key_nope",
         good_status=204,
     ),
+    # Events: a bad body reaches no actor. (An unknown experiment is reported per event,
+    # so the missing target here is the project.)
+    Write(
+        "POST",
+        "/api/v1/events" + P,
+        {"events": [{"type": "exposure", "experiment": "e", "subject": "u1", "variant": "a"}]},
+        {"events": [{"type": "exposure", "experiment": "e", "subject": "u1", "bogus": 1}]},
+        {"events": [{"type": "exposure", "experiment": "e", "subject": 5, "variant": "a"}]},
+        "/api/v1/events?project=no-such-project",
+        {"events": []},
+        records_events=True,
+    ),
+    Write(
+        "POST",
+        "/api/v1/experiments/{running}/exposures" + P,
+        {"events": [{"subject": "u1", "variant": "control"}]},
+        {"events": [{"subject": "u1", "variant": "control", "bogus": 1}]},
+        {"events": [{"subject": "u1", "variant": 5}]},
+        "/api/v1/experiments/{running}/exposures?project=no-such-project",
+        {"events": []},
+        records_events=True,
+    ),
+    Write(
+        "POST",
+        "/api/v1/experiments/{running}/conversions" + P,
+        {"events": [{"metric": "m", "subject": "u1"}]},
+        {"events": [{"metric": "m", "subject": "u1", "bogus": 1}]},
+        {"events": [{"metric": "m", "subject": "u1", "value": "much"}]},
+        "/api/v1/experiments/{running}/conversions?project=no-such-project",
+        {"events": []},
+        records_events=True,
+    ),
+    # A check someone asks for is audited, so the good request changes the stored state.
+    Write(
+        "POST",
+        "/api/v1/experiments/{running}/guardrails/check" + P,
+        None,
+        {"bogus": 1},
+        [],
+        "/api/v1/experiments/no-such-key/guardrails/check" + P,
+    ),
 ]
 
 
@@ -224,6 +268,8 @@ async def test_bad_input_is_refused_and_writes_nothing(world, write: Write) -> N
     before = await world.stored_state()
     decisions = world.engine.latency["decide"]  # counts every decision made
     decided_before = decisions.count
+    ingestion = world.engine.ingestion.actor  # counts every message it handled
+    handled_before = ingestion.handled
 
     for case, url, body, status, codes in cases:
         answer = await api.call(write.method, url, data=body)
@@ -239,11 +285,14 @@ async def test_bad_input_is_refused_and_writes_nothing(world, write: Write) -> N
     assert await world.stored_state() == before, "the chunked oversize body wrote something"
 
     assert decisions.count == decided_before, "a refused request decided"
+    assert ingestion.handled == handled_before, "a refused request reached the ingestion actor"
 
     control = await api.call(write.method, path, data=good)
     assert control.status == write.good_status, control.body
     if write.decides:
         assert decisions.count == decided_before + 1
+    elif write.records_events:
+        assert ingestion.handled == handled_before + 1
     else:
         assert await world.stored_state() != before
 

@@ -38,8 +38,9 @@ async def test_health_needs_no_key(anonymous) -> None:
 async def test_ready_when_a_snapshot_is_published(anonymous, engine) -> None:
     answer = await anonymous.get("/ready")
     assert answer.status == 200
-    assert answer.body == {"status": "ready", "snapshot_version": engine.snapshot.version}
-    assert engine.snapshot.version > 0
+    assert answer.body["status"] == "ready"
+    # The engine may publish again right after (its change feed starting up), never before.
+    assert 0 < answer.body["snapshot_version"] <= engine.snapshot.version
 
 
 async def test_not_ready_before_the_first_snapshot(engine) -> None:

@@ -15,6 +15,7 @@ import msgspec
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from assay.engine import (
+    ActorCrashed,
     AssayError,
     Conflict,
     EngineOverloaded,
@@ -58,6 +59,7 @@ STATUS_OF_DOMAIN_ERROR: dict[type[AssayError], int] = {
     PermissionDenied: 403,
     Unauthenticated: 401,
     EngineOverloaded: 503,
+    ActorCrashed: 503,
 }
 
 # werkzeug's exceptions that can reach us (routing, body limits and timeouts), by status.

@@ -45,7 +45,13 @@ TAG_DESCRIPTIONS = {
     "metrics": "What experiments measure.",
     "keys": "Bearer API keys with a role and an optional project scope.",
     "audit": "Every change: who, when, what, before and after.",
-    "operations": "Probes for load balancers and orchestrators.",
+    "guardrails": "Breaches judged with the sequential test, health checks, the actions "
+    "taken and the notifications sent.",
+    "decide": "Deciding flags for subjects, and looking recorded decisions up.",
+    "events": "Exposures and conversions: de-duplicated, first exposure wins, crossovers "
+    "counted, conversions pending until their subject's exposure.",
+    "reports": "Per-variant results with frequentist, Bayesian and sequential statistics.",
+    "operations": "Probes for load balancers and orchestrators, and Prometheus metrics.",
     "documentation": "This description of the API.",
 }
 

@@ -99,9 +99,10 @@ class MemoryEventStore:
             if first is None:
                 t.exposures[subject] = _Exposure(e.variant, e.timestamp)
                 self._promote(subject, now)
-            elif first.variant == e.variant:
-                outcomes[i] = Outcome.DUPLICATE
-            elif (e.experiment_id, e.subject, e.variant) in t.crossovers:
+            elif (
+                first.variant == e.variant
+                or (e.experiment_id, e.subject, e.variant) in t.crossovers
+            ):
                 outcomes[i] = Outcome.DUPLICATE
             else:
                 t.crossovers.add((e.experiment_id, e.subject, e.variant))
@@ -182,15 +183,15 @@ class MemoryEventStore:
         per_metric: dict[str, _MetricTally] = {}
         for c in t.conversions.get(experiment_id, ()):
             tally = per_metric.setdefault(c.metric, _MetricTally())
-            exposure = t.exposures.get((experiment_id, c.subject))
-            if exposure is None:
+            first = t.exposures.get((experiment_id, c.subject))
+            if first is None:
                 tally.unexposed += 1
             elif c.subject in crossed:
                 tally.crossover += 1
-            elif not _attributed(c.timestamp, exposure.exposed_at, windows.get(c.metric), until):
+            elif not _attributed(c.timestamp, first.exposed_at, windows.get(c.metric), until):
                 tally.outside_window += 1
             else:
-                cell = tally.variants.setdefault(exposure.variant, _Cell())
+                cell = tally.variants.setdefault(first.variant, _Cell())
                 cell.conversions += 1
                 cell.subjects.add(c.subject)
                 cell.value_sum += c.value

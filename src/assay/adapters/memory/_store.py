@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING
 import msgspec
 import trio
 
+from assay.adapters.memory._events import MemoryEventStore
+from assay.adapters.memory._guardrails import MemoryGuardrailStore
+from assay.adapters.memory._reports import MemoryReportStore
 from assay.engine._core import Decision
 from assay.engine._errors import Conflict, NotFound
 from assay.engine._model import ApiKey, AuditEntry, Experiment, Flag, Layer, Metric, Project
@@ -271,7 +274,7 @@ class MemoryTransaction:
             self._keys_copied = True
 
 
-class MemoryStore:
+class MemoryStore(MemoryEventStore, MemoryReportStore, MemoryGuardrailStore):
     """The Store port over dicts. Nothing survives the process."""
 
     def __init__(self) -> None:

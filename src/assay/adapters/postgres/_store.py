@@ -18,7 +18,10 @@ import trio
 
 from assay.adapters.postgres._aio import AioLoop, open_aio_loop
 from assay.adapters.postgres._decisions import aio_get_decision, aio_record_decisions
+from assay.adapters.postgres._events import PostgresEventStore
+from assay.adapters.postgres._guardrails import PostgresGuardrailStore
 from assay.adapters.postgres._migrations import aio_migrate
+from assay.adapters.postgres._reports import PostgresReportStore
 from assay.engine._errors import Conflict, NotFound
 from assay.engine._model import (
     ApiKey,
@@ -477,7 +480,7 @@ class _Wakeup:
         self._event = trio.Event()
 
 
-class PostgresStore:
+class PostgresStore(PostgresEventStore, PostgresReportStore, PostgresGuardrailStore):
     """The Store port on PostgreSQL. Opened by ``open_postgres_store``."""
 
     def __init__(self, dsn: str, pool: Any, loop: AioLoop) -> None:

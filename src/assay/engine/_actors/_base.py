@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
-from assay.engine._errors import AssayError
+from assay.engine._errors import ActorCrashed
 from assay.engine._messages import Envelope, Message
 
 log = logging.getLogger("assay.engine.actors")
@@ -23,10 +23,11 @@ log = logging.getLogger("assay.engine.actors")
 M = TypeVar("M", bound=Message)
 
 
-class ActorCrashed(AssayError):
-    """The actor failed while handling this message; it has been restarted."""
-
-    code = "actor_crashed"
+def answer(reply: trio.MemorySendChannel[Any], value: Any) -> None:
+    """Answer a caller. One who gave up (cancelled, so its receive side is closed) is not an
+    error of the actor's: its work is done all the same."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        reply.send_nowait(value)
 
 
 class Actor(Generic[M]):
@@ -48,6 +49,13 @@ class Actor(Generic[M]):
     async def handle(self, message: M) -> Any:
         raise NotImplementedError
 
+    async def serve(self, inbox: trio.MemoryReceiveChannel[Envelope[M]]) -> None:
+        """Read and answer the inbox until it is closed and drained: one message at a time
+        through ``handle``. An actor that answers several messages together (ingestion
+        commits queued batches in one transaction) overrides this; it must then answer
+        every message it took, with ``ActorCrashed`` if it fails."""
+        await _serve_inbox(self, inbox)
+
     async def drain(self) -> None:
         """Called once the inbox is closed and empty, while background work still runs:
         finish what was accepted (e.g. flush buffered writes) before the actor stops."""
@@ -57,7 +65,7 @@ class Actor(Generic[M]):
         actor that answers later (group commit) overrides this and keeps the channel."""
         reply = await self.handle(envelope.message)
         if envelope.reply is not None:
-            envelope.reply.send_nowait(reply)
+            answer(envelope.reply, reply)
 
 
 async def _serve_inbox(actor: Actor[M], inbox: trio.MemoryReceiveChannel[Envelope[M]]) -> None:
@@ -95,7 +103,7 @@ async def supervise(
                 first = False
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(actor.background)
-                await _serve_inbox(actor, inbox)
+                await actor.serve(inbox)
                 await actor.drain()
                 # Inbox closed and drained: stop the background work too.
                 nursery.cancel_scope.cancel()

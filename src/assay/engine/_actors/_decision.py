@@ -20,8 +20,9 @@ from typing import Any
 
 import trio
 
-from assay.engine._actors._base import Actor, ActorCrashed
+from assay.engine._actors._base import Actor, answer
 from assay.engine._core import Decision, Snapshot
+from assay.engine._errors import ActorCrashed
 from assay.engine._messages import (
     DecisionMessage,
     DecisionsRecorded,
@@ -137,7 +138,7 @@ class DecisionActor(Actor[DecisionMessage]):
         keep = []
         for position, reply in self._waiters:
             if position <= done:
-                reply.send_nowait(DecisionsRecorded(count=position))
+                answer(reply, DecisionsRecorded(count=position))
             else:
                 keep.append((position, reply))
         self._waiters = keep
@@ -147,7 +148,7 @@ class DecisionActor(Actor[DecisionMessage]):
         pending is given up (the durable callers retry; async records are lost, counted)."""
         error = ActorCrashed(f"writing decision records failed: {exc!r}")
         for _, reply in self._waiters:
-            reply.send_nowait(error)
+            answer(reply, error)
         self.records_dropped += len(self._pending)
         self._waiters = []
         self._pending = []

@@ -5,12 +5,15 @@ from assay.adapters.http.routes import (
     audit,
     decisions,
     documents,
+    events,
+    guardrails,
     keys,
     lifecycle,
     metrics,
     objects,
     probes,
     projects,
+    reports,
 )
 
 ROUTES: tuple[Route, ...] = (
@@ -20,6 +23,9 @@ ROUTES: tuple[Route, ...] = (
     *keys.ROUTES,
     *audit.ROUTES,
     *decisions.ROUTES,
+    *events.ROUTES,
+    *reports.ROUTES,
+    *guardrails.ROUTES,
     *metrics.ROUTES,
     *probes.ROUTES,
     *documents.ROUTES,

@@ -1,0 +1,608 @@
+"""Exposures and conversions on PostgreSQL: the PostgreSQL Store's event methods.
+
+A batch is one transaction: COPY every event into a temporary staging table, then a few
+set-based statements do the de-duplication against the unique keys of migration 0002 and
+report which events were duplicates, crossovers or left pending. No statement runs per
+event, and the whole batch is one trip from Trio to the asyncio loop.
+
+Two ways to write a batch, with the same result:
+
+- the fast path (tried first): delete from the stage what the unique keys already hold
+  (one index probe per event), then plain ``INSERT ... SELECT``. ``ON CONFLICT`` costs
+  twice as much per row (a speculative insertion), and within one process nothing else
+  writes these keys: the ingestion actor is the only writer.
+- the careful path: ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, correct whatever
+  commits meanwhile. Used when the fast path meets a unique violation, i.e. another
+  process wrote one of the batch's keys between the probe and the insert; the fast
+  path's transaction is rolled back first, so nothing is written twice.
+
+Rows go into each table sorted by its unique key: two processes writing overlapping
+batches then take their row locks in the same order and wait for each other instead of
+deadlocking (a deadlock with the purge is still possible and is retried).
+
+Functions named ``aio_*`` are asyncio-flavoured and run on the trio-asyncio loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import asyncpg
+
+from assay.engine._events import (
+    IngestionCounts,
+    MetricCounts,
+    MetricVariantCounts,
+    Outcome,
+    StagedEvent,
+    VariantCounts,
+)
+
+if TYPE_CHECKING:
+    from assay.adapters.postgres._aio import AioLoop
+
+log = logging.getLogger("assay.adapters.postgres")
+
+_STAGE = "assay_event_stage"
+_SEQUENCE = "assay_event_stage_seq"
+_STAGE_COLUMNS = (
+    "kind",
+    "project_id",
+    "experiment_id",
+    "subject",
+    "variant",
+    "metric_key",
+    "value",
+    "ts",
+    "event_id",
+    "idempotency_key",
+    "expires_at",
+)
+# Temporary (no WAL, private to the session) and emptied by every commit. Created once per
+# pooled connection; after that, IF NOT EXISTS is a catalog lookup.
+# ``seq`` is the event's position in the batch: the sequence restarts at 0 for each batch
+# and COPY takes its default row by row, in order. Numbering here rather than in Python
+# lets the checked events go to COPY as they are: a new tuple per event would cost more
+# than the rest of the Python side, mostly in garbage collection.
+_CREATE_STAGE = f"""
+CREATE TEMP SEQUENCE IF NOT EXISTS {_SEQUENCE} MINVALUE 0;
+CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
+    seq              integer NOT NULL DEFAULT nextval('{_SEQUENCE}'),
+    kind             smallint NOT NULL,
+    project_id       text COLLATE "C" NOT NULL,
+    experiment_id    text COLLATE "C" NOT NULL,
+    subject          text COLLATE "C" NOT NULL,
+    variant          text COLLATE "C",
+    metric_key       text COLLATE "C",
+    value            double precision NOT NULL,
+    ts               timestamptz NOT NULL,
+    event_id         text COLLATE "C",
+    idempotency_key  text COLLATE "C",
+    expires_at       timestamptz
+) ON COMMIT DELETE ROWS;
+SELECT setval('{_SEQUENCE}', 0, false)
+"""
+
+# --- planning ---------------------------------------------------------------------------
+# Plans must not depend on estimates: the stage has no statistics, CTE results have none,
+# and young tables have stale ones. So every statement is written so that one plan shape
+# is right at any size:
+# - a look-up of staged rows in a big table (is this id, subject, key known?) is a
+#   correlated scalar subquery: always one index probe per staged row, never a hash of
+#   the whole table (which a plan made on small tables would keep choosing);
+# - joins between batch-sized sets (the stage and what CTEs return) run with nested loops
+#   off, so they hash: a misestimated nested loop is quadratic in the batch size;
+# - the one join into a big table (promoting pending conversions) runs with hash and
+#   merge joins off, so it probes the index.
+
+_BATCH_JOINS = "SET LOCAL enable_nestloop = off"
+_PROBE_JOINS = (
+    "SET LOCAL enable_nestloop = on; SET LOCAL enable_hashjoin = off; "
+    "SET LOCAL enable_mergejoin = off"
+)
+
+_EXPOSURE, _CONVERSION, _LATER_EXPOSURE, _IGNORED = 0, 1, 2, 3
+"""Staged kinds: the first two are ``Kind``; an exposure that did not become its subject's
+first exposure is re-marked as the third; the fourth is for rows every step skips."""
+
+_KNOWN_ID = """(SELECT true FROM assay_event_ids e
+    WHERE e.project_id = s.project_id AND e.event_id = s.event_id)"""
+_KNOWN_KEY = """(SELECT true FROM assay_conversion_keys k
+    WHERE k.experiment_id = s.experiment_id AND k.idempotency_key = s.idempotency_key)"""
+_EXPOSED_VARIANT = """(SELECT e.variant FROM assay_exposures e
+    WHERE e.experiment_id = s.experiment_id AND e.subject = s.subject)"""
+
+# --- the fast path ----------------------------------------------------------------------
+# Duplicate event ids within the batch never reach the stage (see ``stage``).
+
+# 1. Event ids: staged events whose id is known are duplicates; the others' ids are added.
+_DROP_KNOWN_IDS = f"""
+WITH known AS (
+    DELETE FROM {_STAGE} s WHERE s.event_id IS NOT NULL AND {_KNOWN_ID} RETURNING s.seq
+)
+SELECT array_agg(seq) FROM known
+"""
+_ADD_IDS = f"""
+INSERT INTO assay_event_ids (project_id, event_id)
+SELECT project_id, event_id FROM {_STAGE} WHERE event_id IS NOT NULL
+ORDER BY project_id, event_id
+"""
+
+# 2. Idempotency keys, among the conversions left: known, or taken earlier in the batch.
+_DROP_KNOWN_KEYS = f"""
+WITH known AS (
+    DELETE FROM {_STAGE} s
+    WHERE s.kind = {_CONVERSION} AND s.idempotency_key IS NOT NULL AND {_KNOWN_KEY}
+    RETURNING s.seq
+)
+SELECT array_agg(seq) FROM known
+"""
+_DROP_REPEATED_KEYS = f"""
+WITH repeated AS (
+    DELETE FROM {_STAGE} s
+    WHERE s.kind = {_CONVERSION} AND s.idempotency_key IS NOT NULL AND EXISTS (
+        SELECT 1 FROM {_STAGE} t
+        WHERE t.kind = {_CONVERSION} AND t.experiment_id = s.experiment_id
+          AND t.idempotency_key = s.idempotency_key AND t.seq < s.seq
+    )
+    RETURNING s.seq
+)
+SELECT array_agg(seq) FROM repeated
+"""
+_ADD_KEYS = f"""
+INSERT INTO assay_conversion_keys (experiment_id, idempotency_key)
+SELECT experiment_id, idempotency_key FROM {_STAGE}
+WHERE kind = {_CONVERSION} AND idempotency_key IS NOT NULL
+ORDER BY experiment_id, idempotency_key
+"""
+
+# 3. Exposures: all but the first staged one per subject (only when the batch names a
+# subject twice), then those of subjects already exposed, are later exposures; the rest
+# are first exposures.
+_MARK_REPEATED_EXPOSURES = f"""
+WITH later AS (
+    UPDATE {_STAGE} s SET kind = {_LATER_EXPOSURE}
+    WHERE s.kind = {_EXPOSURE} AND EXISTS (
+        SELECT 1 FROM {_STAGE} t
+        WHERE t.kind = {_EXPOSURE} AND t.experiment_id = s.experiment_id
+          AND t.subject = s.subject AND t.seq < s.seq
+    )
+    RETURNING s.seq
+)
+SELECT array_agg(seq) FROM later
+"""
+_MARK_EXPOSED = f"""
+WITH later AS (
+    UPDATE {_STAGE} s SET kind = {_LATER_EXPOSURE}
+    WHERE s.kind = {_EXPOSURE} AND {_EXPOSED_VARIANT} IS NOT NULL
+    RETURNING s.seq
+)
+SELECT array_agg(seq) FROM later
+"""
+_ADD_EXPOSURES = f"""
+INSERT INTO assay_exposures (experiment_id, subject, variant, exposed_at)
+SELECT experiment_id, subject, variant, ts FROM {_STAGE} WHERE kind = {_EXPOSURE}
+ORDER BY experiment_id, subject
+"""
+
+# --- the careful path -------------------------------------------------------------------
+
+# 1. Event ids. The first staged event per id claims it; every other staged event with an
+# id that is not its own claim is a duplicate and leaves the stage.
+_CLAIM_EVENT_IDS = f"""
+WITH candidates AS (
+    SELECT DISTINCT ON (project_id, event_id) seq, project_id, event_id
+    FROM {_STAGE} WHERE event_id IS NOT NULL
+    ORDER BY project_id, event_id, seq
+), claimed AS (
+    INSERT INTO assay_event_ids (project_id, event_id)
+    SELECT project_id, event_id FROM candidates
+    ON CONFLICT DO NOTHING
+    RETURNING project_id, event_id
+), kept AS (
+    SELECT c.seq FROM candidates c JOIN claimed USING (project_id, event_id)
+), dropped AS (
+    DELETE FROM {_STAGE} s
+    WHERE s.event_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.seq = s.seq)
+    RETURNING s.seq
+)
+SELECT array_agg(seq) FROM dropped
+"""
+
+# 2. Idempotency keys, the same way, among the conversions still staged.
+_CLAIM_CONVERSION_KEYS = f"""
+WITH candidates AS (
+    SELECT DISTINCT ON (experiment_id, idempotency_key) seq, experiment_id, idempotency_key
+    FROM {_STAGE} WHERE kind = {_CONVERSION} AND idempotency_key IS NOT NULL
+    ORDER BY experiment_id, idempotency_key, seq
+), claimed AS (
+    INSERT INTO assay_conversion_keys (experiment_id, idempotency_key)
+    SELECT experiment_id, idempotency_key FROM candidates
+    ON CONFLICT DO NOTHING
+    RETURNING experiment_id, idempotency_key
+), kept AS (
+    SELECT c.seq FROM candidates c JOIN claimed USING (experiment_id, idempotency_key)
+), dropped AS (
+    DELETE FROM {_STAGE} s
+    WHERE s.kind = {_CONVERSION} AND s.idempotency_key IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.seq = s.seq)
+    RETURNING s.seq
+)
+SELECT array_agg(seq) FROM dropped
+"""
+
+# 3. First exposure wins: the first staged exposure per subject is offered; every staged
+# exposure that did not get in is re-marked as later.
+_INSERT_EXPOSURES = f"""
+WITH first AS (
+    SELECT DISTINCT ON (experiment_id, subject) seq, experiment_id, subject, variant, ts
+    FROM {_STAGE} WHERE kind = {_EXPOSURE}
+    ORDER BY experiment_id, subject, seq
+), inserted AS (
+    INSERT INTO assay_exposures (experiment_id, subject, variant, exposed_at)
+    SELECT experiment_id, subject, variant, ts FROM first
+    ON CONFLICT (experiment_id, subject) DO NOTHING
+    RETURNING experiment_id, subject
+), won AS (
+    SELECT f.seq FROM first f JOIN inserted USING (experiment_id, subject)
+), lost AS (
+    UPDATE {_STAGE} s SET kind = {_LATER_EXPOSURE}
+    WHERE s.kind = {_EXPOSURE} AND NOT EXISTS (SELECT 1 FROM won w WHERE w.seq = s.seq)
+    RETURNING s.seq
+)
+SELECT array_agg(seq) FROM lost
+"""
+
+# --- both paths -------------------------------------------------------------------------
+
+# 4. Later exposures naming another variant than their subject's first are crossovers,
+# recorded once per (experiment, subject, variant); the rest are duplicates. A statement
+# of its own, so that it sees the exposures step 3 (or another process) committed.
+_INSERT_CROSSOVERS = f"""
+WITH later AS (
+    SELECT DISTINCT ON (experiment_id, subject, variant)
+        seq, experiment_id, subject, variant, ts
+    FROM {_STAGE} s
+    WHERE s.kind = {_LATER_EXPOSURE} AND {_EXPOSED_VARIANT} <> s.variant
+    ORDER BY experiment_id, subject, variant, seq
+), crossed AS (
+    INSERT INTO assay_crossovers (experiment_id, subject, variant, seen_at)
+    SELECT experiment_id, subject, variant, ts FROM later
+    ON CONFLICT DO NOTHING
+    RETURNING experiment_id, subject, variant
+)
+SELECT array_agg(l.seq) FROM later l JOIN crossed USING (experiment_id, subject, variant)
+"""
+
+_CONVERSION_COLUMNS = "experiment_id, metric_key, subject, value, converted_at, idempotency_key"
+
+# 5. Conversions that waited for the exposures just recorded (and have not expired).
+# Under _PROBE_JOINS: one probe of the pending index per new exposure.
+_PROMOTE_PENDING = f"""
+WITH promoted AS (
+    DELETE FROM assay_pending_conversions p
+    USING {_STAGE} s
+    WHERE s.kind = {_EXPOSURE}
+      AND p.experiment_id = s.experiment_id AND p.subject = s.subject AND p.expires_at > $1
+    RETURNING p.experiment_id, p.metric_key, p.subject, p.value, p.converted_at,
+        p.idempotency_key
+)
+INSERT INTO assay_conversions ({_CONVERSION_COLUMNS})
+SELECT {_CONVERSION_COLUMNS} FROM promoted
+"""
+
+# 6. Conversions: attributed at once, or (metric requires exposure, none yet) pending.
+_INSERT_CONVERSIONS = f"""
+WITH staged AS (
+    SELECT s.seq, s.experiment_id, s.metric_key, s.subject, s.value, s.ts,
+        s.idempotency_key, s.expires_at,
+        s.expires_at IS NOT NULL AND {_EXPOSED_VARIANT} IS NULL AS waits
+    FROM {_STAGE} s WHERE s.kind = {_CONVERSION}
+), attributed AS (
+    INSERT INTO assay_conversions ({_CONVERSION_COLUMNS})
+    SELECT experiment_id, metric_key, subject, value, ts, idempotency_key
+    FROM staged WHERE NOT waits
+), parked AS (
+    INSERT INTO assay_pending_conversions ({_CONVERSION_COLUMNS}, expires_at)
+    SELECT experiment_id, metric_key, subject, value, ts, idempotency_key, expires_at
+    FROM staged WHERE waits
+)
+SELECT array_agg(seq) FROM staged WHERE waits
+"""
+
+# --- purge ------------------------------------------------------------------------------
+
+# A conversion parked in one process while another recorded its exposure is promoted here.
+_SWEEP_PENDING = f"""
+WITH promoted AS (
+    DELETE FROM assay_pending_conversions p
+    USING assay_exposures e
+    WHERE e.experiment_id = p.experiment_id AND e.subject = p.subject AND p.expires_at > $1
+    RETURNING p.experiment_id, p.metric_key, p.subject, p.value, p.converted_at,
+        p.idempotency_key
+)
+INSERT INTO assay_conversions ({_CONVERSION_COLUMNS})
+SELECT {_CONVERSION_COLUMNS} FROM promoted
+"""
+_PURGE_PENDING = """
+WITH purged AS (DELETE FROM assay_pending_conversions WHERE expires_at <= $1 RETURNING 1)
+SELECT count(*) FROM purged
+"""
+
+# --- counts -----------------------------------------------------------------------------
+
+_CROSSED = "SELECT DISTINCT subject FROM assay_crossovers WHERE experiment_id = $1"
+_COUNT_VARIANTS = f"""
+WITH crossed AS ({_CROSSED})
+SELECT e.variant,
+    count(*) FILTER (WHERE x.subject IS NULL) AS exposures,
+    count(x.subject) AS crossovers
+FROM assay_exposures e LEFT JOIN crossed x ON x.subject = e.subject
+WHERE e.experiment_id = $1
+GROUP BY e.variant
+ORDER BY e.variant
+"""
+_COUNT_CROSSOVERS = f"SELECT count(*) FROM ({_CROSSED}) crossed"
+_COUNT_PENDING = """
+SELECT count(*) FROM assay_pending_conversions WHERE experiment_id = $1 AND expires_at > $2
+"""
+# Each conversion is put in exactly one class, so the classes add up to what is stored.
+_COUNT_CONVERSIONS = f"""
+WITH crossed AS ({_CROSSED}),
+windows AS (SELECT * FROM unnest($2::text[], $3::integer[]) AS w(metric_key, hours)),
+classified AS (
+    SELECT c.metric_key, c.subject, c.value, e.variant,
+        CASE
+            WHEN e.subject IS NULL THEN 'unexposed'
+            WHEN x.subject IS NOT NULL THEN 'crossover'
+            WHEN c.converted_at < e.exposed_at
+                OR c.converted_at > e.exposed_at + make_interval(hours => w.hours)
+                OR c.converted_at > $4::timestamptz
+                THEN 'outside_window'
+            ELSE 'attributed'
+        END AS class
+    FROM assay_conversions c
+    LEFT JOIN assay_exposures e ON e.experiment_id = c.experiment_id AND e.subject = c.subject
+    LEFT JOIN crossed x ON x.subject = c.subject
+    LEFT JOIN windows w ON w.metric_key = c.metric_key
+    WHERE c.experiment_id = $1
+)
+SELECT metric_key, class, variant, count(*) AS conversions,
+    count(DISTINCT subject) AS subjects, sum(value) AS value_sum
+FROM classified
+GROUP BY metric_key, class, variant
+ORDER BY metric_key, variant
+"""
+
+_RETRIES = 3
+"""Attempts at a batch that hit a deadlock: the whole transaction rolled back, so it is
+safe to run again."""
+
+
+class Staging(NamedTuple):
+    """A batch as it goes to the stage, and what is known of it before any SQL runs."""
+
+    records: Sequence[tuple[Any, ...]]
+    """COPY rows, one per event, in order (their position is their seq)."""
+    repeated_ids: list[int]
+    """Seqs of events whose event_id an earlier event of the batch has: duplicates,
+    whatever becomes of that earlier one, so they are staged as rows every step skips."""
+    has_ids: bool
+    has_keys: bool
+    repeats_subjects: bool
+    """Some (experiment, subject) has two exposures in the batch."""
+
+
+def stage(events: Sequence[StagedEvent]) -> Staging:
+    # Hot: one pass, no allocation per event (nested dicts of sets rather than sets of
+    # key tuples), tuple unpacking rather than NamedTuple attributes.
+    records: Sequence[tuple[Any, ...]] = events
+    repeated_ids: list[int] = []
+    ids: dict[str, set[str]] = {}
+    subjects: dict[str, set[str]] = {}
+    has_keys = repeats_subjects = False
+    for seq, event in enumerate(events):
+        kind, project_id, experiment_id, subject, _, _, _, _, event_id, key, _ = event
+        if event_id is not None:
+            seen = ids.get(project_id)
+            if seen is None:
+                seen = ids[project_id] = set()
+            elif event_id in seen:
+                repeated_ids.append(seq)
+                if records is events:
+                    records = list(events)
+                assert isinstance(records, list)
+                records[seq] = event._replace(kind=_IGNORED, event_id=None, idempotency_key=None)
+                continue
+            seen.add(event_id)
+        if kind == _EXPOSURE:
+            exposed = subjects.get(experiment_id)
+            if exposed is None:
+                exposed = subjects[experiment_id] = set()
+            elif subject in exposed:
+                repeats_subjects = True
+            exposed.add(subject)
+        elif key is not None:
+            has_keys = True
+    return Staging(records, repeated_ids, bool(ids), has_keys, repeats_subjects)
+
+
+class Written(NamedTuple):
+    """Seqs (or None) of the staged events that did not simply get recorded."""
+
+    duplicates: list[int]
+    later: list[int]
+    """Exposures that were not their subject's first: duplicates unless ``crossed``."""
+    crossed: list[int] | None
+    pending: list[int] | None
+
+
+async def aio_record_events(pool: Any, staging: Staging, now: datetime) -> Written:
+    """Write one batch, by the fast path unless it collides with another writer."""
+    for attempt in range(1, _RETRIES + 1):
+        try:
+            try:
+                return await _aio_write(pool, staging, now, careful=False)
+            except asyncpg.exceptions.UniqueViolationError:
+                log.debug("event batch collided with another writer; writing it carefully")
+                return await _aio_write(pool, staging, now, careful=True)
+        except asyncpg.exceptions.DeadlockDetectedError:
+            if attempt == _RETRIES:
+                raise
+            log.warning("event batch hit a deadlock; retrying (%d)", attempt)
+    raise AssertionError("unreachable")
+
+
+async def _fresh(conn: Any, sql: str, *args: Any) -> Any:
+    """The first value ``sql`` returns, run with a plan made now.
+
+    asyncpg caches statements, and PostgreSQL then keeps the plan it made on their first
+    run, maybe on empty tables, where hashing all of ``assay_exposures`` looks cheaper
+    than probing its index: each batch would then get slower as the tables grow. A plan
+    per batch costs well under a millisecond. (Statements without parameters that return
+    nothing go through ``execute``: the simple protocol, never cached.)"""
+    statement = await conn.prepare(sql)
+    return await statement.fetchval(*args)
+
+
+async def _aio_write(pool: Any, staging: Staging, now: datetime, *, careful: bool) -> Written:
+    duplicates: list[int] = list(staging.repeated_ids)
+    later: list[int] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"{_CREATE_STAGE}; {_BATCH_JOINS}")
+        await conn.copy_records_to_table(_STAGE, records=staging.records, columns=_STAGE_COLUMNS)
+        if careful:
+            duplicates += await _fresh(conn, _CLAIM_EVENT_IDS) or ()
+            duplicates += await _fresh(conn, _CLAIM_CONVERSION_KEYS) or ()
+            later += await _fresh(conn, _INSERT_EXPOSURES) or ()
+        else:
+            if staging.has_ids:
+                duplicates += await _fresh(conn, _DROP_KNOWN_IDS) or ()
+                await conn.execute(_ADD_IDS)
+            if staging.has_keys:
+                duplicates += await _fresh(conn, _DROP_KNOWN_KEYS) or ()
+                duplicates += await _fresh(conn, _DROP_REPEATED_KEYS) or ()
+                await conn.execute(_ADD_KEYS)
+            if staging.repeats_subjects:
+                later += await _fresh(conn, _MARK_REPEATED_EXPOSURES) or ()
+            later += await _fresh(conn, _MARK_EXPOSED) or ()
+            await conn.execute(_ADD_EXPOSURES)
+        crossed = await _fresh(conn, _INSERT_CROSSOVERS) if later else None
+        await conn.execute(_PROBE_JOINS)
+        await _fresh(conn, _PROMOTE_PENDING, now)
+        pending = await _fresh(conn, _INSERT_CONVERSIONS)
+    return Written(duplicates, later, crossed, pending)
+
+
+def outcomes_of(count: int, written: Written) -> list[int]:
+    outcomes = [Outcome.RECORDED.value] * count
+    for seqs, outcome in (
+        (written.duplicates, Outcome.DUPLICATE),
+        (written.later, Outcome.DUPLICATE),
+        (written.crossed, Outcome.CROSSOVER),  # after ``later``: crossovers are later ones
+        (written.pending, Outcome.PENDING),
+    ):
+        for seq in seqs or ():
+            outcomes[seq] = outcome.value
+    return outcomes
+
+
+async def aio_purge_pending(pool: Any, now: datetime) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(_SWEEP_PENDING, now)
+        purged: int = await conn.fetchval(_PURGE_PENDING, now)
+    return purged
+
+
+async def aio_ingestion_counts(
+    pool: Any,
+    experiment_id: str,
+    windows: Mapping[str, int | None],
+    until: datetime | None,
+    now: datetime,
+) -> IngestionCounts:
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        variant_rows = await conn.fetch(_COUNT_VARIANTS, experiment_id)
+        crossovers = await conn.fetchval(_COUNT_CROSSOVERS, experiment_id)
+        pending = await conn.fetchval(_COUNT_PENDING, experiment_id, now)
+        conversion_rows = await conn.fetch(
+            _COUNT_CONVERSIONS,
+            experiment_id,
+            list(windows),
+            list(windows.values()),
+            until,
+        )
+    return IngestionCounts(
+        crossovers=crossovers,
+        pending=pending,
+        variants=[
+            VariantCounts(
+                variant=row["variant"], exposures=row["exposures"], crossovers=row["crossovers"]
+            )
+            for row in variant_rows
+        ],
+        metrics=_metric_counts(conversion_rows),
+    )
+
+
+def _metric_counts(rows: Sequence[Any]) -> list[MetricCounts]:
+    tallies: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        tally = tallies.setdefault(
+            row["metric_key"],
+            {"variants": [], "outside_window": 0, "crossover": 0, "unexposed": 0},
+        )
+        if row["class"] == "attributed":
+            tally["variants"].append(
+                MetricVariantCounts(
+                    variant=row["variant"],
+                    conversions=row["conversions"],
+                    subjects=row["subjects"],
+                    value_sum=row["value_sum"],
+                )
+            )
+        else:
+            tally[row["class"]] += row["conversions"]
+    return [
+        MetricCounts(
+            metric=metric,
+            conversions=sum(v.conversions for v in tally["variants"]),
+            value_sum=sum(v.value_sum for v in tally["variants"]),
+            variants=tally["variants"],
+            outside_window=tally["outside_window"],
+            crossover=tally["crossover"],
+            unexposed=tally["unexposed"],
+        )
+        for metric, tally in sorted(tallies.items())
+    ]
+
+
+class PostgresEventStore:
+    """Mixed into ``PostgresStore``: the event half of the Store port."""
+
+    _pool: Any
+    _loop: AioLoop
+
+    async def record_events(self, events: Sequence[StagedEvent], *, now: datetime) -> list[int]:
+        if not events:
+            return []
+        written = await self._loop.run(aio_record_events, self._pool, stage(events), now)
+        return outcomes_of(len(events), written)
+
+    async def purge_pending(self, now: datetime) -> int:
+        return await self._loop.run(aio_purge_pending, self._pool, now)
+
+    async def ingestion_counts(
+        self,
+        experiment_id: str,
+        *,
+        windows: Mapping[str, int | None],
+        until: datetime | None,
+        now: datetime,
+    ) -> IngestionCounts:
+        return await self._loop.run(
+            aio_ingestion_counts, self._pool, experiment_id, windows, until, now
+        )

@@ -1,0 +1,354 @@
+"""Report aggregation on PostgreSQL, over the rollups of migration 0004.
+
+A report is two transactions:
+
+1. **prepare** (read-write): for each metric the report reads, make sure its rollup exists
+   and was built with the metric's current attribution (window, CUPED days, experiment
+   end); otherwise rebuild it from the event tables under the experiment's exclusive
+   advisory lock. Then compact the hourly deltas when they have piled up.
+2. **read** (repeatable read, read only): per-variant exposures from the hourly rollup
+   plus the partial hours at the period's edges, and each metric kind's queries against
+   the relations of ``_metric_kinds.SqlSource``, all on one snapshot.
+
+Every query aggregates in the database; Python only ever receives a few rows per variant.
+Functions named ``aio_*`` are asyncio-flavoured and run on the trio-asyncio loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import asyncpg
+
+from assay.engine._metric_kinds import (
+    TOTALS_COLUMNS,
+    ReportAggregates,
+    ReportRequest,
+    RollupSpec,
+    Row,
+    SqlPlan,
+    SqlQuery,
+    VariantUnits,
+)
+
+if TYPE_CHECKING:
+    from assay.adapters.postgres._aio import AioLoop
+
+_EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+
+_LOCK = "pg_advisory_xact_lock{shared}(assay_report_lock_class(), hashtext($1))"
+
+_ROLLUP_STATE = """
+SELECT metric_key, window_hours, pre_hours, until FROM assay_report_rollups
+WHERE experiment_id = $1
+"""
+
+# A rebuild: the rollup's level-1 rows and hours go (the delete trigger is told not to
+# append deltas for them), then level 1 is computed from the event tables; its insert
+# trigger appends the hours.
+_REBUILD = [
+    "SET LOCAL assay.report_rebuild = 'on'",
+    "DELETE FROM assay_report_subjects WHERE experiment_id = $1 AND metric_key = $2",
+    "DELETE FROM assay_report_metric_hours WHERE experiment_id = $1 AND metric_key = $2",
+    "SET LOCAL assay.report_rebuild = 'off'",
+]
+_UPSERT_ROLLUP = """
+INSERT INTO assay_report_rollups (experiment_id, metric_key, window_hours, pre_hours, until)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (experiment_id, metric_key) DO UPDATE SET
+    window_hours = excluded.window_hours, pre_hours = excluded.pre_hours,
+    until = excluded.until
+"""
+_BUILD_SUBJECTS = """
+INSERT INTO assay_report_subjects
+SELECT experiment_id, metric_key, subject, variant, exposed_at,
+    count(*) FILTER (WHERE k = 1), coalesce(sum(value) FILTER (WHERE k = 1), 0),
+    count(*) FILTER (WHERE k = 2), coalesce(sum(value) FILTER (WHERE k = 2), 0)
+FROM (
+    SELECT c.experiment_id, c.metric_key, c.subject, c.value, e.variant, e.exposed_at,
+        assay_report_class(c.converted_at, e.exposed_at, $3, $4, $5) AS k
+    FROM assay_conversions c
+    JOIN assay_exposures e ON e.experiment_id = c.experiment_id AND e.subject = c.subject
+    WHERE c.experiment_id = $1 AND c.metric_key = $2
+      AND NOT EXISTS (
+        SELECT 1 FROM assay_crossovers x
+        WHERE x.experiment_id = c.experiment_id AND x.subject = c.subject
+      )
+) w
+WHERE k > 0
+GROUP BY experiment_id, metric_key, subject, variant, exposed_at
+"""
+_BUILD_UNEXPOSED = """
+INSERT INTO assay_report_unexposed (experiment_id, subject)
+SELECT DISTINCT c.experiment_id, c.subject FROM assay_conversions c
+WHERE c.experiment_id = $1 AND c.metric_key = $2
+  AND NOT EXISTS (
+    SELECT 1 FROM assay_exposures e
+    WHERE e.experiment_id = c.experiment_id AND e.subject = c.subject
+  )
+ON CONFLICT DO NOTHING
+"""
+
+# A conversion stored before its subject's exposure is parked; the exposure's trigger
+# attributes it. When the two land in concurrent transactions neither sees the other, so
+# every report first attributes parked conversions whose exposure has arrived since.
+_SWEEP_UNEXPOSED = """
+WITH claimed AS (
+    DELETE FROM assay_report_unexposed u USING assay_exposures e
+    WHERE u.experiment_id = $1 AND e.experiment_id = u.experiment_id AND e.subject = u.subject
+    RETURNING u.experiment_id, u.subject, e.variant, e.exposed_at
+)
+INSERT INTO assay_report_subjects AS s
+SELECT experiment_id, metric_key, subject, variant, exposed_at,
+    count(*) FILTER (WHERE k = 1), coalesce(sum(value) FILTER (WHERE k = 1), 0),
+    count(*) FILTER (WHERE k = 2), coalesce(sum(value) FILTER (WHERE k = 2), 0)
+FROM (
+    SELECT c.experiment_id, r.metric_key, c.subject, v.value, c.variant, c.exposed_at,
+        assay_report_class(v.converted_at, c.exposed_at, r.window_hours, r.pre_hours,
+                           r.until) AS k
+    FROM claimed c
+    JOIN assay_report_rollups r ON r.experiment_id = c.experiment_id
+    JOIN assay_conversions v ON v.experiment_id = c.experiment_id
+        AND v.metric_key = r.metric_key AND v.subject = c.subject
+    WHERE NOT EXISTS (
+        SELECT 1 FROM assay_crossovers x
+        WHERE x.experiment_id = c.experiment_id AND x.subject = c.subject
+    )
+) w
+WHERE k > 0
+GROUP BY experiment_id, metric_key, subject, variant, exposed_at
+ORDER BY experiment_id, metric_key, subject
+ON CONFLICT (experiment_id, metric_key, subject) DO UPDATE SET
+    post_count = s.post_count + excluded.post_count,
+    post_sum = s.post_sum + excluded.post_sum,
+    pre_count = s.pre_count + excluded.pre_count,
+    pre_sum = s.pre_sum + excluded.pre_sum
+"""
+
+_SUMS = ", ".join(f"sum({c}) AS {c}" for c in TOTALS_COLUMNS[1:])
+_COMPACT_WHEN = 64
+"""Delta rows per experiment beyond the number of distinct hours x variants x metrics
+that trigger a compaction."""
+_NEEDS_COMPACTION = """
+SELECT (SELECT count(*) FROM assay_report_metric_hours WHERE experiment_id = $1)
+     - (SELECT count(*) FROM (
+            SELECT DISTINCT metric_key, variant, hour FROM assay_report_metric_hours
+            WHERE experiment_id = $1) d),
+       (SELECT count(*) FROM assay_report_exposure_hours WHERE experiment_id = $1)
+     - (SELECT count(*) FROM (
+            SELECT DISTINCT variant, hour FROM assay_report_exposure_hours
+            WHERE experiment_id = $1) d)
+"""
+_COMPACT_METRICS = f"""
+WITH gone AS (
+    DELETE FROM assay_report_metric_hours WHERE experiment_id = $1 RETURNING *
+)
+INSERT INTO assay_report_metric_hours
+SELECT experiment_id, metric_key, variant, hour, {_SUMS}
+FROM gone GROUP BY experiment_id, metric_key, variant, hour
+"""
+_COMPACT_EXPOSURES = """
+WITH gone AS (
+    DELETE FROM assay_report_exposure_hours WHERE experiment_id = $1 RETURNING *
+)
+INSERT INTO assay_report_exposure_hours
+SELECT experiment_id, variant, hour, sum(exposed), sum(crossed)
+FROM gone GROUP BY experiment_id, variant, hour
+"""
+_PENDING = """
+SELECT count(*) FROM assay_pending_conversions WHERE experiment_id = $1 AND expires_at > $2
+"""
+
+
+class _Period(NamedTuple):
+    """Whole hours ``[hours_from, hours_to)`` read from the hourly rollups, and the edges
+    ``[edge1_from, edge1_to)`` and ``[edge2_from, edge2_to)`` read row by row."""
+
+    start: datetime
+    end: datetime
+    hours_from: datetime
+    hours_to: datetime
+    edge1_to: datetime
+    edge2_from: datetime
+
+
+def _period(start: datetime | None, end: datetime | None) -> _Period:
+    lo = (start or _EARLIEST).astimezone(UTC)
+    hi = (end or _LATEST).astimezone(UTC)
+    floor_lo = lo.replace(minute=0, second=0, microsecond=0)
+    ceil_lo = floor_lo if floor_lo == lo else floor_lo + timedelta(hours=1)
+    floor_hi = hi.replace(minute=0, second=0, microsecond=0)
+    if ceil_lo < floor_hi:
+        return _Period(lo, hi, ceil_lo, floor_hi, ceil_lo, floor_hi)
+    # Inside one hour (or two adjacent partial ones): all of it row by row.
+    return _Period(lo, hi, hi, hi, hi, hi)
+
+
+class PgSource:
+    """``SqlSource`` for one experiment and period (see ``_metric_kinds``)."""
+
+    def __init__(self, experiment_id: str, period: _Period) -> None:
+        self._experiment_id = experiment_id
+        self._period = period
+
+    def _common(self, q: SqlQuery) -> tuple[str, ...]:
+        p = self._period
+        return (
+            q.param(self._experiment_id),
+            q.param(p.start),
+            q.param(p.end),
+            q.param(p.hours_from),
+            q.param(p.hours_to),
+            q.param(p.edge1_to),
+            q.param(p.edge2_from),
+        )
+
+    def exposures(self, q: SqlQuery) -> str:
+        """``(variant, exposed, crossed, n)`` for variants exposed in the period."""
+        e, start, end, h_from, h_to, e1_to, e2_from = self._common(q)
+        return f"""(
+            SELECT variant, sum(exposed)::bigint AS exposed, sum(crossed)::bigint AS crossed,
+                sum(exposed - crossed)::bigint AS n
+            FROM (
+                SELECT variant, exposed, crossed FROM assay_report_exposure_hours
+                WHERE experiment_id = {e} AND hour >= {h_from} AND hour < {h_to}
+                UNION ALL
+                SELECT x.variant, 1, EXISTS (
+                    SELECT 1 FROM assay_crossovers c
+                    WHERE c.experiment_id = x.experiment_id AND c.subject = x.subject
+                )::int
+                FROM assay_exposures x
+                WHERE x.experiment_id = {e}
+                  AND ((x.exposed_at >= {start} AND x.exposed_at < {e1_to})
+                    OR (x.exposed_at >= {e2_from} AND x.exposed_at < {end}))
+            ) u
+            GROUP BY variant HAVING sum(exposed) > 0
+        )"""
+
+    def units(self, q: SqlQuery) -> str:
+        return f"(SELECT variant, n FROM {self.exposures(q)} ex)"
+
+    def totals(self, q: SqlQuery, metric_key: str) -> str:
+        units = self.units(q)
+        e, start, end, h_from, h_to, e1_to, e2_from = self._common(q)
+        k = q.param(metric_key)
+        columns = ", ".join(TOTALS_COLUMNS[1:])
+        outer = ", ".join(f"coalesce(m.{c}, 0) AS {c}" for c in TOTALS_COLUMNS[1:])
+        return f"""(
+            SELECT u.variant, u.n::float8 AS n, {outer}
+            FROM {units} u
+            LEFT JOIN (
+                SELECT variant, {_SUMS} FROM (
+                    SELECT variant, {columns} FROM assay_report_metric_hours
+                    WHERE experiment_id = {e} AND metric_key = {k}
+                      AND hour >= {h_from} AND hour < {h_to}
+                    UNION ALL
+                    SELECT variant, {columns} FROM assay_report_contributions
+                    WHERE experiment_id = {e} AND metric_key = {k}
+                      AND ((exposed_at >= {start} AND exposed_at < {e1_to})
+                        OR (exposed_at >= {e2_from} AND exposed_at < {end}))
+                ) z GROUP BY variant
+            ) m ON m.variant = u.variant
+        )"""
+
+    def subjects(self, q: SqlQuery, metric_key: str) -> str:
+        p = self._period
+        return f"""(
+            SELECT variant, subject, post_count, post_sum, pre_count, pre_sum
+            FROM assay_report_subjects
+            WHERE experiment_id = {q.param(self._experiment_id)}
+              AND metric_key = {q.param(metric_key)}
+              AND exposed_at >= {q.param(p.start)} AND exposed_at < {q.param(p.end)}
+        )"""
+
+
+def _wanted(spec: RollupSpec, until: datetime | None) -> tuple[Any, ...]:
+    return (spec.window_hours, spec.pre_hours, until)
+
+
+async def _aio_prepare(conn: Any, request: ReportRequest) -> None:
+    experiment_id = request.experiment_id
+    async with conn.transaction():
+        rows = await conn.fetch(_ROLLUP_STATE, experiment_id)
+        built = {r["metric_key"]: (r["window_hours"], r["pre_hours"], r["until"]) for r in rows}
+        stale = [s for s in request.rollups if built.get(s.metric_key) != _wanted(s, request.until)]
+        if stale:
+            # Exclusive: no ingestion trigger of this experiment runs until we commit, and
+            # every one that ran before has committed, so the rebuild sees all it did.
+            await conn.execute(f"SELECT {_LOCK.format(shared='')}", experiment_id)
+            for spec in stale:
+                args = (experiment_id, spec.metric_key, *_wanted(spec, request.until))
+                for statement in _REBUILD:
+                    if "$" in statement:
+                        await conn.execute(statement, experiment_id, spec.metric_key)
+                    else:
+                        await conn.execute(statement)
+                await conn.execute(_UPSERT_ROLLUP, *args)
+                await conn.execute(_BUILD_SUBJECTS, *args)
+                await conn.execute(_BUILD_UNEXPOSED, experiment_id, spec.metric_key)
+        else:
+            # Shared, like ingestion: a rebuild must not run while deltas are merged.
+            await conn.execute(f"SELECT {_LOCK.format(shared='_shared')}", experiment_id)
+        await conn.execute(_SWEEP_UNEXPOSED, experiment_id)
+        extra_metrics, extra_exposures = await conn.fetchrow(_NEEDS_COMPACTION, experiment_id)
+        if extra_metrics > _COMPACT_WHEN:
+            await conn.execute(_COMPACT_METRICS, experiment_id)
+        if extra_exposures > _COMPACT_WHEN:
+            await conn.execute(_COMPACT_EXPOSURES, experiment_id)
+
+
+async def _aio_run_plan(conn: Any, plan: SqlPlan) -> Mapping[str, Row]:
+    query = next(plan)
+    while True:
+        rows = [dict(r) for r in await conn.fetch(query.text, *query.params)]
+        try:
+            query = plan.send(rows)
+        except StopIteration as done:
+            result: Mapping[str, Row] = done.value
+            return result
+
+
+_RETRIES = 3
+"""Attempts at the prepare transaction: waiting for the exclusive lock, it can be chosen
+as a deadlock victim among ingestion transactions; it is safe to run again."""
+
+
+async def aio_report_aggregates(pool: Any, request: ReportRequest) -> ReportAggregates:
+    async with pool.acquire() as conn:
+        for attempt in range(1, _RETRIES + 1):
+            try:
+                await _aio_prepare(conn, request)
+                break
+            except asyncpg.exceptions.DeadlockDetectedError:
+                if attempt == _RETRIES:
+                    raise
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            source = PgSource(request.experiment_id, _period(request.start, request.end))
+            q = SqlQuery()
+            q.text = f"SELECT variant, exposed, crossed FROM {source.exposures(q)} ex"
+            exposure_rows: Sequence[Any] = await conn.fetch(q.text, *q.params)
+            pending: int = await conn.fetchval(_PENDING, request.experiment_id, request.now)
+            rows = {
+                m.metric.key: await _aio_run_plan(conn, m.kind.sql(m.metric, source))
+                for m in request.metrics
+            }
+    return ReportAggregates(
+        units={
+            r["variant"]: VariantUnits(int(r["exposed"]), int(r["crossed"])) for r in exposure_rows
+        },
+        pending=pending,
+        rows=rows,
+    )
+
+
+class PostgresReportStore:
+    """Mixed into ``PostgresStore``: the report half of the Store port."""
+
+    _pool: Any
+    _loop: AioLoop
+
+    async def report_aggregates(self, request: ReportRequest) -> ReportAggregates:
+        return await self._loop.run(aio_report_aggregates, self._pool, request)

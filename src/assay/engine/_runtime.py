@@ -277,20 +277,16 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
             durable = [d for d in decisions if d.reason is Reason.EXPERIMENT_ASSIGNED]
             queued = [d for d in decisions if d.reason is not Reason.EXPERIMENT_ASSIGNED]
         if queued:
-            self._queue_records(queued, include_assigned=True)
+            self._queue_records(queued)
         if durable:
             await self.decision.request(RecordDecisions(decisions=durable))
 
-    def _queue_records(
-        self, decisions: Sequence[Decision], *, include_assigned: bool = True
-    ) -> None:
+    def _queue_records(self, decisions: Sequence[Decision]) -> None:
         if self.config.decision_records == "disabled" or not decisions:
             return
-        try:
-            self.decision.send_nowait(RecordDecisions(decisions=list(decisions)))
-        except EngineOverloaded:
-            # The hot path never waits: a full inbox drops records, counted.
-            self._decision_actor.records_dropped += len(decisions)
+        # Never waits: the actor gathers these into its next batch (or drops and counts
+        # them past its bound).
+        self._decision_actor.enqueue(decisions)
 
     def _log_exposures(self, decisions: Sequence[Decision]) -> None:
         """Experiments with ``log_exposures_on_assignment`` get an exposure for every

@@ -20,6 +20,7 @@ from assay.adapters.http.routes import ROUTES
 from assay.engine import LatencyRecorder
 
 if TYPE_CHECKING:
+    from assay.adapters.http._fast_path import DecideFrontend
     from assay.engine import Engine
 
 View = Callable[..., Awaitable[Response]]
@@ -57,6 +58,14 @@ def create_app(engine: Engine) -> QuartTrio:
 
     app.register_error_handler(Exception, handle_error)
     return app
+
+
+def create_asgi(engine: Engine) -> DecideFrontend:
+    """What the server runs: the decide routes answered in plain ASGI, everything else by
+    the Quart app (both from the same route table)."""
+    from assay.adapters.http._fast_path import DecideFrontend
+
+    return DecideFrontend(engine, create_app(engine), _documents())
 
 
 def _view(engine: Engine, route: Route, documents: Documents) -> View:

@@ -48,8 +48,11 @@ def hypercorn_config(host: str, port: int) -> HypercornConfig:
     address = f"[{host}]" if ":" in host and not host.startswith("[") else host
     config.bind = [f"{address}:{port}"]
     config.graceful_timeout = GRACEFUL_SECONDS
-    # Log through the standard logging tree, so the CLI's level and handlers apply.
-    config.accesslog = logging.getLogger("assay.http.access")
+    # Log through the standard logging tree, so the CLI's level and handlers apply. The
+    # access log is attached only when someone will read it: hypercorn builds each entry
+    # before the logger's level is consulted, a few percent of a request's CPU.
+    access = logging.getLogger("assay.http.access")
+    config.accesslog = access if access.isEnabledFor(logging.INFO) else None
     config.errorlog = logging.getLogger("assay.http.server")
     return config
 
@@ -87,7 +90,7 @@ async def serve(
     from hypercorn.trio.run import worker_serve
     from hypercorn.utils import wrap_app
 
-    from assay.adapters.http._app import create_app
+    from assay.adapters.http._app import create_asgi
 
     config = hypercorn_config(host, port)
     async with AsyncExitStack() as owned:
@@ -95,7 +98,7 @@ async def serve(
             sockets = bind_sockets(host, port)
             for sock in sockets.insecure_sockets:
                 owned.callback(sock.close)
-        app = wrap_app(create_app(engine), config.wsgi_max_body_size, "asgi")
+        app = wrap_app(create_asgi(engine), config.wsgi_max_body_size, "asgi")
         stop = trio.Event()
         listening = _Started()
         # Shielded: our caller's cancellation must not tear requests down mid-flight; it

@@ -15,7 +15,7 @@ in the same batches.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -99,13 +99,22 @@ class DecisionActor(Actor[DecisionMessage]):
             case RecordDecisions():  # pragma: no cover - receive() takes these
                 raise AssertionError("RecordDecisions is handled in receive")
 
+    def enqueue(self, decisions: Sequence[Decision]) -> None:
+        """Fire-and-forget records from the synchronous decide path. A direct call rather
+        than a message: one message per decision cost more than the decision itself. It
+        only appends to the batch being gathered (bounded by MAX_PENDING) and wakes the
+        writer, which is exactly what handling a ``RecordDecisions`` without a reply does."""
+        self._queue(decisions, None)
+
     async def drain(self) -> None:
         # The writer runs in background(); wait for it to empty the queue.
         while self._pending or self._waiters:
             self._batch_done = trio.Event()
             await self._batch_done.wait()
 
-    def _queue(self, decisions: list[Decision], reply: trio.MemorySendChannel[Any] | None) -> None:
+    def _queue(
+        self, decisions: Sequence[Decision], reply: trio.MemorySendChannel[Any] | None
+    ) -> None:
         if reply is None and len(self._pending) >= MAX_PENDING:
             self.records_dropped += len(decisions)
             return

@@ -11,6 +11,8 @@ import sys
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from fnv_hash_fast import fnv1a_32 as _fnv1a_32_bytes
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -56,6 +58,10 @@ def _fnv_continue(state: int, text: str) -> int:
 
 def fnv1a32(text: str) -> int:
     """FNV-1a 32-bit hash of ``text`` over its UTF-16 code units (GrowthBook's ``hashFnv32a``)."""
+    if text.isascii():
+        # ASCII: its UTF-8 bytes are its UTF-16 code units, so the C implementation over
+        # bytes agrees exactly, at a tenth of the cost of the Python loop.
+        return _fnv1a_32_bytes(text.encode())
     return _fnv_continue(_FNV_OFFSET, text)
 
 
@@ -76,8 +82,12 @@ def gb_hash(seed: str, value: str, version: int) -> float | None:
     if version == 1:
         return (fnv1a32(value + seed) % 1000) / 1000
     if version == 2:
-        inner = _fnv_continue(_seed_state(seed), value)
-        return (fnv1a32(str(inner)) % 10000) / 10000
+        combined = seed + value
+        if combined.isascii():
+            inner = _fnv1a_32_bytes(combined.encode())
+        else:
+            inner = _fnv_continue(_seed_state(seed), value)
+        return (_fnv1a_32_bytes(str(inner).encode()) % 10000) / 10000
     return None
 
 

@@ -366,6 +366,8 @@ def main() -> None:
     from assay.adapters.postgres import migrate
 
     started = time.perf_counter()
+    # Other work on the machine moves these numbers a lot: say how busy it was.
+    load_before = os.getloadavg()
     data_dir = Path(tempfile.mkdtemp(prefix="assay-bench-ingest-"))
     server = start_embedded_postgres(data_dir)
     try:
@@ -386,7 +388,11 @@ def main() -> None:
     for path, label in (("engine", "engine"), ("http", "http"), ("raw", "raw COPY")):
         print(f"{label:<10}{medians[path]:>20,.0f}{medians[path] / raw:>20.1%}{len(runs[path]):>8}")
     elapsed = time.perf_counter() - started
-    print(f"\n{elapsed:.1f}s in all")
+    load_after = os.getloadavg()
+    print(
+        f"\n{elapsed:.1f}s in all; load average {load_before[0]:.2f} before, "
+        f"{load_after[0]:.2f} after"
+    )
     results = {
         "benchmark": "ingest",
         "quick": args.quick,
@@ -402,6 +408,8 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
         },
         "seconds": elapsed,
     }

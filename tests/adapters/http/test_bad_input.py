@@ -266,8 +266,7 @@ async def test_bad_input_is_refused_and_writes_nothing(world, write: Write) -> N
             )
         )
     before = await world.stored_state()
-    decisions = world.engine.latency["decide"]  # counts every decision made
-    decided_before = decisions.count
+    decided_before = world.engine.decisions_made
     ingestion = world.engine.ingestion.actor  # counts every message it handled
     handled_before = ingestion.handled
 
@@ -284,13 +283,13 @@ async def test_bad_input_is_refused_and_writes_nothing(world, write: Write) -> N
     assert (chunked.status, chunked.code) == (413, "body_too_large")
     assert await world.stored_state() == before, "the chunked oversize body wrote something"
 
-    assert decisions.count == decided_before, "a refused request decided"
+    assert world.engine.decisions_made == decided_before, "a refused request decided"
     assert ingestion.handled == handled_before, "a refused request reached the ingestion actor"
 
     control = await api.call(write.method, path, data=good)
     assert control.status == write.good_status, control.body
     if write.decides:
-        assert decisions.count == decided_before + 1
+        assert world.engine.decisions_made == decided_before + 1
     elif write.records_events:
         assert ingestion.handled == handled_before + 1
     else:

@@ -3,7 +3,10 @@
 A batch is one transaction: COPY every event into a temporary staging table, then a few
 set-based statements do the de-duplication against the unique keys of migration 0002 and
 report which events were duplicates, crossovers or left pending. No statement runs per
-event, and the whole batch is one trip from Trio to the asyncio loop.
+event, and the whole batch is one trip from Trio to the asyncio loop. Round trips to the
+server are few (open and stage, COPY, every step but the last as one script, the last
+step returning every outcome, commit): each waits for the Trio thread, which is busy
+checking the next batches.
 
 Two ways to write a batch, with the same result:
 
@@ -25,6 +28,7 @@ Functions named ``aio_*`` are asyncio-flavoured and run on the trio-asyncio loop
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -48,6 +52,7 @@ log = logging.getLogger("assay.adapters.postgres")
 
 _STAGE = "assay_event_stage"
 _SEQUENCE = "assay_event_stage_seq"
+_OUTCOMES = "assay_event_outcomes"
 _STAGE_COLUMNS = (
     "kind",
     "project_id",
@@ -83,6 +88,10 @@ CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
     idempotency_key  text COLLATE "C",
     expires_at       timestamptz
 ) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS {_OUTCOMES} (
+    seq      integer NOT NULL,
+    outcome  smallint NOT NULL
+) ON COMMIT DELETE ROWS;
 SELECT setval('{_SEQUENCE}', 0, false)
 """
 
@@ -95,14 +104,15 @@ SELECT setval('{_SEQUENCE}', 0, false)
 #   the whole table (which a plan made on small tables would keep choosing);
 # - joins between batch-sized sets (the stage and what CTEs return) run with nested loops
 #   off, so they hash: a misestimated nested loop is quadratic in the batch size;
-# - the one join into a big table (promoting pending conversions) runs with hash and
-#   merge joins off, so it probes the index.
+# - sequential scans are off: the stage has no index, so it is scanned all the same, and
+#   every other table is reached through an index (or by row id), never read whole.
 
-_BATCH_JOINS = "SET LOCAL enable_nestloop = off"
-_PROBE_JOINS = (
-    "SET LOCAL enable_nestloop = on; SET LOCAL enable_hashjoin = off; "
-    "SET LOCAL enable_mergejoin = off"
-)
+_BATCH_JOINS = "SET LOCAL enable_nestloop = off; SET LOCAL enable_seqscan = off"
+
+_DUPLICATE, _PENDING, _CROSSOVER = Outcome.DUPLICATE, Outcome.PENDING, Outcome.CROSSOVER
+"""What the steps write to the outcomes table, for the staged events that did not simply
+get recorded. A crossover is first written as a duplicate (a later exposure), then as a
+crossover: the highest code an event gets is its outcome."""
 
 _EXPOSURE, _CONVERSION, _LATER_EXPOSURE, _IGNORED = 0, 1, 2, 3
 """Staged kinds: the first two are ``Kind``; an exposure that did not become its subject's
@@ -123,7 +133,7 @@ _DROP_KNOWN_IDS = f"""
 WITH known AS (
     DELETE FROM {_STAGE} s WHERE s.event_id IS NOT NULL AND {_KNOWN_ID} RETURNING s.seq
 )
-SELECT array_agg(seq) FROM known
+INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM known
 """
 _ADD_IDS = f"""
 INSERT INTO assay_event_ids (project_id, event_id)
@@ -138,7 +148,7 @@ WITH known AS (
     WHERE s.kind = {_CONVERSION} AND s.idempotency_key IS NOT NULL AND {_KNOWN_KEY}
     RETURNING s.seq
 )
-SELECT array_agg(seq) FROM known
+INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM known
 """
 _DROP_REPEATED_KEYS = f"""
 WITH repeated AS (
@@ -150,7 +160,7 @@ WITH repeated AS (
     )
     RETURNING s.seq
 )
-SELECT array_agg(seq) FROM repeated
+INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM repeated
 """
 _ADD_KEYS = f"""
 INSERT INTO assay_conversion_keys (experiment_id, idempotency_key)
@@ -172,7 +182,7 @@ WITH later AS (
     )
     RETURNING s.seq
 )
-SELECT array_agg(seq) FROM later
+INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM later
 """
 _MARK_EXPOSED = f"""
 WITH later AS (
@@ -180,7 +190,7 @@ WITH later AS (
     WHERE s.kind = {_EXPOSURE} AND {_EXPOSED_VARIANT} IS NOT NULL
     RETURNING s.seq
 )
-SELECT array_agg(seq) FROM later
+INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM later
 """
 _ADD_EXPOSURES = f"""
 INSERT INTO assay_exposures (experiment_id, subject, variant, exposed_at)
@@ -209,7 +219,7 @@ WITH candidates AS (
     WHERE s.event_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.seq = s.seq)
     RETURNING s.seq
 )
-SELECT array_agg(seq) FROM dropped
+INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM dropped
 """
 
 # 2. Idempotency keys, the same way, among the conversions still staged.
@@ -231,7 +241,7 @@ WITH candidates AS (
       AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.seq = s.seq)
     RETURNING s.seq
 )
-SELECT array_agg(seq) FROM dropped
+INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM dropped
 """
 
 # 3. First exposure wins: the first staged exposure per subject is offered; every staged
@@ -253,7 +263,7 @@ WITH first AS (
     WHERE s.kind = {_EXPOSURE} AND NOT EXISTS (SELECT 1 FROM won w WHERE w.seq = s.seq)
     RETURNING s.seq
 )
-SELECT array_agg(seq) FROM lost
+INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM lost
 """
 
 # --- both paths -------------------------------------------------------------------------
@@ -274,19 +284,28 @@ WITH later AS (
     ON CONFLICT DO NOTHING
     RETURNING experiment_id, subject, variant
 )
-SELECT array_agg(l.seq) FROM later l JOIN crossed USING (experiment_id, subject, variant)
+INSERT INTO {_OUTCOMES}
+SELECT l.seq, {_CROSSOVER:d} FROM later l JOIN crossed USING (experiment_id, subject, variant)
 """
 
 _CONVERSION_COLUMNS = "experiment_id, metric_key, subject, value, converted_at, idempotency_key"
 
 # 5. Conversions that waited for the exposures just recorded (and have not expired).
-# Under _PROBE_JOINS: one probe of the pending index per new exposure.
+# Found by one probe of the pending index per new exposure (a correlated subquery, so
+# the plan cannot turn into a nested loop comparing every pending row with every staged
+# one), then deleted by their row ids: a pending row that another transaction deleted
+# meanwhile (promoted or purged) is skipped, not promoted twice.
 _PROMOTE_PENDING = f"""
 WITH promoted AS (
     DELETE FROM assay_pending_conversions p
-    USING {_STAGE} s
-    WHERE s.kind = {_EXPOSURE}
-      AND p.experiment_id = s.experiment_id AND p.subject = s.subject AND p.expires_at > $1
+    WHERE p.ctid = ANY (ARRAY(
+        SELECT unnest(ARRAY(
+            SELECT q.ctid FROM assay_pending_conversions q
+            WHERE q.experiment_id = s.experiment_id AND q.subject = s.subject
+              AND q.expires_at > {{now}}
+        ))
+        FROM {_STAGE} s WHERE s.kind = {_EXPOSURE}
+    ))
     RETURNING p.experiment_id, p.metric_key, p.subject, p.value, p.converted_at,
         p.idempotency_key
 )
@@ -295,6 +314,8 @@ SELECT {_CONVERSION_COLUMNS} FROM promoted
 """
 
 # 6. Conversions: attributed at once, or (metric requires exposure, none yet) pending.
+# The last step: it also returns every outcome, those of the earlier steps (the highest
+# code per event) and its pending conversions, as (outcome, seqs) rows.
 _INSERT_CONVERSIONS = f"""
 WITH staged AS (
     SELECT s.seq, s.experiment_id, s.metric_key, s.subject, s.value, s.ts,
@@ -310,7 +331,11 @@ WITH staged AS (
     SELECT experiment_id, metric_key, subject, value, ts, idempotency_key, expires_at
     FROM staged WHERE waits
 )
-SELECT array_agg(seq) FROM staged WHERE waits
+SELECT outcome, array_agg(seq) FROM (
+    SELECT seq, max(outcome) AS outcome FROM {_OUTCOMES} GROUP BY seq
+    UNION ALL
+    SELECT seq, {_PENDING:d} FROM staged WHERE waits
+) o GROUP BY outcome
 """
 
 # --- purge ------------------------------------------------------------------------------
@@ -434,8 +459,8 @@ class Written(NamedTuple):
     """Seqs (or None) of the staged events that did not simply get recorded."""
 
     duplicates: list[int]
-    later: list[int]
-    """Exposures that were not their subject's first: duplicates unless ``crossed``."""
+    """Known or repeated ids and keys, and exposures that were not their subject's
+    first (unless crossovers)."""
     crossed: list[int] | None
     pending: list[int] | None
 
@@ -457,52 +482,77 @@ async def aio_record_events(pool: Any, staging: Staging, now: datetime) -> Writt
 
 
 async def _fresh(conn: Any, sql: str, *args: Any) -> Any:
-    """The first value ``sql`` returns, run with a plan made now.
+    """The rows ``sql`` returns, run with a plan made now.
 
     asyncpg caches statements, and PostgreSQL then keeps the plan it made on their first
     run, maybe on empty tables, where hashing all of ``assay_exposures`` looks cheaper
     than probing its index: each batch would then get slower as the tables grow. A plan
-    per batch costs well under a millisecond. (Statements without parameters that return
-    nothing go through ``execute``: the simple protocol, never cached.)"""
+    per batch costs well under a millisecond."""
     statement = await conn.prepare(sql)
-    return await statement.fetchval(*args)
+    return await statement.fetch(*args)
+
+
+def _script(staging: Staging, now: datetime, *, careful: bool) -> str:
+    """Every step of a batch after the COPY, as one script: one round trip, and (the
+    simple protocol caches nothing) every statement planned now, on the tables as they
+    are. A plan cached on empty tables, where hashing all of ``assay_exposures`` looks
+    cheaper than probing its index, would make each batch slower as the tables grow.
+
+    Each step writes the seqs of the events it did not simply record to the outcomes
+    table; the last step, ``_INSERT_CONVERSIONS``, runs on its own and returns them."""
+    steps: list[str] = []
+    if careful:
+        steps += (_CLAIM_EVENT_IDS, _CLAIM_CONVERSION_KEYS, _INSERT_EXPOSURES)
+    else:
+        if staging.has_ids:
+            steps += (_DROP_KNOWN_IDS, _ADD_IDS)
+        if staging.has_keys:
+            steps += (_DROP_KNOWN_KEYS, _DROP_REPEATED_KEYS, _ADD_KEYS)
+        if staging.repeats_subjects:
+            steps.append(_MARK_REPEATED_EXPOSURES)
+        steps += (_MARK_EXPOSED, _ADD_EXPOSURES)
+    # A literal, since the simple protocol takes no parameters: an aware datetime of
+    # ours, in ISO format, which PostgreSQL reads exactly.
+    assert now.tzinfo is not None
+    moment = f"'{now.isoformat()}'::timestamptz"
+    steps += (
+        _INSERT_CROSSOVERS,
+        _PROMOTE_PENDING.replace("{now}", moment),
+    )
+    return ";\n".join(step.strip() for step in steps)
 
 
 async def _aio_write(pool: Any, staging: Staging, now: datetime, *, careful: bool) -> Written:
-    duplicates: list[int] = list(staging.repeated_ids)
-    later: list[int] = []
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(f"{_CREATE_STAGE}; {_BATCH_JOINS}")
-        await conn.copy_records_to_table(_STAGE, records=staging.records, columns=_STAGE_COLUMNS)
-        if careful:
-            duplicates += await _fresh(conn, _CLAIM_EVENT_IDS) or ()
-            duplicates += await _fresh(conn, _CLAIM_CONVERSION_KEYS) or ()
-            later += await _fresh(conn, _INSERT_EXPOSURES) or ()
-        else:
-            if staging.has_ids:
-                duplicates += await _fresh(conn, _DROP_KNOWN_IDS) or ()
-                await conn.execute(_ADD_IDS)
-            if staging.has_keys:
-                duplicates += await _fresh(conn, _DROP_KNOWN_KEYS) or ()
-                duplicates += await _fresh(conn, _DROP_REPEATED_KEYS) or ()
-                await conn.execute(_ADD_KEYS)
-            if staging.repeats_subjects:
-                later += await _fresh(conn, _MARK_REPEATED_EXPOSURES) or ()
-            later += await _fresh(conn, _MARK_EXPOSED) or ()
-            await conn.execute(_ADD_EXPOSURES)
-        crossed = await _fresh(conn, _INSERT_CROSSOVERS) if later else None
-        await conn.execute(_PROBE_JOINS)
-        await _fresh(conn, _PROMOTE_PENDING, now)
-        pending = await _fresh(conn, _INSERT_CONVERSIONS)
-    return Written(duplicates, later, crossed, pending)
+    script = _script(staging, now, careful=careful)
+    async with pool.acquire() as conn:
+        # The transaction is opened in the same round trip as the stage is prepared: each
+        # trip waits for the Trio thread, which may be busy checking the next batches.
+        await conn.execute(f"BEGIN; {_CREATE_STAGE}; {_BATCH_JOINS}")
+        try:
+            await conn.copy_records_to_table(
+                _STAGE, records=staging.records, columns=_STAGE_COLUMNS
+            )
+            await conn.execute(script)
+            rows = await _fresh(conn, _INSERT_CONVERSIONS)
+            await conn.execute("COMMIT")
+        except BaseException:
+            if not conn.is_closed() and conn.is_in_transaction():
+                with contextlib.suppress(Exception):
+                    await conn.execute("ROLLBACK")
+            raise
+    found: dict[int, list[int]] = dict(rows)
+    return Written(
+        list(staging.repeated_ids) + found.get(_DUPLICATE, []),
+        found.get(_CROSSOVER),
+        found.get(_PENDING),
+    )
 
 
 def outcomes_of(count: int, written: Written) -> list[int]:
     outcomes = [Outcome.RECORDED.value] * count
     for seqs, outcome in (
         (written.duplicates, Outcome.DUPLICATE),
-        (written.later, Outcome.DUPLICATE),
-        (written.crossed, Outcome.CROSSOVER),  # after ``later``: crossovers are later ones
+        (written.crossed, Outcome.CROSSOVER),
         (written.pending, Outcome.PENDING),
     ):
         for seq in seqs or ():

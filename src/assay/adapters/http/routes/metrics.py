@@ -32,8 +32,12 @@ class EngineCollector(Collector):
         decide = self._engine.latency["decide"]
         yield _summary(
             "assay_decide_latency_seconds",
-            "In-process decide latency over the recent window.",
+            "Decide latency over the recent window (in process: timed on one decision in "
+            "16; _count is the number timed, assay_decisions_total the number made).",
             {"": decide},
+        )
+        yield CounterMetricFamily(
+            "assay_decisions", "Decisions made.", value=self._engine.decisions_made
         )
         routes = {k: v for k, v in self._engine.latency.items() if k != "decide"}
         yield _summary(

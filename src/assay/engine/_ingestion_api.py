@@ -162,9 +162,14 @@ class IngestionAPI:
     async def _event_project(
         self, principal: ApiKey, project: str | None, action: Action
     ) -> Project:
-        """The addressed project, from the snapshot when it is there (no round trip per
-        batch), else from the store (a project created a moment ago, or the errors every
-        other route gives)."""
+        found = await self.addressed_project(principal, project)
+        authorize(principal, Resource.EVENT, action, project_id=found.id)
+        return found
+
+    async def addressed_project(self, principal: ApiKey, project: str | None) -> Project:
+        """The project a hot-path request addresses (decide, events): from the snapshot
+        when it is there (no round trip per request), else from the store (a project
+        created a moment ago, or the errors every other route gives)."""
         snapshot = self.snapshot
         found: Project | None = None
         if principal.project_id is not None:
@@ -176,5 +181,4 @@ class IngestionAPI:
             found = None if project_id is None else snapshot.projects.get(project_id)
         if found is None:
             found = await self.service.resolve_project(principal, project)
-        authorize(principal, Resource.EVENT, action, project_id=found.id)
         return found

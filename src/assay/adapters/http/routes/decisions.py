@@ -40,18 +40,9 @@ class BatchDecideResponse(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def _project_id(call: Call) -> str:
-    key = call.key
-    name = call.project
-    if name is None and key.project_id is not None:
-        project_id = key.project_id
-    else:
-        project_id = call.engine.snapshot.project_ids.get(name or "", "")
-        if not project_id:
-            # Not in the snapshot (just created, or never existed): ask the store, which
-            # also gives the documented errors (project_required, project_not_found).
-            project_id = (await call.service.resolve_project(key, name)).id
-    authorize(key, Resource.DECISION, Action.WRITE, project_id=project_id)
-    return project_id
+    project = await call.engine.addressed_project(call.key, call.project)
+    authorize(call.key, Resource.DECISION, Action.WRITE, project_id=project.id)
+    return project.id
 
 
 async def decide(call: Call) -> Decision:

@@ -212,7 +212,14 @@ async def test_a_notification_outlives_its_engine(pg_dsn: str, nursery: trio.Nur
     channels = [{"type": "webhook", "url": receiver.url("/hook")}]
     async with assay.open_engine(_config(pg_dsn), load_entry_points=False) as engine:
         await _srm_breach(engine, channels)
-        await wait_until(lambda: receiver.calls >= 1)
+
+        # Wait for the engine to have written down the failed attempt, not merely for the
+        # receiver to have answered it: leaving in between cancels that write.
+        async def retrying() -> bool:
+            return (await engine.guardrail_outbox(P, E)).items[0].status == "retrying"
+
+        await wait_until(retrying)
+    assert receiver.calls >= 1
     (waiting,) = (await _outbox(pg_dsn)).items
     assert waiting.status == "retrying"
     assert "503" in (waiting.last_error or "")

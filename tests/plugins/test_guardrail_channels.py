@@ -148,6 +148,13 @@ async def test_a_webhook_arrives_signed_and_a_slack_message_in_slacks_shape(
     async with assay.open_engine(_config(pg_dsn), load_entry_points=False) as engine:
         result = await _srm_breach(engine, channels)
         await wait_until(lambda: len(receiver.delivered) == 2)
+
+        # The receiver has answered; the engine records the delivery just after.
+        async def recorded() -> bool:
+            items = (await engine.guardrail_outbox(P, E)).items
+            return all(n.status == "delivered" for n in items)
+
+        await wait_until(recorded)
         outbox = (await engine.guardrail_outbox(P, E)).items
         assert {(n.channel_type, n.status, n.attempts) for n in outbox} == {
             ("webhook", "delivered", 1),

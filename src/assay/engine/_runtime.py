@@ -164,6 +164,9 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
         self.decisions_made = 0
         """Every decision made, in process and over HTTP."""
         self._default_project_id: str | None = None
+        self._logs_exposures = False
+        """Whether any experiment in the snapshot logs exposures on assignment: when none
+        does (the usual case), decide skips looking for one on every assignment."""
         self._records_on = config.decision_records != "disabled"
         # With the cache off, decide straight from the core (no wrapper call per decision).
         self._decide_one = (
@@ -216,19 +219,23 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
         # The hot path: every attribute read here is precomputed, and latency is timed on
         # one decision in LATENCY_SAMPLE (quantiles of a uniform sample are unbiased; two
         # clock reads per decision would cost a tenth of the decision).
-        project_id = self._default_project_id if project is None else self.project_id(project)
-        if project_id is None:
-            project_id = self.project_id(None)
+        snapshot = self._snapshot
+        if project is None:
+            project_id = self._default_project_id
+            if project_id is None:
+                project_id = self.project_id(None)  # raises: which project is ambiguous
+        else:
+            project_id = snapshot.project_ids.get(project, "")
         self.decisions_made = n = self.decisions_made + 1
         if n % LATENCY_SAMPLE:
-            decision = self._decide_one(self._snapshot, project_id, flag, subject, attributes)
+            decision = self._decide_one(snapshot, project_id, flag, subject, attributes)
         else:
             started = perf_counter()
-            decision = self._decide_one(self._snapshot, project_id, flag, subject, attributes)
+            decision = self._decide_one(snapshot, project_id, flag, subject, attributes)
             self._decide_latency.observe(perf_counter() - started)
         if self._records_on:
             self._decision_actor.enqueue((decision,))
-        if decision.in_experiment:
+        if self._logs_exposures and decision.in_experiment:
             self._log_exposures((decision,))
         return decision
 
@@ -316,6 +323,8 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
         """Experiments with ``log_exposures_on_assignment`` get an exposure for every
         assignment, sent to the ingestion actor without waiting. The decision id is the
         event id, so a repeated send is a duplicate, and first exposure wins anyway."""
+        if not self._logs_exposures:
+            return
         snapshot = self._snapshot
         by_project: dict[str, list[Exposure]] = {}
         for d in decisions:
@@ -373,6 +382,9 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
 
     def _publish(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
+        self._logs_exposures = any(
+            e.log_exposures_on_assignment for e in snapshot.experiments.values()
+        )
         # The project decide uses when none is named, resolved once per snapshot.
         key = self.config.project
         if key is not None:

@@ -192,6 +192,11 @@ class _Membership:
             return self._has_null
         return False
 
+    @property
+    def strings(self) -> set[str]:
+        """The list's strings (case-folded when case-insensitive)."""
+        return self._strings
+
     def intersects(self, value: Any) -> bool:
         """GrowthBook's ``isIn``: for an array attribute, whether any element is included."""
         if is_array(value):
@@ -211,7 +216,18 @@ def _membership(op: str, *, case_insensitive: bool, negate: bool) -> OperatorFac
                 return not member.intersects(value)
 
             return not_in
-        return member.intersects
+        if case_insensitive:
+            return member.intersects
+        strings = member.strings
+        intersects = member.intersects
+
+        def is_in(value: Any) -> bool:
+            # A string attribute is by far the usual case: one set probe, no method calls.
+            if type(value) is str:
+                return value in strings
+            return intersects(value)
+
+        return is_in
 
     return factory
 
@@ -491,11 +507,21 @@ def _version(op: str, cmp: Callable[[Any, Any], bool]) -> OperatorFactory:
         if not (isinstance(argument, str) or _is_number(argument)):
             _refuse(ctx, op, f"takes a version string, not {js_type(argument)}")
         expected = padded_version_string(argument)
+        if not expected.isascii():
 
-        def compare(value: Any) -> bool:
-            return _str_compare(padded_version_string(value), expected, cmp)
+            def compare(value: Any) -> bool:
+                return _str_compare(padded_version_string(value), expected, cmp)
 
-        return compare
+            return compare
+
+        def compare_ascii(value: Any) -> bool:
+            # Against an ASCII version, code units and code points order alike (see
+            # _str_compare), and a non-empty string attribute is padded as it is.
+            if type(value) is str and value:
+                return cmp(_pad_version(value), expected)
+            return cmp(padded_version_string(value), expected)
+
+        return compare_ascii
 
     return factory
 

@@ -818,3 +818,31 @@ def test_index_snapshot_compatibility_wrapper() -> None:
     assert snap.flags[(PID, "f")] is flag
     assert snap.project_ids["key-p1"] == PID
     assert decide(snap, PID, "f", "u", {"country": "FR"}).value == "fr"
+
+
+def test_decision_ids_are_unique_and_a_forked_child_draws_its_own_prefix() -> None:
+    import os
+
+    from assay.engine._core._decide import new_decision_id
+
+    ids = [new_decision_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 24 and int(i, 16) >= 0 for i in ids)
+    # One process: the same 16-digit prefix, then a counter.
+    assert {i[:16] for i in ids} == {ids[0][:16]}
+    assert int(ids[-1][16:], 16) == int(ids[0][16:], 16) + len(ids) - 1
+
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write, new_decision_id().encode())
+        os._exit(0)
+    os.close(write)
+    try:
+        child_id = os.read(read, 64).decode()
+    finally:
+        os.close(read)
+        os.waitpid(child, 0)
+    # A child that kept the parent's prefix and counter would repeat the parent's next id.
+    assert child_id[:16] != ids[0][:16]
+    assert child_id != new_decision_id()

@@ -303,3 +303,34 @@ async def test_a_task_started_outside_the_open_block_can_use_the_store(pg_dsn: s
     assert key.id == "key_1"
     assert projects == ["from-outside"]
     assert watch_calls == 1
+
+
+async def test_a_failed_record_write_gives_its_connection_back(pg_dsn: str) -> None:
+    """The records connection is held between batches; a failed batch must not leave it
+    half-used (the next batch works) nor keep it (the store still closes)."""
+    import asyncpg
+
+    from assay.engine._core import Decision, Reason
+
+    def decision(decision_id: str) -> Decision:
+        return Decision(
+            decision_id=decision_id,
+            project_id="prj",
+            flag="f",
+            subject="u",
+            value=None,
+            reason=Reason.DEFAULT,
+            snapshot_version=1,
+            decided_at=1.0,
+        )
+
+    with trio.fail_after(30):
+        async with open_postgres_store(pg_dsn) as store:
+            await store.record_decisions([decision("d1")])
+            for batch in ([decision("d1")], [decision(f"c{i}") for i in range(40)] * 2):
+                # A repeated id: INSERT (small batch) and COPY (large) both fail whole.
+                with pytest.raises(asyncpg.UniqueViolationError):
+                    await store.record_decisions(batch)
+            await store.record_decisions([decision("d2")])
+            assert await store.get_decision("d2") is not None
+            assert await store.get_decision("c0") is None

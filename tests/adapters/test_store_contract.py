@@ -11,6 +11,7 @@ import msgspec
 import pytest
 import trio
 
+from assay.adapters.postgres._decisions import UNNEST_MAX
 from assay.engine._errors import Conflict, NotFound
 from assay.engine._model import (
     ApiKey,
@@ -625,3 +626,45 @@ async def test_reads_do_not_wait_for_a_writer_and_see_only_commits(store: Store)
     async with store.read() as tx:
         keys = [p.key for p in await tx.list(Project, None, after=None, limit=10)]
     assert keys == ["committed", "uncommitted"]
+
+
+# --- decision records ------------------------------------------------------------------
+
+
+def _decision(i: int, **kw: Any) -> Any:
+    from assay.engine._core import Decision, Reason
+
+    values: list[Any] = [None, "blue", 3, 2.5, True, {"a": [1, "é"]}, ["x", None], "日本"]
+    fields: dict[str, Any] = {
+        "decision_id": f"dec_{i:06d}",
+        "project_id": "prj_p",
+        "flag": "color",
+        "subject": f"user-{i}",
+        "value": values[i % len(values)],
+        "reason": Reason.DEFAULT,
+        "snapshot_version": 7,
+        "decided_at": 1_714_564_800.25 + i,
+    }
+    if i % 2:
+        # Every optional field set on odd records, left at its default on even ones.
+        fields |= {
+            "variant": "treatment",
+            "rule": "rules[0]",
+            "reason": Reason.EXPERIMENT_ASSIGNED,
+            "experiment": "exp",
+            "experiment_reason": Reason.TARGETING_MISMATCH,
+            "in_experiment": True,
+            "hash_value": f"user-{i}",
+            "flag_revision": 4,
+        }
+    return Decision(**(fields | kw))
+
+
+# Sizes on both sides of the PostgreSQL adapter's switch from INSERT to COPY.
+@pytest.mark.parametrize("size", [1, UNNEST_MAX, UNNEST_MAX + 1, 300])
+async def test_decision_records_read_back_as_written(store: Store, size: int) -> None:
+    decisions = [_decision(i) for i in range(size)]
+    await store.record_decisions(decisions)
+    for d in decisions:
+        assert await store.get_decision(d.decision_id) == d
+    assert await store.get_decision("dec_missing") is None

@@ -51,13 +51,57 @@ def _row(d: Decision) -> tuple[Any, ...]:
     )
 
 
-async def aio_record_decisions(pool: Any, decisions: Sequence[Decision]) -> None:
-    async with pool.acquire() as conn:
-        # COPY is one round trip for the whole batch; decision ids are unique by
-        # construction, so there is no conflict to handle.
-        await conn.copy_records_to_table(
-            "assay_decisions", records=[_row(d) for d in decisions], columns=_COLUMNS
-        )
+_TYPES = (
+    "text", "text", "text", "text", "jsonb", "text", "text", "text", "text", "text",
+    "boolean", "text", "integer", "integer", "timestamptz",
+)  # fmt: skip
+_INSERT = (
+    f"INSERT INTO assay_decisions ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_TYPES, 1))
+    + ")"
+)
+UNNEST_MAX = 32
+"""Batches up to this size go in as one prepared ``INSERT ... SELECT FROM unnest(...)``
+(one round trip), larger ones by COPY (two round trips, but cheaper per row). Measured
+through trio-asyncio: 5 rows cost ~185 us of CPU by INSERT and ~230 us by COPY; at 50
+rows COPY is ahead. The decision actor writes small batches at a steady request rate."""
+
+
+class RecordWriter:
+    """Writes decision records on a connection of its own, held between batches.
+
+    Acquiring from the pool and releasing costs about 90 us of CPU per batch through
+    trio-asyncio (the release arms timers and shields a task), a third of writing a
+    small batch; the records are written by one task at a time (the store serialises
+    them), so one held connection serves them all. A failed write gives the connection
+    back to the pool (which discards a broken one) and the next write takes a fresh one.
+    """
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._conn: Any = None
+
+    async def aio_write(self, decisions: Sequence[Decision]) -> None:
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            conn = self._conn = await self._pool.acquire()
+        rows = [_row(d) for d in decisions]
+        try:
+            # Decision ids are unique by construction: there is no conflict to handle.
+            if len(rows) <= UNNEST_MAX:
+                await conn.execute(_INSERT, *zip(*rows, strict=True))
+            else:
+                await conn.copy_records_to_table("assay_decisions", records=rows, columns=_COLUMNS)
+        except BaseException:
+            self._conn = None
+            await self._pool.release(conn)
+            raise
+
+    async def aio_close(self) -> None:
+        """Give the connection back (before the pool closes: closing waits for it)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._pool.release(conn)
 
 
 async def aio_get_decision(pool: Any, decision_id: str) -> Decision | None:

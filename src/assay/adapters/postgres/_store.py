@@ -17,7 +17,7 @@ import msgspec
 import trio
 
 from assay.adapters.postgres._aio import AioLoop, open_aio_loop
-from assay.adapters.postgres._decisions import aio_get_decision, aio_record_decisions
+from assay.adapters.postgres._decisions import RecordWriter, aio_get_decision
 from assay.adapters.postgres._events import PostgresEventStore
 from assay.adapters.postgres._guardrails import PostgresGuardrailStore
 from assay.adapters.postgres._migrations import aio_migrate
@@ -493,6 +493,9 @@ class PostgresStore(PostgresEventStore, PostgresReportStore, PostgresGuardrailSt
         # most one connection waits on the advisory lock, the rest stay free for reads, and
         # a nested transaction in one task fails at once instead of deadlocking.
         self._write_lock = trio.Lock()
+        self._records = RecordWriter(pool)
+        self._records_lock = trio.Lock()
+        """One batch of decision records at a time on the records' own connection."""
         self._kinds = {name: kind for kind, name in KIND_NAMES.items()}
 
     @asynccontextmanager
@@ -527,7 +530,8 @@ class PostgresStore(PostgresEventStore, PostgresReportStore, PostgresGuardrailSt
 
     async def record_decisions(self, decisions: Sequence[Decision]) -> None:
         if decisions:
-            await self._loop.run(aio_record_decisions, self._pool, decisions)
+            async with self._records_lock:
+                await self._loop.run(self._records.aio_write, decisions)
 
     async def get_decision(self, decision_id: str) -> Decision | None:
         return await self._loop.run(aio_get_decision, self._pool, decision_id)
@@ -598,6 +602,11 @@ class PostgresStore(PostgresEventStore, PostgresReportStore, PostgresGuardrailSt
         self._closed = True
         for conn in list(self._listeners):
             await self._close_quietly(conn)
+        async with self._records_lock:
+            try:
+                await self._loop.run(self._records.aio_close)
+            except Exception:
+                log.debug("releasing the records connection failed", exc_info=True)
         await self._loop.run(_aio_close_pool, self._pool)
 
     async def _follow(self, conn: Any, wakeup: _Wakeup, on_change: Callable[[], None]) -> None:

@@ -33,3 +33,13 @@ def test_the_two_commands_are_the_ones_ci_runs() -> None:
     assert test_command in text
     assert test_command in ci
     assert "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/assay serve" in text
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    from assay import EngineConfig
+
+    text = README.read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| `(ASSAY_\w+)` \|", text, re.M))
+    fields = set(EngineConfig.__struct_fields__)
+    assert set(rows) == fields, (fields - set(rows), set(rows) - fields)
+    assert all(variable == "ASSAY_" + name.upper() for name, variable in rows.items())

@@ -276,3 +276,30 @@ async def test_no_exposures_are_logged_unless_asked(engine: Engine) -> None:
         await engine.adecide("color", f"u{i}", {"country": "DE"}, project=P)
     await engine.ingestion.request(Ping())  # anything queued before this has been handled
     assert (await engine.ingestion_summary(P, "color-test")).exposures == 0
+
+
+async def test_durable_records_gather_while_the_writer_lingers(store_dsn: str | None) -> None:
+    config = config_for(store_dsn, decision_records_linger_seconds=0.2, decision_cache_size=0)
+    async with assay.open_engine(config) as engine:
+        await populate(engine)
+        decided: list[Any] = []
+
+        async def assign(i: int) -> None:
+            decided.append(await engine.adecide("color", f"g{i}", {"country": "DE"}, project=P))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(assign, i)
+        assert all(d.reason is Reason.EXPERIMENT_ASSIGNED for d in decided)
+        # Fifty callers, one (or, if the first arrived alone, two) writes, and every
+        # record durable when its caller returned.
+        assert engine.decision_stats["record_batches"] <= 2
+        assert engine.decision_stats["records_written"] == 50
+        for d in decided:
+            assert same_record(await engine.get_decision(d.decision_id), d)
+
+
+@pytest.mark.parametrize("linger", ["-0.001", "2"])
+def test_the_linger_is_bounded(linger: str) -> None:
+    with pytest.raises(ValidationFailed, match="decision_records_linger_seconds"):
+        EngineConfig.load(env={"ASSAY_DECISION_RECORDS_LINGER_SECONDS": linger})

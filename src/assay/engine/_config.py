@@ -43,6 +43,12 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     decision_cache_size: Annotated[int, msgspec.Meta(ge=0)] = 100_000
     decision_cache_ttl_seconds: PositiveFloat = 60.0
     decision_records: Literal["sync", "async", "disabled"] = "async"
+    decision_records_linger_seconds: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.002
+    """How long the decision actor lets records gather before each write. Every write costs
+    a round trip and a commit whatever its size; lingering makes batches fewer and larger
+    under load (measured: /decide on PostgreSQL serves ~9% more requests per second at
+    0.002 than at 0), at the price of up to this much latency on durable records
+    (``experiment_assigned``, and everything in ``sync`` mode). 0 writes at once."""
     guardrail_interval_seconds: PositiveFloat = 60.0
     """How often the leading guardrail actor checks every running experiment."""
     guardrail_srm_p_value: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.001

@@ -106,7 +106,13 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
         self.plugins = plugins
         self._snapshot: Snapshot = EMPTY_SNAPSHOT
         self.decision = Mailbox[DecisionMessage](
-            DecisionActor(store, self._compile, self._publish), config.inbox_size
+            DecisionActor(
+                store,
+                self._compile,
+                self._publish,
+                linger=config.decision_records_linger_seconds,
+            ),
+            config.inbox_size,
         )
         self.ingestion = Mailbox[IngestionMessage](
             IngestionActor(

@@ -6,7 +6,8 @@ configuration, and when any other process does (the store's change feed), coales
 of changes into one compile.
 
 Records: ``RecordDecisions`` messages are group-committed. While one batch is being written,
-new records gather; the next write takes all of them. Callers that asked for an answer
+new records gather; the next write takes all of them, after lingering a moment
+(``decision_records_linger_seconds``) so that under load batches are fewer and larger. Callers that asked for an answer
 (durable records: every ``experiment_assigned`` decision, and all records in ``sync`` mode)
 get it only after their batch committed; fire-and-forget records (``async`` mode) ride along
 in the same batches.
@@ -51,10 +52,16 @@ class DecisionActor(Actor[DecisionMessage]):
     name = "decision"
 
     def __init__(
-        self, store: Store, compile_snapshot: Compiler, publish: Callable[[Snapshot], None]
+        self,
+        store: Store,
+        compile_snapshot: Compiler,
+        publish: Callable[[Snapshot], None],
+        *,
+        linger: float = 0.0,
     ) -> None:
         super().__init__()
         self._store = store
+        self._linger = linger
         self._compile = compile_snapshot
         self._publish = publish
         self._version = 0
@@ -129,6 +136,13 @@ class DecisionActor(Actor[DecisionMessage]):
             await self._records_ready.wait()
             self._records_ready = trio.Event()
             while self._pending:
+                if self._linger:
+                    # Let the batch gather first. A write costs a round trip and a commit
+                    # whatever its size (through trio-asyncio, ~200 us of this process's
+                    # CPU), and the next batch would otherwise start as soon as the last
+                    # commit returns: under load that is hundreds of tiny batches a
+                    # second. Durable callers wait up to ``linger`` longer for it.
+                    await trio.sleep(self._linger)
                 batch = self._pending[:MAX_BATCH]
                 try:
                     await self._store.record_decisions(batch)

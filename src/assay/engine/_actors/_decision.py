@@ -7,10 +7,10 @@ of changes into one compile.
 
 Records: ``RecordDecisions`` messages are group-committed. While one batch is being written,
 new records gather; the next write takes all of them, after lingering a moment
-(``decision_records_linger_seconds``) so that under load batches are fewer and larger. Callers that asked for an answer
-(durable records: every ``experiment_assigned`` decision, and all records in ``sync`` mode)
-get it only after their batch committed; fire-and-forget records (``async`` mode) ride along
-in the same batches.
+(``decision_records_linger_seconds``) so that under load batches are fewer and larger.
+Callers that asked for an answer (durable records: every ``experiment_assigned`` decision,
+and all records in ``sync`` mode) get it only after their batch committed; fire-and-forget
+records (``async`` mode) ride along in the same batches.
 """
 
 from __future__ import annotations

@@ -46,11 +46,15 @@ PROJECT = "shop"
 EXPERIMENT = "checkout"
 
 
-@pytest.fixture(params=["memory", "postgres"])
+@pytest.fixture(params=["memory", "postgres", "postgres-one-lane"])
 def engine_config(request: pytest.FixtureRequest) -> EngineConfig:
     if request.param == "memory":
         return EngineConfig(store="memory")
-    return EngineConfig(database_url=request.getfixturevalue("pg_dsn"), pool_size=4)
+    # One write lane is the plain pipeline: one transaction in flight at a time.
+    lanes = 1 if request.param == "postgres-one-lane" else EngineConfig().ingestion_write_lanes
+    return EngineConfig(
+        database_url=request.getfixturevalue("pg_dsn"), pool_size=4, ingestion_write_lanes=lanes
+    )
 
 
 async def build_project(engine: Engine) -> None:

@@ -38,6 +38,10 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     inbox_size: PositiveInt = 1024
     """Capacity of each actor's inbox; a full inbox makes senders wait (backpressure)."""
     pool_size: PositiveInt = 10
+    ingestion_write_lanes: PositiveInt = 2
+    """Ingestion transactions in flight at once, each holding a pooled connection while it
+    writes (so keep it below ``pool_size``): while one commits, PostgreSQL works on
+    another. Events are split over them by subject; 1 writes one transaction at a time."""
     restart_backoff_seconds: PositiveFloat = 0.1
     restart_backoff_max_seconds: PositiveFloat = 10.0
     decision_cache_size: Annotated[int, msgspec.Meta(ge=0)] = 100_000

@@ -120,6 +120,7 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
                 lambda: self._snapshot,
                 future_skew=timedelta(seconds=config.event_future_skew_seconds),
                 max_age=timedelta(days=config.event_max_age_days),
+                write_lanes=config.ingestion_write_lanes,
             ),
             config.inbox_size,
         )

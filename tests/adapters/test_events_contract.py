@@ -68,8 +68,9 @@ def exposure(
     project: str = "prj_1",
 ) -> StagedEvent:
     return StagedEvent(
-        Kind.EXPOSURE, project, experiment, subject, variant, None, 1.0, at, event_id, None, None
-    )
+        Kind.EXPOSURE, project, experiment, subject, variant, None, 1.0, at.timestamp(), event_id,
+        None, None,
+    )  # fmt: skip
 
 
 def conversion(
@@ -85,8 +86,8 @@ def conversion(
     project: str = "prj_1",
 ) -> StagedEvent:
     return StagedEvent(
-        Kind.CONVERSION, project, experiment, subject, None, metric, value, at, event_id, key,
-        expires_at,
+        Kind.CONVERSION, project, experiment, subject, None, metric, value, at.timestamp(),
+        event_id, key, None if expires_at is None else expires_at.timestamp(),
     )  # fmt: skip
 
 
@@ -256,19 +257,23 @@ async def test_expired_pending_conversions_are_purged_not_promoted(store: Store)
     assert metric(await counts(store, now=soon)).conversions == 1
 
 
-async def test_attribution_window_edges(store: Store) -> None:
+# Odd microseconds too: staged times travel as epoch seconds in a double, and must come
+# out as the very microsecond they went in as, or these one-microsecond edges would move.
+@pytest.mark.parametrize("shift_us", [0, 1, 123_457, 999_999])
+async def test_attribution_window_edges(store: Store, shift_us: int) -> None:
     window = 24
-    edge = T0 + timedelta(hours=window)
+    start = T0 + timedelta(microseconds=shift_us)
+    edge = start + timedelta(hours=window)
     await record(
         store,
-        exposure("s1", "a"),
-        exposure("s2", "b", at=T0 + timedelta(hours=1)),
-        conversion("s1", at=T0, value=1.0),  # at the exposure itself: in
+        exposure("s1", "a", at=start),
+        exposure("s2", "b", at=start + timedelta(hours=1)),
+        conversion("s1", at=start, value=1.0),  # at the exposure itself: in
         conversion("s1", at=edge, value=2.0),  # exactly N hours in: in
         conversion("s1", at=edge + timedelta(microseconds=1), value=4.0),  # just after: out
-        conversion("s1", at=T0 - timedelta(microseconds=1), value=8.0),  # before: out
+        conversion("s1", at=start - timedelta(microseconds=1), value=8.0),  # before: out
         conversion("s2", at=edge, value=16.0),  # s2 was exposed an hour later: in
-        conversion("s2", metric="unbounded", at=T0 + timedelta(days=20), value=1.0),
+        conversion("s2", metric="unbounded", at=start + timedelta(days=20), value=1.0),
     )
     c = await counts(store, windows={"buy": window, "unbounded": None})
     buy = metric(c)

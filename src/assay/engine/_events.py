@@ -266,12 +266,16 @@ class StagedEvent(NamedTuple):
     metric: str | None
     """Conversions only."""
     value: float
-    timestamp: datetime
+    timestamp: float
+    """When it happened, in epoch seconds (exact to the microsecond: a float64 holds every
+    microsecond of this era). A float rather than a datetime because the PostgreSQL
+    adapter COPYs these tuples as they are, and encoding a double costs a third of
+    encoding a timestamptz, the largest share of staging an event."""
     event_id: str | None
     idempotency_key: str | None
-    expires_at: datetime | None
-    """Conversions of a metric that requires exposure: until when the conversion may wait
-    for its subject's exposure. None: it never waits."""
+    expires_at: float | None
+    """Conversions of a metric that requires exposure: until when (epoch seconds) the
+    conversion may wait for its subject's exposure. None: it never waits."""
 
 
 # --- checking a batch -------------------------------------------------------------------
@@ -307,8 +311,9 @@ class EventChecker:
         self._earliest = received_at - max_age
         self._future_skew = future_skew
         self._max_age = max_age
+        self._received_epoch = received_at.timestamp()
         self._experiment_cache: dict[object, _ExperimentInfo | Rejection] = {}
-        self._metric_cache: dict[object, datetime | Rejection | None] = {}
+        self._metric_cache: dict[object, float | Rejection | None] = {}
 
     def check(self, index: int, event: object) -> StagedEvent | Rejection:
         """The staged event, or why ``event`` (at ``index`` in its batch) is rejected."""
@@ -343,7 +348,7 @@ class EventChecker:
         common = self._common(index, event.subject, event.timestamp, event.event_id)
         if type(common) is Rejection:
             return common
-        assert isinstance(common, datetime)
+        assert isinstance(common, float)
         return StagedEvent(
             Kind.EXPOSURE,
             self.project_id,
@@ -366,7 +371,7 @@ class EventChecker:
         expires_at = self._metric(event.metric)
         if type(expires_at) is Rejection:
             return _at(expires_at, index)
-        assert expires_at is None or isinstance(expires_at, datetime)
+        assert expires_at is None or isinstance(expires_at, float)
         value = event.value
         value_type = type(value)
         if (value_type is not float and value_type is not int) or not math.isfinite(value):
@@ -386,7 +391,7 @@ class EventChecker:
         common = self._common(index, event.subject, event.timestamp, event.event_id)
         if type(common) is Rejection:
             return common
-        assert isinstance(common, datetime)
+        assert isinstance(common, float)
         return StagedEvent(
             Kind.CONVERSION,
             self.project_id,
@@ -403,8 +408,8 @@ class EventChecker:
 
     def _common(
         self, index: int, subject: object, timestamp: object, event_id: object
-    ) -> datetime | Rejection:
-        """Checks shared by both kinds; the event's time when they pass."""
+    ) -> float | Rejection:
+        """Checks shared by both kinds; the event's time (epoch seconds) when they pass."""
         if not _valid_text(subject, MAX_SUBJECT_LENGTH):
             return Rejection(
                 index=index,
@@ -418,7 +423,7 @@ class EventChecker:
                 message=f"event_id must be 1-{MAX_EVENT_ID_LENGTH} characters of text without NUL",
             )
         if timestamp is None:
-            return self.received_at
+            return self._received_epoch
         if not isinstance(timestamp, datetime) or timestamp.tzinfo is None:
             return Rejection(
                 index=index,
@@ -438,7 +443,7 @@ class EventChecker:
                 code="timestamp_too_old",
                 message=f"timestamp is more than {_seconds(self._max_age)} seconds old",
             )
-        return timestamp
+        return timestamp.timestamp()
 
     def _experiment(self, key: object) -> _ExperimentInfo | Rejection:
         try:
@@ -464,14 +469,14 @@ class EventChecker:
             return Rejection(index=0, code=code, message=f"experiment {key!r} {why}")
         return _ExperimentInfo(experiment.id, frozenset(v.key for v in experiment.variants))
 
-    def _metric(self, key: object) -> datetime | Rejection | None:
+    def _metric(self, key: object) -> float | Rejection | None:
         try:
             if key in self._metric_cache:
                 return self._metric_cache[key]
         except TypeError:
             return _bad_key(0, "metric", key)
         metric = self._metrics.get((self.project_id, key)) if type(key) is str else None
-        found: datetime | Rejection | None
+        found: float | Rejection | None
         if metric is None:
             found = (
                 _bad_key(0, "metric", key)
@@ -481,7 +486,7 @@ class EventChecker:
                 )
             )
         elif metric.requires_exposure:
-            found = self.received_at + timedelta(hours=metric.pending_ttl_hours)
+            found = (self.received_at + timedelta(hours=metric.pending_ttl_hours)).timestamp()
         else:
             found = None
         self._metric_cache[key] = found

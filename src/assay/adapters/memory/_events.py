@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
 import trio
@@ -26,6 +26,12 @@ from assay.engine._events import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+
+def _datetime(epoch_seconds: float) -> datetime:
+    # Staged events carry epoch seconds; fromtimestamp rounds to the nearest microsecond,
+    # which recovers the event's datetime exactly.
+    return datetime.fromtimestamp(epoch_seconds, UTC)
 
 
 class _Exposure(NamedTuple):
@@ -97,7 +103,7 @@ class MemoryEventStore:
             subject = (e.experiment_id, e.subject)
             first = t.exposures.get(subject)
             if first is None:
-                t.exposures[subject] = _Exposure(e.variant, e.timestamp)
+                t.exposures[subject] = _Exposure(e.variant, _datetime(e.timestamp))
                 self._promote(subject, now)
             elif (
                 first.variant == e.variant
@@ -116,10 +122,10 @@ class MemoryEventStore:
                     outcomes[i] = Outcome.DUPLICATE
                     continue
                 t.conversion_keys.add(claim)
-            conversion = _Conversion(e.metric, e.subject, e.value, e.timestamp)
+            conversion = _Conversion(e.metric, e.subject, e.value, _datetime(e.timestamp))
             subject = (e.experiment_id, e.subject)
             if e.expires_at is not None and subject not in t.exposures:
-                t.pending[subject].append(conversion._replace(expires_at=e.expires_at))
+                t.pending[subject].append(conversion._replace(expires_at=_datetime(e.expires_at)))
                 outcomes[i] = Outcome.PENDING
             else:
                 t.conversions[e.experiment_id].append(conversion)

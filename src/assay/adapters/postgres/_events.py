@@ -61,17 +61,19 @@ _STAGE_COLUMNS = (
     "variant",
     "metric_key",
     "value",
-    "ts",
+    "ts_epoch",
     "event_id",
     "idempotency_key",
-    "expires_at",
+    "expires_epoch",
 )
 # Temporary (no WAL, private to the session) and emptied by every commit. Created once per
 # pooled connection; after that, IF NOT EXISTS is a catalog lookup.
 # ``seq`` is the event's position in the batch: the sequence restarts at 0 for each batch
 # and COPY takes its default row by row, in order. Numbering here rather than in Python
 # lets the checked events go to COPY as they are: a new tuple per event would cost more
-# than the rest of the Python side, mostly in garbage collection.
+# than the rest of the Python side, mostly in garbage collection. Times arrive as epoch
+# seconds (doubles: three times cheaper to encode than timestamptz) and the generated
+# columns turn them into timestamps, exactly (to_timestamp rounds to the microsecond).
 _CREATE_STAGE = f"""
 CREATE TEMP SEQUENCE IF NOT EXISTS {_SEQUENCE} MINVALUE 0;
 CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
@@ -83,10 +85,12 @@ CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
     variant          text COLLATE "C",
     metric_key       text COLLATE "C",
     value            double precision NOT NULL,
-    ts               timestamptz NOT NULL,
+    ts_epoch         double precision NOT NULL,
     event_id         text COLLATE "C",
     idempotency_key  text COLLATE "C",
-    expires_at       timestamptz
+    expires_epoch    double precision,
+    ts               timestamptz GENERATED ALWAYS AS (to_timestamp(ts_epoch)) STORED,
+    expires_at       timestamptz GENERATED ALWAYS AS (to_timestamp(expires_epoch)) STORED
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS {_OUTCOMES} (
     seq      integer NOT NULL,

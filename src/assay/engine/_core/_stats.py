@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 import numpy as np
-from scipy import stats as sps
 
+from assay.engine._core._scipy import sps
 from assay.engine._core._stats_bayesian import (
     BayesianPrior,
     chance_to_win,

@@ -25,7 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as sps
+
+from assay.engine._core._scipy import sps
 
 __all__ = [
     "FloatArray",

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final, Literal, get_args
 
 import numpy as np
-from scipy import stats as sps
 
+from assay.engine._core._scipy import sps
 from assay.engine._errors import ValidationFailed
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 import numpy as np
-from scipy import stats as sps
 
+from assay.engine._core._scipy import sps
 from assay.engine._errors import ValidationFailed
 
 if TYPE_CHECKING:

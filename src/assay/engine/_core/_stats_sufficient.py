@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Final
 
 import msgspec
-from scipy import stats as sps
 
 from assay.engine._errors import ValidationFailed
 
@@ -46,7 +46,9 @@ _INVALID: Final = "invalid_statistics"
 # gbstats reads a quantile's interval as a 95% interval whatever alpha the analysis uses
 # (the SQL computes the bounds at fixed levels), so the z that converts it back is fixed too.
 QUANTILE_BOUND_ALPHA: Final = 0.05
-QUANTILE_BOUND_Z: Final = float(sps.norm.ppf(1 - QUANTILE_BOUND_ALPHA / 2))
+# The standard library's inverse normal CDF (accurate to about 1e-15), so that importing
+# this module does not import scipy.
+QUANTILE_BOUND_Z: Final = NormalDist().inv_cdf(1 - QUANTILE_BOUND_ALPHA / 2)
 
 
 def _invalid(message: str) -> ValidationFailed:

@@ -55,6 +55,8 @@ class DecideFrontend:
             path: engine.latency.setdefault(f"POST {path}", LatencyRecorder())
             for path in self._routes
         }
+        # What parse_query makes of no query string, the usual case: parsed once.
+        self._no_query = {path: parse_query(r, MultiDict()) for path, r in self._routes.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = (
@@ -83,7 +85,8 @@ class DecideFrontend:
         self, route: Route, scope: Scope, receive: Receive
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         try:
-            headers = {k.lower(): v for k, v in scope["headers"]}
+            # ASGI servers give header names lowercased (the spec requires it).
+            headers = dict(scope["headers"])
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self._max_body:
                 raise RequestEntityTooLarge()
@@ -92,8 +95,11 @@ class DecideFrontend:
                 self._engine.service,
                 None if authorization is None else authorization.decode("latin-1"),
             )
-            query = parse_query(
-                route, MultiDict(parse_qsl(scope["query_string"].decode("latin-1"), True))
+            raw_query = scope["query_string"]
+            query = (
+                parse_query(route, MultiDict(parse_qsl(raw_query.decode("latin-1"), True)))
+                if raw_query
+                else dict(self._no_query[route.path])
             )
             raw = await self._read_body(receive)
             assert isinstance(route.body, JsonBody)

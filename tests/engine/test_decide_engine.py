@@ -14,6 +14,7 @@ import trio
 import assay
 from assay.engine import (
     SYSTEM_KEY,
+    ActorCrashed,
     Decision,
     Engine,
     EngineConfig,
@@ -303,3 +304,34 @@ async def test_durable_records_gather_while_the_writer_lingers(store_dsn: str | 
 def test_the_linger_is_bounded(linger: str) -> None:
     with pytest.raises(ValidationFailed, match="decision_records_linger_seconds"):
         EngineConfig.load(env={"ASSAY_DECISION_RECORDS_LINGER_SECONDS": linger})
+
+
+async def test_a_failed_record_write_fails_its_durable_callers_and_the_writer_recovers() -> None:
+    async with assay.open_engine(config_for(None, decision_cache_size=0)) as engine:
+        await populate(engine)
+        store: Any = engine.store
+        real = store.record_decisions
+        failures = [RuntimeError("disk full")]
+
+        async def flaky(decisions: Any) -> None:
+            if failures:
+                raise failures.pop()
+            await real(decisions)
+
+        store.record_decisions = flaky
+        with pytest.raises(ActorCrashed, match="disk full"):
+            await engine.adecide("color", "f1", {"country": "DE"}, project=P)
+        # The supervisor restarts the decision actor; the next durable record is written.
+        with trio.fail_after(5):
+            decision = await engine.adecide("color", "f2", {"country": "DE"}, project=P)
+        assert decision.reason is Reason.EXPERIMENT_ASSIGNED
+        assert same_record(await engine.get_decision(decision.decision_id), decision)
+
+
+async def test_durable_records_are_refused_once_the_engine_is_closed() -> None:
+    async with assay.open_engine(config_for(None)) as engine:
+        await populate(engine)
+        decision = engine.decide("color", "c1", {"country": "DE"}, project=P)
+    assert decision.reason is Reason.EXPERIMENT_ASSIGNED
+    with trio.fail_after(5), pytest.raises(ActorCrashed, match="closed"):
+        await engine.record_decisions([decision])

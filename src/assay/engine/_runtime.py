@@ -48,7 +48,6 @@ from assay.engine._messages import (
     GuardrailMessage,
     IngestionMessage,
     Message,
-    RecordDecisions,
     RecordEvents,
     RefreshSnapshot,
     SnapshotPublished,
@@ -317,7 +316,7 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
         if queued:
             self._queue_records(queued)
         if durable:
-            await self.decision.request(RecordDecisions(decisions=durable))
+            await self._decision_actor.record(durable)
 
     def _queue_records(self, decisions: Sequence[Decision]) -> None:
         if self.config.decision_records == "disabled" or not decisions:

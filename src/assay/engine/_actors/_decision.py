@@ -5,8 +5,9 @@ Snapshots: it recompiles when told (``RefreshSnapshot``), when this process chan
 configuration, and when any other process does (the store's change feed), coalescing bursts
 of changes into one compile.
 
-Records: ``RecordDecisions`` messages are group-committed. While one batch is being written,
-new records gather; the next write takes all of them, after lingering a moment
+Records (from ``record`` and ``enqueue``, direct calls on the hot path, or from
+``RecordDecisions`` messages) are group-committed. While one batch is being written, new
+records gather; the next write takes all of them, after lingering a moment
 (``decision_records_linger_seconds``) so that under load batches are fewer and larger.
 Callers that asked for an answer (durable records: every ``experiment_assigned`` decision,
 and all records in ``sync`` mode) get it only after their batch committed; fire-and-forget
@@ -67,6 +68,7 @@ class DecisionActor(Actor[DecisionMessage]):
         self._version = 0
         self._dirty = trio.Event()
         self._pending: list[Decision] = []
+        self._closed = False
         self._waiters: list[tuple[int, trio.MemorySendChannel[Any]]] = []
         self._records_ready = trio.Event()
         self._batch_done = trio.Event()
@@ -113,11 +115,33 @@ class DecisionActor(Actor[DecisionMessage]):
         writer, which is exactly what handling a ``RecordDecisions`` without a reply does."""
         self._queue(decisions, None)
 
+    async def record(self, decisions: Sequence[Decision]) -> DecisionsRecorded:
+        """Durable records: queue them and return once they are written.
+
+        What handling ``RecordDecisions`` with a reply does, called directly (as
+        ``enqueue`` is for fire-and-forget records): every assignment comes with a durable
+        record, and the trip through the inbox (a message, the actor's task woken to move
+        it to the queue) cost as much as the rest of waiting for a group commit. The writer
+        answers the reply channel as it answers a message's; a failed write raises
+        ``ActorCrashed`` here."""
+        if self._closed:
+            raise ActorCrashed("the engine is closed: decision records are no longer written")
+        reply, answered = trio.open_memory_channel[Any](1)
+        self._queue(decisions, reply)
+        async with answered:
+            result = await answered.receive()
+        if isinstance(result, ActorCrashed):
+            raise result
+        assert isinstance(result, DecisionsRecorded)
+        return result
+
     async def drain(self) -> None:
         # The writer runs in background(); wait for it to empty the queue.
         while self._pending or self._waiters:
             self._batch_done = trio.Event()
             await self._batch_done.wait()
+        # The writer stops with the actor: from now on nobody would answer a caller.
+        self._closed = True
 
     def _queue(
         self, decisions: Sequence[Decision], reply: trio.MemorySendChannel[Any] | None

@@ -279,8 +279,10 @@ async def test_no_exposures_are_logged_unless_asked(engine: Engine) -> None:
     assert (await engine.ingestion_summary(P, "color-test")).exposures == 0
 
 
-async def test_durable_records_gather_while_the_writer_lingers(store_dsn: str | None) -> None:
-    config = config_for(store_dsn, decision_records_linger_seconds=0.2, decision_cache_size=0)
+async def test_durable_records_gather_between_writes(store_dsn: str | None) -> None:
+    config = config_for(
+        store_dsn, decision_records_write_interval_seconds=0.2, decision_cache_size=0
+    )
     async with assay.open_engine(config) as engine:
         await populate(engine)
         decided: list[Any] = []
@@ -300,10 +302,10 @@ async def test_durable_records_gather_while_the_writer_lingers(store_dsn: str | 
             assert same_record(await engine.get_decision(d.decision_id), d)
 
 
-@pytest.mark.parametrize("linger", ["-0.001", "2"])
-def test_the_linger_is_bounded(linger: str) -> None:
-    with pytest.raises(ValidationFailed, match="decision_records_linger_seconds"):
-        EngineConfig.load(env={"ASSAY_DECISION_RECORDS_LINGER_SECONDS": linger})
+@pytest.mark.parametrize("interval", ["-0.001", "2"])
+def test_the_write_interval_is_bounded(interval: str) -> None:
+    with pytest.raises(ValidationFailed, match="decision_records_write_interval_seconds"):
+        EngineConfig.load(env={"ASSAY_DECISION_RECORDS_WRITE_INTERVAL_SECONDS": interval})
 
 
 async def test_a_failed_record_write_fails_its_durable_callers_and_the_writer_recovers() -> None:
@@ -335,3 +337,24 @@ async def test_durable_records_are_refused_once_the_engine_is_closed() -> None:
     assert decision.reason is Reason.EXPERIMENT_ASSIGNED
     with trio.fail_after(5), pytest.raises(ActorCrashed, match="closed"):
         await engine.record_decisions([decision])
+
+
+async def test_a_write_waits_for_the_interval_only_after_a_recent_write(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Virtual time: each sleep is skipped over, and current_time() says how long it was.
+    config = config_for(None, decision_records_write_interval_seconds=1.0, decision_cache_size=0)
+    async with assay.open_engine(config) as engine:
+        await populate(engine)
+        await trio.sleep(5)  # idle: no write for longer than the interval
+
+        async def durable(subject: str) -> float:
+            started = trio.current_time()
+            decision = await engine.adecide("color", subject, {"country": "DE"}, project=P)
+            assert decision.reason is Reason.EXPERIMENT_ASSIGNED
+            return trio.current_time() - started
+
+        assert await durable("w1") < 0.5  # written at once
+        assert await durable("w2") >= 0.5  # the last write started just now: it waits
+        await trio.sleep(5)
+        assert await durable("w3") < 0.5

@@ -109,7 +109,7 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
                 store,
                 self._compile,
                 self._publish,
-                linger=config.decision_records_linger_seconds,
+                write_interval=config.decision_records_write_interval_seconds,
             ),
             config.inbox_size,
         )

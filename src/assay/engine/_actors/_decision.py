@@ -7,8 +7,9 @@ of changes into one compile.
 
 Records (from ``record`` and ``enqueue``, direct calls on the hot path, or from
 ``RecordDecisions`` messages) are group-committed. While one batch is being written, new
-records gather; the next write takes all of them, after lingering a moment
-(``decision_records_linger_seconds``) so that under load batches are fewer and larger.
+records gather; the next write takes all of them. Writes start at most once per
+``decision_records_write_interval_seconds``: under load records gather for up to that long,
+so batches are fewer and larger; when writes are rarer nobody waits.
 Callers that asked for an answer (durable records: every ``experiment_assigned`` decision,
 and all records in ``sync`` mode) get it only after their batch committed; fire-and-forget
 records (``async`` mode) ride along in the same batches.
@@ -58,11 +59,12 @@ class DecisionActor(Actor[DecisionMessage]):
         compile_snapshot: Compiler,
         publish: Callable[[Snapshot], None],
         *,
-        linger: float = 0.0,
+        write_interval: float = 0.0,
     ) -> None:
         super().__init__()
         self._store = store
-        self._linger = linger
+        self._write_interval = write_interval
+        self._last_write = float("-inf")
         self._compile = compile_snapshot
         self._publish = publish
         self._version = 0
@@ -160,13 +162,17 @@ class DecisionActor(Actor[DecisionMessage]):
             await self._records_ready.wait()
             self._records_ready = trio.Event()
             while self._pending:
-                if self._linger:
-                    # Let the batch gather first. A write costs a round trip and a commit
-                    # whatever its size (through trio-asyncio, ~200 us of this process's
-                    # CPU), and the next batch would otherwise start as soon as the last
-                    # commit returns: under load that is hundreds of tiny batches a
-                    # second. Durable callers wait up to ``linger`` longer for it.
-                    await trio.sleep(self._linger)
+                if self._write_interval:
+                    # Let the batch gather when the last write started a moment ago. A
+                    # write costs a round trip and a commit whatever its size (through
+                    # trio-asyncio, ~200 us of this process's CPU); under load the next
+                    # batch would otherwise start as soon as the last commit returned:
+                    # hundreds of tiny batches a second. Durable callers then wait up to
+                    # the interval longer; when writes are rarer than that, not at all.
+                    wait = self._last_write + self._write_interval - trio.current_time()
+                    if wait > 0:
+                        await trio.sleep(wait)
+                    self._last_write = trio.current_time()
                 batch = self._pending[:MAX_BATCH]
                 try:
                     await self._store.record_decisions(batch)

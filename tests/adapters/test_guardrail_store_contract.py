@@ -135,3 +135,25 @@ async def test_the_memory_store_always_leads(memory_store: Store) -> None:
     async with memory_store.guardrail_leadership() as leadership:
         assert await leadership.acquire()
         assert await leadership.acquire()
+
+
+async def test_only_notifications_delivered_before_the_cutoff_are_purged(store: Store) -> None:
+    await store.record_trigger(
+        _trigger("grt_01"), [_notification(f"ntf_0{i}", "grt_01") for i in range(1, 5)]
+    )
+    day = timedelta(days=1)
+    for notification_id, delivered in (("ntf_01", T0), ("ntf_02", T0 + 10 * day)):
+        await store.record_delivery(
+            notification_id, attempts=1, delivered_at=delivered, next_attempt_at=T0, error=None
+        )
+    # ntf_03 is still being retried, ntf_04 never attempted: neither may ever be purged.
+    await store.record_delivery(
+        "ntf_03", attempts=5, delivered_at=None, next_attempt_at=T0 + 20 * day, error="503"
+    )
+    assert await store.purge_delivered_notifications(T0 + 5 * day) == 1
+    left = {n.id for n in await store.list_notifications(experiment_id="exp_1", limit=10)}
+    assert left == {"ntf_02", "ntf_03", "ntf_04"}
+    assert await store.purge_delivered_notifications(T0 + 5 * day) == 0
+    assert await store.purge_delivered_notifications(T0 + 100 * day) == 1
+    left = {n.id for n in await store.list_notifications(experiment_id="exp_1", limit=10)}
+    assert left == {"ntf_03", "ntf_04"}

@@ -402,3 +402,57 @@ async def test_valid_channels_are_accepted_and_a_guarded_metric_is_in_use(engine
     with pytest.raises(Conflict) as info:
         await engine.service.delete_object(SYSTEM_KEY, Metric, P, "errors")
     assert info.value.code == "in_use"
+
+
+async def test_the_leader_purges_delivered_notifications_past_their_retention() -> None:
+    from datetime import timedelta
+
+    from assay.engine._guardrails import Notification
+
+    config = _config(None, guardrail_outbox_retention_days=1.0)
+    async with assay.open_engine(config, load_entry_points=False) as engine:
+        store = engine.store
+        now = datetime.now(UTC)
+
+        def notification(notification_id: str) -> Notification:
+            return Notification(
+                id=notification_id,
+                trigger_id="grt_1",
+                project_id="prj_1",
+                experiment_id="exp_1",
+                channel={"type": "log"},
+                payload={"id": notification_id},
+                created_at=now - timedelta(days=3),
+                next_attempt_at=now + timedelta(days=1),
+            )
+
+        trigger = GuardrailTrigger(
+            id="grt_1",
+            project_id="prj_1",
+            experiment_id="exp_1",
+            experiment_key=E,
+            experiment_revision=1,
+            check="health:srm",
+            kind="srm",
+            threshold=0.001,
+            message="delivered long ago",
+            action="notify",
+            triggered_at=now - timedelta(days=3),
+        )
+        await store.record_trigger(trigger, [notification("ntf_old"), notification("ntf_new")])
+        for notification_id, age in (("ntf_old", timedelta(days=2)), ("ntf_new", timedelta(0))):
+            await store.record_delivery(
+                notification_id,
+                attempts=1,
+                delivered_at=now - age,
+                next_attempt_at=now,
+                error=None,
+            )
+        actor: Any = engine.guardrail.actor
+        actor.wake_outbox()
+        with trio.fail_after(5):
+            while actor.purged < 1:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        left = await store.list_notifications(experiment_id="exp_1", limit=10)
+        assert [n.id for n in left] == ["ntf_new"]
+        assert actor.purged == 1

@@ -72,6 +72,9 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """First delay before a failed notification is retried; doubled on each failure."""
     guardrail_retry_max_seconds: PositiveFloat = 3600.0
     """Longest delay between retries; notifications are retried until delivered."""
+    guardrail_outbox_retention_days: PositiveFloat = 30.0
+    """Delivered notifications are deleted this long after delivery (by the leader, hourly);
+    undelivered ones are kept until they are delivered."""
     guardrail_delivery_timeout_seconds: PositiveFloat = 30.0
     """How long one delivery attempt may take before it counts as failed."""
     event_future_skew_seconds: PositiveFloat = 300.0

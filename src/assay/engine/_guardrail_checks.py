@@ -657,6 +657,14 @@ class Outbox:
             seconds=min(base * 2 ** min(attempts - 1, 60), self._config.guardrail_retry_max_seconds)
         )
 
+    async def purge_delivered(self) -> int:
+        """Delete what was delivered longer ago than the retention; how many rows."""
+        retention = timedelta(days=self._config.guardrail_outbox_retention_days)
+        purged = await self._store.purge_delivered_notifications(_now() - retention)
+        if purged:
+            log.info("purged %d delivered guardrail notifications", purged)
+        return purged
+
     async def deliver_due(self) -> int:
         """Attempt every notification due now; how many were attempted."""
         attempted = 0

@@ -256,6 +256,11 @@ class Store(Protocol):
         """The outcome of a delivery attempt: delivered, or when to try again and why not."""
         ...
 
+    async def purge_delivered_notifications(self, before: datetime) -> int:
+        """Delete the notifications delivered before ``before`` (never an undelivered one);
+        how many were deleted."""
+        ...
+
     def guardrail_leadership(self) -> AbstractAsyncContextManager[Leadership]:
         """The leader election of guardrail actors: one leader per database (PostgreSQL:
         a session advisory lock on a dedicated connection; memory: always the leader).

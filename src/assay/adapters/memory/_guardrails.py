@@ -181,6 +181,19 @@ class MemoryGuardrailStore:
         due.sort(key=lambda n: (n.next_attempt_at, n.id))
         return due[:limit]
 
+    async def purge_delivered_notifications(self, before: datetime) -> int:
+        await trio.lowlevel.checkpoint()
+        outbox = self._guardrail_tables.outbox
+        purged = [
+            notification_id
+            for notification_id, raw in outbox.items()
+            if (delivered := _decode_notification(raw).delivered_at) is not None
+            and delivered < before
+        ]
+        for notification_id in purged:
+            del outbox[notification_id]
+        return len(purged)
+
     async def record_delivery(
         self,
         notification_id: str,

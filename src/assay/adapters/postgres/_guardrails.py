@@ -130,6 +130,12 @@ WHERE delivered_at IS NULL AND next_attempt_at <= $1
 ORDER BY next_attempt_at, id
 LIMIT $2
 """
+_PURGE_DELIVERED = """
+WITH purged AS (
+    DELETE FROM assay_guardrail_outbox WHERE delivered_at < $1 RETURNING 1
+)
+SELECT count(*) FROM purged
+"""
 _RECORD_DELIVERY = """
 UPDATE assay_guardrail_outbox
 SET attempts = $2, delivered_at = $3, next_attempt_at = $4, last_error = $5
@@ -434,6 +440,10 @@ class PostgresGuardrailStore:
             next_attempt_at,
             error,
         )
+
+    async def purge_delivered_notifications(self, before: datetime) -> int:
+        purged = await self._loop.run(self._pool.fetchval, _PURGE_DELIVERED, before)
+        return int(purged)
 
     @asynccontextmanager
     async def guardrail_leadership(self) -> AsyncIterator[PostgresLeadership]:

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("assay.engine.guardrails")
 
+PURGE_EVERY_SECONDS = 3600.0
+"""How often the leader deletes delivered notifications past their retention."""
+
 
 class GuardrailActor(Actor[GuardrailMessage]):
     name = "guardrail"
@@ -50,6 +53,9 @@ class GuardrailActor(Actor[GuardrailMessage]):
         self.outbox = outbox
         self._poll = outbox_poll_seconds
         self._outbox_due = trio.Event()
+        self._next_purge = float("-inf")
+        self.purged = 0
+        """Delivered notifications deleted past their retention, by this process."""
         self.leading = False
         """Whether this process led at its last attempt."""
         self.rounds = 0
@@ -109,6 +115,14 @@ class GuardrailActor(Actor[GuardrailMessage]):
                 await self.outbox.deliver_due()
             except Exception:
                 log.exception("delivering guardrail notifications failed")
+            if trio.current_time() >= self._next_purge:
+                # Only delivered rows go, long after delivery: the outbox stays small
+                # without ever losing one still to be sent.
+                self._next_purge = trio.current_time() + PURGE_EVERY_SECONDS
+                try:
+                    self.purged += await self.outbox.purge_delivered()
+                except Exception:
+                    log.exception("purging delivered guardrail notifications failed")
 
     async def handle(self, message: GuardrailMessage) -> Any:
         match message:

@@ -18,6 +18,7 @@ import pytest
 import trio
 
 import assay
+from assay.adapters.embedded import EmbeddedPostgres
 from assay.engine import (
     SYSTEM_KEY,
     Engine,
@@ -409,3 +410,71 @@ async def test_changing_a_window_changes_the_report(engine: Engine) -> None:
     )
     after = await engine.report(P, E)
     assert after.metrics[0].values[0].value == 1.0
+
+
+async def test_ingestion_with_a_rollup_probes_the_event_tables_instead_of_reading_them(
+    pg_dsn: str, embedded_pg: EmbeddedPostgres
+) -> None:
+    """Once a report has built an experiment's rollups, every ingestion batch runs the
+    rollup triggers. They must probe assay_exposures for the batch's subjects, not read it
+    whole: the ingestion transaction's own planner settings (nested loops off) once
+    reached the triggers and made each batch cost as much as the table (migration 0007).
+    Counted in rows PostgreSQL read, in the inserting transaction itself, so the test
+    depends neither on the machine's speed nor on when statistics are flushed."""
+    from urllib.parse import urlsplit
+
+    from assay.adapters.postgres._events import _BATCH_JOINS
+    from assay.engine._events import Conversion, Exposure
+
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    async with assay.open_engine(config_for(pg_dsn), load_entry_points=False) as engine:
+        await setup(engine, [MetricSpec(key="orders", kind="count")])
+        exposures: list[Event] = [
+            Exposure(experiment=E, subject=f"s{i}", variant="control", timestamp=now)
+            for i in range(6_000)
+        ]
+        for start in range(0, len(exposures), 2_000):
+            await engine.record_events(P, exposures[start : start + 2_000])
+        await engine.report(P, E)  # builds the rollup the triggers then maintain
+        conversions: list[Event] = [
+            Conversion(experiment=E, metric="orders", subject=f"s{i}", timestamp=now)
+            for i in range(100)
+        ]
+        assert (await engine.record_events(P, conversions)).recorded == 100
+        report = await engine.report(P, E)
+    # The triggers kept the rollup up to date: the report counts the 100 orders.
+    (orders,) = [m for m in report.metrics if m.key == "orders"]
+    assert sum(v.value * v.n for v in orders.values) == pytest.approx(100)
+
+    # A bigger table, so that probing is the plan PostgreSQL would choose by itself (for a
+    # few thousand rows a scan costs less), then 100 more conversions under the ingestion
+    # transaction's settings, rolled back.
+    database = urlsplit(pg_dsn).path.lstrip("/")
+    embedded_pg.psql(
+        """
+        INSERT INTO assay_exposures (experiment_id, subject, variant, exposed_at)
+        SELECT r.experiment_id, 'more-' || g, 'treatment', now() - interval '1 hour'
+        FROM assay_report_rollups r, generate_series(1, 200000) g;
+        ANALYZE assay_exposures;
+        """,
+        database=database,
+    )
+    read = embedded_pg.psql(
+        f"""
+        BEGIN;
+        {_BATCH_JOINS};
+        INSERT INTO assay_conversions
+            (experiment_id, metric_key, subject, value, converted_at, idempotency_key)
+        SELECT r.experiment_id, 'orders', 's' || g, 1, now() - interval '1 minute', NULL
+        FROM assay_report_rollups r, generate_series(100, 199) g;
+        -- Rows and index entries read, from the table and every index on it.
+        SELECT sum(pg_stat_get_xact_tuples_returned(oid)) FROM pg_class
+        WHERE oid = 'assay_exposures'::regclass
+           OR oid IN (SELECT indexrelid FROM pg_index
+                      WHERE indrelid = 'assay_exposures'::regclass);
+        ROLLBACK;
+        """,
+        database=database,
+    )
+    # A few probes per conversion, not the 206,000 rows.
+    assert 0 < int(read.split()[-1]) < 20_000, read

@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,10 +31,11 @@ from assay.adapters.memory import open_memory_store
 from assay.adapters.postgres import migrate, open_postgres_store
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
 
     from assay.adapters.memory import MemoryStore
     from assay.adapters.postgres import PostgresStore
+    from assay.engine import Engine
     from assay.engine._ports import Store
 
 TEMPLATE_DATABASE = "assay_template"
@@ -110,3 +112,48 @@ async def store(store_dsn: str | None) -> AsyncIterator[Store]:
     else:
         async with open_postgres_store(store_dsn) as postgres:
             yield postgres
+
+
+@pytest.fixture
+def open_ingestion_engine(pg_dsn: str) -> Callable[..., AbstractAsyncContextManager[Engine]]:
+    """Opens an engine on this test's database with one running two-variant experiment
+    (metric ``purchase``), fast actor restarts, and ``lanes`` ingestion write lanes: what the
+    ingestion load and lane tests share."""
+
+    @asynccontextmanager
+    async def open_engine(lanes: int, project: str, experiment: str) -> AsyncIterator[Engine]:
+        import assay
+        from assay.engine import (
+            SYSTEM_KEY,
+            EngineConfig,
+            Experiment,
+            ExperimentSpec,
+            Metric,
+            MetricSpec,
+            ProjectSpec,
+            Transition,
+            Variant,
+        )
+
+        config = EngineConfig(
+            database_url=pg_dsn,
+            pool_size=4,
+            ingestion_write_lanes=lanes,
+            restart_backoff_seconds=0.01,
+            restart_backoff_max_seconds=0.05,
+        )
+        async with assay.open_engine(config, load_entry_points=False) as engine:
+            service = engine.service
+            await service.create_project(SYSTEM_KEY, ProjectSpec(key=project))
+            await service.create_object(SYSTEM_KEY, Metric, project, MetricSpec(key="purchase"))
+            spec = ExperimentSpec(
+                key=experiment,
+                variants=[Variant(key="a", value=1), Variant(key="b", value=2)],
+                primary_metrics=["purchase"],
+            )
+            await service.create_object(SYSTEM_KEY, Experiment, project, spec)
+            await service.transition_experiment(SYSTEM_KEY, project, experiment, Transition.START)
+            await engine.refresh()
+            yield engine
+
+    return open_engine

@@ -13,24 +13,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-import assay
 from assay.adapters.postgres import _events as postgres_events
 from assay.engine import (
-    SYSTEM_KEY,
     ActorCrashed,
     EngineConfig,
-    Experiment,
-    ExperimentSpec,
-    Metric,
-    MetricSpec,
-    ProjectSpec,
-    Transition,
-    Variant,
 )
 from assay.engine._events import Conversion, EventsRecorded, Exposure
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
+    from contextlib import AbstractAsyncContextManager
 
     from assay.engine import Engine
 
@@ -44,26 +36,10 @@ def lanes() -> int:
 
 
 @pytest.fixture
-async def engine(pg_dsn: str, lanes: int) -> AsyncIterator[Engine]:
-    config = EngineConfig(
-        database_url=pg_dsn,
-        pool_size=4,
-        ingestion_write_lanes=lanes,
-        restart_backoff_seconds=0.01,
-        restart_backoff_max_seconds=0.05,
-    )
-    async with assay.open_engine(config, load_entry_points=False) as engine:
-        service = engine.service
-        await service.create_project(SYSTEM_KEY, ProjectSpec(key=PROJECT))
-        await service.create_object(SYSTEM_KEY, Metric, PROJECT, MetricSpec(key="purchase"))
-        spec = ExperimentSpec(
-            key=EXPERIMENT,
-            variants=[Variant(key="a", value=1), Variant(key="b", value=2)],
-            primary_metrics=["purchase"],
-        )
-        await service.create_object(SYSTEM_KEY, Experiment, PROJECT, spec)
-        await service.transition_experiment(SYSTEM_KEY, PROJECT, EXPERIMENT, Transition.START)
-        await engine.refresh()
+async def engine(
+    open_ingestion_engine: Callable[..., AbstractAsyncContextManager[Engine]], lanes: int
+) -> AsyncIterator[Engine]:
+    async with open_ingestion_engine(lanes, PROJECT, EXPERIMENT) as engine:
         yield engine
 
 

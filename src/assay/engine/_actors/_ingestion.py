@@ -340,19 +340,13 @@ class IngestionActor(Actor[IngestionMessage]):
             future_skew=self._future_skew,
             max_age=self._max_age,
         )
-        check = checker.check
         staged: list[StagedEvent] = []
         rejected: list[Rejection] = []
         for start in range(0, len(events), _CHECKPOINT_EVERY):
             if start:
                 await trio.lowlevel.checkpoint()
-            for index in range(start, min(start + _CHECKPOINT_EVERY, len(events))):
-                result = check(index, events[index])
-                if type(result) is Rejection:
-                    rejected.append(result)
-                else:
-                    assert isinstance(result, StagedEvent)
-                    staged.append(result)
+            stop = min(start + _CHECKPOINT_EVERY, len(events))
+            checker.check_into(events, start, stop, staged, rejected)
         return staged, rejected
 
     # --- purging ------------------------------------------------------------------------

@@ -357,8 +357,7 @@ async def test_a_later_crossover_takes_its_subject_out_of_a_maintained_rollup(
         Conversion(experiment=E, metric="orders", subject="y", timestamp=t0),
     ]
     first += [
-        Conversion(experiment=E, metric="orders", subject="x", timestamp=t0)
-        for _ in range(3)
+        Conversion(experiment=E, metric="orders", subject="x", timestamp=t0) for _ in range(3)
     ]
     await send(engine, [first])
     before = (await engine.report(P, E)).metrics[0].values

@@ -177,18 +177,17 @@ async def test_a_crash_mid_stream_loses_no_acknowledged_event(
     With several lanes, a crashed caller's parts in the other lanes may have committed:
     its retry then finds those events as duplicates. The store still ends exact, and no
     event is answered recorded twice."""
-    fresh = postgres_events._fresh
+    last_step = postgres_events._record_conversions
     writes = 0
 
-    async def failing(conn: Any, sql: str, *args: Any) -> Any:
+    async def failing(conn: Any) -> Any:
         nonlocal writes
-        if sql is postgres_events._INSERT_CONVERSIONS:
-            writes += 1
-            if writes in (4, 9):
-                raise RuntimeError("the database went away")
-        return await fresh(conn, sql, *args)
+        writes += 1
+        if writes in (4, 9):
+            raise RuntimeError("the database went away")
+        return await last_step(conn)
 
-    monkeypatch.setattr(postgres_events, "_fresh", failing)
+    monkeypatch.setattr(postgres_events, "_record_conversions", failing)
     w = workload(6_000, seed=2, duplicates=0.1)
     acknowledged: set[str] = set()
     checks: list[tuple[int, int]] = []

@@ -488,15 +488,16 @@ async def aio_record_events(pool: Any, staging: Staging, now: datetime) -> Writt
     raise AssertionError("unreachable")
 
 
-async def _fresh(conn: Any, sql: str, *args: Any) -> Any:
-    """The rows ``sql`` returns, run with a plan made now.
+async def _record_conversions(conn: Any) -> Any:
+    """The last step, ``_INSERT_CONVERSIONS``, and the outcomes it returns.
 
-    asyncpg caches statements, and PostgreSQL then keeps the plan it made on their first
-    run, maybe on empty tables, where hashing all of ``assay_exposures`` looks cheaper
-    than probing its index: each batch would then get slower as the tables grow. A plan
-    per batch costs well under a millisecond."""
-    statement = await conn.prepare(sql)
-    return await statement.fetch(*args)
+    A prepared statement that asyncpg keeps per connection, so a batch spends one round
+    trip on it, not two (prepare, then execute), and PostgreSQL plans it once. That is
+    safe for this statement alone: it reads the stage and the outcomes table (scanned
+    whole, whatever their size) and reaches ``assay_exposures`` only through a correlated
+    probe of its primary key, so the plan made on empty tables is the plan for full ones.
+    The other steps run as a script, planned afresh (see ``_script``)."""
+    return await conn.fetch(_INSERT_CONVERSIONS)
 
 
 def _script(staging: Staging, now: datetime, *, careful: bool) -> str:
@@ -540,7 +541,7 @@ async def _aio_write(pool: Any, staging: Staging, now: datetime, *, careful: boo
                 _STAGE, records=staging.records, columns=_STAGE_COLUMNS
             )
             await conn.execute(script)
-            rows = await _fresh(conn, _INSERT_CONVERSIONS)
+            rows = await _record_conversions(conn)
             await conn.execute("COMMIT")
         except BaseException:
             if not conn.is_closed() and conn.is_in_transaction():

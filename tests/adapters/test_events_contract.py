@@ -118,6 +118,17 @@ async def test_an_empty_batch_records_nothing(store: Store) -> None:
     assert await store.record_events([], now=NOW) == []
 
 
+async def test_event_ids_of_different_projects_never_collide(store: Store) -> None:
+    """The same characters split differently between project and id are two ids (the
+    PostgreSQL key joins the two, with the project id's length in front)."""
+    assert await record(
+        store,
+        exposure("s1", event_id="2x", project="prj_1"),
+        exposure("s2", event_id="x", project="prj_12"),
+    ) == [R, R]
+    assert await record(store, exposure("s3", event_id="x", project="prj_12")) == [D]
+
+
 async def test_event_ids_deduplicate_within_and_across_batches(store: Store) -> None:
     first = await record(
         store,

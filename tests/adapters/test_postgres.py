@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,6 +22,12 @@ if TYPE_CHECKING:
     from assay.adapters.embedded import EmbeddedPostgres
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+async def asyncpg_pool(dsn: str) -> Any:
+    import asyncpg
+
+    return await asyncpg.create_pool(dsn, min_size=1, max_size=1)
 
 
 def project(key: str) -> Project:
@@ -76,6 +82,49 @@ async def test_migrate_applies_once_and_records_versions(
         database=empty_database,
     )
     assert recorded.split("\n")[:-1] == [f"{m.version} {m.name}" for m in load_migrations()]
+
+
+async def test_event_ids_recorded_before_migration_0009_stay_known(
+    embedded_pg: EmbeddedPostgres, empty_database: str
+) -> None:
+    """0009 moves event ids to a one-column key: ids recorded before it must still make
+    a later event with the same id a duplicate, in their own project only."""
+    from assay.adapters.postgres._events import aio_record_events, outcomes_of, stage
+    from assay.engine._events import Kind, Outcome, StagedEvent
+
+    before = [m for m in load_migrations() if m.version < 9]
+    embedded_pg.psql(
+        ";\n".join(m.sql for m in before)
+        + ";\nCREATE TABLE assay_schema_migrations (version integer PRIMARY KEY,"
+        " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());\n"
+        + "".join(
+            f"INSERT INTO assay_schema_migrations VALUES ({m.version}, '{m.name}');\n"
+            for m in before
+        )
+        + "INSERT INTO assay_event_ids VALUES ('prj_1', 'e1'), ('prj_1', 'e 2');",
+        database=empty_database,
+    )
+    dsn = embedded_pg.dsn_for(empty_database)
+    assert await migrate(dsn) == [m.name for m in load_migrations() if m.version >= 9]
+
+    def exposure(subject: str, event_id: str, project: str = "prj_1") -> StagedEvent:
+        return StagedEvent(
+            Kind.EXPOSURE, project, "exp_1", subject, "a", None, 1.0, T0.timestamp(),
+            event_id, None, None,
+        )  # fmt: skip
+
+    batch = [exposure("s1", "e1"), exposure("s2", "e 2"), exposure("s3", "e1", "prj_2")]
+    async with open_aio_loop() as loop:
+        pool = await loop.run(asyncpg_pool, dsn)
+        try:
+            written = await loop.run(aio_record_events, pool, stage(batch), T0)
+        finally:
+            await loop.run(pool.close)
+    assert outcomes_of(len(batch), written) == [
+        Outcome.DUPLICATE.value,
+        Outcome.DUPLICATE.value,
+        Outcome.RECORDED.value,
+    ]
 
 
 async def test_concurrent_migrations_apply_each_file_once(

@@ -76,7 +76,7 @@ _STAGE_COLUMNS = (
 # 0): uncached, nextval locked and updated the sequence's page once per row.
 # Times arrive as epoch seconds (doubles: three times cheaper to encode than timestamptz)
 # and the generated columns turn them into timestamps, exactly (to_timestamp rounds to the
-# microsecond).
+# microsecond). ``event_key`` is the key of ``assay_event_ids`` (migration 0009).
 _CREATE_STAGE = f"""
 CREATE TEMP SEQUENCE IF NOT EXISTS {_SEQUENCE} MINVALUE 0 CACHE 65536;
 CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
@@ -93,7 +93,9 @@ CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
     idempotency_key  text COLLATE "C",
     expires_epoch    double precision,
     ts               timestamptz GENERATED ALWAYS AS (to_timestamp(ts_epoch)) STORED,
-    expires_at       timestamptz GENERATED ALWAYS AS (to_timestamp(expires_epoch)) STORED
+    expires_at       timestamptz GENERATED ALWAYS AS (to_timestamp(expires_epoch)) STORED,
+    event_key        text COLLATE "C"
+        GENERATED ALWAYS AS (length(project_id) || ':' || project_id || event_id) STORED
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS {_OUTCOMES} (
     seq      integer NOT NULL,
@@ -125,8 +127,7 @@ _EXPOSURE, _CONVERSION, _LATER_EXPOSURE, _IGNORED = 0, 1, 2, 3
 """Staged kinds: the first two are ``Kind``; an exposure that did not become its subject's
 first exposure is re-marked as the third; the fourth is for rows every step skips."""
 
-_KNOWN_ID = """(SELECT true FROM assay_event_ids e
-    WHERE e.project_id = s.project_id AND e.event_id = s.event_id)"""
+_KNOWN_ID = """(SELECT true FROM assay_event_ids e WHERE e.event_key = s.event_key)"""
 _KNOWN_KEY = """(SELECT true FROM assay_conversion_keys k
     WHERE k.experiment_id = s.experiment_id AND k.idempotency_key = s.idempotency_key)"""
 _EXPOSED_VARIANT = """(SELECT e.variant FROM assay_exposures e
@@ -138,14 +139,14 @@ _EXPOSED_VARIANT = """(SELECT e.variant FROM assay_exposures e
 # 1. Event ids: staged events whose id is known are duplicates; the others' ids are added.
 _DROP_KNOWN_IDS = f"""
 WITH known AS (
-    DELETE FROM {_STAGE} s WHERE s.event_id IS NOT NULL AND {_KNOWN_ID} RETURNING s.seq
+    DELETE FROM {_STAGE} s WHERE s.event_key IS NOT NULL AND {_KNOWN_ID} RETURNING s.seq
 )
 INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM known
 """
 _ADD_IDS = f"""
-INSERT INTO assay_event_ids (project_id, event_id)
-SELECT project_id, event_id FROM {_STAGE} WHERE event_id IS NOT NULL
-ORDER BY project_id, event_id
+INSERT INTO assay_event_ids (event_key)
+SELECT event_key FROM {_STAGE} WHERE event_key IS NOT NULL
+ORDER BY event_key
 """
 
 # 2. Idempotency keys, among the conversions left: known, or taken earlier in the batch.
@@ -211,19 +212,19 @@ ORDER BY experiment_id, subject
 # id that is not its own claim is a duplicate and leaves the stage.
 _CLAIM_EVENT_IDS = f"""
 WITH candidates AS (
-    SELECT DISTINCT ON (project_id, event_id) seq, project_id, event_id
-    FROM {_STAGE} WHERE event_id IS NOT NULL
-    ORDER BY project_id, event_id, seq
+    SELECT DISTINCT ON (event_key) seq, event_key
+    FROM {_STAGE} WHERE event_key IS NOT NULL
+    ORDER BY event_key, seq
 ), claimed AS (
-    INSERT INTO assay_event_ids (project_id, event_id)
-    SELECT project_id, event_id FROM candidates
+    INSERT INTO assay_event_ids (event_key)
+    SELECT event_key FROM candidates
     ON CONFLICT DO NOTHING
-    RETURNING project_id, event_id
+    RETURNING event_key
 ), kept AS (
-    SELECT c.seq FROM candidates c JOIN claimed USING (project_id, event_id)
+    SELECT c.seq FROM candidates c JOIN claimed USING (event_key)
 ), dropped AS (
     DELETE FROM {_STAGE} s
-    WHERE s.event_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.seq = s.seq)
+    WHERE s.event_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.seq = s.seq)
     RETURNING s.seq
 )
 INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM dropped

@@ -14,6 +14,7 @@ import trio
 
 from assay.adapters.postgres import PostgresStore, load_migrations, migrate, open_postgres_store
 from assay.adapters.postgres._aio import open_aio_loop
+from assay.adapters.postgres._events import stage
 from assay.engine._model import ApiKey, Project, Role
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ async def test_event_ids_recorded_before_migration_0009_stay_known(
 ) -> None:
     """0009 moves event ids to a one-column key: ids recorded before it must still make
     a later event with the same id a duplicate, in their own project only."""
-    from assay.adapters.postgres._events import aio_record_events, outcomes_of, stage
+    from assay.adapters.postgres._events import aio_record_events, outcomes_of
     from assay.engine._events import Kind, Outcome, StagedEvent
 
     before = [m for m in load_migrations() if m.version < 9]
@@ -125,6 +126,43 @@ async def test_event_ids_recorded_before_migration_0009_stay_known(
         Outcome.DUPLICATE.value,
         Outcome.RECORDED.value,
     ]
+
+
+async def test_the_prepared_last_step_survives_a_rolled_back_first_batch(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last step of a batch is a statement asyncpg keeps prepared per connection. On a
+    fresh connection, the first batch creates the temporary stage inside its transaction;
+    if that transaction rolls back after the statement was prepared, the stage is gone and
+    the next batch makes a new one. The kept statement must then find the new stage."""
+    from assay.adapters.postgres import _events as postgres_events
+    from assay.engine._events import Kind, Outcome, StagedEvent
+
+    def exposure(subject: str, event_id: str) -> StagedEvent:
+        return StagedEvent(
+            Kind.EXPOSURE, "prj_1", "exp_1", subject, "a", None, 1.0, T0.timestamp(),
+            event_id, None, None,
+        )  # fmt: skip
+
+    last_step = postgres_events._record_conversions
+
+    async def fail_after_preparing(conn: Any) -> Any:
+        await last_step(conn)
+        raise RuntimeError("lost after the last step")
+
+    batch = [exposure("s1", "e1"), exposure("s2", "e2")]
+    async with open_aio_loop() as loop:
+        pool = await loop.run(asyncpg_pool, pg_dsn)  # one connection: both batches share it
+        try:
+            monkeypatch.setattr(postgres_events, "_record_conversions", fail_after_preparing)
+            with pytest.raises(RuntimeError, match="lost after the last step"):
+                await loop.run(postgres_events.aio_record_events, pool, stage(batch), T0)
+            monkeypatch.setattr(postgres_events, "_record_conversions", last_step)
+            written = await loop.run(postgres_events.aio_record_events, pool, stage(batch), T0)
+        finally:
+            await loop.run(pool.close)
+    # Nothing of the first attempt stayed: both are recorded now.
+    assert postgres_events.outcomes_of(len(batch), written) == [Outcome.RECORDED.value] * 2
 
 
 async def test_concurrent_migrations_apply_each_file_once(

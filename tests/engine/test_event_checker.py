@@ -58,7 +58,7 @@ GOOD: dict[str, list[Any]] = {
     "subject": ["s1", "ünï", "x" * MAX_SUBJECT_LENGTH],
     "variant": ["control", "treatment"],
     "metric": ["waits", "free"],
-    "value": [1.0, 0, -2, 2.5, -0.0, 10**6],
+    "value": [1.0, 0, -2, 2.5, -0.0, 10**6, 10**300],
     "timestamp": GOOD_TIMES,
     "event_id": [None, "e1", "x" * MAX_EVENT_ID_LENGTH],
     "idempotency_key": [None, "k1", "x" * MAX_IDEMPOTENCY_KEY_LENGTH],
@@ -68,7 +68,7 @@ BAD: dict[str, list[Any]] = {
     "subject": ["", "x" * (MAX_SUBJECT_LENGTH + 1), "a\x00b", None, 5],
     "variant": ["nope", "bad key!", None, 1, ["control"]],
     "metric": ["nope", "bad key!", None, 1, ["waits"]],
-    "value": [math.nan, math.inf, -math.inf, True, None, "1"],
+    "value": [math.nan, math.inf, -math.inf, True, None, "1", 10**400, -(10**400)],
     "timestamp": [
         NOW + SKEW + timedelta(microseconds=1),
         NOW - MAX_AGE - timedelta(microseconds=1),
@@ -171,3 +171,15 @@ def test_plain_events_are_staged_inline() -> None:
     assert staged[4].value == 2.0
     assert type(staged[4].value) is float
     assert staged[0].timestamp == NOW.timestamp()
+
+
+def test_an_int_too_big_for_a_double_is_an_invalid_value() -> None:
+    """Python callers can pass any int; one beyond a double's range is rejected, not a
+    crash of the ingestion actor (``math.isfinite`` raises on it)."""
+    event = Conversion(experiment="running", metric="free", subject="s1", value=10**400)
+    result = checker().check(0, event)
+    assert not isinstance(result, StagedEvent)
+    assert result.code == "invalid_value"
+    rejected: list[Any] = []
+    checker().check_into([event], 0, 1, [], rejected)
+    assert [r.code for r in rejected] == ["invalid_value"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, NamedTuple
@@ -32,6 +33,7 @@ MAX_IDEMPOTENCY_KEY_LENGTH: Final = 128
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _UNRESOLVED: Final = object()
 """A metric key the checker has not resolved yet."""
+_FLOAT_MAX: Final = sys.float_info.max
 
 # Experiments in these states take no events: a draft has no subjects yet, and an archived
 # experiment is closed for good. Paused, completed and rolled-back experiments still take
@@ -424,8 +426,10 @@ class EventChecker:
                         value_type = type(value)
                         if (
                             (expires is None or type(expires) is float)
-                            and (value_type is float or value_type is int)
-                            and isfinite(value)
+                            and (
+                                (value_type is float and isfinite(value))
+                                or (value_type is int and -_FLOAT_MAX <= value <= _FLOAT_MAX)
+                            )
                             and (
                                 idempotency_key is None
                                 or (
@@ -504,8 +508,7 @@ class EventChecker:
             return _at(expires_at, index)
         assert expires_at is None or isinstance(expires_at, float)
         value = event.value
-        value_type = type(value)
-        if (value_type is not float and value_type is not int) or not math.isfinite(value):
+        if not _finite_number(value):
             return Rejection(
                 index=index,
                 code="invalid_value",
@@ -622,6 +625,15 @@ class EventChecker:
             found = None
         self._metric_cache[key] = found
         return found
+
+
+def _finite_number(value: object) -> bool:
+    """A float or int that is a finite double. (An int too big for a double would make
+    ``math.isfinite`` raise; Python callers skip msgspec's checks.)"""
+    if type(value) is float:
+        return math.isfinite(value)
+    # int against float compares exactly, however big the int.
+    return type(value) is int and -_FLOAT_MAX <= value <= _FLOAT_MAX
 
 
 def _valid_text(value: object, max_length: int) -> bool:

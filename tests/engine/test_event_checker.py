@@ -5,7 +5,7 @@ rejections, whatever mix of good and bad events a batch holds."""
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from types import SimpleNamespace
 from typing import Any
 
@@ -43,8 +43,23 @@ METRICS = {
     ("prj", "free"): SimpleNamespace(requires_exposure=False, pending_ttl_hours=24),
 }
 
+
 # A batch of events each either good or with exactly one field made bad: the inline test
 # must tell apart events that differ in one field only. Good values include the edges.
+class Nowhere(tzinfo):
+    """A tzinfo without an offset: a datetime carrying it is naive."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+
+class Fixed(tzinfo):
+    """An offset that is not a ``datetime.timezone``: checked the long way."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return timedelta(hours=2)
+
+
 GOOD_TIMES = [
     None,
     NOW,
@@ -52,6 +67,7 @@ GOOD_TIMES = [
     NOW - MAX_AGE,
     NOW - timedelta(hours=3, microseconds=7),
     (NOW + SKEW).astimezone(timezone(timedelta(hours=-7))),
+    (NOW + timedelta(hours=1)).replace(tzinfo=Fixed()),  # NOW - 1 hour
 ]
 GOOD: dict[str, list[Any]] = {
     "experiment": ["running"],
@@ -73,6 +89,7 @@ BAD: dict[str, list[Any]] = {
         NOW + SKEW + timedelta(microseconds=1),
         NOW - MAX_AGE - timedelta(microseconds=1),
         NOW.replace(tzinfo=None),
+        NOW.replace(tzinfo=Nowhere()),
         "2026-11-23T12:00:00Z",
     ],
     "event_id": ["", "x" * (MAX_EVENT_ID_LENGTH + 1), "a\x00b", 5],
@@ -183,3 +200,16 @@ def test_an_int_too_big_for_a_double_is_an_invalid_value() -> None:
     rejected: list[Any] = []
     checker().check_into([event], 0, 1, [], rejected)
     assert [r.code for r in rejected] == ["invalid_value"]
+
+
+def test_a_time_whose_tzinfo_gives_no_offset_is_an_invalid_timestamp() -> None:
+    """Naive in all but name: comparing it with the limits would raise."""
+    event = Exposure(
+        experiment="running",
+        subject="s1",
+        variant="control",
+        timestamp=NOW.replace(tzinfo=Nowhere()),
+    )
+    result = checker().check(0, event)
+    assert not isinstance(result, StagedEvent)
+    assert result.code == "invalid_timestamp"

@@ -16,7 +16,7 @@ import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Final, NamedTuple
 
 import msgspec
@@ -373,7 +373,11 @@ class EventChecker:
                 info = experiments.get(key) if type(key) is str else None
                 if at is None:
                     epoch: float | None = received
-                elif type(at) is datetime and at.tzinfo is not None and earliest <= at <= latest:
+                elif (
+                    type(at) is datetime
+                    and type(at.tzinfo) is timezone  # a fixed offset: never naive
+                    and earliest <= at <= latest
+                ):
                     epoch = at.timestamp()
                 else:
                     epoch = None
@@ -558,7 +562,9 @@ class EventChecker:
             )
         if timestamp is None:
             return self._received_epoch
-        if not isinstance(timestamp, datetime) or timestamp.tzinfo is None:
+        # utcoffset(), not tzinfo: a tzinfo may say None, and then the time is naive (and
+        # comparing it with an aware one would raise).
+        if not isinstance(timestamp, datetime) or timestamp.utcoffset() is None:
             return Rejection(
                 index=index,
                 code="invalid_timestamp",

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from _machine import machine_busy_seconds  # benchmarks/ is this script's directory
 
 # --------------------------------------------------------------------------------------
 # The scenario, written once for each of the three systems.
@@ -688,19 +689,6 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
     # Fields 14 and 15 (utime, stime) counted from 1, after the ")" closing the name.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> tuple[float, float] | None:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
-    try:
-        line = Path("/proc/stat").read_text().split("\n", 1)[0]
-    except OSError:
-        return None
-    # user nice system idle iowait irq softirq steal; guest time is already in user/nice.
-    values = [int(v) for v in line.split()[1:9]]
-    idle = values[3] + values[4]  # idle + iowait
-    tick = os.sysconf("SC_CLK_TCK")
-    return (sum(values) - idle) / tick, sum(values) / tick
 
 
 class Connection:

@@ -47,6 +47,7 @@ from typing import Any
 
 import msgspec
 import trio
+from _machine import machine_busy_seconds  # benchmarks/ is this script's directory
 
 HTTP_BATCH = 1_000
 RAW_BATCH = 10_000
@@ -138,6 +139,10 @@ class Run:
     events: int
     seconds: float
     pending_answers: int
+    python_us: float | None = None
+    """CPU of this process per event (engine paths: the engine, and the senders)."""
+    rest_us: float | None = None
+    """CPU of the rest of the machine per event: PostgreSQL, and whatever else runs."""
 
     @property
     def rate(self) -> float:
@@ -181,14 +186,22 @@ async def engine_run(engine: Any, project: str, workload: Workload, settings: Se
 
     queue.reverse()  # pop() from the end sends the stream in order
     gc.collect()
+    busy_before, cpu_before = machine_busy_seconds(), time.process_time()
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for _ in range(settings.engine_senders):
             nursery.start_soon(sender)
     seconds = time.perf_counter() - started
+    busy_after, cpu_after = machine_busy_seconds(), time.process_time()
     if totals["deduplicated"] != workload.duplicates:
         raise SystemExit(f"deduplicated {totals['deduplicated']} != {workload.duplicates}")
-    return Run(len(workload.events), seconds, totals["pending"])
+    run = Run(len(workload.events), seconds, totals["pending"])
+    # Per event, CPU is steadier than throughput on a shared machine (whose speed drifts).
+    run.python_us = (cpu_after - cpu_before) / run.events * 1e6
+    if busy_before and busy_after:
+        busy = busy_after[0] - busy_before[0]
+        run.rest_us = max(busy - (cpu_after - cpu_before), 0.0) / run.events * 1e6
+    return run
 
 
 def http_client(
@@ -309,11 +322,26 @@ async def engine_and_http(dsn: str, settings: Settings) -> dict[str, list[Run]]:
 
 
 def report(path: str, repeat: int, run: Run) -> None:
+    cpu = ""
+    if run.python_us is not None:
+        rest = "?" if run.rest_us is None else f"{run.rest_us:.1f}"
+        cpu = f"; CPU per event: Python {run.python_us:.1f} us, PostgreSQL and rest {rest} us"
     print(
         f"  {path:<16} run {repeat + 1}: {run.events:>9,} events in {run.seconds:6.2f}s "
-        f"= {run.rate:>9,.0f}/s ({run.pending_answers:,} answered pending)",
+        f"= {run.rate:>9,.0f}/s ({run.pending_answers:,} answered pending{cpu})",
         flush=True,
     )
+
+
+def cpu_medians(runs: list[Run]) -> dict[str, float | None]:
+    def median(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return statistics.median(known) if known else None
+
+    return {
+        "python": median([r.python_us for r in runs]),
+        "rest": median([r.rest_us for r in runs]),
+    }
 
 
 # --- raw COPY ---------------------------------------------------------------------------
@@ -415,6 +443,12 @@ def main() -> None:
         ("raw", "raw COPY"),
     ):
         print(f"{label:<18}{medians[path]:>20,.0f}{medians[path] / raw:>20.1%}{len(runs[path]):>8}")
+    cpu = {path: cpu_medians(runs[path]) for path in ("engine", "reported")}
+    print("\nCPU per event (medians), in microseconds:")
+    for path, label in (("engine", "engine"), ("reported", "engine, reported")):
+        python, rest = cpu[path]["python"], cpu[path]["rest"]
+        rest_text = "?" if rest is None else f"{rest:.1f}"
+        print(f"  {label:<18} Python {python:.1f}, PostgreSQL and the rest {rest_text}")
     elapsed = time.perf_counter() - started
     load_after = os.getloadavg()
     print(
@@ -434,6 +468,7 @@ def main() -> None:
         "engine_reported_share_of_raw_copy": medians["reported"] / raw,
         "http_share_of_raw_copy": medians["http"] / raw,
         "runs": {path: [r.rate for r in rs] for path, rs in runs.items()},
+        "cpu_us_per_event": cpu,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),

@@ -15,6 +15,7 @@ import trio
 from assay.adapters.postgres import PostgresStore, load_migrations, migrate, open_postgres_store
 from assay.adapters.postgres._aio import open_aio_loop
 from assay.adapters.postgres._events import stage
+from assay.engine._events import Kind, StagedEvent
 from assay.engine._model import ApiKey, Project, Role
 
 if TYPE_CHECKING:
@@ -29,6 +30,14 @@ async def asyncpg_pool(dsn: str) -> Any:
     import asyncpg
 
     return await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+
+
+def exposure(subject: str, event_id: str, project: str = "prj_1") -> StagedEvent:
+    """A checked exposure to experiment ``exp_1``, as the store receives it."""
+    return StagedEvent(
+        Kind.EXPOSURE, project, "exp_1", subject, "a", None, 1.0, T0.timestamp(),
+        event_id, None, None,
+    )  # fmt: skip
 
 
 def project(key: str) -> Project:
@@ -91,7 +100,7 @@ async def test_event_ids_recorded_before_migration_0009_stay_known(
     """0009 moves event ids to a one-column key: ids recorded before it must still make
     a later event with the same id a duplicate, in their own project only."""
     from assay.adapters.postgres._events import aio_record_events, outcomes_of
-    from assay.engine._events import Kind, Outcome, StagedEvent
+    from assay.engine._events import Outcome
 
     before = [m for m in load_migrations() if m.version < 9]
     embedded_pg.psql(
@@ -107,12 +116,6 @@ async def test_event_ids_recorded_before_migration_0009_stay_known(
     )
     dsn = embedded_pg.dsn_for(empty_database)
     assert await migrate(dsn) == [m.name for m in load_migrations() if m.version >= 9]
-
-    def exposure(subject: str, event_id: str, project: str = "prj_1") -> StagedEvent:
-        return StagedEvent(
-            Kind.EXPOSURE, project, "exp_1", subject, "a", None, 1.0, T0.timestamp(),
-            event_id, None, None,
-        )  # fmt: skip
 
     batch = [exposure("s1", "e1"), exposure("s2", "e 2"), exposure("s3", "e1", "prj_2")]
     async with open_aio_loop() as loop:
@@ -136,13 +139,7 @@ async def test_the_prepared_last_step_survives_a_rolled_back_first_batch(
     if that transaction rolls back after the statement was prepared, the stage is gone and
     the next batch makes a new one. The kept statement must then find the new stage."""
     from assay.adapters.postgres import _events as postgres_events
-    from assay.engine._events import Kind, Outcome, StagedEvent
-
-    def exposure(subject: str, event_id: str) -> StagedEvent:
-        return StagedEvent(
-            Kind.EXPOSURE, "prj_1", "exp_1", subject, "a", None, 1.0, T0.timestamp(),
-            event_id, None, None,
-        )  # fmt: skip
+    from assay.engine._events import Outcome
 
     last_step = postgres_events._record_conversions
 

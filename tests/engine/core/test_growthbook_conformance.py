@@ -1,7 +1,7 @@
 """Every case of GrowthBook's SDK conformance file, run against assay's assignment core.
 
-The cases live in ``shared/conformance/growthbook-cases.json`` beside the repository
-checkout (MIT, from GrowthBook). A missing file is a collection error, never a skip: the
+The cases live in ``tests/conformance/growthbook-cases.json`` (MIT, from GrowthBook; the
+license is beside them). A missing file is a collection error, never a skip: the
 suite must not go green without having checked agreement with GrowthBook.
 """
 
@@ -26,14 +26,14 @@ from assay.engine._core._conditions import ConditionCompiler, ConditionError, co
 from assay.plugins._growthbook_operators import GROWTHBOOK_OPERATORS
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CASES_PATH = REPO_ROOT / ".." / "shared" / "conformance" / "growthbook-cases.json"
+CASES_PATH = REPO_ROOT / "tests" / "conformance" / "growthbook-cases.json"
 
 
 def _load_cases() -> dict[str, Any]:
     if not CASES_PATH.is_file():
         raise FileNotFoundError(
             f"GrowthBook conformance cases not found at {CASES_PATH.resolve()}; "
-            "the shared/ folder must sit beside the repository checkout"
+            "the repository carries them under tests/conformance/"
         )
     cases: dict[str, Any] = json.loads(CASES_PATH.read_text(encoding="utf-8"))
     return cases

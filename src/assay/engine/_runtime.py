@@ -42,6 +42,7 @@ from assay.engine._guardrails import (
 from assay.engine._guardrails_api import GuardrailAPI
 from assay.engine._ingestion_api import IngestionAPI
 from assay.engine._latency import LatencyRecorder
+from assay.engine._lifecycle import Lifecycle, RetentionPolicy
 from assay.engine._messages import (
     DecisionMessage,
     Envelope,
@@ -159,6 +160,9 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
             ),
             outbox=Outbox(store, self.notification_channels, config),
             outbox_poll_seconds=config.guardrail_outbox_poll_seconds,
+            lifecycle=Lifecycle(
+                store, RetentionPolicy.from_config(config), config.lifecycle_interval_seconds
+            ),
         )
         self.guardrail = Mailbox[GuardrailMessage](self._guardrail_actor, config.inbox_size)
         self.decision_cache = DecisionCache(
@@ -363,6 +367,17 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
 
     async def get_decision(self, decision_id: str) -> Decision | None:
         return await self.store.get_decision(decision_id)
+
+    async def decision_expired(self, decision_id: str) -> bool:
+        """Whether an unknown decision id belongs to a record past retention."""
+        return await self.store.decision_expired(decision_id)
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """The data lifecycle (retention policy, expiry runs); the leader runs it."""
+        lifecycle = self._guardrail_actor.lifecycle
+        assert lifecycle is not None
+        return lifecycle
 
     @property
     def decision_stats(self) -> dict[str, int]:

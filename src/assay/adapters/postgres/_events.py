@@ -76,7 +76,8 @@ _STAGE_COLUMNS = (
 # 0): uncached, nextval locked and updated the sequence's page once per row.
 # Times arrive as epoch seconds (doubles: three times cheaper to encode than timestamptz)
 # and the generated columns turn them into timestamps, exactly (to_timestamp rounds to the
-# microsecond). ``event_key`` is the key of ``assay_event_ids`` (migration 0009).
+# microsecond). ``event_key`` is the key of ``assay_event_ids`` (migration 0009), kept in
+# the partition of ``day``, the event's UTC day (migration 0016).
 _CREATE_STAGE = f"""
 CREATE TEMP SEQUENCE IF NOT EXISTS {_SEQUENCE} MINVALUE 0 CACHE 65536;
 CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
@@ -95,7 +96,8 @@ CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
     ts               timestamptz GENERATED ALWAYS AS (to_timestamp(ts_epoch)) STORED,
     expires_at       timestamptz GENERATED ALWAYS AS (to_timestamp(expires_epoch)) STORED,
     event_key        text COLLATE "C"
-        GENERATED ALWAYS AS (length(project_id) || ':' || project_id || event_id) STORED
+        GENERATED ALWAYS AS (length(project_id) || ':' || project_id || event_id) STORED,
+    day              integer GENERATED ALWAYS AS (floor(ts_epoch / 86400)::integer) STORED
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS {_OUTCOMES} (
     seq      integer NOT NULL,
@@ -127,7 +129,14 @@ _EXPOSURE, _CONVERSION, _LATER_EXPOSURE, _IGNORED = 0, 1, 2, 3
 """Staged kinds: the first two are ``Kind``; an exposure that did not become its subject's
 first exposure is re-marked as the third; the fourth is for rows every step skips."""
 
-_KNOWN_ID = """(SELECT true FROM assay_event_ids e WHERE e.event_key = s.event_key)"""
+# An id is known in the partition of the event's day, or among the ids recorded before
+# partitioning (day 0, migration 0016; an empty index once they expire). The day is a
+# parameter of the probe, so PostgreSQL prunes at run time: two index probes, whatever the
+# number of partitions.
+_KNOWN_ID = """(SELECT true FROM assay_event_ids e
+    WHERE e.event_key = s.event_key AND (e.day = s.day OR e.day = 0) LIMIT 1)"""
+_KNOWN_LEGACY_ID = """(SELECT true FROM assay_event_ids e
+    WHERE e.event_key = s.event_key AND e.day = 0)"""
 _KNOWN_KEY = """(SELECT true FROM assay_conversion_keys k
     WHERE k.experiment_id = s.experiment_id AND k.idempotency_key = s.idempotency_key)"""
 _EXPOSED_VARIANT = """(SELECT e.variant FROM assay_exposures e
@@ -144,8 +153,8 @@ WITH known AS (
 INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM known
 """
 _ADD_IDS = f"""
-INSERT INTO assay_event_ids (event_key)
-SELECT event_key FROM {_STAGE} WHERE event_key IS NOT NULL
+INSERT INTO assay_event_ids (event_key, day)
+SELECT event_key, day FROM {_STAGE} WHERE event_key IS NOT NULL
 ORDER BY event_key
 """
 
@@ -212,12 +221,12 @@ ORDER BY experiment_id, subject
 # id that is not its own claim is a duplicate and leaves the stage.
 _CLAIM_EVENT_IDS = f"""
 WITH candidates AS (
-    SELECT DISTINCT ON (event_key) seq, event_key
-    FROM {_STAGE} WHERE event_key IS NOT NULL
+    SELECT DISTINCT ON (event_key) seq, event_key, day
+    FROM {_STAGE} s WHERE s.event_key IS NOT NULL AND {_KNOWN_LEGACY_ID} IS NULL
     ORDER BY event_key, seq
 ), claimed AS (
-    INSERT INTO assay_event_ids (event_key)
-    SELECT event_key FROM candidates
+    INSERT INTO assay_event_ids (event_key, day)
+    SELECT event_key, day FROM candidates
     ON CONFLICT DO NOTHING
     RETURNING event_key
 ), kept AS (

@@ -20,6 +20,7 @@ from assay.adapters.postgres._aio import AioLoop, open_aio_loop
 from assay.adapters.postgres._decisions import RecordWriter, aio_get_decision
 from assay.adapters.postgres._events import PostgresEventStore
 from assay.adapters.postgres._guardrails import PostgresGuardrailStore
+from assay.adapters.postgres._lifecycle import PostgresLifecycleStore
 from assay.adapters.postgres._migrations import aio_migrate
 from assay.adapters.postgres._reports import PostgresReportStore
 from assay.engine._errors import Conflict, NotFound
@@ -480,7 +481,9 @@ class _Wakeup:
         self._event = trio.Event()
 
 
-class PostgresStore(PostgresEventStore, PostgresReportStore, PostgresGuardrailStore):
+class PostgresStore(
+    PostgresEventStore, PostgresReportStore, PostgresGuardrailStore, PostgresLifecycleStore
+):
     """The Store port on PostgreSQL. Opened by ``open_postgres_store``."""
 
     def __init__(self, dsn: str, pool: Any, loop: AioLoop) -> None:

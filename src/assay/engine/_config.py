@@ -85,7 +85,7 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     decision_record_retention_days: PositiveInt = 30
     """Decision records are kept at least this many days after their decision, then
     expire a UTC day at a time (``GET /decisions/{id}`` answers 404 ``decision_expired``).
-    See docs/lifecycle.md."""
+    See docs/retention.md."""
     event_id_retention_days: PositiveInt | None = None
     """Event ids are kept for de-duplication at least this many days after their event's
     timestamp. Unset: ``event_max_age_days`` plus ``event_future_skew_seconds``, rounded up
@@ -93,7 +93,7 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     audit_retention_days: PositiveInt | None = None
     """Audit-log entries older than this are deleted; unset (the default) keeps them
     forever."""
-    lifecycle_interval_seconds: PositiveFloat = 3600.0
+    retention_interval_seconds: PositiveFloat = 3600.0
     """How often the leader creates partitions ahead and drops (or deletes) what expired."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

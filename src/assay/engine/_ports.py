@@ -23,7 +23,6 @@ from assay.engine._guardrails import (
     Notification,
     Traffic,
 )
-from assay.engine._lifecycle import Expired, LifecycleStats, RetentionPolicy
 from assay.engine._metric_kinds import ReportAggregates, ReportRequest
 from assay.engine._model import (
     ApiKey,
@@ -34,6 +33,7 @@ from assay.engine._model import (
     Metric,
     Project,
 )
+from assay.engine._retention import Expired, RetentionPolicy, RetentionStats
 
 ConfigT = TypeVar("ConfigT", Project, Flag, Experiment, Layer, Metric)
 
@@ -268,7 +268,7 @@ class Store(Protocol):
         Leaving the block gives the lead up."""
         ...
 
-    # --- lifecycle (engine/_lifecycle.py, docs/lifecycle.md) ------------------------------
+    # --- lifecycle (engine/_retention.py, docs/retention.md) ------------------------------
 
     async def expire(self, now: datetime, policy: RetentionPolicy) -> Expired:
         """Create the partitions ahead and remove what is past retention at ``now``. Runs
@@ -281,7 +281,7 @@ class Store(Protocol):
         has expired (so it is past retention too)."""
         ...
 
-    async def lifecycle_stats(self, now: datetime, policy: RetentionPolicy) -> LifecycleStats:
+    async def retention_stats(self, now: datetime, policy: RetentionPolicy) -> RetentionStats:
         """Rows and bytes per kind and partition, the oldest row per kind, and what the
         next expiry run would remove."""
         ...

@@ -42,7 +42,6 @@ from assay.engine._guardrails import (
 from assay.engine._guardrails_api import GuardrailAPI
 from assay.engine._ingestion_api import IngestionAPI
 from assay.engine._latency import LatencyRecorder
-from assay.engine._lifecycle import Lifecycle, RetentionPolicy
 from assay.engine._messages import (
     DecisionMessage,
     Envelope,
@@ -58,6 +57,7 @@ from assay.engine._model import Experiment, Metric
 from assay.engine._plugins import build_plugin_manager, collect_operators, condition_validator
 from assay.engine._ports import ConfigState, Store
 from assay.engine._reports import ReportAPI
+from assay.engine._retention import Retention, RetentionPolicy
 from assay.engine._service import ConfigService
 
 log = logging.getLogger("assay.engine")
@@ -160,8 +160,8 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
             ),
             outbox=Outbox(store, self.notification_channels, config),
             outbox_poll_seconds=config.guardrail_outbox_poll_seconds,
-            lifecycle=Lifecycle(
-                store, RetentionPolicy.from_config(config), config.lifecycle_interval_seconds
+            retention=Retention(
+                store, RetentionPolicy.from_config(config), config.retention_interval_seconds
             ),
         )
         self.guardrail = Mailbox[GuardrailMessage](self._guardrail_actor, config.inbox_size)
@@ -373,11 +373,11 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
         return await self.store.decision_expired(decision_id)
 
     @property
-    def lifecycle(self) -> Lifecycle:
+    def retention(self) -> Retention:
         """The data lifecycle (retention policy, expiry runs); the leader runs it."""
-        lifecycle = self._guardrail_actor.lifecycle
-        assert lifecycle is not None
-        return lifecycle
+        retention = self._guardrail_actor.retention
+        assert retention is not None
+        return retention
 
     @property
     def decision_stats(self) -> dict[str, int]:

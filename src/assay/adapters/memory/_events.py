@@ -51,7 +51,7 @@ class _Conversion(NamedTuple):
 class _EventTables:
     event_ids: set[tuple[str, str, int]] = field(default_factory=set)
     """(project id, event id, UTC day of the event's timestamp) of every event seen, as
-    PostgreSQL keys them (migration 0016); expired by day (``MemoryLifecycleStore``)."""
+    PostgreSQL keys them (migration 0016); expired by day (``MemoryRetentionStore``)."""
     conversion_keys: set[tuple[str, str]] = field(default_factory=set)
     """(experiment id, idempotency key) of every conversion seen."""
     exposures: dict[tuple[str, str], _Exposure] = field(default_factory=dict)

@@ -20,9 +20,9 @@ from assay.adapters.postgres._aio import AioLoop, open_aio_loop
 from assay.adapters.postgres._decisions import RecordWriter, aio_get_decision
 from assay.adapters.postgres._events import PostgresEventStore
 from assay.adapters.postgres._guardrails import PostgresGuardrailStore
-from assay.adapters.postgres._lifecycle import PostgresLifecycleStore
 from assay.adapters.postgres._migrations import aio_migrate
 from assay.adapters.postgres._reports import PostgresReportStore
+from assay.adapters.postgres._retention import PostgresRetentionStore
 from assay.engine._errors import Conflict, NotFound
 from assay.engine._model import (
     ApiKey,
@@ -482,7 +482,7 @@ class _Wakeup:
 
 
 class PostgresStore(
-    PostgresEventStore, PostgresReportStore, PostgresGuardrailStore, PostgresLifecycleStore
+    PostgresEventStore, PostgresReportStore, PostgresGuardrailStore, PostgresRetentionStore
 ):
     """The Store port on PostgreSQL. Opened by ``open_postgres_store``."""
 

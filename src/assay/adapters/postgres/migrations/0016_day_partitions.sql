@@ -1,8 +1,8 @@
 -- Decision records and event ids become tables partitioned by UTC day (PostgreSQL
 -- declarative partitioning), so that expiring a day is dropping one partition, whatever
--- its size, instead of deleting rows one by one (docs/lifecycle.md).
+-- its size, instead of deleting rows one by one (docs/retention.md).
 --
--- assay manages the partitions itself (adapters/postgres/_lifecycle.py): the leading
+-- assay manages the partitions itself (adapters/postgres/_retention.py): the leading
 -- engine creates each day's partition ahead of time and drops the ones past retention.
 -- A DEFAULT partition catches any row whose day has no partition yet (should the leader
 -- have been away longer than it creates ahead), so a write never fails for want of one;
@@ -73,7 +73,7 @@ CREATE TABLE assay_decisions_expired (
 );
 
 -- When each kind was last expired, and other marks the lifecycle keeps.
-CREATE TABLE assay_lifecycle_marks (
+CREATE TABLE assay_retention_marks (
     name  text PRIMARY KEY,
     at    timestamptz NOT NULL
 );
@@ -146,6 +146,6 @@ CREATE TABLE assay_event_ids_legacy PARTITION OF assay_event_ids FOR VALUES FROM
 INSERT INTO assay_event_ids_legacy (event_key, day)
 SELECT event_key, 0 FROM assay_event_ids_unpartitioned ORDER BY event_key;
 DROP TABLE assay_event_ids_unpartitioned;
-INSERT INTO assay_lifecycle_marks (name, at) VALUES ('event_ids_legacy_since', now());
+INSERT INTO assay_retention_marks (name, at) VALUES ('event_ids_legacy_since', now());
 
 SELECT assay_create_day_partition('assay_event_ids', (now() AT TIME ZONE 'UTC')::date);

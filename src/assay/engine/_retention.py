@@ -2,10 +2,10 @@
 
 Rows that grow with traffic (decision records, event ids) are kept per UTC day: on
 PostgreSQL each day is a partition, so expiring a day is dropping a table, not deleting
-rows. The rules this module keeps (docs/lifecycle.md says them to users):
+rows. The rules this module keeps (docs/retention.md says them to users):
 
 - A day is expired only once *all* of it is past retention: a row is kept at least its
-  retention, at most a day (plus one lifecycle interval) longer.
+  retention, at most a day (plus one ``retention_interval_seconds``) longer.
 - Decision records are kept ``decision_record_retention_days`` after their decision.
 - An event id is kept ``event_id_retention`` days after its event's timestamp, never less
   than ``event_max_age_days`` plus the future skew (the configuration refuses less): an
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from assay.engine._config import EngineConfig
     from assay.engine._ports import Store
 
-log = logging.getLogger("assay.engine.lifecycle")
+log = logging.getLogger("assay.engine.retention")
 
 DAY = 86400.0
 DAYS_AHEAD = 7
@@ -123,7 +123,7 @@ class KindStats(msgspec.Struct, frozen=True, kw_only=True):
     """Rows the next expiry run will remove (estimated as the partitions' rows)."""
 
 
-class LifecycleStats(msgspec.Struct, frozen=True, kw_only=True):
+class RetentionStats(msgspec.Struct, frozen=True, kw_only=True):
     at: datetime
     kinds: list[KindStats]
     partitions: list[PartitionStats]
@@ -143,7 +143,7 @@ class Expired(msgspec.Struct, frozen=True, kw_only=True):
     audit_entries: int = 0
 
 
-class Lifecycle:
+class Retention:
     """Runs expiry for the leader: on each tick, when the interval has passed."""
 
     def __init__(
@@ -161,6 +161,16 @@ class Lifecycle:
         self._next = float("-inf")
         self.runs = 0
         self.last: Expired | None = None
+        self.last_stats: RetentionStats | None = None
+        self._stats_at = float("-inf")
+
+    async def stats(self, monotonic_now: float, *, max_age: float = 60.0) -> RetentionStats:
+        """The store's retention statistics, read again when older than ``max_age``
+        seconds: ``/metrics`` is scraped often, and counting rows is not free."""
+        if self.last_stats is None or monotonic_now - self._stats_at >= max_age:
+            self.last_stats = await self._store.retention_stats(self._clock(), self.policy)
+            self._stats_at = monotonic_now
+        return self.last_stats
 
     async def run(self) -> Expired:
         """Expire now (the caller is the leader)."""

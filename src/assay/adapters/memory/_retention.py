@@ -2,7 +2,7 @@
 something in a store that lives as long as its process.
 
 Decision records and event ids expire by UTC day exactly as the day partitions do
-(engine/_lifecycle.py); an expired decision id is remembered by its prefix, as
+(engine/_retention.py); an expired decision id is remembered by its prefix, as
 ``assay_decisions_expired`` does. Audit entries are not expired here: they vanish with
 the process anyway. Nothing here is partitioned, so an expiry run walks every row.
 """
@@ -16,11 +16,11 @@ import msgspec
 import trio
 
 from assay.engine._core import Decision
-from assay.engine._lifecycle import (
+from assay.engine._retention import (
     Expired,
     KindStats,
-    LifecycleStats,
     RetentionPolicy,
+    RetentionStats,
     day_start,
     whole_days_before,
 )
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 _PREFIX = 16
 
 
-class MemoryLifecycleStore:
+class MemoryRetentionStore:
     """Mixed into ``MemoryStore``: the lifecycle part of the Store port."""
 
     _decisions: dict[str, bytes]
@@ -74,14 +74,14 @@ class MemoryLifecycleStore:
         last = self._expired_ids.get(decision_id[:_PREFIX])
         return last is not None and len(last) == len(decision_id) and decision_id <= last
 
-    async def lifecycle_stats(self, now: datetime, policy: RetentionPolicy) -> LifecycleStats:
+    async def retention_stats(self, now: datetime, policy: RetentionPolicy) -> RetentionStats:
         await trio.lowlevel.checkpoint()
         decided = self._decided_at()
         cutoff = day_start(whole_days_before(policy.decisions_before(now))).timestamp()
         ids = self._event_tables.event_ids
         first_kept = whole_days_before(policy.event_ids_before(now))
         oldest_day = min((claim[2] for claim in ids), default=None)
-        return LifecycleStats(
+        return RetentionStats(
             at=now,
             kinds=[
                 KindStats(

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 from assay.engine._core import Decision, Reason
 from assay.engine._events import Kind, Outcome, StagedEvent
-from assay.engine._lifecycle import RetentionPolicy
 from assay.engine._ports import Store
+from assay.engine._retention import RetentionPolicy
 
 DAY = timedelta(days=1)
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -74,7 +74,7 @@ async def test_decision_records_expire_by_whole_days_past_retention(store: Store
     assert await store.get_decision(decisions[2].decision_id) is None
     assert await store.decision_expired(decisions[2].decision_id)
     assert await store.get_decision(decisions[3].decision_id) == decisions[3]
-    stats = await store.lifecycle_stats(NOW + DAY, POLICY)
+    stats = await store.retention_stats(NOW + DAY, POLICY)
     (records,) = [k for k in stats.kinds if k.kind == "decision_records"]
     assert records.retention_days == 30
     assert records.oldest is not None
@@ -107,16 +107,16 @@ async def test_event_ids_are_kept_as_long_as_their_event_is_accepted(store: Stor
     expired = await store.expire(last_accepted, POLICY)
     assert expired.ran
     assert await record(store, event, now=last_accepted) == [Outcome.DUPLICATE]
-    stats = await store.lifecycle_stats(last_accepted, POLICY)
+    stats = await store.retention_stats(last_accepted, POLICY)
     (ids,) = [k for k in stats.kinds if k.kind == "event_ids"]
     assert ids.next_expiry_rows == 0
     # Once every event of its day is past the id retention, the id goes.
     gone = at + timedelta(days=POLICY.event_id_days + 1)
-    stats = await store.lifecycle_stats(gone, POLICY)
+    stats = await store.retention_stats(gone, POLICY)
     (ids,) = [k for k in stats.kinds if k.kind == "event_ids"]
     assert ids.oldest is not None
     assert ids.oldest <= at
     await store.expire(gone, POLICY)
-    stats = await store.lifecycle_stats(gone, POLICY)
+    stats = await store.retention_stats(gone, POLICY)
     (ids,) = [k for k in stats.kinds if k.kind == "event_ids"]
     assert ids.oldest is None or ids.oldest > at

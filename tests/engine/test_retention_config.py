@@ -25,7 +25,7 @@ def test_defaults_keep_event_ids_as_long_as_events_are_accepted() -> None:
         ("decision_record_retention_days", "-3"),
         ("event_id_retention_days", "0"),
         ("audit_retention_days", "-1"),
-        ("lifecycle_interval_seconds", "0"),
+        ("retention_interval_seconds", "0"),
     ],
 )
 def test_zero_or_negative_periods_are_refused_naming_the_setting(setting: str, value: str) -> None:

@@ -12,11 +12,11 @@ import trio
 
 import assay
 from assay.adapters.postgres import load_migrations, migrate, open_postgres_store
-from assay.adapters.postgres._lifecycle import LIFECYCLE_LOCK_ID
+from assay.adapters.postgres._retention import RETENTION_LOCK_ID
 from assay.engine import EngineConfig
 from assay.engine._core import Decision, Reason
 from assay.engine._events import Kind, Outcome, StagedEvent
-from assay.engine._lifecycle import RetentionPolicy
+from assay.engine._retention import RetentionPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -150,7 +150,7 @@ async def test_one_expiry_run_at_a_time(pg_dsn: str, embedded_pg: EmbeddedPostgr
         await a.expire(NOW - 41 * DAY, RetentionPolicy(decision_days=1, event_id_days=31))
         for days_ago in range(40, 0, -7):
             await a.expire(NOW - days_ago * DAY, POLICY)
-        stats = await a.lifecycle_stats(NOW, POLICY)
+        stats = await a.retention_stats(NOW, POLICY)
         expected = [p.partition for p in stats.partitions if p.expires]
         assert len(expected) >= 9
         results = []
@@ -172,7 +172,7 @@ async def test_one_expiry_run_at_a_time(pg_dsn: str, embedded_pg: EmbeddedPostgr
 
         async def hold() -> Any:
             conn = await asyncpg.connect(pg_dsn)
-            assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", LIFECYCLE_LOCK_ID)
+            assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", RETENTION_LOCK_ID)
             return conn
 
         from assay.adapters.postgres._aio import open_aio_loop
@@ -187,13 +187,13 @@ async def test_one_expiry_run_at_a_time(pg_dsn: str, embedded_pg: EmbeddedPostgr
         assert skipped.partitions_dropped == []
 
 
-async def test_only_the_leader_runs_the_lifecycle(pg_dsn: str) -> None:
+async def test_only_the_leader_expires(pg_dsn: str) -> None:
     config = EngineConfig(
         database_url=pg_dsn,
         pool_size=2,
         guardrail_interval_seconds=0.05,
         guardrail_outbox_poll_seconds=0.02,
-        lifecycle_interval_seconds=0.05,
+        retention_interval_seconds=0.05,
     )
     async with (
         assay.open_engine(config, load_entry_points=False) as first,
@@ -201,9 +201,9 @@ async def test_only_the_leader_runs_the_lifecycle(pg_dsn: str) -> None:
     ):
         engines = (first, second)
         with trio.fail_after(30):
-            while sum(e.lifecycle.runs for e in engines) < 5:  # noqa: ASYNC110 - counters
+            while sum(e.retention.runs for e in engines) < 5:  # noqa: ASYNC110 - counters
                 await trio.sleep(0.02)
-        leaders = [e for e in engines if e.lifecycle.runs]
+        leaders = [e for e in engines if e.retention.runs]
         assert len(leaders) == 1
         assert leaders[0].guardrail_status["leading"]
 
@@ -228,7 +228,7 @@ async def test_audit_entries_are_kept_forever_unless_configured(pg_dsn: str) -> 
         forever = await store.expire(NOW, POLICY)
         assert forever.audit_entries == 0
         year = RetentionPolicy(decision_days=30, event_id_days=31, audit_days=365)
-        stats = await store.lifecycle_stats(NOW, year)
+        stats = await store.retention_stats(NOW, year)
         (audit,) = [k for k in stats.kinds if k.kind == "audit_entries"]
         assert audit.next_expiry_rows == 1
         assert (await store.expire(NOW, year)).audit_entries == 1

@@ -2,10 +2,10 @@
 (migration 0016) created ahead and dropped past retention, audit entries deleted past
 theirs, and the statistics ``assay db stats`` and ``/metrics`` show.
 
-Rules (engine/_lifecycle.py has the policy; docs/lifecycle.md tells users):
+Rules (engine/_retention.py has the policy; docs/retention.md tells users):
 
 - One run at a time per database: a run holds a session advisory lock
-  (``LIFECYCLE_LOCK_ID``, taken with ``pg_try_advisory_lock``, so a second process finds
+  (``RETENTION_LOCK_ID``, taken with ``pg_try_advisory_lock``, so a second process finds
   it held and does nothing). Only the leader runs anyway; the lock makes "never two at
   once" hold whatever calls ``expire``.
 - Each step is a short transaction of its own: creating or dropping a partition locks
@@ -28,12 +28,12 @@ import re
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from assay.engine._lifecycle import (
+from assay.engine._retention import (
     Expired,
     KindStats,
-    LifecycleStats,
     PartitionStats,
     RetentionPolicy,
+    RetentionStats,
     day_number,
     day_start,
     whole_days_before,
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("assay.adapters.postgres")
 
-LIFECYCLE_LOCK_ID: Final = 0x6173_7361_7903
+RETENTION_LOCK_ID: Final = 0x6173_7361_7903
 """Session advisory lock held by an expiry run ("assay" in ASCII, then 03)."""
 
 DECISIONS: Final = "assay_decisions"
@@ -189,7 +189,7 @@ class _Run:
         """Ids recorded before partitioning have no day: they go, all at once, once the
         event-id retention has passed since the migration."""
         since = await self.conn.fetchval(
-            "SELECT at FROM assay_lifecycle_marks WHERE name = $1", _LEGACY_MARK
+            "SELECT at FROM assay_retention_marks WHERE name = $1", _LEGACY_MARK
         )
         if since is None or since > self.policy.event_ids_before(self.now):
             return
@@ -198,7 +198,7 @@ class _Run:
             rows = await self.conn.fetchval("SELECT count(*) FROM assay_event_ids_legacy")
             await self.conn.execute("TRUNCATE assay_event_ids_legacy")
             await self.conn.execute(
-                "DELETE FROM assay_lifecycle_marks WHERE name = $1", _LEGACY_MARK
+                "DELETE FROM assay_retention_marks WHERE name = $1", _LEGACY_MARK
             )
         self.event_ids += rows
 
@@ -227,7 +227,7 @@ def _count(status: str) -> int:
 
 async def aio_expire(pool: Any, now: datetime, policy: RetentionPolicy) -> Expired:
     async with pool.acquire() as conn:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LIFECYCLE_LOCK_ID):
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RETENTION_LOCK_ID):
             return Expired(ran=False)
         try:
             run = _Run(conn, now, policy)
@@ -236,21 +236,21 @@ async def aio_expire(pool: Any, now: datetime, policy: RetentionPolicy) -> Expir
             await run.empty_legacy_ids()
             await run.delete_old_audit()
             await conn.execute(
-                "INSERT INTO assay_lifecycle_marks (name, at) VALUES ('last_expiry', $1) "
+                "INSERT INTO assay_retention_marks (name, at) VALUES ('last_expiry', $1) "
                 "ON CONFLICT (name) DO UPDATE SET at = excluded.at",
                 now,
             )
             return run.result()
         finally:
             if not conn.is_closed():
-                await conn.execute("SELECT pg_advisory_unlock($1)", LIFECYCLE_LOCK_ID)
+                await conn.execute("SELECT pg_advisory_unlock($1)", RETENTION_LOCK_ID)
 
 
 async def aio_decision_expired(pool: Any, decision_id: str) -> bool:
     return bool(await pool.fetchval(_DECISION_EXPIRED, decision_id))
 
 
-async def aio_lifecycle_stats(pool: Any, now: datetime, policy: RetentionPolicy) -> LifecycleStats:
+async def aio_retention_stats(pool: Any, now: datetime, policy: RetentionPolicy) -> RetentionStats:
     cutoffs = {
         DECISIONS: whole_days_before(policy.decisions_before(now)),
         EVENT_IDS: whole_days_before(policy.event_ids_before(now)),
@@ -260,7 +260,7 @@ async def aio_lifecycle_stats(pool: Any, now: datetime, policy: RetentionPolicy)
         default_oldest = await conn.fetchval("SELECT min(decided_at) FROM assay_decisions_default")
         default_oldest_day = await conn.fetchval("SELECT min(day) FROM assay_event_ids_default")
         legacy_since = await conn.fetchval(
-            "SELECT at FROM assay_lifecycle_marks WHERE name = $1", _LEGACY_MARK
+            "SELECT at FROM assay_retention_marks WHERE name = $1", _LEGACY_MARK
         )
         audit = await conn.fetchrow(
             "SELECT (SELECT at FROM audit_log ORDER BY id LIMIT 1) AS oldest,"
@@ -319,10 +319,10 @@ async def aio_lifecycle_stats(pool: Any, now: datetime, policy: RetentionPolicy)
             next_expiry_rows=audit_expiring,
         ),
     ]
-    return LifecycleStats(at=now, kinds=kinds, partitions=partitions)
+    return RetentionStats(at=now, kinds=kinds, partitions=partitions)
 
 
-class PostgresLifecycleStore:
+class PostgresRetentionStore:
     """Mixed into ``PostgresStore``: the lifecycle part of the Store port."""
 
     _pool: Any
@@ -334,8 +334,8 @@ class PostgresLifecycleStore:
     async def decision_expired(self, decision_id: str) -> bool:
         return await self._loop.run(aio_decision_expired, self._pool, decision_id)
 
-    async def lifecycle_stats(self, now: datetime, policy: RetentionPolicy) -> LifecycleStats:
-        return await self._loop.run(aio_lifecycle_stats, self._pool, now, policy)
+    async def retention_stats(self, now: datetime, policy: RetentionPolicy) -> RetentionStats:
+        return await self._loop.run(aio_retention_stats, self._pool, now, policy)
 
 
-__all__ = ["LIFECYCLE_LOCK_ID", "PostgresLifecycleStore", "day_number", "partition_day"]
+__all__ = ["RETENTION_LOCK_ID", "PostgresRetentionStore", "day_number", "partition_day"]

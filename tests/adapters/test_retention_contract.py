@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from assay.engine._core import Decision, Reason
 from assay.engine._events import Kind, Outcome, StagedEvent
 from assay.engine._ports import Store
-from assay.engine._retention import RetentionPolicy
+from assay.engine._retention import EVENT_ID_PARTITION_DAYS, RetentionPolicy
 
 DAY = timedelta(days=1)
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -110,8 +110,8 @@ async def test_event_ids_are_kept_as_long_as_their_event_is_accepted(store: Stor
     stats = await store.retention_stats(last_accepted, POLICY)
     (ids,) = [k for k in stats.kinds if k.kind == "event_ids"]
     assert ids.next_expiry_rows == 0
-    # Once every event of its day is past the id retention, the id goes.
-    gone = at + timedelta(days=POLICY.event_id_days + 1)
+    # Once every event of its partition (a week) is past the id retention, the id goes.
+    gone = at + timedelta(days=POLICY.event_id_days + EVENT_ID_PARTITION_DAYS)
     stats = await store.retention_stats(gone, POLICY)
     (ids,) = [k for k in stats.kinds if k.kind == "event_ids"]
     assert ids.oldest is not None

@@ -10,7 +10,8 @@ rows. The rules this module keeps (docs/retention.md says them to users):
 - An event id is kept ``event_id_retention`` days after its event's timestamp, never less
   than ``event_max_age_days`` plus the future skew (the configuration refuses less): an
   event whose id could have expired is too old to be accepted, so de-duplication holds
-  for every event ingestion accepts.
+  for every event ingestion accepts. Event ids go a week at a time
+  (``EVENT_ID_PARTITION_DAYS``), so up to a week later than that.
 - Audit entries are kept forever unless ``audit_retention_days`` is set.
 - Only the leader expires (the guardrail actor's leadership: one per database), and the
   store also serialises runs, so two processes never both expire.
@@ -40,6 +41,12 @@ DAY = 86400.0
 DAYS_AHEAD = 7
 """Days of partitions created ahead of today: the leader may be away this long before
 rows start landing in a default partition."""
+EVENT_ID_PARTITION_DAYS = 7
+"""Event ids are partitioned by weeks of their event's day (days since 1970-01-01 in
+blocks of seven). Ingestion probes the partitioned table for every event, and PostgreSQL
+plans a statement over every partition before pruning at run time: about five weekly
+partitions over the 30 days events are accepted plan in a fraction of the time forty
+daily ones take. An id is then kept up to a week past its retention."""
 
 
 class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,12 +79,18 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
     def audit_before(self, now: datetime) -> datetime | None:
         return None if self.audit_days is None else now - timedelta(days=self.audit_days)
 
-    def event_days(self, now: datetime) -> range:
-        """UTC day numbers (days since 1970-01-01) an accepted event's timestamp may fall
-        on, with the days ahead: the event-id partitions to have."""
+    def event_partitions(self, now: datetime) -> range:
+        """First days (days since 1970-01-01) of the event-id partitions to have: every
+        day an accepted event's timestamp may fall on, and the days ahead, that are not
+        past retention."""
         oldest = now - timedelta(days=self.event_max_age_days)
         newest = now + timedelta(seconds=self.event_future_skew_seconds)
-        return range(day_number(oldest), day_number(newest) + DAYS_AHEAD + 1)
+        first = max(day_number(oldest), whole_days_before(self.event_ids_before(now)))
+        return range(
+            event_partition_start(first),
+            day_number(newest) + DAYS_AHEAD + 1,
+            EVENT_ID_PARTITION_DAYS,
+        )
 
     def decision_days_ahead(self, now: datetime) -> range:
         today = day_number(now)
@@ -87,6 +100,11 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
 def day_number(at: datetime) -> int:
     """The UTC day of ``at``, as days since 1970-01-01 (what event-id partitions key on)."""
     return int(at.timestamp() // DAY)
+
+
+def event_partition_start(day: int) -> int:
+    """The first day of the event-id partition holding ``day``."""
+    return day - day % EVENT_ID_PARTITION_DAYS
 
 
 def day_start(day: int) -> datetime:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from assay.engine import Role, Transition
+from assay.engine._retention import day_number, day_start, event_partition_start
 
 
 @pytest.fixture
@@ -55,7 +56,8 @@ async def test_metrics_show_rows_per_kind_and_partition(world: Any, anonymous: A
     assert sent.status == 200, sent.body
     assert sent.body["recorded"] == 1
     text = (await anonymous.get("/metrics")).body
-    today = f"assay_event_ids_p{datetime.now(UTC):%Y%m%d}"
+    week = day_start(event_partition_start(day_number(datetime.now(UTC))))
+    today = f"assay_event_ids_p{week:%Y%m%d}"
     lines = text.splitlines()
     assert f'assay_partition_rows{{partition="{today}",table="assay_event_ids"}} 1.0' in lines
     assert 'assay_data_rows{kind="event_ids"} 1.0' in lines

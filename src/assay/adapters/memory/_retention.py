@@ -1,7 +1,7 @@
 """The data lifecycle in memory: the same retention as PostgreSQL where it means
 something in a store that lives as long as its process.
 
-Decision records and event ids expire by UTC day exactly as the day partitions do
+Decision records expire by UTC day and event ids by week exactly as the partitions do
 (engine/_retention.py); an expired decision id is remembered by its prefix, as
 ``assay_decisions_expired`` does. Audit entries are not expired here: they vanish with
 the process anyway. Nothing here is partitioned, so an expiry run walks every row.
@@ -17,11 +17,13 @@ import trio
 
 from assay.engine._core import Decision
 from assay.engine._retention import (
+    EVENT_ID_PARTITION_DAYS,
     Expired,
     KindStats,
     RetentionPolicy,
     RetentionStats,
     day_start,
+    event_partition_start,
     whole_days_before,
 )
 
@@ -29,6 +31,11 @@ if TYPE_CHECKING:
     from assay.adapters.memory._events import _EventTables
 
 _PREFIX = 16
+
+
+def _week_end(day: int) -> int:
+    """The first day after the event-id partition ``day`` falls in (as PostgreSQL's)."""
+    return event_partition_start(day) + EVENT_ID_PARTITION_DAYS
 
 
 class MemoryRetentionStore:
@@ -65,7 +72,7 @@ class MemoryRetentionStore:
                 expired[prefix] = decision_id
         first_kept = whole_days_before(policy.event_ids_before(now))
         ids = self._event_tables.event_ids
-        old = {claim for claim in ids if claim[2] < first_kept}
+        old = {claim for claim in ids if _week_end(claim[2]) <= first_kept}
         ids -= old
         return Expired(decision_records=len(gone), event_ids=len(old))
 
@@ -102,7 +109,7 @@ class MemoryRetentionStore:
                     bytes=0,
                     oldest=None if oldest_day is None else day_start(oldest_day),
                     retention_days=policy.event_id_days,
-                    next_expiry_rows=sum(1 for claim in ids if claim[2] < first_kept),
+                    next_expiry_rows=sum(1 for claim in ids if _week_end(claim[2]) <= first_kept),
                 ),
             ],
             partitions=[],

@@ -1,6 +1,6 @@
-"""The data lifecycle on PostgreSQL: day partitions of decision records and event ids
-(migration 0016) created ahead and dropped past retention, audit entries deleted past
-theirs, and the statistics ``assay db stats`` and ``/metrics`` show.
+"""The data lifecycle on PostgreSQL: the partitions of decision records (a day each) and
+event ids (a week each) of migration 0016, created ahead and dropped past retention; audit
+entries deleted past theirs; and the statistics ``assay db stats`` and ``/metrics`` show.
 
 Rules (engine/_retention.py has the policy; docs/retention.md tells users):
 
@@ -29,6 +29,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from assay.engine._retention import (
+    EVENT_ID_PARTITION_DAYS,
     Expired,
     KindStats,
     PartitionStats,
@@ -53,23 +54,33 @@ _LEGACY_MARK = "event_ids_legacy_since"
 _DAY_NAME = re.compile(r"_p(\d{8})$")
 _EPOCH = date(1970, 1, 1)
 
+WIDTH: Final = {DECISIONS: 1, EVENT_IDS: EVENT_ID_PARTITION_DAYS}
+"""Days per partition of each day-partitioned table."""
+
 # Rows: counted exactly in a small partition (its heap under ``_EXACT_BYTES``), else
 # PostgreSQL's estimate (the larger of the planner's and the live-tuple statistics, which
 # lag by up to a second or so); counting a big partition would read all of it.
 _EXACT_BYTES = 8 * 1024 * 1024
-_PARTITIONS = f"""
-SELECT p.relname AS parent, c.relname AS name,
-    pg_total_relation_size(c.oid) AS bytes,
-    CASE WHEN pg_relation_size(c.oid) < {_EXACT_BYTES}
+_ROWS_OF = f"""CASE WHEN pg_relation_size(c.oid) < {_EXACT_BYTES}
         THEN assay_count_rows(c.oid::regclass)
         ELSE greatest(c.reltuples::bigint, pg_stat_get_live_tuples(c.oid))
-    END AS rows
-FROM pg_inherits i
+    END"""
+_OF_PARENTS = """FROM pg_inherits i
 JOIN pg_class c ON c.oid = i.inhrelid
 JOIN pg_class p ON p.oid = i.inhparent
 WHERE i.inhparent IN ('assay_decisions'::regclass, 'assay_event_ids'::regclass)
-ORDER BY p.relname, c.relname
+ORDER BY p.relname, c.relname"""
+_PARTITIONS = f"""
+SELECT p.relname AS parent, c.relname AS name, pg_total_relation_size(c.oid) AS bytes,
+    {_ROWS_OF} AS rows
+{_OF_PARENTS}
 """
+_PARTITION_NAMES = f"SELECT p.relname AS parent, c.relname AS name {_OF_PARENTS}"
+_ROWS = f"""SELECT c.relname, {_ROWS_OF} FROM pg_class c
+WHERE c.oid = ANY (SELECT to_regclass(n) FROM unnest($1::text[]) n)"""
+_MISSING = (
+    "SELECT coalesce(array_agg(n), '{}') FROM unnest($1::text[]) n WHERE to_regclass(n) IS NULL"
+)
 
 # The successor of every string starting with ``p``: its last code point is the greatest
 # (ids are compared bytewise, COLLATE "C").
@@ -140,38 +151,51 @@ class _Run:
         self.audit_entries = 0
 
     async def create_ahead(self) -> None:
-        first_kept_event_day = whole_days_before(self.policy.event_ids_before(self.now))
         wanted = [(DECISIONS, d) for d in self.policy.decision_days_ahead(self.now)] + [
-            (EVENT_IDS, d) for d in self.policy.event_days(self.now) if d >= first_kept_event_day
+            (EVENT_IDS, d) for d in self.policy.event_partitions(self.now)
         ]
-        for parent, day in wanted:
+        names = [f"{parent}_p{_date(day):%Y%m%d}" for parent, day in wanted]
+        # One round trip finds what is missing (usually nothing); each creation is a
+        # transaction of its own.
+        missing = set(await self.conn.fetchval(_MISSING, names))
+        for (parent, day), name in zip(wanted, names, strict=True):
+            if name not in missing:
+                continue
             async with self.conn.transaction():
                 await self.conn.execute(_STEP_LOCK_TIMEOUT)
                 made = await self.conn.fetchval(
-                    "SELECT assay_create_day_partition($1, $2::date)", parent, _date(day)
+                    "SELECT assay_create_day_partition($1, $2::date, $3)",
+                    parent,
+                    _date(day),
+                    WIDTH[parent],
                 )
             if made:
-                self.created.append(f"{parent}_p{_date(day):%Y%m%d}")
+                self.created.append(name)
 
     async def drop_expired(self) -> None:
         cutoffs = {
             DECISIONS: whole_days_before(self.policy.decisions_before(self.now)),
             EVENT_IDS: whole_days_before(self.policy.event_ids_before(self.now)),
         }
-        for row in await self.conn.fetch(_PARTITIONS):
-            day = partition_day(row["name"])
-            if day is None or _number(day) >= cutoffs[row["parent"]]:
-                continue
-            async with self.conn.transaction():
-                await self.conn.execute(_STEP_LOCK_TIMEOUT)
-                if row["parent"] == DECISIONS:
-                    await self.conn.execute(_REMEMBER_EXPIRED_IDS.format(part=row["name"]))
-                await self.conn.execute(f'DROP TABLE "{row["name"]}"')
-            self.dropped.append(row["name"])
-            if row["parent"] == DECISIONS:
-                self.decision_records += max(row["rows"], 0)
+        expiring = [
+            (parent, name)
+            for parent, name in await self.conn.fetch(_PARTITION_NAMES)
+            if (day := partition_day(name)) is not None
+            and _number(day) + WIDTH[parent] <= cutoffs[parent]
+        ]
+        rows = dict(await self.conn.fetch(_ROWS, [name for _, name in expiring]))
+        for parent, name in expiring:
+            # One round trip per partition: the transaction, the expired ids remembered
+            # (decision records), the drop.
+            remember = _REMEMBER_EXPIRED_IDS.format(part=name) if parent == DECISIONS else ""
+            await self.conn.execute(
+                f'BEGIN; {_STEP_LOCK_TIMEOUT}; {remember}; DROP TABLE "{name}"; COMMIT'
+            )
+            self.dropped.append(name)
+            if parent == DECISIONS:
+                self.decision_records += max(rows[name], 0)
             else:
-                self.event_ids += max(row["rows"], 0)
+                self.event_ids += max(rows[name], 0)
         # Rows that landed in a default partition (no partition for their day yet) go
         # one by one: there are few, or none.
         async with self.conn.transaction():
@@ -243,6 +267,10 @@ async def aio_expire(pool: Any, now: datetime, policy: RetentionPolicy) -> Expir
             return run.result()
         finally:
             if not conn.is_closed():
+                # A step that failed (a lock it waited too long for) left its transaction
+                # open in the failed state; the run is tried again next interval.
+                if conn.is_in_transaction():
+                    await conn.execute("ROLLBACK")
                 await conn.execute("SELECT pg_advisory_unlock($1)", RETENTION_LOCK_ID)
 
 
@@ -276,7 +304,7 @@ async def aio_retention_stats(pool: Any, now: datetime, policy: RetentionPolicy)
     partitions: list[PartitionStats] = []
     for row in rows:
         day = partition_day(row["name"])
-        expires = day is not None and _number(day) < cutoffs[row["parent"]]
+        expires = day is not None and _number(day) + WIDTH[row["parent"]] <= cutoffs[row["parent"]]
         if row["name"] == "assay_event_ids_legacy":
             expires = legacy_since is not None and legacy_since <= policy.event_ids_before(now)
         partitions.append(

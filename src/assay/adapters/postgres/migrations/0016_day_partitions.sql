@@ -11,10 +11,11 @@
 --
 -- Every existing row is carried over in this migration's transaction.
 
--- Creates the partition of ``parent`` for ``day`` unless it exists; true when created.
--- Bounds: [day, day + 1) in the parent's key, a timestamptz at UTC midnight for decision
--- records, the day's number since 1970-01-01 for event ids.
-CREATE FUNCTION assay_create_day_partition(parent text, day date) RETURNS boolean
+-- Creates the partition of ``parent`` for ``days`` days from ``day`` unless it exists; true
+-- when created. Bounds: [day, day + days) in the parent's key, timestamptz at UTC midnight
+-- for decision records, day numbers since 1970-01-01 for event ids.
+CREATE FUNCTION assay_create_day_partition(parent text, day date, days integer DEFAULT 1)
+RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     name text := parent || '_p' || to_char(day, 'YYYYMMDD');
@@ -29,11 +30,11 @@ BEGIN
     IF parent = 'assay_event_ids' THEN
         key := 'day';
         low := (day - date '1970-01-01')::text;
-        high := (day + 1 - date '1970-01-01')::text;
+        high := (day + days - date '1970-01-01')::text;
     ELSE
         key := 'decided_at';
         low := quote_literal(day::text || ' 00:00:00+00') || '::timestamptz';
-        high := quote_literal((day + 1)::text || ' 00:00:00+00') || '::timestamptz';
+        high := quote_literal((day + days)::text || ' 00:00:00+00') || '::timestamptz';
     END IF;
     -- Rows of that day in the default partition would make CREATE fail: move them.
     EXECUTE format('CREATE TEMP TABLE assay_moved (LIKE %I) ON COMMIT DROP', parent);
@@ -122,11 +123,11 @@ DROP TABLE assay_decisions_unpartitioned;
 
 -- --- event ids ----------------------------------------------------------------------------
 
--- An event's id is kept in the partition of its event's timestamp's UTC day (``day``,
--- days since 1970-01-01), and the key is (event_key, day): a re-delivered event carries
--- its timestamp, so it meets its first delivery's key in the same partition, whichever
--- day it arrives on. A partition can go once no event of its day can be accepted any
--- more (older than ``event_max_age_days``).
+-- An event's id is kept with its event's timestamp's UTC day (``day``, days since
+-- 1970-01-01), and the key is (event_key, day): a re-delivered event carries its
+-- timestamp, so it meets its first delivery's key in the same partition, whichever day it
+-- arrives on. Partitions hold a week of days each; one can go once no event of its days
+-- can be accepted any more (older than ``event_max_age_days``).
 --
 -- Ids recorded before this migration have no day: they are kept under day 0, in a
 -- partition of their own that ingestion probes beside the event's day, and that is
@@ -148,4 +149,7 @@ SELECT event_key, 0 FROM assay_event_ids_unpartitioned ORDER BY event_key;
 DROP TABLE assay_event_ids_unpartitioned;
 INSERT INTO assay_retention_marks (name, at) VALUES ('event_ids_legacy_since', now());
 
-SELECT assay_create_day_partition('assay_event_ids', (now() AT TIME ZONE 'UTC')::date);
+-- Event ids are partitioned by weeks (blocks of seven days from 1970-01-01; see
+-- EVENT_ID_PARTITION_DAYS in engine/_retention.py): this week's partition.
+SELECT assay_create_day_partition('assay_event_ids', date '1970-01-01' + (d - d % 7), 7)
+FROM (SELECT (now() AT TIME ZONE 'UTC')::date - date '1970-01-01' AS d) today;

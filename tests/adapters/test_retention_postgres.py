@@ -12,6 +12,7 @@ import trio
 
 import assay
 from assay.adapters.postgres import load_migrations, migrate, open_postgres_store
+from assay.adapters.postgres._events import _aio_write, outcomes_of, stage
 from assay.adapters.postgres._retention import RETENTION_LOCK_ID
 from assay.engine import EngineConfig
 from assay.engine._core import Decision, Reason
@@ -110,6 +111,13 @@ SELECT length('prj_1') || ':' || 'prj_1' || 'ev-' || i FROM generate_series(1, 2
             Outcome.DUPLICATE.value,
             Outcome.RECORDED.value,
         ]
+        # The careful path (taken when another writer collides) knows them too.
+        again = dup._replace(event_id="ev-8", subject="s3")
+        fresh = dup._replace(event_id="ev-newer", subject="s4")
+        written = await store._loop.run(
+            _aio_write, store._pool, stage([again, fresh]), NOW, careful=True, legacy=True
+        )
+        assert outcomes_of(2, written) == [Outcome.DUPLICATE.value, Outcome.RECORDED.value]
         old = await store.get_decision("aaaaaaaaaaaaaaaa00000001")
         assert old is not None
         assert old.value == 1
@@ -127,6 +135,12 @@ SELECT length('prj_1') || ':' || 'prj_1' || 'ev-' || i FROM generate_series(1, 2
         later = await store.expire(NOW + 32 * DAY, POLICY)
         assert later.event_ids >= 2000
         assert sql("SELECT count(*) FROM assay_event_ids_legacy") == "0"
+        # Ingestion stops probing them once they are gone (an event this old would be
+        # refused by the engine by now, timestamp_too_old: the store is asked directly).
+        assert await store.record_events([dup._replace(subject="s9")], now=NOW) == [
+            Outcome.RECORDED.value
+        ]
+        assert store._legacy_ids is False
 
 
 async def test_one_expiry_run_at_a_time(pg_dsn: str, embedded_pg: EmbeddedPostgres) -> None:

@@ -356,8 +356,13 @@ class PostgresRetentionStore:
     _pool: Any
     _loop: AioLoop
 
+    _legacy_ids: bool | None
+
     async def expire(self, now: datetime, policy: RetentionPolicy) -> Expired:
-        return await self._loop.run(aio_expire, self._pool, now, policy)
+        expired = await self._loop.run(aio_expire, self._pool, now, policy)
+        # The ids recorded before partitioning may be gone now: ingestion asks again.
+        self._legacy_ids = None
+        return expired
 
     async def decision_expired(self, decision_id: str) -> bool:
         return await self._loop.run(aio_decision_expired, self._pool, decision_id)

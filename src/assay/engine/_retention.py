@@ -161,6 +161,9 @@ class Expired(msgspec.Struct, frozen=True, kw_only=True):
     audit_entries: int = 0
 
 
+FIRST_RUN_AFTER_SECONDS = 60.0
+
+
 class Retention:
     """Runs expiry for the leader: on each tick, when the interval has passed."""
 
@@ -176,7 +179,7 @@ class Retention:
         self.policy = policy
         self._interval = interval_seconds
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._next = float("-inf")
+        self._next: float | None = None
         self.runs = 0
         self.last: Expired | None = None
         self.last_stats: RetentionStats | None = None
@@ -204,7 +207,12 @@ class Retention:
         return expired
 
     async def tick(self, monotonic_now: float) -> Expired | None:
-        """Run if due (once per interval); failures are logged, retried next tick."""
+        """Run if due (once per interval); failures are logged, retried next tick. The
+        first run comes ``FIRST_RUN_AFTER_SECONDS`` (or one interval, if shorter) after the
+        first tick: a short-lived engine (the CLI's) does not expire on every command, a
+        server still makes its partitions ahead soon after it starts leading."""
+        if self._next is None:
+            self._next = monotonic_now + min(self._interval, FIRST_RUN_AFTER_SECONDS)
         if monotonic_now < self._next:
             return None
         self._next = monotonic_now + self._interval

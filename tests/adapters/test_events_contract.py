@@ -50,8 +50,8 @@ async def store(
     if kind == "postgres-careful":
         write = postgres_events._aio_write
 
-        async def always_careful(*args: Any, careful: bool) -> Any:
-            return await write(*args, careful=True)
+        async def always_careful(*args: Any, careful: bool, **kwargs: Any) -> Any:
+            return await write(*args, careful=True, **kwargs)
 
         monkeypatch.setattr(postgres_events, "_aio_write", always_careful)
     async with open_postgres_store(dsn) as postgres:

@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     from assay.adapters._cli_report import add_report_command
 
     add_report_command(commands, _add_config_args)
+
+    from assay.adapters._cli_db import add_db_commands
+
+    add_db_commands(commands, _add_config_args, load_config)  # db stats, db expire
     return parser
 
 

@@ -3,6 +3,7 @@ explicit overrides (the CLI's flags), each layer replacing the one before."""
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -81,7 +82,41 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Events timestamped further in the future are rejected (``timestamp_in_future``)."""
     event_max_age_days: PositiveFloat = 30.0
     """Events timestamped longer ago are rejected (``timestamp_too_old``)."""
+    decision_record_retention_days: PositiveInt = 30
+    """Decision records are kept at least this many days after their decision, then
+    expire a UTC day at a time (``GET /decisions/{id}`` answers 404 ``decision_expired``).
+    See docs/retention.md."""
+    event_id_retention_days: PositiveInt | None = None
+    """Event ids are kept for de-duplication at least this many days after their event's
+    timestamp. Unset: ``event_max_age_days`` plus ``event_future_skew_seconds``, rounded up
+    to whole days. Shorter is refused: an id must outlive every event ingestion accepts."""
+    audit_retention_days: PositiveInt | None = None
+    """Audit-log entries older than this are deleted; unset (the default) keeps them
+    forever."""
+    retention_interval_seconds: PositiveFloat = 3600.0
+    """How often the leader creates partitions ahead and drops (or deletes) what expired."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def __post_init__(self) -> None:
+        # msgspec turns a ValueError here into a ValidationError naming no field, so the
+        # message names the settings itself.
+        kept = self.event_id_retention_days
+        if kept is not None and kept * 86400.0 < (
+            self.event_max_age_days * 86400.0 + self.event_future_skew_seconds
+        ):
+            raise ValueError(
+                f"event_id_retention_days ({kept}) must be at least event_max_age_days "
+                f"({self.event_max_age_days:g}) plus event_future_skew_seconds "
+                f"({self.event_future_skew_seconds:g} s): an event id must be kept as long "
+                "as an event with it may be accepted, or de-duplication would fail"
+            )
+
+    @property
+    def event_id_retention(self) -> int:
+        """``event_id_retention_days`` in force (whole days), the default computed."""
+        if self.event_id_retention_days is not None:
+            return self.event_id_retention_days
+        return math.ceil(self.event_max_age_days + self.event_future_skew_seconds / 86400.0)
 
     @classmethod
     def load(

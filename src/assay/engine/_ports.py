@@ -33,6 +33,7 @@ from assay.engine._model import (
     Metric,
     Project,
 )
+from assay.engine._retention import Expired, RetentionPolicy, RetentionStats
 
 ConfigT = TypeVar("ConfigT", Project, Flag, Experiment, Layer, Metric)
 
@@ -265,4 +266,22 @@ class Store(Protocol):
         """The leader election of guardrail actors: one leader per database (PostgreSQL:
         a session advisory lock on a dedicated connection; memory: always the leader).
         Leaving the block gives the lead up."""
+        ...
+
+    # --- lifecycle (engine/_retention.py, docs/retention.md) ------------------------------
+
+    async def expire(self, now: datetime, policy: RetentionPolicy) -> Expired:
+        """Create the partitions ahead and remove what is past retention at ``now``. Runs
+        are serialised across processes (a run that finds another in progress does nothing
+        and says so); called by the leader only."""
+        ...
+
+    async def decision_expired(self, decision_id: str) -> bool:
+        """Whether an unknown ``decision_id`` was issued before a decision record that
+        has expired (so it is past retention too)."""
+        ...
+
+    async def retention_stats(self, now: datetime, policy: RetentionPolicy) -> RetentionStats:
+        """Rows and bytes per kind and partition, the oldest row per kind, and what the
+        next expiry run would remove."""
         ...

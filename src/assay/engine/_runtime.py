@@ -57,6 +57,7 @@ from assay.engine._model import Experiment, Metric
 from assay.engine._plugins import build_plugin_manager, collect_operators, condition_validator
 from assay.engine._ports import ConfigState, Store
 from assay.engine._reports import ReportAPI
+from assay.engine._retention import Retention, RetentionPolicy
 from assay.engine._service import ConfigService
 
 log = logging.getLogger("assay.engine")
@@ -159,6 +160,9 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
             ),
             outbox=Outbox(store, self.notification_channels, config),
             outbox_poll_seconds=config.guardrail_outbox_poll_seconds,
+            retention=Retention(
+                store, RetentionPolicy.from_config(config), config.retention_interval_seconds
+            ),
         )
         self.guardrail = Mailbox[GuardrailMessage](self._guardrail_actor, config.inbox_size)
         self.decision_cache = DecisionCache(
@@ -363,6 +367,17 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
 
     async def get_decision(self, decision_id: str) -> Decision | None:
         return await self.store.get_decision(decision_id)
+
+    async def decision_expired(self, decision_id: str) -> bool:
+        """Whether an unknown decision id belongs to a record past retention."""
+        return await self.store.decision_expired(decision_id)
+
+    @property
+    def retention(self) -> Retention:
+        """The data lifecycle (retention policy, expiry runs); the leader runs it."""
+        retention = self._guardrail_actor.retention
+        assert retention is not None
+        return retention
 
     @property
     def decision_stats(self) -> dict[str, int]:

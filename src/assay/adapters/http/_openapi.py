@@ -26,7 +26,8 @@ ERROR_DESCRIPTIONS = {
     400: "Malformed JSON (`malformed_json`).",
     401: "Missing, unknown or revoked API key (`unauthenticated`).",
     403: "The key may read this resource but not change it (`forbidden`).",
-    404: "No such resource, or the key may not read it (`not_found`, `project_not_found`).",
+    404: "No such resource, or the key may not read it (`not_found`, `project_not_found`;"
+    " `decision_expired` for a decision record past retention).",
     409: "Conflicts with the current state (`already_exists`, `revision_mismatch`, "
     "`illegal_transition`, `in_use`, `project_archived`, ...).",
     413: "The body is larger than the server accepts (`body_too_large`).",

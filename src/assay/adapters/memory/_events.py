@@ -49,8 +49,9 @@ class _Conversion(NamedTuple):
 
 @dataclass
 class _EventTables:
-    event_ids: set[tuple[str, str]] = field(default_factory=set)
-    """(project id, event id) of every event seen."""
+    event_ids: set[tuple[str, str, int]] = field(default_factory=set)
+    """(project id, event id, UTC day of the event's timestamp) of every event seen, as
+    PostgreSQL keys them (migration 0016); expired by day (``MemoryRetentionStore``)."""
     conversion_keys: set[tuple[str, str]] = field(default_factory=set)
     """(experiment id, idempotency key) of every conversion seen."""
     exposures: dict[tuple[str, str], _Exposure] = field(default_factory=dict)
@@ -87,11 +88,11 @@ class MemoryEventStore:
         # Every event claims its id first, in order, as the unique index does in SQL.
         for i, e in enumerate(events):
             if e.event_id is not None:
-                claim = (e.project_id, e.event_id)
-                if claim in t.event_ids:
+                id_claim = (e.project_id, e.event_id, int(e.timestamp // 86400))
+                if id_claim in t.event_ids:
                     outcomes[i] = Outcome.DUPLICATE
                     continue
-                t.event_ids.add(claim)
+                t.event_ids.add(id_claim)
             live.append(i)
         conversions: list[int] = []
         for i in live:

@@ -21,6 +21,7 @@ import trio
 from assay.adapters.memory._events import MemoryEventStore
 from assay.adapters.memory._guardrails import MemoryGuardrailStore
 from assay.adapters.memory._reports import MemoryReportStore
+from assay.adapters.memory._retention import MemoryRetentionStore
 from assay.engine._core import Decision
 from assay.engine._errors import Conflict, NotFound
 from assay.engine._model import ApiKey, AuditEntry, Experiment, Flag, Layer, Metric, Project
@@ -274,7 +275,7 @@ class MemoryTransaction:
             self._keys_copied = True
 
 
-class MemoryStore(MemoryEventStore, MemoryReportStore, MemoryGuardrailStore):
+class MemoryStore(MemoryEventStore, MemoryReportStore, MemoryGuardrailStore, MemoryRetentionStore):
     """The Store port over dicts. Nothing survives the process."""
 
     def __init__(self) -> None:

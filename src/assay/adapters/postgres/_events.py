@@ -32,6 +32,7 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
@@ -76,7 +77,8 @@ _STAGE_COLUMNS = (
 # 0): uncached, nextval locked and updated the sequence's page once per row.
 # Times arrive as epoch seconds (doubles: three times cheaper to encode than timestamptz)
 # and the generated columns turn them into timestamps, exactly (to_timestamp rounds to the
-# microsecond). ``event_key`` is the key of ``assay_event_ids`` (migration 0009).
+# microsecond). ``event_key`` is the key of ``assay_event_ids`` (migration 0009), kept in
+# the partition of ``day``, the event's UTC day (migration 0016).
 _CREATE_STAGE = f"""
 CREATE TEMP SEQUENCE IF NOT EXISTS {_SEQUENCE} MINVALUE 0 CACHE 65536;
 CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
@@ -95,7 +97,8 @@ CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
     ts               timestamptz GENERATED ALWAYS AS (to_timestamp(ts_epoch)) STORED,
     expires_at       timestamptz GENERATED ALWAYS AS (to_timestamp(expires_epoch)) STORED,
     event_key        text COLLATE "C"
-        GENERATED ALWAYS AS (length(project_id) || ':' || project_id || event_id) STORED
+        GENERATED ALWAYS AS (length(project_id) || ':' || project_id || event_id) STORED,
+    day              integer GENERATED ALWAYS AS (floor(ts_epoch / 86400)::integer) STORED
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS {_OUTCOMES} (
     seq      integer NOT NULL,
@@ -118,6 +121,7 @@ SELECT setval('{_SEQUENCE}', 0, false)
 
 _BATCH_JOINS = "SET LOCAL enable_nestloop = off; SET LOCAL enable_seqscan = off"
 
+_TS_EPOCH = itemgetter(_STAGE_COLUMNS.index("ts_epoch"))
 _DUPLICATE, _PENDING, _CROSSOVER = Outcome.DUPLICATE, Outcome.PENDING, Outcome.CROSSOVER
 """What the steps write to the outcomes table, for the staged events that did not simply
 get recorded. A crossover is first written as a duplicate (a later exposure), then as a
@@ -127,7 +131,22 @@ _EXPOSURE, _CONVERSION, _LATER_EXPOSURE, _IGNORED = 0, 1, 2, 3
 """Staged kinds: the first two are ``Kind``; an exposure that did not become its subject's
 first exposure is re-marked as the third; the fourth is for rows every step skips."""
 
-_KNOWN_ID = """(SELECT true FROM assay_event_ids e WHERE e.event_key = s.event_key)"""
+# An id is known with the event's day (migration 0016): one index probe, whatever the
+# number of partitions. The batch's first and last days, as literals (``{days}``), let the
+# planner keep only the partitions they span, usually one, so the probe is a plain index
+# scan rather than an append pruned again for every row (~0.4 us per id). Ids recorded
+# before partitioning have no day: while some are left (``legacy_ids``), they are probed
+# too, in their own partition.
+_KNOWN_ID = """(SELECT true FROM assay_event_ids e
+    WHERE e.event_key = s.event_key AND e.day = s.day AND e.day BETWEEN {days})"""
+_KNOWN_LEGACY_ID = """(SELECT true FROM assay_event_ids_legacy l
+    WHERE l.event_key = s.event_key)"""
+LEGACY_IDS_LEFT = """
+SELECT coalesce(pg_relation_size(to_regclass('assay_event_ids_legacy')), 0) > 0
+"""
+"""Whether ids recorded before partitioning are left. Only migration 0016 writes that
+partition and expiry only empties it (TRUNCATE, so its file is then empty): once this says
+no, it says no for good."""
 _KNOWN_KEY = """(SELECT true FROM assay_conversion_keys k
     WHERE k.experiment_id = s.experiment_id AND k.idempotency_key = s.idempotency_key)"""
 _EXPOSED_VARIANT = """(SELECT e.variant FROM assay_exposures e
@@ -143,9 +162,15 @@ WITH known AS (
 )
 INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM known
 """
+_DROP_KNOWN_LEGACY_IDS = f"""
+WITH known AS (
+    DELETE FROM {_STAGE} s WHERE s.event_key IS NOT NULL AND {_KNOWN_LEGACY_ID} RETURNING s.seq
+)
+INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM known
+"""
 _ADD_IDS = f"""
-INSERT INTO assay_event_ids (event_key)
-SELECT event_key FROM {_STAGE} WHERE event_key IS NOT NULL
+INSERT INTO assay_event_ids (event_key, day)
+SELECT event_key, day FROM {_STAGE} WHERE event_key IS NOT NULL
 ORDER BY event_key
 """
 
@@ -212,12 +237,31 @@ ORDER BY experiment_id, subject
 # id that is not its own claim is a duplicate and leaves the stage.
 _CLAIM_EVENT_IDS = f"""
 WITH candidates AS (
-    SELECT DISTINCT ON (event_key) seq, event_key
-    FROM {_STAGE} WHERE event_key IS NOT NULL
+    SELECT DISTINCT ON (event_key) seq, event_key, day
+    FROM {_STAGE} s WHERE s.event_key IS NOT NULL AND {_KNOWN_LEGACY_ID} IS NULL
     ORDER BY event_key, seq
 ), claimed AS (
-    INSERT INTO assay_event_ids (event_key)
-    SELECT event_key FROM candidates
+    INSERT INTO assay_event_ids (event_key, day)
+    SELECT event_key, day FROM candidates
+    ON CONFLICT DO NOTHING
+    RETURNING event_key
+), kept AS (
+    SELECT c.seq FROM candidates c JOIN claimed USING (event_key)
+), dropped AS (
+    DELETE FROM {_STAGE} s
+    WHERE s.event_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.seq = s.seq)
+    RETURNING s.seq
+)
+INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM dropped
+"""
+_CLAIM_EVENT_IDS_NO_LEGACY = f"""
+WITH candidates AS (
+    SELECT DISTINCT ON (event_key) seq, event_key, day
+    FROM {_STAGE} s WHERE s.event_key IS NOT NULL
+    ORDER BY event_key, seq
+), claimed AS (
+    INSERT INTO assay_event_ids (event_key, day)
+    SELECT event_key, day FROM candidates
     ON CONFLICT DO NOTHING
     RETURNING event_key
 ), kept AS (
@@ -473,15 +517,18 @@ class Written(NamedTuple):
     pending: list[int] | None
 
 
-async def aio_record_events(pool: Any, staging: Staging, now: datetime) -> Written:
-    """Write one batch, by the fast path unless it collides with another writer."""
+async def aio_record_events(
+    pool: Any, staging: Staging, now: datetime, *, legacy_ids: bool = True
+) -> Written:
+    """Write one batch, by the fast path unless it collides with another writer.
+    ``legacy_ids``: whether ids recorded before partitioning may be left (``LEGACY_IDS_LEFT``)."""
     for attempt in range(1, _RETRIES + 1):
         try:
             try:
-                return await _aio_write(pool, staging, now, careful=False)
+                return await _aio_write(pool, staging, now, careful=False, legacy=legacy_ids)
             except asyncpg.exceptions.UniqueViolationError:
                 log.debug("event batch collided with another writer; writing it carefully")
-                return await _aio_write(pool, staging, now, careful=True)
+                return await _aio_write(pool, staging, now, careful=True, legacy=legacy_ids)
         except asyncpg.exceptions.DeadlockDetectedError:
             if attempt == _RETRIES:
                 raise
@@ -504,7 +551,7 @@ async def _record_conversions(conn: Any) -> Any:
     return await conn.fetch(_INSERT_CONVERSIONS)
 
 
-def _script(staging: Staging, now: datetime, *, careful: bool) -> str:
+def _script(staging: Staging, now: datetime, *, careful: bool, legacy: bool = True) -> str:
     """Every step of a batch after the COPY, as one script: one round trip, and (the
     simple protocol caches nothing) every statement planned now, on the tables as they
     are. A plan cached on empty tables, where hashing all of ``assay_exposures`` looks
@@ -514,10 +561,16 @@ def _script(staging: Staging, now: datetime, *, careful: bool) -> str:
     table; the last step, ``_INSERT_CONVERSIONS``, runs on its own and returns them."""
     steps: list[str] = []
     if careful:
-        steps += (_CLAIM_EVENT_IDS, _CLAIM_CONVERSION_KEYS, _INSERT_EXPOSURES)
+        claim = _CLAIM_EVENT_IDS if legacy else _CLAIM_EVENT_IDS_NO_LEGACY
+        steps += (claim, _CLAIM_CONVERSION_KEYS, _INSERT_EXPOSURES)
     else:
         if staging.has_ids:
-            steps += (_DROP_KNOWN_IDS, _ADD_IDS)
+            if legacy:
+                steps.append(_DROP_KNOWN_LEGACY_IDS)
+            # Map and min/max run in C: ~20 ns per event each.
+            epochs = list(map(_TS_EPOCH, staging.records))
+            days = f"{int(min(epochs) // 86400)} AND {int(max(epochs) // 86400)}"
+            steps += (_DROP_KNOWN_IDS.replace("{days}", days), _ADD_IDS)
         if staging.has_keys:
             steps += (_DROP_KNOWN_KEYS, _DROP_REPEATED_KEYS, _ADD_KEYS)
         if staging.repeats_subjects:
@@ -534,8 +587,10 @@ def _script(staging: Staging, now: datetime, *, careful: bool) -> str:
     return ";\n".join(step.strip() for step in steps)
 
 
-async def _aio_write(pool: Any, staging: Staging, now: datetime, *, careful: bool) -> Written:
-    script = _script(staging, now, careful=careful)
+async def _aio_write(
+    pool: Any, staging: Staging, now: datetime, *, careful: bool, legacy: bool = True
+) -> Written:
+    script = _script(staging, now, careful=careful, legacy=legacy)
     async with pool.acquire() as conn:
         # The transaction is opened in the same round trip as the stage is prepared: each
         # trip waits for the Trio thread, which may be busy checking the next batches.
@@ -647,11 +702,18 @@ class PostgresEventStore:
 
     _pool: Any
     _loop: AioLoop
+    _legacy_ids: bool | None = None
+    """Whether ids recorded before partitioning may be left; None: not asked yet (asked
+    once, then again after this store's expiry runs, which may empty them)."""
 
     async def record_events(self, events: Sequence[StagedEvent], *, now: datetime) -> list[int]:
         if not events:
             return []
-        written = await self._loop.run(aio_record_events, self._pool, stage(events), now)
+        if self._legacy_ids is None:
+            self._legacy_ids = bool(await self._loop.run(self._pool.fetchval, LEGACY_IDS_LEFT))
+        written = await self._loop.run(
+            aio_record_events, self._pool, stage(events), now, legacy_ids=self._legacy_ids
+        )
         return outcomes_of(len(events), written)
 
     async def purge_pending(self, now: datetime) -> int:

@@ -7,7 +7,8 @@ leader keeps it and runs a round (check every running experiment, finish unfinis
 actions); a follower does nothing that round, and takes over once the leader's process is
 gone (its lock is released with its connection). Only the leader delivers the outbox.
 Checks someone asks for (``CheckGuardrails``) run in whichever process receives them; the
-store's unique triggers and claims keep them from acting twice.
+store's unique triggers and claims keep them from acting twice. The leader also runs the
+data lifecycle (``Retention``: partitions ahead, expiry), so one process does it.
 
 A round that fails (the database is away) is logged and tried again next interval rather
 than crashing the actor: a restart would give up the lead for nothing.
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from assay.engine._guardrail_checks import GuardrailChecker, Outbox
     from assay.engine._guardrails import Leadership
     from assay.engine._ports import Store
+    from assay.engine._retention import Retention
 
 log = logging.getLogger("assay.engine.guardrails")
 
@@ -45,6 +47,7 @@ class GuardrailActor(Actor[GuardrailMessage]):
         checker: GuardrailChecker,
         outbox: Outbox,
         outbox_poll_seconds: float,
+        retention: Retention | None = None,
     ) -> None:
         super().__init__()
         self._interval = interval_seconds
@@ -52,6 +55,7 @@ class GuardrailActor(Actor[GuardrailMessage]):
         self.checker = checker
         self.outbox = outbox
         self._poll = outbox_poll_seconds
+        self.retention = retention
         self._outbox_due = trio.Event()
         self._next_purge = float("-inf")
         self.purged = 0
@@ -73,6 +77,8 @@ class GuardrailActor(Actor[GuardrailMessage]):
             trio.open_nursery() as nursery,
         ):
             nursery.start_soon(self._deliver_forever)
+            if self.retention is not None:
+                nursery.start_soon(self._expire_forever, self.retention)
             # The lead is taken at once (so the outbox is served from the start), the first
             # round runs after one interval: a short-lived engine (the CLI's) checks only
             # what it is asked to.
@@ -123,6 +129,14 @@ class GuardrailActor(Actor[GuardrailMessage]):
                     self.purged += await self.outbox.purge_delivered()
                 except Exception:
                     log.exception("purging delivered guardrail notifications failed")
+
+    async def _expire_forever(self, retention: Retention) -> None:
+        # Checked as often as the outbox is polled; expiry runs once per its own
+        # interval, and only while this process leads.
+        while True:
+            if self.leading:
+                await retention.tick(trio.current_time())
+            await trio.sleep(self._poll)
 
     async def handle(self, message: GuardrailMessage) -> Any:
         match message:

@@ -70,8 +70,14 @@ async def decide_batch(call: Call) -> BatchDecideResponse:
 
 
 async def get_decision(call: Call) -> Decision:
-    decision = await call.engine.get_decision(call.path["decision_id"])
+    decision_id = call.path["decision_id"]
+    decision = await call.engine.get_decision(decision_id)
     if decision is None:
+        if await call.engine.decision_expired(decision_id):
+            raise NotFound(
+                "decision record expired (past decision_record_retention_days)",
+                code="decision_expired",
+            )
         raise NotFound("decision not found")
     authorize(call.key, Resource.DECISION, Action.READ, project_id=decision.project_id)
     return decision
@@ -112,7 +118,9 @@ ROUTES = (
         operation_id="getDecision",
         summary="Look up a recorded decision",
         description="Records are written per the `decision_records` mode; in `async` mode a "
-        "decision that was not an assignment may take a moment to appear.",
+        "decision that was not an assignment may take a moment to appear. Records are kept "
+        "`decision_record_retention_days` (30 by default); a record past that answers 404 "
+        "`decision_expired`.",
         tag="decide",
         response=Decision,
     ),

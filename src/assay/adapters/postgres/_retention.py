@@ -1,0 +1,374 @@
+"""The data lifecycle on PostgreSQL: the partitions of decision records (a day each) and
+event ids (a week each) of migration 0016, created ahead and dropped past retention; audit
+entries deleted past theirs; and the statistics ``assay db stats`` and ``/metrics`` show.
+
+Rules (engine/_retention.py has the policy; docs/retention.md tells users):
+
+- One run at a time per database: a run holds a session advisory lock
+  (``RETENTION_LOCK_ID``, taken with ``pg_try_advisory_lock``, so a second process finds
+  it held and does nothing). Only the leader runs anyway; the lock makes "never two at
+  once" hold whatever calls ``expire``.
+- Each step is a short transaction of its own: creating or dropping a partition locks
+  the parent table, and ingestion waits on that lock, so no step holds it longer than
+  its own DDL. ``lock_timeout`` bounds the wait for a lock (a step that times out is
+  tried again next run) so a long query cannot stall ingestion behind a queued DROP.
+- A dropped day of decision records first leaves, per decision-id prefix, its greatest
+  id in ``assay_decisions_expired`` (a loose index scan: two probes per prefix, not a
+  read of the partition), so a look-up of an expired id can say so.
+- Row counts are exact for small partitions, PostgreSQL's estimates for big ones: cheap
+  at any size.
+
+Functions named ``aio_*`` are asyncio-flavoured and run on the trio-asyncio loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from assay.engine._retention import (
+    EVENT_ID_PARTITION_DAYS,
+    Expired,
+    KindStats,
+    PartitionStats,
+    RetentionPolicy,
+    RetentionStats,
+    day_number,
+    day_start,
+    whole_days_before,
+)
+
+if TYPE_CHECKING:
+    from assay.adapters.postgres._aio import AioLoop
+
+log = logging.getLogger("assay.adapters.postgres")
+
+RETENTION_LOCK_ID: Final = 0x6173_7361_7903
+"""Session advisory lock held by an expiry run ("assay" in ASCII, then 03)."""
+
+DECISIONS: Final = "assay_decisions"
+EVENT_IDS: Final = "assay_event_ids"
+_LEGACY_MARK = "event_ids_legacy_since"
+_DAY_NAME = re.compile(r"_p(\d{8})$")
+_EPOCH = date(1970, 1, 1)
+
+WIDTH: Final = {DECISIONS: 1, EVENT_IDS: EVENT_ID_PARTITION_DAYS}
+"""Days per partition of each day-partitioned table."""
+
+# Rows: counted exactly in a small partition (its heap under ``_EXACT_BYTES``), else
+# PostgreSQL's estimate (the larger of the planner's and the live-tuple statistics, which
+# lag by up to a second or so); counting a big partition would read all of it.
+_EXACT_BYTES = 8 * 1024 * 1024
+_ROWS_OF = f"""CASE WHEN pg_relation_size(c.oid) < {_EXACT_BYTES}
+        THEN assay_count_rows(c.oid::regclass)
+        ELSE greatest(c.reltuples::bigint, pg_stat_get_live_tuples(c.oid))
+    END"""
+_OF_PARENTS = """FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_class p ON p.oid = i.inhparent
+WHERE i.inhparent IN ('assay_decisions'::regclass, 'assay_event_ids'::regclass)
+ORDER BY p.relname, c.relname"""
+_PARTITIONS = f"""
+SELECT p.relname AS parent, c.relname AS name, pg_total_relation_size(c.oid) AS bytes,
+    {_ROWS_OF} AS rows
+{_OF_PARENTS}
+"""
+_PARTITION_NAMES = f"SELECT p.relname AS parent, c.relname AS name {_OF_PARENTS}"
+_ROWS = f"""SELECT c.relname, {_ROWS_OF} FROM pg_class c
+WHERE c.oid = ANY (SELECT to_regclass(n) FROM unnest($1::text[]) n)"""
+_MISSING = (
+    "SELECT coalesce(array_agg(n), '{}') FROM unnest($1::text[]) n WHERE to_regclass(n) IS NULL"
+)
+
+# The successor of every string starting with ``p``: its last code point is the greatest
+# (ids are compared bytewise, COLLATE "C").
+_AFTER = "p || chr(1114111)"
+_REMEMBER_EXPIRED_IDS = f"""
+INSERT INTO assay_decisions_expired (prefix, last_id)
+WITH RECURSIVE prefixes(p) AS (
+    SELECT left(min(decision_id), 16) FROM {{part}}
+    UNION ALL
+    SELECT (SELECT left(min(decision_id), 16) FROM {{part}} WHERE decision_id >= {_AFTER})
+    FROM prefixes WHERE p IS NOT NULL
+)
+SELECT p, (SELECT max(decision_id) FROM {{part}}
+           WHERE decision_id >= p AND decision_id < {_AFTER})
+FROM prefixes WHERE p IS NOT NULL
+ON CONFLICT (prefix) DO UPDATE
+SET last_id = greatest(assay_decisions_expired.last_id, excluded.last_id)
+"""
+_EXPIRE_DEFAULT_DECISIONS = """
+WITH gone AS (
+    DELETE FROM assay_decisions_default WHERE decided_at < $1 RETURNING decision_id
+), remembered AS (
+    INSERT INTO assay_decisions_expired (prefix, last_id)
+    SELECT left(decision_id, 16), max(decision_id) FROM gone GROUP BY 1
+    ON CONFLICT (prefix) DO UPDATE
+    SET last_id = greatest(assay_decisions_expired.last_id, excluded.last_id)
+)
+SELECT count(*) FROM gone
+"""
+_DECISION_EXPIRED = """
+SELECT EXISTS (
+    SELECT 1 FROM assay_decisions_expired
+    WHERE prefix = left($1::text, 16) AND length($1::text) = length(last_id)
+      AND $1::text COLLATE "C" <= last_id
+)
+"""
+
+_STEP_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '5s'"
+
+
+def partition_day(name: str) -> date | None:
+    match = _DAY_NAME.search(name)
+    if match is None:
+        return None
+    raw = match.group(1)
+    return date(int(raw[:4]), int(raw[4:6]), int(raw[6:]))
+
+
+def _date(day: int) -> date:
+    return day_start(day).date()
+
+
+def _number(day: date) -> int:
+    return (day - _EPOCH).days
+
+
+class _Run:
+    """One expiry run on one connection holding the lifecycle lock."""
+
+    def __init__(self, conn: Any, now: datetime, policy: RetentionPolicy) -> None:
+        self.conn = conn
+        self.now = now
+        self.policy = policy
+        self.created: list[str] = []
+        self.dropped: list[str] = []
+        self.decision_records = 0
+        self.event_ids = 0
+        self.audit_entries = 0
+
+    async def create_ahead(self) -> None:
+        wanted = [(DECISIONS, d) for d in self.policy.decision_days_ahead(self.now)] + [
+            (EVENT_IDS, d) for d in self.policy.event_partitions(self.now)
+        ]
+        names = [f"{parent}_p{_date(day):%Y%m%d}" for parent, day in wanted]
+        # One round trip finds what is missing (usually nothing); each creation is a
+        # transaction of its own.
+        missing = set(await self.conn.fetchval(_MISSING, names))
+        for (parent, day), name in zip(wanted, names, strict=True):
+            if name not in missing:
+                continue
+            async with self.conn.transaction():
+                await self.conn.execute(_STEP_LOCK_TIMEOUT)
+                made = await self.conn.fetchval(
+                    "SELECT assay_create_day_partition($1, $2::date, $3)",
+                    parent,
+                    _date(day),
+                    WIDTH[parent],
+                )
+            if made:
+                self.created.append(name)
+
+    async def drop_expired(self) -> None:
+        cutoffs = {
+            DECISIONS: whole_days_before(self.policy.decisions_before(self.now)),
+            EVENT_IDS: whole_days_before(self.policy.event_ids_before(self.now)),
+        }
+        expiring = [
+            (parent, name)
+            for parent, name in await self.conn.fetch(_PARTITION_NAMES)
+            if (day := partition_day(name)) is not None
+            and _number(day) + WIDTH[parent] <= cutoffs[parent]
+        ]
+        rows = dict(await self.conn.fetch(_ROWS, [name for _, name in expiring]))
+        for parent, name in expiring:
+            # One round trip per partition: the transaction, the expired ids remembered
+            # (decision records), the drop.
+            remember = _REMEMBER_EXPIRED_IDS.format(part=name) if parent == DECISIONS else ""
+            await self.conn.execute(
+                f'BEGIN; {_STEP_LOCK_TIMEOUT}; {remember}; DROP TABLE "{name}"; COMMIT'
+            )
+            self.dropped.append(name)
+            if parent == DECISIONS:
+                self.decision_records += max(rows[name], 0)
+            else:
+                self.event_ids += max(rows[name], 0)
+        # Rows that landed in a default partition (no partition for their day yet) go
+        # one by one: there are few, or none.
+        async with self.conn.transaction():
+            await self.conn.execute(_STEP_LOCK_TIMEOUT)
+            self.decision_records += await self.conn.fetchval(
+                _EXPIRE_DEFAULT_DECISIONS, day_start(cutoffs[DECISIONS])
+            )
+            self.event_ids += _count(
+                await self.conn.execute(
+                    "DELETE FROM assay_event_ids_default WHERE day < $1", cutoffs[EVENT_IDS]
+                )
+            )
+
+    async def empty_legacy_ids(self) -> None:
+        """Ids recorded before partitioning have no day: they go, all at once, once the
+        event-id retention has passed since the migration."""
+        since = await self.conn.fetchval(
+            "SELECT at FROM assay_retention_marks WHERE name = $1", _LEGACY_MARK
+        )
+        if since is None or since > self.policy.event_ids_before(self.now):
+            return
+        async with self.conn.transaction():
+            await self.conn.execute(_STEP_LOCK_TIMEOUT)
+            rows = await self.conn.fetchval("SELECT count(*) FROM assay_event_ids_legacy")
+            await self.conn.execute("TRUNCATE assay_event_ids_legacy")
+            await self.conn.execute(
+                "DELETE FROM assay_retention_marks WHERE name = $1", _LEGACY_MARK
+            )
+        self.event_ids += rows
+
+    async def delete_old_audit(self) -> None:
+        before = self.policy.audit_before(self.now)
+        if before is None:
+            return
+        self.audit_entries = _count(
+            await self.conn.execute("DELETE FROM audit_log WHERE at < $1", before)
+        )
+
+    def result(self) -> Expired:
+        return Expired(
+            partitions_created=self.created,
+            partitions_dropped=self.dropped,
+            decision_records=self.decision_records,
+            event_ids=self.event_ids,
+            audit_entries=self.audit_entries,
+        )
+
+
+def _count(status: str) -> int:
+    """Rows from a command tag such as ``DELETE 12``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def aio_expire(pool: Any, now: datetime, policy: RetentionPolicy) -> Expired:
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RETENTION_LOCK_ID):
+            return Expired(ran=False)
+        try:
+            run = _Run(conn, now, policy)
+            await run.create_ahead()
+            await run.drop_expired()
+            await run.empty_legacy_ids()
+            await run.delete_old_audit()
+            await conn.execute(
+                "INSERT INTO assay_retention_marks (name, at) VALUES ('last_expiry', $1) "
+                "ON CONFLICT (name) DO UPDATE SET at = excluded.at",
+                now,
+            )
+            return run.result()
+        finally:
+            if not conn.is_closed():
+                # A step that failed (a lock it waited too long for) left its transaction
+                # open in the failed state; the run is tried again next interval.
+                if conn.is_in_transaction():
+                    await conn.execute("ROLLBACK")
+                await conn.execute("SELECT pg_advisory_unlock($1)", RETENTION_LOCK_ID)
+
+
+async def aio_decision_expired(pool: Any, decision_id: str) -> bool:
+    return bool(await pool.fetchval(_DECISION_EXPIRED, decision_id))
+
+
+async def aio_retention_stats(pool: Any, now: datetime, policy: RetentionPolicy) -> RetentionStats:
+    cutoffs = {
+        DECISIONS: whole_days_before(policy.decisions_before(now)),
+        EVENT_IDS: whole_days_before(policy.event_ids_before(now)),
+    }
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(_PARTITIONS)
+        default_oldest = await conn.fetchval("SELECT min(decided_at) FROM assay_decisions_default")
+        default_oldest_day = await conn.fetchval("SELECT min(day) FROM assay_event_ids_default")
+        legacy_since = await conn.fetchval(
+            "SELECT at FROM assay_retention_marks WHERE name = $1", _LEGACY_MARK
+        )
+        audit = await conn.fetchrow(
+            "SELECT (SELECT at FROM audit_log ORDER BY id LIMIT 1) AS oldest,"
+            " pg_total_relation_size('audit_log') AS bytes,"
+            " pg_stat_get_live_tuples('audit_log'::regclass) AS rows"
+        )
+        audit_before = policy.audit_before(now)
+        audit_expiring = 0
+        if audit_before is not None:
+            audit_expiring = await conn.fetchval(
+                "SELECT count(*) FROM audit_log WHERE at < $1", audit_before
+            )
+    partitions: list[PartitionStats] = []
+    for row in rows:
+        day = partition_day(row["name"])
+        expires = day is not None and _number(day) + WIDTH[row["parent"]] <= cutoffs[row["parent"]]
+        if row["name"] == "assay_event_ids_legacy":
+            expires = legacy_since is not None and legacy_since <= policy.event_ids_before(now)
+        partitions.append(
+            PartitionStats(
+                table=row["parent"],
+                partition=row["name"],
+                day=None if day is None else day.isoformat(),
+                rows=max(row["rows"], 0),
+                bytes=row["bytes"],
+                expires=expires,
+            )
+        )
+
+    def kind(name: str, table: str, days: int, default_oldest: datetime | None) -> KindStats:
+        mine = [p for p in partitions if p.table == table]
+        held = [day_start(_number(date.fromisoformat(p.day))) for p in mine if p.day and p.rows]
+        if default_oldest is not None:
+            held.append(default_oldest)
+        return KindStats(
+            kind=name,
+            table=table,
+            rows=sum(p.rows for p in mine),
+            bytes=sum(p.bytes for p in mine),
+            oldest=min(held, default=None),
+            retention_days=days,
+            next_expiry_rows=sum(p.rows for p in mine if p.expires),
+        )
+
+    event_default = None if default_oldest_day is None else day_start(default_oldest_day)
+    kinds = [
+        kind("decision_records", DECISIONS, policy.decision_days, default_oldest),
+        kind("event_ids", EVENT_IDS, policy.event_id_days, event_default),
+        KindStats(
+            kind="audit_entries",
+            table="audit_log",
+            rows=max(audit["rows"], 0),
+            bytes=audit["bytes"],
+            oldest=audit["oldest"],
+            retention_days=policy.audit_days,
+            next_expiry_rows=audit_expiring,
+        ),
+    ]
+    return RetentionStats(at=now, kinds=kinds, partitions=partitions)
+
+
+class PostgresRetentionStore:
+    """Mixed into ``PostgresStore``: the lifecycle part of the Store port."""
+
+    _pool: Any
+    _loop: AioLoop
+
+    _legacy_ids: bool | None
+
+    async def expire(self, now: datetime, policy: RetentionPolicy) -> Expired:
+        expired = await self._loop.run(aio_expire, self._pool, now, policy)
+        # The ids recorded before partitioning may be gone now: ingestion asks again.
+        self._legacy_ids = None
+        return expired
+
+    async def decision_expired(self, decision_id: str) -> bool:
+        return await self._loop.run(aio_decision_expired, self._pool, decision_id)
+
+    async def retention_stats(self, now: datetime, policy: RetentionPolicy) -> RetentionStats:
+        return await self._loop.run(aio_retention_stats, self._pool, now, policy)
+
+
+__all__ = ["RETENTION_LOCK_ID", "PostgresRetentionStore", "day_number", "partition_day"]

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
 
+from assay.adapters.postgres._aio import usable
 from assay.engine._events import (
     IngestionCounts,
     MetricCounts,
@@ -548,7 +549,7 @@ async def _aio_write(pool: Any, staging: Staging, now: datetime, *, careful: boo
             rows = await _record_conversions(conn)
             await conn.execute("COMMIT")
         except BaseException:
-            if not conn.is_closed() and conn.is_in_transaction():
+            if usable(conn) and conn.is_in_transaction():
                 with contextlib.suppress(Exception):
                     await conn.execute("ROLLBACK")
             raise

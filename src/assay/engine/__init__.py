@@ -15,6 +15,7 @@ from assay.engine._errors import (
     EngineOverloaded,
     NotFound,
     PermissionDenied,
+    StoreUnavailable,
     Unauthenticated,
     ValidationFailed,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "Store",
     "StoreFactory",
     "StoreTransaction",
+    "StoreUnavailable",
     "Transition",
     "Unauthenticated",
     "ValidationFailed",

@@ -50,3 +50,12 @@ class ActorCrashed(AssayError):
     acknowledged was kept, so the request may be retried."""
 
     code = "actor_crashed"
+
+
+class StoreUnavailable(AssayError):
+    """The database cannot be reached (connection refused or lost, server shutting down).
+    Nothing was acknowledged that is not committed; the request may be retried after
+    ``retry_after`` seconds."""
+
+    code = "store_unavailable"
+    retry_after = 1

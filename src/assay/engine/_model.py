@@ -26,7 +26,8 @@ Key = Annotated[
 Name = Annotated[str, msgspec.Meta(max_length=200)]
 Description = Annotated[str, msgspec.Meta(max_length=5000)]
 Share = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
-Weight = Annotated[float, msgspec.Meta(ge=0.0)]
+Weight = Annotated[float, msgspec.Meta(ge=0.0, le=1e6)]
+"""Relative: only ratios matter. Bounded so that no sum of weights overflows."""
 Condition = dict[str, Any]
 
 
@@ -182,11 +183,11 @@ class Guardrail(Struct, frozen=True, kw_only=True):
 
     metric: Key
     harmful_direction: GuardrailDirection
-    threshold: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1e12)] = 0.0
     """How far the lift may go in the harmful direction before it counts (a magnitude)."""
     threshold_type: ThresholdType = "relative"
     """``relative``: a share of control's value (0.02 = 2%); ``absolute``: metric units."""
-    min_sample: Annotated[int, msgspec.Meta(ge=1)] = 200
+    min_sample: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)] = 200
     """Units per variant (control and the treatment compared) before a breach can count."""
     alpha: Annotated[float, msgspec.Meta(gt=0.0, lt=0.5)] = 0.05
     """The false-alarm rate over the whole run, however many checks are made."""
@@ -211,7 +212,7 @@ class ExperimentSpec(Struct, frozen=True, kw_only=True):
     fallback_attribute: str | None = None
     condition: Condition | None = None
     layer: LayerRange | None = None
-    participation_limit: int | None = None
+    participation_limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
     holdout: Key | None = None
     is_holdout: bool = False
     primary_metrics: list[Key] = []
@@ -263,7 +264,9 @@ class MetricSpec(Struct, frozen=True, kw_only=True):
     kind: Key = "proportion"
     higher_is_better: bool = True
     requires_exposure: bool = True
-    attribution_window_hours: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    attribution_window_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 3650)] | None = None
+    """Hours after a subject's first exposure in which its conversions count (1 to ten
+    years); none: until the experiment ends."""
     pending_ttl_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 365)] = 168
     numerator: Key | None = None
     denominator: Key | None = None

@@ -130,8 +130,10 @@ class Store(Protocol):
 
     async def load_config(self) -> ConfigState: ...
 
-    async def record_decisions(self, decisions: Sequence[Decision]) -> None:
-        """Write decision records durably (one batch, one round trip)."""
+    async def record_decisions(self, decisions: Sequence[Decision], *, again: bool = False) -> None:
+        """Write decision records durably (one batch, one round trip). ``again``: the batch
+        may have been written already (an earlier attempt failed without telling whether
+        it committed); a record already there is left as it is, never doubled."""
         ...
 
     async def get_decision(self, decision_id: str) -> Decision | None: ...

@@ -23,6 +23,7 @@ from assay.engine._errors import (
     Conflict,
     NotFound,
     PermissionDenied,
+    StoreUnavailable,
     Unauthenticated,
     ValidationFailed,
 )
@@ -67,6 +68,9 @@ SYSTEM_KEY = ApiKey(
 
 SECRET_PREFIX = "assay_"
 KEY_CACHE_SECONDS = 2.0
+KEY_OUTAGE_SECONDS = 3600.0
+"""While the store is unavailable, how old the last reading of a key may be for it to be
+accepted as it was then (see ``ConfigService.authenticate``)."""
 _KEY_CACHE_SIZE = 10_000
 
 Scoped = Flag | Experiment | Layer | Metric
@@ -142,6 +146,7 @@ class ConfigService:
         # request. A revocation here takes effect at once; one made by another process
         # within KEY_CACHE_SECONDS.
         self._keys_seen: dict[str, tuple[ApiKey, float]] = {}
+        """digest -> (key, when it was last read from the store)."""
 
     def validate_condition(self, condition: Mapping[str, Any]) -> None:
         """Check a targeting condition as a save would (raises ``ValidationFailed``)."""
@@ -150,19 +155,31 @@ class ConfigService:
     # --- authentication -------------------------------------------------------------
 
     async def authenticate(self, secret: str) -> ApiKey:
+        """The active key with this secret. Keys read in the last ``KEY_CACHE_SECONDS`` are
+        not read again. While the store is unavailable, a key read in the last
+        ``KEY_OUTAGE_SECONDS`` is taken as it was then (decide keeps answering from the
+        snapshot through an outage); once the store answers again every key is read again
+        within ``KEY_CACHE_SECONDS``, so one revoked meanwhile is refused from then on. A key
+        not read before the outage gets ``StoreUnavailable``."""
         if not secret.startswith(SECRET_PREFIX):
             raise Unauthenticated("invalid API key")
         digest = hash_secret(secret)
         cached = self._keys_seen.get(digest)
-        if cached is not None and cached[1] > time.monotonic():
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < KEY_CACHE_SECONDS:
             return cached[0]
-        key = await self._store.get_key_by_hash(digest)
+        try:
+            key = await self._store.get_key_by_hash(digest)
+        except StoreUnavailable:
+            if cached is not None and now - cached[1] < KEY_OUTAGE_SECONDS:
+                return cached[0]
+            raise
         if key is None or not key.active:
             self._keys_seen.pop(digest, None)
             raise Unauthenticated("invalid or revoked API key")
         if len(self._keys_seen) >= _KEY_CACHE_SIZE:
             self._keys_seen.clear()
-        self._keys_seen[digest] = (key, time.monotonic() + KEY_CACHE_SECONDS)
+        self._keys_seen[digest] = (key, now)
         return key
 
     # --- projects -------------------------------------------------------------------

@@ -103,12 +103,24 @@ async def _check_prerequisite_cycle(tx: StoreTransaction, flag: Flag) -> None:
             stack.extend(p.flag for p in other.prerequisites)
 
 
+MAX_WEIGHT = 1e6
+MAX_PARTICIPATION_LIMIT = 1000
+MAX_ATTRIBUTION_WINDOW_HOURS = 24 * 3650
+
+
 async def validate_experiment(
     tx: StoreTransaction, experiment: Experiment, validate: ConditionValidator
 ) -> None:
     keys = [v.key for v in experiment.variants]
     if len(set(keys)) != len(keys):
         raise _invalid("variant keys must be unique", "duplicate_variant", field="variants")
+    if any(not 0 <= v.weight <= MAX_WEIGHT for v in experiment.variants):
+        # Python callers skip msgspec's bounds: the sum of weights must stay finite.
+        raise _invalid(
+            f"variant weights must be between 0 and {MAX_WEIGHT:g}",
+            "invalid_weights",
+            field="variants",
+        )
     if experiment.variants and sum(v.weight for v in experiment.variants) <= 0:
         raise _invalid("variant weights must not all be zero", "invalid_weights", field="variants")
     _check_condition(experiment.condition, "condition", validate)
@@ -121,9 +133,12 @@ async def validate_experiment(
                 "unknown_reference",
                 field="layer.layer",
             )
-    if experiment.participation_limit is not None and experiment.participation_limit < 1:
+    limit = experiment.participation_limit
+    if limit is not None and not 1 <= limit <= MAX_PARTICIPATION_LIMIT:
         raise _invalid(
-            "participation_limit must be at least 1", "invalid_limit", field="participation_limit"
+            f"participation_limit must be between 1 and {MAX_PARTICIPATION_LIMIT}",
+            "invalid_limit",
+            field="participation_limit",
         )
     if experiment.holdout is not None:
         holdout = await tx.get(Experiment, experiment.project_id, experiment.holdout)
@@ -140,6 +155,14 @@ async def validate_experiment(
 
 
 async def validate_metric(tx: StoreTransaction, metric: Metric) -> None:
+    window = metric.attribution_window_hours
+    if window is not None and not 1 <= window <= MAX_ATTRIBUTION_WINDOW_HOURS:
+        # Python callers skip msgspec's bounds; the window is an int4 in SQL.
+        raise _invalid(
+            f"attribution_window_hours must be between 1 and {MAX_ATTRIBUTION_WINDOW_HOURS}",
+            "invalid_range",
+            field="attribution_window_hours",
+        )
     if metric.kind == "ratio":
         for field in ("numerator", "denominator"):
             key = getattr(metric, field)

@@ -251,6 +251,9 @@ async def test_bad_input_is_refused_and_writes_nothing(world, write: Write) -> N
             ("unknown_field",),
         ),
         ("wrong type", path, _encode(await scene.fill(write.wrong_type)), 422, ("invalid_body",)),
+        # Text PostgreSQL cannot store, wherever it is; nesting past the limit.
+        ("NUL in a key", path, b'{"k\\u0000": 1}', 422, ("invalid_text",)),
+        ("too deep", path, b"[" * 100 + b"]" * 100, 422, ("too_deep",)),
         # Valid JSON padded with whitespace: refused for its size alone.
         ("oversize", path, (good or b"{}") + b" " * LIMIT, 413, ("body_too_large",)),
     ]

@@ -14,7 +14,14 @@ from quart_trio import QuartTrio
 from assay.adapters.http._docs import render_docs
 from assay.adapters.http._errors import ErrorResponse, describe, unexpected
 from assay.adapters.http._openapi import build_openapi
-from assay.adapters.http._request import authenticate, decode_body, parse_if_match, parse_query
+from assay.adapters.http._request import (
+    authenticate,
+    check_content_type,
+    check_text,
+    decode_body,
+    parse_if_match,
+    parse_query,
+)
 from assay.adapters.http._routing import JSON, Call, Documents, Route
 from assay.adapters.http.routes import ROUTES
 from assay.engine import LatencyRecorder
@@ -86,6 +93,8 @@ def _view(engine: Engine, route: Route, documents: Documents) -> View:
             else await authenticate(engine.service, request.headers.get("Authorization"))
         )
         query = parse_query(route, request.args)
+        check_text("path", path)
+        check_text("query", query)
         expected_revision = None
         if route.if_match:
             expected_revision = parse_if_match(request.headers.get("If-Match"))
@@ -93,6 +102,7 @@ def _view(engine: Engine, route: Route, documents: Documents) -> View:
         if route.body is not None:
             # Raises RequestEntityTooLarge (413) past MAX_CONTENT_LENGTH, before decoding.
             raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+            check_content_type(request.headers.get("Content-Type"), raw)
             body = decode_body(route.body, raw)
         call = Call(
             engine=engine,

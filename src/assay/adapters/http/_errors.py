@@ -21,6 +21,7 @@ from assay.engine import (
     EngineOverloaded,
     NotFound,
     PermissionDenied,
+    StoreUnavailable,
     Unauthenticated,
     ValidationFailed,
 )
@@ -60,7 +61,11 @@ STATUS_OF_DOMAIN_ERROR: dict[type[AssayError], int] = {
     Unauthenticated: 401,
     EngineOverloaded: 503,
     ActorCrashed: 503,
+    StoreUnavailable: 503,
 }
+RETRY_AFTER_SECONDS = 1
+"""Sent as ``Retry-After`` with every 503: the cause (a full inbox, a restarted actor, the
+database away) is expected to pass by itself."""
 
 # werkzeug's exceptions that can reach us (routing, body limits and timeouts), by status.
 _CODE_OF_HTTP_STATUS = {
@@ -100,7 +105,7 @@ def describe(error: BaseException) -> tuple[int, ErrorBody, dict[str, str]]:
         return (
             error.status,
             ErrorBody(code=error.code, message=error.message, details=error.details),
-            {},
+            {"Retry-After": str(RETRY_AFTER_SECONDS)} if error.status == 503 else {},
         )
     if isinstance(error, AssayError):
         return _describe_domain_error(error)
@@ -126,6 +131,8 @@ def _describe_domain_error(error: AssayError) -> tuple[int, ErrorBody, dict[str,
             {},
         )
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return (
         status,
         ErrorBody(code=error.code, message=error.message, details=error.details),

@@ -19,7 +19,13 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from assay.adapters.http._errors import ErrorResponse, describe, unexpected
-from assay.adapters.http._request import authenticate, decode_body, parse_query
+from assay.adapters.http._request import (
+    authenticate,
+    check_content_type,
+    check_text,
+    decode_body,
+    parse_query,
+)
 from assay.adapters.http._routing import Call, JsonBody, Route
 from assay.adapters.http.routes import ROUTES
 from assay.engine import LatencyRecorder
@@ -101,7 +107,13 @@ class DecideFrontend:
                 if raw_query
                 else dict(self._no_query[route.path])
             )
+            if raw_query:
+                check_text("query", query)
             raw = await self._read_body(receive)
+            content_type = headers.get(b"content-type")
+            check_content_type(
+                None if content_type is None else content_type.decode("latin-1"), raw
+            )
             assert isinstance(route.body, JsonBody)
             call = Call(
                 engine=self._engine,

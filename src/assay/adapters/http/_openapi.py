@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 REF = "#/components/schemas/{name}"
+_PATH_SCHEMA = {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"}
+"""A path parameter: any text but the NUL character (422 ``invalid_text``)."""
 SECURITY_SCHEME = "bearerKey"
 
 # Why each error status happens, for the document's response descriptions.
@@ -31,10 +33,13 @@ ERROR_DESCRIPTIONS = {
     409: "Conflicts with the current state (`already_exists`, `revision_mismatch`, "
     "`illegal_transition`, `in_use`, `project_archived`, ...).",
     413: "The body is larger than the server accepts (`body_too_large`).",
+    415: "The body is sent as something other than JSON (`unsupported_media_type`).",
     422: "Invalid input: `invalid_body` and `unknown_field` (with the JSON path in "
-    "`details`), bad query parameters, or a domain validation code.",
+    "`details`), a NUL character anywhere (`invalid_text`), nesting deeper than 64 "
+    "(`too_deep`), bad query parameters, or a domain validation code.",
     500: "A bug: the server failed unexpectedly (`internal_error`).",
-    503: "Not ready (`not_ready`, `store_unavailable`) or overloaded (`overloaded`).",
+    503: "Not ready (`not_ready`), the database unavailable (`store_unavailable`), "
+    "overloaded (`overloaded`) or an actor restarted (`actor_crashed`); with `Retry-After`.",
 }
 
 TAG_DESCRIPTIONS = {
@@ -136,7 +141,7 @@ def _operation(route: Route, schema_of: dict[int, dict[str, Any]]) -> dict[str, 
     if route.description:
         operation["description"] = route.description
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _PATH_SCHEMA}
         for name in route.path_params
     ]
     parameters += [_query_parameter(p) for p in route.query]
@@ -201,6 +206,9 @@ def _success_response(route: Route, schema_of: dict[int, dict[str, Any]]) -> dic
         return {"description": "Done; no content."}
     if route.media_type == HTML:
         return {"description": "An HTML page.", "content": {HTML: {"schema": {"type": "string"}}}}
+    if route.media_type != JSON:
+        text = {"schema": {"type": "string"}}
+        return {"description": "Success.", "content": {route.media_type: text}}
     schema = schema_of[id(route.response)] if route.response is not None else {"type": "object"}
     response: dict[str, Any] = {"description": "Success.", "content": {JSON: {"schema": schema}}}
     if "revision" in getattr(route.response, "__struct_fields__", ()):

@@ -139,9 +139,12 @@ class Route:
         """Every error status this route can answer, for the document."""
         statuses = {500, *self.extra_errors}
         if not self.public:
-            statuses |= {401, 404, 422}
+            # 503: the database may be unavailable to any route that checks a key.
+            statuses |= {401, 404, 422, 503}
         if self.method != "GET":
             statuses |= {400, 403, 409, 413, 422}
+        if self.body is not None:
+            statuses |= {415}
         return tuple(sorted(statuses))
 
 

@@ -302,7 +302,7 @@ class MemoryStore(MemoryEventStore, MemoryReportStore, MemoryGuardrailStore, Mem
         await trio.lowlevel.checkpoint()
         yield MemoryTransaction(self._tables)
 
-    async def record_decisions(self, decisions: Sequence[Decision]) -> None:
+    async def record_decisions(self, decisions: Sequence[Decision], *, again: bool = False) -> None:
         await trio.lowlevel.checkpoint()
         # Encoded like every other stored value, so a caller cannot alter a record later.
         for d in decisions:

@@ -1,4 +1,8 @@
-"""Decision records on PostgreSQL: batches go in with one COPY, lookups by id."""
+"""Decision records on PostgreSQL: batches go in with one INSERT or COPY, lookups by id.
+
+A batch written again after a failure (the connection was lost, perhaps after the commit
+reached the server) goes in with ``ON CONFLICT DO NOTHING``: a record is there exactly
+once however often its batch was sent."""
 
 from __future__ import annotations
 
@@ -6,8 +10,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import msgspec
 
+from assay.adapters.postgres._aio import usable
 from assay.engine._core import Decision, Reason
 
 _COLUMNS = (
@@ -60,6 +66,7 @@ _INSERT = (
     + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_TYPES, 1))
     + ")"
 )
+_INSERT_AGAIN = _INSERT + " ON CONFLICT (decision_id) DO NOTHING"
 UNNEST_MAX = 16
 """Batches up to this size go in as one prepared ``INSERT ... SELECT FROM unnest(...)``
 (one round trip), larger ones by COPY (two round trips, but cheaper per row: encoding a
@@ -76,26 +83,38 @@ class RecordWriter:
     small batch; the records are written by one task at a time (the store serialises
     them), so one held connection serves them all. A failed write gives the connection
     back to the pool (which discards a broken one) and the next write takes a fresh one.
+    A connection the server closed meanwhile is released by the pool on its own (the held
+    proxy then refuses every call, ``is_closed`` included): it is dropped here, too.
     """
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
         self._conn: Any = None
 
-    async def aio_write(self, decisions: Sequence[Decision]) -> None:
+    async def aio_write(self, decisions: Sequence[Decision], *, again: bool = False) -> None:
         conn = self._conn
-        if conn is None or conn.is_closed():
+        if conn is None or not usable(conn):
+            self._conn = None
             conn = self._conn = await self._pool.acquire()
         rows = [_row(d) for d in decisions]
         try:
-            # Decision ids are unique by construction: there is no conflict to handle.
-            if len(rows) <= UNNEST_MAX:
+            if again:
+                await conn.execute(_INSERT_AGAIN, *zip(*rows, strict=True))
+            # Decision ids are unique by construction: a first write has no conflict.
+            elif len(rows) <= UNNEST_MAX:
                 await conn.execute(_INSERT, *zip(*rows, strict=True))
             else:
                 await conn.copy_records_to_table("assay_decisions", records=rows, columns=_COLUMNS)
-        except BaseException:
+        except BaseException as exc:
             self._conn = None
+            lost = isinstance(exc, Exception) and not usable(conn)
             await self._pool.release(conn)
+            if lost:
+                # The server closed the connection under the write: whatever asyncpg made
+                # of it (sometimes an internal state error), it is a lost connection.
+                raise asyncpg.ConnectionDoesNotExistError(
+                    "connection lost during the write"
+                ) from exc
             raise
 
     async def aio_close(self) -> None:

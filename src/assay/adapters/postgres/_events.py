@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
 
+from assay.adapters.postgres._aio import usable
 from assay.engine._events import (
     IngestionCounts,
     MetricCounts,
@@ -603,7 +604,7 @@ async def _aio_write(
             rows = await _record_conversions(conn)
             await conn.execute("COMMIT")
         except BaseException:
-            if not conn.is_closed() and conn.is_in_transaction():
+            if usable(conn) and conn.is_in_transaction():
                 with contextlib.suppress(Exception):
                     await conn.execute("ROLLBACK")
             raise

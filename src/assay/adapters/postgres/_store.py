@@ -16,7 +16,7 @@ import asyncpg
 import msgspec
 import trio
 
-from assay.adapters.postgres._aio import AioLoop, open_aio_loop
+from assay.adapters.postgres._aio import AioLoop, open_aio_loop, usable
 from assay.adapters.postgres._decisions import RecordWriter, aio_get_decision
 from assay.adapters.postgres._events import PostgresEventStore
 from assay.adapters.postgres._guardrails import PostgresGuardrailStore
@@ -58,8 +58,9 @@ _LISTEN_KEEPALIVE = 30.0
 """Seconds of silence after which the listening connection is pinged: a peer that vanished
 without closing the socket would otherwise never be noticed."""
 _PING_TIMEOUT = 10.0
-_RETRY_MIN, _RETRY_MAX = 0.1, 5.0
-"""Reconnection back-off bounds, in seconds."""
+_RETRY_MIN, _RETRY_MAX = 0.1, 1.0
+"""Reconnection back-off bounds, in seconds: once the database is back, changes flow again
+within about a second."""
 
 # --- asyncio-flavoured helpers, run on the loop -----------------------------------------
 
@@ -136,7 +137,7 @@ async def _aio_begin_read(pool: Any) -> Any:
 
 async def _aio_end(pool: Any, conn: Any, statement: str) -> None:
     try:
-        if not conn.is_closed():
+        if usable(conn):
             await conn.execute(statement)
     finally:
         # Terminates the connection instead if it is broken.
@@ -531,10 +532,10 @@ class PostgresStore(
             with trio.CancelScope(shield=True):
                 await self._loop.run(_aio_end, self._pool, conn, "ROLLBACK")
 
-    async def record_decisions(self, decisions: Sequence[Decision]) -> None:
+    async def record_decisions(self, decisions: Sequence[Decision], *, again: bool = False) -> None:
         if decisions:
             async with self._records_lock:
-                await self._loop.run(self._records.aio_write, decisions)
+                await self._loop.run(self._records.aio_write, decisions, again=again)
 
     async def get_decision(self, decision_id: str) -> Decision | None:
         return await self._loop.run(aio_get_decision, self._pool, decision_id)

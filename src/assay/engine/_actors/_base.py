@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
-from assay.engine._errors import ActorCrashed
+from assay.engine._errors import ActorCrashed, AssayError, StoreUnavailable
 from assay.engine._messages import Envelope, Message
 
 log = logging.getLogger("assay.engine.actors")
@@ -74,7 +74,12 @@ async def _serve_inbox(actor: Actor[M], inbox: trio.MemoryReceiveChannel[Envelop
             await actor.receive(envelope)
         except Exception as exc:
             if envelope.reply is not None:
-                error = ActorCrashed(f"{actor.name} actor failed: {exc!r}")
+                # Never the exception's text: it may hold anything (SQL, another input).
+                error: AssayError = (
+                    exc
+                    if isinstance(exc, StoreUnavailable)
+                    else ActorCrashed(f"the {actor.name} actor failed; retry the request")
+                )
                 error.__cause__ = exc
                 # The reply channel holds one answer; the actor may have answered already.
                 with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):

@@ -13,6 +13,12 @@ so batches are fewer and larger; when writes are rarer nobody waits.
 Callers that asked for an answer (durable records: every ``experiment_assigned`` decision,
 and all records in ``sync`` mode) get it only after their batch committed; fire-and-forget
 records (``async`` mode) ride along in the same batches.
+
+Faults: the change feed, the record writer and snapshot reloads each retry on their own, so
+none stops another. A failed write is retried at once; while the database stays away the
+durable callers get ``StoreUnavailable`` and fire-and-forget records wait (bounded) for it
+to return. A record the database refuses (what it holds) is isolated by splitting its batch:
+only its own caller learns of it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import trio
 
 from assay.engine._actors._base import Actor, answer
 from assay.engine._core import Decision, Snapshot
-from assay.engine._errors import ActorCrashed
+from assay.engine._errors import ActorCrashed, StoreUnavailable
 from assay.engine._messages import (
     DecisionMessage,
     DecisionsRecorded,
@@ -46,8 +52,18 @@ MAX_BATCH = 5_000
 """Records per write: large enough to amortise the round trip, small enough to keep the
 latency of the callers waiting on it low."""
 MAX_PENDING = 200_000
-"""Fire-and-forget records held at most; beyond this they are dropped and counted, since
-the hot path must never wait on the database."""
+"""Fire-and-forget records held at most (also while the database is away); beyond this
+they are dropped and counted, since the hot path must never wait on the database."""
+_IMMEDIATE_RETRIES = 3
+"""Failed writes in a row retried at once, before durable callers are told: when the
+server closed every pooled connection, the pool may hand out one it has not noticed yet."""
+_DRAIN_GIVE_UP = 5
+"""Failed writes in a row after which stopping gives up what is left."""
+
+
+def _backoff(failures: int) -> float:
+    """Seconds before retrying after ``failures`` failures in a row: 0.1 doubling to 1."""
+    return float(min(1.0, 0.05 * 2**failures))
 
 
 class DecisionActor(Actor[DecisionMessage]):
@@ -71,7 +87,9 @@ class DecisionActor(Actor[DecisionMessage]):
         self._dirty = trio.Event()
         self._pending: list[Decision] = []
         self._closed = False
-        self._waiters: list[tuple[int, trio.MemorySendChannel[Any]]] = []
+        self._waiters: list[tuple[int, int, trio.MemorySendChannel[Any]]] = []
+        self._failures = 0
+        """Failed writes in a row."""
         self._records_ready = trio.Event()
         self._batch_done = trio.Event()
         self.records_written = 0
@@ -86,13 +104,35 @@ class DecisionActor(Actor[DecisionMessage]):
         await self._refresh()
 
     async def background(self) -> None:
+        # Three independent loops, none of which may take the others down: a lost
+        # connection under the record writer must not stop the change feed, and a
+        # snapshot that cannot be reloaded while the database is away is retried.
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._store.watch_config, self.mark_dirty)
+            nursery.start_soon(self._watch_config)
             nursery.start_soon(self._write_records)
+            failures = 0
             while True:
                 await self._dirty.wait()
                 self._dirty = trio.Event()
-                await self._refresh()
+                try:
+                    await self._refresh()
+                except Exception:
+                    failures += 1
+                    log.warning("reloading the configuration failed; retrying", exc_info=True)
+                    self._dirty.set()
+                    await trio.sleep(_backoff(failures))
+                else:
+                    failures = 0
+
+    async def _watch_config(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._store.watch_config(self.mark_dirty)
+            except Exception:
+                failures += 1
+                log.warning("the configuration change feed failed; restarting", exc_info=True)
+                await trio.sleep(_backoff(failures))
 
     async def receive(self, envelope: Envelope[DecisionMessage]) -> None:
         message = envelope.message
@@ -132,14 +172,20 @@ class DecisionActor(Actor[DecisionMessage]):
         self._queue(decisions, reply)
         async with answered:
             result = await answered.receive()
-        if isinstance(result, ActorCrashed):
+        if isinstance(result, ActorCrashed | StoreUnavailable):
             raise result
         assert isinstance(result, DecisionsRecorded)
         return result
 
     async def drain(self) -> None:
-        # The writer runs in background(); wait for it to empty the queue.
+        # The writer runs in background(); wait for it to empty the queue, for as long as
+        # it makes progress: with the database away, shutdown must not wait for it.
         while self._pending or self._waiters:
+            if self._failures >= _DRAIN_GIVE_UP:
+                self.records_dropped += len(self._pending)
+                self._fail_waiters(keep_async=False)
+                log.error("stopping with the database unavailable: decision records lost")
+                break
             self._batch_done = trio.Event()
             await self._batch_done.wait()
         # The writer stops with the actor: from now on nobody would answer a caller.
@@ -151,13 +197,22 @@ class DecisionActor(Actor[DecisionMessage]):
         if reply is None and len(self._pending) >= MAX_PENDING:
             self.records_dropped += len(decisions)
             return
-        self._pending.extend(decisions)
         if reply is not None:
-            # Answered when every record up to this position has been written.
-            self._waiters.append((self.records_written + len(self._pending), reply))
+            # Answered when every record up to its end has been written; [start, end) are
+            # its own records, given up if it is told that writing failed.
+            start = self.records_written + len(self._pending)
+            self._waiters.append((start, start + len(decisions), reply))
+        self._pending.extend(decisions)
         self._records_ready.set()
 
     async def _write_records(self) -> None:
+        """Write what is pending, batch after batch. A failed batch is written again (on a
+        fresh connection: the pool replaces a lost one), so a dropped connection costs
+        nobody anything. When the third attempt fails too (the database is away), the
+        durable callers are told (``StoreUnavailable``) and their records given up; the
+        fire-and-forget ones stay queued (up to ``MAX_PENDING``) and are written once the
+        database is back. Writes after a failure skip records already there: the failed
+        attempt may have committed without the answer reaching us."""
         while True:
             await self._records_ready.wait()
             self._records_ready = trio.Event()
@@ -175,36 +230,77 @@ class DecisionActor(Actor[DecisionMessage]):
                     self._last_write = trio.current_time()
                 batch = self._pending[:MAX_BATCH]
                 try:
-                    await self._store.record_decisions(batch)
-                except Exception as exc:
-                    self._fail_waiters(exc)
+                    rejected = await self._write(batch, again=self._failures > 0)
+                except Exception:
+                    self._failures += 1
+                    log.warning(
+                        "writing %d decision records failed (attempt %d)",
+                        len(batch),
+                        self._failures,
+                        exc_info=True,
+                    )
+                    if self._failures >= _IMMEDIATE_RETRIES:
+                        self._fail_waiters(keep_async=True)
                     self._batch_done.set()
-                    raise
+                    if self._failures >= _IMMEDIATE_RETRIES:
+                        await trio.sleep(_backoff(self._failures))
+                    continue
+                self._failures = 0
+                first = self.records_written
                 del self._pending[: len(batch)]
                 self.records_written += len(batch)
+                self.records_dropped += len(rejected)
                 self.record_batches += 1
-                self._answer_waiters()
+                self._answer_waiters({first + i for i in rejected})
                 self._batch_done.set()
 
-    def _answer_waiters(self) -> None:
+    async def _write(self, batch: list[Decision], *, again: bool) -> list[int]:
+        """Write ``batch``; the positions of records refused for what they hold. A record
+        the database refuses must not fail the others (another caller's): a refused batch
+        is split in halves until the refused records stand alone. A database that cannot
+        be reached is not a refused record: ``StoreUnavailable`` propagates."""
+        try:
+            await self._store.record_decisions(batch, again=again)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            if len(batch) == 1:
+                log.exception("a decision record was refused: %r", batch[0])
+                return [0]
+            half = len(batch) // 2
+            left = await self._write(batch[:half], again=again)
+            right = await self._write(batch[half:], again=again)
+            return left + [half + i for i in right]
+        return []
+
+    def _answer_waiters(self, rejected: set[int]) -> None:
         done = self.records_written
         keep = []
-        for position, reply in self._waiters:
-            if position <= done:
-                answer(reply, DecisionsRecorded(count=position))
+        for start, end, reply in self._waiters:
+            if end > done:
+                keep.append((start, end, reply))
+            elif rejected and any(start <= i < end for i in rejected):
+                answer(reply, ActorCrashed("a decision record could not be written"))
             else:
-                keep.append((position, reply))
+                answer(reply, DecisionsRecorded(count=end))
         self._waiters = keep
 
-    def _fail_waiters(self, exc: Exception) -> None:
-        """A failed write: nobody waiting may be told their records are safe. Everything
-        pending is given up (the durable callers retry; async records are lost, counted)."""
-        error = ActorCrashed(f"writing decision records failed: {exc!r}")
-        for _, reply in self._waiters:
+    def _fail_waiters(self, *, keep_async: bool) -> None:
+        """The database is away: nobody waiting may be told their records are safe. The
+        durable callers' records are given up (they were not acknowledged; the callers
+        may retry), fire-and-forget ones are kept for later when ``keep_async``."""
+        error = StoreUnavailable("the database is unavailable: the decision was not recorded")
+        base = self.records_written
+        given_up = [False] * len(self._pending)
+        for start, end, reply in self._waiters:
             answer(reply, error)
-        self.records_dropped += len(self._pending)
+            for i in range(max(start - base, 0), min(end - base, len(given_up))):
+                given_up[i] = True
         self._waiters = []
-        self._pending = []
+        if keep_async:
+            self._pending = [d for d, gone in zip(self._pending, given_up, strict=True) if not gone]
+        else:
+            self._pending = []
 
     async def _refresh(self) -> SnapshotPublished:
         state = await self._store.load_config()

@@ -32,11 +32,13 @@ its caller is answered in turn as before. The reader waits, before checking a ba
 while any lane's next group is full: subjects hash evenly, so a batch of any size has
 events for every lane, and waiting for one lane is in effect waiting for all.
 
-Failure: every caller whose batch the actor took and has not answered gets
-``ActorCrashed``, and the supervisor restarts the actor; batches still in the inbox wait
-for the restart. When one lane's write fails, the other lanes' writes are cancelled too,
-and a caller is never answered with success unless all its parts committed; but the
-parts that other lanes did commit stay written. A caller answered with an error may send
+Failure: a group the database refuses is written again batch by batch, so only the caller
+whose batch it refuses gets an error; one the database cannot take (it is away) answers
+each of its callers ``StoreUnavailable`` and the lane carries on. If the actor itself
+crashes, every caller whose batch it took and has not answered gets ``ActorCrashed``, and
+the supervisor restarts the actor; batches still in the inbox wait for the restart. A
+caller is never answered with success unless all its parts committed; but the parts that
+other lanes did commit stay written. A caller answered with an error may send
 its batch again: events that carry an ``event_id`` or an idempotency key are then
 de-duplicated, and exposures always are (first exposure wins); a conversion with neither
 may be recorded twice.
@@ -53,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from assay.engine._actors._base import Actor
-from assay.engine._errors import ActorCrashed, ValidationFailed
+from assay.engine._errors import ActorCrashed, AssayError, StoreUnavailable, ValidationFailed
 from assay.engine._events import (
     MAX_BATCH_EVENTS,
     EventChecker,
@@ -98,6 +100,7 @@ class _Caller:
     __slots__ = (
         "deduplicated",
         "envelope",
+        "error",
         "pending",
         "received",
         "recorded",
@@ -112,6 +115,12 @@ class _Caller:
         self.waiting = 0
         """Parts of the batch not committed yet."""
         self.recorded = self.deduplicated = self.pending = 0
+        self.error: AssayError | None = None
+        """Set when a part of the batch could not be written: the caller's answer."""
+
+    def fail(self, error: AssayError) -> None:
+        self.error = error
+        self.waiting -= 1
 
     def add(self, outcomes: Sequence[int]) -> None:
         recorded, duplicates, pending = count_outcomes(outcomes)
@@ -120,7 +129,9 @@ class _Caller:
         self.pending += pending
         self.waiting -= 1
 
-    def result(self) -> EventsRecorded:
+    def result(self) -> EventsRecorded | AssayError:
+        if self.error is not None:
+            return self.error
         return EventsRecorded(
             received=self.received,
             recorded=self.recorded,
@@ -226,7 +237,7 @@ class IngestionActor(Actor[IngestionMessage]):
                     lane.work.unpark_all()
         except BaseException as exc:
             # Cancelled too: nobody may be left waiting for an answer that never comes.
-            error = ActorCrashed(f"{self.name} actor failed: {exc!r}")
+            error = ActorCrashed(f"the {self.name} actor failed; retry the request")
             error.__cause__ = exc
             for envelope in pipeline.unanswered():
                 _answer(envelope, error)
@@ -275,11 +286,14 @@ class IngestionActor(Actor[IngestionMessage]):
             group, lane.next = lane.next, _Group()
             lane.writing = group
             pipeline.room.unpark_all()
-            outcomes = await self._commit(group.events)
+            results = await self._commit_group(group)
             # Committed: answer every caller whose last part this was. Nothing here
             # awaits, so a cancellation cannot land between the commit and the answers.
-            for caller, start, count in group.parts:
-                caller.add(outcomes[start : start + count])
+            for (caller, _, _), result in zip(group.parts, results, strict=True):
+                if isinstance(result, AssayError):
+                    caller.fail(result)
+                else:
+                    caller.add(result)
                 if caller.waiting:
                     continue
                 if caller.envelope.reply is None and caller.rejected:
@@ -290,6 +304,29 @@ class IngestionActor(Actor[IngestionMessage]):
                 _answer(caller.envelope, caller.result())
                 self.handled += 1
             lane.writing = None
+
+    async def _commit_group(self, group: _Group) -> list[Sequence[int] | AssayError]:
+        """Each part's outcomes, or the error that its caller gets. One transaction for the
+        group; when the database refuses it for what some batch holds, each batch is written
+        on its own, so one caller's bad input fails only that caller. When the database
+        cannot be reached, every caller of the group gets ``StoreUnavailable`` and the
+        actor carries on (nothing of the group was committed)."""
+        try:
+            outcomes = await self._commit(group.events)
+        except Exception as exc:
+            if isinstance(exc, StoreUnavailable) or len(group.parts) == 1:
+                log.warning("writing %d events failed", len(group.events), exc_info=True)
+                return [_failure(exc)] * len(group.parts)
+        else:
+            return [outcomes[start : start + count] for _, start, count in group.parts]
+        results: list[Sequence[int] | AssayError] = []
+        for _, start, count in group.parts:
+            try:
+                results.append(await self._commit(group.events[start : start + count]))
+            except Exception as exc:
+                log.warning("writing a batch of %d events failed", count, exc_info=True)
+                results.append(_failure(exc))
+        return results
 
     async def _commit(self, events: list[StagedEvent]) -> Sequence[int]:
         """Write the events in one transaction; their outcomes, in order."""
@@ -363,15 +400,25 @@ class IngestionActor(Actor[IngestionMessage]):
                 if purged:
                     log.info("purged %d expired pending conversions", purged)
 
-    async def _purge_now(self) -> PendingPurged | ActorCrashed:
+    async def _purge_now(self) -> PendingPurged | AssayError:
         try:
             purged = await self._store.purge_pending(datetime.now(UTC))
         except Exception as exc:
             # Only the caller who asked learns of it; batches in flight are unaffected.
-            error = ActorCrashed(f"purging pending conversions failed: {exc!r}")
+            if isinstance(exc, StoreUnavailable):
+                return exc
+            error = ActorCrashed("purging pending conversions failed")
             error.__cause__ = exc
             return error
         return PendingPurged(purged=purged)
+
+
+def _failure(exc: Exception) -> AssayError:
+    """What a caller is told when its events could not be written: never the text of an
+    exception from inside (it may carry anything, the caller's own input included)."""
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    return ActorCrashed("the events could not be written; nothing of this batch was recorded")
 
 
 def _split(events: list[StagedEvent], lanes: int) -> list[list[StagedEvent]]:

@@ -5,6 +5,7 @@ restart on the same data directory."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import httpx
 import pytest
 
 from assay import __version__
-from assay.adapters.cli import main
+from assay.adapters.cli import build_parser, main
 
 ASSAY = [sys.executable, "-m", "assay.adapters.cli"]
 
@@ -43,6 +44,23 @@ def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixtur
         main([*command, "--help"])
     assert info.value.code == 0
     assert "usage: assay" in capsys.readouterr().out
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def test_help_texts_print_percent_signs_as_written() -> None:
+    parsers = list(_parsers(build_parser()))
+    assert len(parsers) > 10
+    texts = {p.prog: p.format_help() for p in parsers}
+    # argparse formats help strings but not descriptions: "%%" in a description shows.
+    assert not {prog for prog, text in texts.items() if "%%" in text}
+    assert "always-valid 95% interval" in " ".join(texts["assay report"].split())
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

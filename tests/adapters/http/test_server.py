@@ -49,6 +49,15 @@ async def test_a_round_trip(base_url: str, world) -> None:
         missing = await client.get(f"/api/v1/flags/nope?project={project}")
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "not_found"
+        decided = await client.post(
+            f"/api/v1/decide?project={project}", json={"flag": "f", "subject": "u"}
+        )
+        assert decided.status_code == 200
+        refused = await client.post("/api/v1/decide", content=b"{")
+        # Every JSON answer ends with a newline (curl output does not run together), from
+        # Quart and from the decide fast path, answers and errors alike.
+        for answer in (created, fetched, missing, decided, refused):
+            assert answer.content.endswith(b"}\n"), answer.content
 
 
 async def test_an_oversize_body_is_413(base_url: str, world) -> None:

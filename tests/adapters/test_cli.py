@@ -8,15 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +21,7 @@ import pytest
 from assay import __version__
 from assay.adapters.cli import build_parser, main
 
-ASSAY = [sys.executable, "-m", "assay.adapters.cli"]
+ASSAY = [sys.executable, "-m", "assay.adapters.cli"]  # as tests/conftest.py runs it
 
 
 @pytest.mark.parametrize(
@@ -104,85 +101,10 @@ def test_migrate_is_idempotent(pg_dsn: str, capsys: pytest.CaptureFixture[str]) 
     assert "up to date" in capsys.readouterr().out
 
 
-class Server:
-    """``assay serve`` in a subprocess, its output (stdout and stderr, in order) read by a
-    thread. Ready once /health has answered and its access-log line is in ``output``: the
-    server prints everything it prints at startup before it handles a request, so
-    ``startup`` (the lines before that one) is all a person saw before it was ready."""
-
-    def __init__(self, data_dir: Path, *args: str) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        for name in list(env):
-            if name.startswith("ASSAY_"):
-                env.pop(name)
-        self.data_dir = data_dir
-        self.process = subprocess.Popen(
-            [*ASSAY, "serve", "--port", "0", "--data-dir", str(data_dir), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        self.output: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.url = self._wait_for(r"serving on (http://\S+)").group(1)
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{self.url}/health", timeout=10).status_code != 200:
-            assert time.monotonic() < deadline, "".join(self.output)
-            time.sleep(0.1)
-        self._wait_for(r'"GET /health ')
-        self.startup = self.output[: self.output.index(self._wait_for(r'"GET /health ').string)]
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-
-    def _wait_for(self, pattern: str) -> re.Match[str]:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            for line in list(self.output):
-                found = re.search(pattern, line)
-                if found:
-                    return found
-            if self.process.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"no {pattern!r} from assay serve:\n" + "".join(self.output))
-
-    @property
-    def admin_secret(self) -> str | None:
-        for line in self.startup:
-            found = re.fullmatch(r"\s+(assay_\S+)\s*", line)
-            if found:
-                return found.group(1)
-        return None
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            self._reader.join(10)
-            assert self.process.stdout is not None
-            self.process.stdout.close()
-
-
-@pytest.fixture
-def data_dir(scratch_base: Path) -> Iterator[Path]:
-    path = scratch_base / f"serve-{os.getpid()}-{time.monotonic_ns()}"
-    yield path
-    # The server stopped the embedded PostgreSQL; its files can go.
-    subprocess.run(["rm", "-rf", str(path)], check=False)
-
-
-def test_serve_end_to_end_keeps_data_across_restarts(data_dir: Path) -> None:
-    first = Server(data_dir)
+def test_serve_end_to_end_keeps_data_across_restarts(
+    data_dir: Path, serve_process: Callable[..., Any]
+) -> None:
+    first = serve_process(data_dir)
     try:
         secret = first.admin_secret
         assert secret, "the first run prints the admin key:\n" + "".join(first.output)
@@ -197,7 +119,7 @@ def test_serve_end_to_end_keeps_data_across_restarts(data_dir: Path) -> None:
     finally:
         assert first.stop() == 0
 
-    second = Server(data_dir)
+    second = serve_process(data_dir)
     try:
         assert second.admin_secret is None, "the admin key is printed only once"
         with httpx.Client(base_url=second.url, headers=headers, timeout=10) as http:
@@ -208,8 +130,10 @@ def test_serve_end_to_end_keeps_data_across_restarts(data_dir: Path) -> None:
         assert second.stop() == 0
 
 
-def test_the_first_serve_is_short_and_ends_with_the_key(data_dir: Path) -> None:
-    server = Server(data_dir)
+def test_the_first_serve_is_short_and_ends_with_the_key(
+    data_dir: Path, serve_process: Callable[..., Any]
+) -> None:
+    server = serve_process(data_dir)
     try:
         startup = "".join(server.startup)
         assert len(server.startup) <= 15, startup

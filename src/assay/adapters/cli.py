@@ -180,12 +180,12 @@ async def _prepare_workers(config: EngineConfig, port: int) -> None:
 
     async with store_factory(config) as store:
         created = await ConfigService(store).ensure_bootstrap_key()
-    if created is not None:
-        _print_bootstrap_key(*created)
     print(
         f"assay {__version__} serving on http://{config.host}:{port} with {config.workers} workers",
         flush=True,
     )
+    if created is not None:
+        _print_bootstrap_key(*created)
 
 
 async def serve_forever(

@@ -231,15 +231,16 @@ def run_workers(config: EngineConfig, workers: int, *, prepare: Prepare | None =
 
 async def _supervise_workers(config: EngineConfig, workers: int, prepare: Prepare | None) -> None:
     async with AsyncExitStack() as stack:
+        # Bound first: a taken port is said before the database starts.
+        sockets = bind_sockets(config.host, config.port)
+        for sock in sockets.insecure_sockets:
+            stack.callback(sock.close)
+        port = bound_port(sockets)
         if config.store == "postgres":
             from assay._bootstrap import open_database
 
             dsn = await stack.enter_async_context(open_database(config))
             config = msgspec.structs.replace(config, database_url=dsn)
-        sockets = bind_sockets(config.host, config.port)
-        for sock in sockets.insecure_sockets:
-            stack.callback(sock.close)
-        port = bound_port(sockets)
         if prepare is not None:
             await prepare(config, port)
         context = multiprocessing.get_context("spawn")
@@ -256,7 +257,7 @@ async def _supervise_workers(config: EngineConfig, workers: int, prepare: Prepar
             return process
 
         processes = [spawn(n) for n in range(workers)]
-        log.info("serving on port %d with %d worker processes", port, workers)
+        log.debug("serving on port %d with %d worker processes", port, workers)
         try:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with trio.open_nursery() as nursery:

@@ -160,14 +160,15 @@ def _describe(kind: msgspec.inspect.Type, value: Any) -> str:
                 msgspec.convert(value, number, strict=False)
             except msgspec.ValidationError:
                 return noun
-            low = (f">= {kind.ge}" if kind.ge is not None else None) or (
-                f"> {kind.gt}" if kind.gt is not None else None
+            # :g, as msgspec may report a bound as 0 or as 0.0.
+            low = (f">= {kind.ge:g}" if kind.ge is not None else None) or (
+                f"> {kind.gt:g}" if kind.gt is not None else None
             )
-            high = (f"<= {kind.le}" if kind.le is not None else None) or (
-                f"< {kind.lt}" if kind.lt is not None else None
+            high = (f"<= {kind.le:g}" if kind.le is not None else None) or (
+                f"< {kind.lt:g}" if kind.lt is not None else None
             )
             if kind.ge is not None and kind.le is not None:
-                return f"{noun} from {kind.ge} to {kind.le}"
+                return f"{noun} from {kind.ge:g} to {kind.le:g}"
             return " and ".join([f"{noun} {low}" if low else noun, *([high] if high else [])])
         case msgspec.inspect.StrType():
             return "a string"

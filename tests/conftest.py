@@ -199,8 +199,8 @@ class Server:
         while httpx.get(f"{self.url}/health", timeout=10).status_code != 200:
             assert time.monotonic() < deadline, "".join(self.output)
             time.sleep(0.1)
-        self._wait_for(r'"GET /health ')
-        self.startup = self.output[: self.output.index(self._wait_for(r'"GET /health ').string)]
+        first_request = self._wait_for(r'"GET /health ').string
+        self.startup = self.output[: self.output.index(first_request)]
 
     def _read(self) -> None:
         assert self.process.stdout is not None

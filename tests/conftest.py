@@ -11,18 +11,28 @@ asks for ``pg_dsn`` gets its own fresh copy of it (tens of milliseconds), droppe
 - ``embedded_pg``: the session's server, to create more databases (``create_database``,
   ``dsn_for``) or run SQL through psql (``psql``).
 - ``scratch_base``: the directory to put other data directories in (``tempfile.mkdtemp``).
+- ``data_dir``: a fresh data directory under it for an ``assay serve`` of the test's own.
+- ``serve_process``: starts ``assay serve`` as a person would (a subprocess, the embedded
+  PostgreSQL, a free port) and returns a ``Server``; stopped at the end of the test.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
+import time
 import uuid
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 import trio
 
@@ -39,6 +49,9 @@ if TYPE_CHECKING:
     from assay.engine._ports import Store
 
 TEMPLATE_DATABASE = "assay_template"
+
+ASSAY = [sys.executable, "-m", "assay.adapters.cli"]
+"""The ``assay`` command, as this interpreter runs it."""
 
 
 @pytest.fixture(scope="session")
@@ -157,3 +170,95 @@ def open_ingestion_engine(pg_dsn: str) -> Callable[..., AbstractAsyncContextMana
             yield engine
 
     return open_engine
+
+
+class Server:
+    """``assay serve`` in a subprocess, its output (stdout and stderr, in order) read by a
+    thread. Ready once /health has answered and its access-log line is in ``output``: the
+    server prints everything it prints at startup before it handles a request, so
+    ``startup`` (the lines before that one) is all a person saw before it was ready."""
+
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for name in list(env):
+            if name.startswith("ASSAY_"):
+                env.pop(name)
+        self.data_dir = data_dir
+        self.process = subprocess.Popen(
+            [*ASSAY, "serve", "--port", "0", "--data-dir", str(data_dir), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.output: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.url = self._wait_for(r"serving on (http://\S+)").group(1)
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{self.url}/health", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "".join(self.output)
+            time.sleep(0.1)
+        first_request = self._wait_for(r'"GET /health ').string
+        self.startup = self.output[: self.output.index(first_request)]
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+
+    def _wait_for(self, pattern: str) -> re.Match[str]:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for line in list(self.output):
+                found = re.search(pattern, line)
+                if found:
+                    return found
+            if self.process.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"no {pattern!r} from assay serve:\n" + "".join(self.output))
+
+    @property
+    def admin_secret(self) -> str | None:
+        for line in self.startup:
+            found = re.fullmatch(r"\s+(assay_\S+)\s*", line)
+            if found:
+                return found.group(1)
+        return None
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._reader.join(10)
+            assert self.process.stdout is not None
+            self.process.stdout.close()
+
+
+@pytest.fixture
+def data_dir(scratch_base: Path) -> Iterator[Path]:
+    path = scratch_base / f"serve-{os.getpid()}-{time.monotonic_ns()}"
+    yield path
+    # The server stopped the embedded PostgreSQL; its files can go.
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+@pytest.fixture
+def serve_process() -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def start(data_dir: Path, *args: str) -> Server:
+        server = Server(data_dir, *args)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.process.poll() is None:
+            server.stop()

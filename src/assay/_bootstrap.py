@@ -25,11 +25,11 @@ async def open_database(config: EngineConfig) -> AsyncIterator[str]:
     if config.database_url:
         yield config.database_url
         return
-    from assay.adapters.embedded import default_data_dir, start_embedded_postgres
+    from assay.adapters.embedded import LOG_FILE, default_data_dir, start_embedded_postgres
 
     data_dir = Path(config.data_dir) if config.data_dir else default_data_dir()
     server = await trio.to_thread.run_sync(start_embedded_postgres, data_dir)
-    log.info("embedded PostgreSQL running in %s", data_dir)
+    log.info("embedded PostgreSQL running in %s (its log: %s)", data_dir, data_dir / LOG_FILE)
     try:
         yield server.dsn
     finally:

@@ -5,23 +5,23 @@ restart on the same data directory."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import re
-import signal
+import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from assay import __version__
-from assay.adapters.cli import main
+from assay.adapters.cli import build_parser, main
 
-ASSAY = [sys.executable, "-m", "assay.adapters.cli"]
+ASSAY = [sys.executable, "-m", "assay.adapters.cli"]  # as tests/conftest.py runs it
 
 
 @pytest.mark.parametrize(
@@ -41,6 +41,23 @@ def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixtur
         main([*command, "--help"])
     assert info.value.code == 0
     assert "usage: assay" in capsys.readouterr().out
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def test_help_texts_print_percent_signs_as_written() -> None:
+    parsers = list(_parsers(build_parser()))
+    assert len(parsers) > 10
+    texts = {p.prog: p.format_help() for p in parsers}
+    # argparse formats help strings but not descriptions: "%%" in a description shows.
+    assert not {prog for prog, text in texts.items() if "%%" in text}
+    assert "always-valid 95% interval" in " ".join(texts["assay report"].split())
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,67 +101,10 @@ def test_migrate_is_idempotent(pg_dsn: str, capsys: pytest.CaptureFixture[str]) 
     assert "up to date" in capsys.readouterr().out
 
 
-class Server:
-    """``assay serve`` in a subprocess, read line by line until it reports its port."""
-
-    def __init__(self, data_dir: Path) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("ASSAY_DATABASE_URL", None)
-        self.process = subprocess.Popen(
-            [*ASSAY, "serve", "--port", "0", "--data-dir", str(data_dir)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        self.output: list[str] = []
-        self.url = self._wait_for_url()
-
-    def _wait_for_url(self) -> str:
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            found = re.search(r"serving on (http://\S+)", line)
-            if found:
-                return found.group(1)
-        self.stop()
-        raise AssertionError("assay serve did not start:\n" + "".join(self.output))
-
-    @property
-    def admin_secret(self) -> str | None:
-        for line in self.output:
-            found = re.fullmatch(r"\s+(assay_\S+)\s*", line)
-            if found:
-                return found.group(1)
-        return None
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            assert self.process.stdout is not None
-            self.output.extend(self.process.stdout.readlines())
-            self.process.stdout.close()
-
-
-@pytest.fixture
-def data_dir(scratch_base: Path) -> Iterator[Path]:
-    path = scratch_base / f"serve-{os.getpid()}-{time.monotonic_ns()}"
-    yield path
-    # The server stopped the embedded PostgreSQL; its files can go.
-    subprocess.run(["rm", "-rf", str(path)], check=False)
-
-
-def test_serve_end_to_end_keeps_data_across_restarts(data_dir: Path) -> None:
-    first = Server(data_dir)
+def test_serve_end_to_end_keeps_data_across_restarts(
+    data_dir: Path, serve_process: Callable[..., Any]
+) -> None:
+    first = serve_process(data_dir)
     try:
         secret = first.admin_secret
         assert secret, "the first run prints the admin key:\n" + "".join(first.output)
@@ -159,7 +119,7 @@ def test_serve_end_to_end_keeps_data_across_restarts(data_dir: Path) -> None:
     finally:
         assert first.stop() == 0
 
-    second = Server(data_dir)
+    second = serve_process(data_dir)
     try:
         assert second.admin_secret is None, "the admin key is printed only once"
         with httpx.Client(base_url=second.url, headers=headers, timeout=10) as http:
@@ -168,3 +128,122 @@ def test_serve_end_to_end_keeps_data_across_restarts(data_dir: Path) -> None:
             assert flag.json()["default_value"] is True
     finally:
         assert second.stop() == 0
+
+
+def test_the_first_serve_is_short_and_ends_with_the_key(
+    data_dir: Path, serve_process: Callable[..., Any]
+) -> None:
+    server = serve_process(data_dir)
+    try:
+        startup = "".join(server.startup)
+        assert len(server.startup) <= 15, startup
+        # The banner is the last thing printed before the server answers anything.
+        assert server.startup[-1].startswith("=" * 72), startup
+        banner = startup[startup.index("=" * 72) :]
+        assert server.admin_secret
+        assert server.admin_secret in banner
+        assert "assay keys create --role ADMIN" in banner
+        # The embedded PostgreSQL's own output went to its log file, not to the console.
+        assert "initdb" not in startup, startup
+        assert "pgserver" not in startup, startup
+        assert "initdb" in (data_dir / "postgres.log").read_text()
+
+        headers = {"Authorization": f"Bearer {server.admin_secret}"}
+        with httpx.Client(base_url=server.url, headers=headers, timeout=10) as http:
+            assert http.post("/api/v1/projects", json={"key": "shop"}).status_code == 201
+            created = http.post("/api/v1/keys", json={"role": "ANALYST", "project": "shop"})
+            assert created.status_code == 201, created.text
+
+        # Another command on the same data directory: its table and nothing else.
+        listed = subprocess.run(
+            [*ASSAY, "keys", "list", "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("ASSAY_")},
+            check=False,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stderr == ""
+        header, *rows = listed.stdout.splitlines()
+        assert header.split() == ["ID", "ROLE", "PROJECT", "PREFIX", "STATE", "NAME"]
+        assert sorted(row.split()[1:3] for row in rows) == [["ADMIN", "*"], ["ANALYST", "shop"]]
+    finally:
+        assert server.stop() == 0
+
+
+def _assay(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ASSAY_")}
+    return subprocess.run(
+        [*ASSAY, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **(env or {})},
+        check=False,
+    )
+
+
+def _one_line_failure(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_a_taken_port_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        serve = ["serve", "--port", port, "--data-dir", str(tmp_path / "data")]
+        line = _one_line_failure(_assay(*serve))
+        assert f"port {port} " in line
+        assert "--port" in line
+        # Said before anything started: no database was made.
+        assert not (tmp_path / "data").exists()
+        # At DEBUG the traceback comes too.
+        debug = _assay(*serve, "--log-level", "DEBUG")
+        assert debug.returncode == 1
+        assert "Traceback" in debug.stderr
+        assert debug.stderr.rstrip().endswith(line)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["data dir not writable", "database unreachable", "bad config file", "bad variable"],
+)
+def test_expected_startup_failures_are_one_line(case: str, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    config = tmp_path / "assay.toml"
+    config.write_text('port = "eighty"\n')
+    args, env, expected = {
+        "data dir not writable": (
+            ["--data-dir", str(tmp_path / "a-file" / "data")],
+            {},
+            f"the data directory {tmp_path / 'a-file' / 'data'} is not writable",
+        ),
+        "database unreachable": (
+            ["--database-url", "postgresql://assay:secret@127.0.0.1:1/assay"],
+            {},
+            "cannot connect to PostgreSQL at postgresql://assay:***@127.0.0.1:1/assay",
+        ),
+        # A data directory of their own, should the check ever let them start.
+        "bad config file": (
+            ["--config", str(config), "--data-dir", str(tmp_path / "data")],
+            {},
+            f"config file {config}: port: expected an integer, got 'eighty'",
+        ),
+        "bad variable": (
+            ["--data-dir", str(tmp_path / "data")],
+            {"ASSAY_PORT": "abc"},
+            "ASSAY_PORT: expected an integer, got 'abc'",
+        ),
+    }[case]
+    line = _one_line_failure(_assay("serve", "--port", "0", *args, env=env))
+    assert expected in line
+    assert "secret" not in line
+    # The same rule for every command that opens the database.
+    if case != "bad variable":
+        assert _one_line_failure(_assay("keys", "list", *args, env=env)) == line

@@ -226,6 +226,10 @@ async def test_every_rejection_code(engine: Engine) -> None:
         (i + 1, code) for i, (code, _) in enumerate(cases)
     ]
     assert all(r.message for r in result.rejected)
+    messages = {code: r.message for (code, _), r in zip(cases, result.rejected, strict=True)}
+    # The defaults, in words a person reads (not "2.592e+06 seconds").
+    assert messages["timestamp_too_old"] == "timestamp is more than 30 days old"
+    assert messages["timestamp_in_future"] == "timestamp is more than 5 minutes in the future"
     # Nothing but the valid event was written.
     assert (await engine.ingestion_summary(PROJECT, EXPERIMENT)).exposures == 1
 
@@ -245,6 +249,7 @@ async def test_the_timestamp_limits_are_settings(engine_config: EngineConfig) ->
             ],
         )
     assert [r.code for r in result.rejected] == ["timestamp_too_old"]
+    assert result.rejected[0].message == "timestamp is more than 1 day old"
 
 
 async def test_whole_batch_refusals(engine: Engine) -> None:

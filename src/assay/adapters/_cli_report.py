@@ -37,7 +37,7 @@ def add_report_command(
         "report",
         help="print an experiment's report",
         description="Per variant: exposures, crossovers and analysed subjects; per metric: "
-        "each variant's value and its lift against control with the always-valid 95%% "
+        "each variant's value and its lift against control with the always-valid 95% "
         "interval, the adjusted p-value and a verdict; and the SRM check.",
     )
     report.add_argument("experiment", metavar="EXPERIMENT", help="experiment key")

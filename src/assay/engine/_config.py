@@ -1,5 +1,6 @@
 """Engine configuration: defaults, then a TOML file, then ``ASSAY_*`` variables, then
-explicit overrides (the CLI's flags), each layer replacing the one before."""
+explicit overrides (the CLI's flags), each layer replacing the one before. A bad value is
+reported with where it came from: the file and key, the variable, or the flag."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+import msgspec.inspect
 
 from assay.engine._errors import ValidationFailed
 
@@ -95,7 +97,10 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     forever."""
     retention_interval_seconds: PositiveFloat = 3600.0
     """How often the leader creates partitions ahead and drops (or deletes) what expired."""
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
+    """What reaches the console. Unset: INFO for ``assay serve``, WARNING for the other
+    commands (they print their answer and nothing else). DEBUG also shows the embedded
+    PostgreSQL's own output and a traceback with every startup failure."""
 
     def __post_init__(self) -> None:
         # msgspec turns a ValueError here into a ValidationError naming no field, so the
@@ -127,25 +132,80 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         overrides: Mapping[str, Any] | None = None,
     ) -> EngineConfig:
         """Read the layers in order. Unknown keys and bad values raise ValidationFailed
-        naming the setting, so a typo in a config file is an error, not a silent default."""
-        values: dict[str, Any] = {}
+        naming the setting where it was given (``ASSAY_PORT: expected an integer from 0 to
+        65535, got 'abc'``), so a typo is an error, not a silent default."""
+        given: list[tuple[str, Any, str]] = []  # (setting, value, where it was given)
         if path is not None:
             try:
                 with Path(path).open("rb") as f:
-                    values.update(tomllib.load(f))
+                    from_file = tomllib.load(f)
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ValidationFailed(
                     f"cannot read config file {path}: {exc}", code="invalid_config"
                 ) from exc
+            given += [(k, v, f"config file {path}: {k}") for k, v in from_file.items()]
         environ = os.environ if env is None else env
         for field in cls.__struct_fields__:
             raw = environ.get(ENV_PREFIX + field.upper())
             if raw is not None and raw != "":
-                values[field] = raw
-        if overrides:
-            values.update({k: v for k, v in overrides.items() if v is not None})
+                given.append((field, raw, ENV_PREFIX + field.upper()))
+        given += [
+            (k, v, "--" + k.replace("_", "-"))
+            for k, v in (overrides or {}).items()
+            if v is not None
+        ]
+        info = msgspec.inspect.type_info(cls)
+        assert isinstance(info, msgspec.inspect.StructType)
+        types = {f.name: f.type for f in info.fields}
+        values: dict[str, Any] = {}
+        # Every layer's values are checked, also those a later layer replaces: a mistake in
+        # a file is reported even on the day a flag happens to override it.
+        for key, value, source in given:
+            if key not in types:
+                raise ValidationFailed(f"{source}: no such setting", code="invalid_config")
+            try:
+                # strict=False lets "8080" from the environment become an int.
+                msgspec.convert({key: value}, cls, strict=False)
+            except msgspec.ValidationError as exc:
+                raise ValidationFailed(
+                    f"{source}: expected {_describe(types[key], value)}, got {value!r}",
+                    code="invalid_config",
+                ) from exc
+            values[key] = value
         try:
-            # strict=False lets "8080" from the environment become an int.
             return msgspec.convert(values, cls, strict=False)
-        except msgspec.ValidationError as exc:
+        except msgspec.ValidationError as exc:  # pragma: no cover - each value passed above
             raise ValidationFailed(f"invalid configuration: {exc}", code="invalid_config") from exc
+
+
+def _describe(kind: msgspec.inspect.Type, value: Any) -> str:
+    """What a setting takes, in words, for the error about ``value``: the bounds only when
+    ``value`` is of the right type but out of them."""
+    match kind:
+        case msgspec.inspect.UnionType(types=types):
+            return " or ".join(
+                _describe(t, value) for t in types if not isinstance(t, msgspec.inspect.NoneType)
+            )
+        case msgspec.inspect.LiteralType(values=values):
+            return "one of " + ", ".join(str(v) for v in values)
+        case msgspec.inspect.IntType() | msgspec.inspect.FloatType():
+            number = int if isinstance(kind, msgspec.inspect.IntType) else float
+            noun = "an integer" if number is int else "a number"
+            try:
+                msgspec.convert(value, number, strict=False)
+            except msgspec.ValidationError:
+                return noun
+            # :g, as msgspec may report a bound as 0 or as 0.0.
+            low = (f">= {kind.ge:g}" if kind.ge is not None else None) or (
+                f"> {kind.gt:g}" if kind.gt is not None else None
+            )
+            high = (f"<= {kind.le:g}" if kind.le is not None else None) or (
+                f"< {kind.lt:g}" if kind.lt is not None else None
+            )
+            if kind.ge is not None and kind.le is not None:
+                return f"{noun} from {kind.ge:g} to {kind.le:g}"
+            return " and ".join([f"{noun} {low}" if low else noun, *([high] if high else [])])
+        case msgspec.inspect.StrType():
+            return "a string"
+        case _:
+            return str(kind)

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Final, NamedTuple
 
 import msgspec
 
+from assay.engine._core._durations import describe_duration
 from assay.engine._model import Experiment, ExperimentStatus, Metric
 
 MAX_BATCH_EVENTS: Final = 10_000
@@ -574,14 +575,15 @@ class EventChecker:
             return Rejection(
                 index=index,
                 code="timestamp_in_future",
-                message=f"timestamp is more than {_seconds(self._future_skew)} seconds in "
-                "the future",
+                message=f"timestamp is more than "
+                f"{describe_duration(self._future_skew.total_seconds())} in the future",
             )
         if timestamp < self._earliest:
             return Rejection(
                 index=index,
                 code="timestamp_too_old",
-                message=f"timestamp is more than {_seconds(self._max_age)} seconds old",
+                message="timestamp is more than "
+                f"{describe_duration(self._max_age.total_seconds())} old",
             )
         return timestamp.timestamp()
 
@@ -668,10 +670,6 @@ def _at(rejection: Rejection, index: int) -> Rejection:
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _seconds(delta: timedelta) -> str:
-    return f"{delta.total_seconds():g}"
 
 
 def count_outcomes(outcomes: Sequence[int]) -> tuple[int, int, int]:

@@ -25,7 +25,9 @@ def build_plugin_manager(
     if load_entry_points:
         loaded = pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
         if loaded:
-            log.info("loaded %d plugin(s) from entry points", loaded)
+            # DEBUG: part of starting up, which says nothing unless something is wrong.
+            names = sorted(name for name, _ in pm.list_name_plugin() if name is not None)
+            log.debug("loaded %d plugin(s) from entry points: %s", loaded, ", ".join(names))
     pm.check_pending()
     return pm
 

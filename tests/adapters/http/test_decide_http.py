@@ -120,3 +120,15 @@ async def test_metrics_expose_latency_quantiles(world: Any, anonymous: Any) -> N
     made = [line for line in text.splitlines() if line.startswith("assay_decisions_total ")]
     assert made
     assert float(made[0].split()[1]) >= 20
+    # Routes nobody called have no series at all, rather than NaN quantiles.
+    assert "NaN" not in text
+    assert 'route="DELETE /api/v1/flags/{key}"' not in text
+
+
+async def test_a_fresh_engine_has_no_nan_metrics(engine, anonymous) -> None:
+    text = (await anonymous.get("/metrics")).body
+    assert "NaN" not in text, text
+    # The in-process decide summary is there, empty; only /metrics itself has been timed
+    # (after this answer, so not in it).
+    assert "assay_decide_latency_seconds_count 0.0" in text
+    assert "assay_http_request_latency_seconds{" not in text

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,6 +49,15 @@ async def test_a_round_trip(base_url: str, world) -> None:
         missing = await client.get(f"/api/v1/flags/nope?project={project}")
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "not_found"
+        decided = await client.post(
+            f"/api/v1/decide?project={project}", json={"flag": "f", "subject": "u"}
+        )
+        assert decided.status_code == 200
+        refused = await client.post("/api/v1/decide", content=b"{")
+        # Every JSON answer ends with a newline (curl output does not run together), from
+        # Quart and from the decide fast path, answers and errors alike.
+        for answer in (created, fetched, missing, decided, refused):
+            assert answer.content.endswith(b"}\n"), answer.content
 
 
 async def test_an_oversize_body_is_413(base_url: str, world) -> None:
@@ -69,6 +80,67 @@ async def test_an_oversize_body_is_413(base_url: str, world) -> None:
         assert chunked.json()["error"]["code"] == "body_too_large"
         listed = await client.get("/api/v1/projects?limit=500")
     assert project not in [p["key"] for p in listed.json()["items"]]
+
+
+async def _get_and_hang_up(port: int, request: bytes) -> bytes:
+    """One request on its own connection, closed as soon as the response is read (as curl
+    does): the client that used to get a second access-log line."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request)
+        data = b""
+        while True:
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: (\d+)", head)
+            if length and len(body) >= int(length.group(1)):
+                return data
+            chunk = await stream.receive_some()
+            if not chunk:
+                return data
+            data += chunk
+
+
+async def test_one_access_log_line_per_request(engine, nursery, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="assay.http.access")
+    port = await nursery.start(partial(serve, engine, host="127.0.0.1", port=0))
+    requests = {
+        "GET /health": b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /api/v1/decide": b"POST /api/v1/decide HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 2\r\n\r\n{}",
+    }
+    sent = 0
+    for _ in range(40):
+        for raw in requests.values():
+            assert (await _get_and_hang_up(port, raw)).startswith(b"HTTP/1.1 ")
+            sent += 1
+    # Let hypercorn finish with the last connections (a second line would come by now).
+    await trio.sleep(0.5)
+    lines = [r.getMessage() for r in caplog.records if r.name == "assay.http.access"]
+    assert len(lines) == sent, "\n".join(lines)
+    assert not [line for line in lines if '" - - ' in line], "\n".join(lines)
+    for name in requests:
+        assert sum(f'"{name} 1.1"' in line for line in lines) == sent // 2
+
+
+async def test_a_request_the_client_left_before_its_answer_logs_once(caplog) -> None:
+    from assay.adapters.http._server import hypercorn_config
+
+    caplog.set_level(logging.INFO, logger="assay.http.access")
+    log = hypercorn_config("127.0.0.1", 0).log
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/x",
+        "query_string": b"",
+        "headers": [],
+        "http_version": "1.1",
+        "client": ("127.0.0.1", 1),
+        "scheme": "http",
+    }
+    await log.access(scope, None, 0.1)  # the client went away, nothing was answered
+    await log.access(scope, {"status": 200, "headers": []}, 0.2)  # the app answers later
+    # One line, without a status: what hypercorn knew when the client left.
+    assert ['"GET /x 1.1" - -' in r.getMessage() for r in caplog.records] == [True]
 
 
 async def test_cancelling_serve_stops_listening(engine) -> None:

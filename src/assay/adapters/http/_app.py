@@ -127,7 +127,8 @@ def _response(route: Route, result: Any) -> Response:
     if isinstance(result, str):
         return Response(result, status=route.status, content_type=route.media_type)
     payload = result if isinstance(result, bytes) else msgspec.json.encode(result)
-    response = Response(payload, status=route.status, content_type=JSON)
+    # Every JSON answer ends with a newline, so curl's output does not run into the prompt.
+    response = Response(payload + b"\n", status=route.status, content_type=JSON)
     revision = getattr(result, "revision", None)
     if isinstance(revision, int):
         # The revision is the entity tag: send it back as If-Match to change this object.
@@ -142,7 +143,7 @@ def error_response(error: BaseException, *, max_body_bytes: int | None = None) -
     if body.code == "body_too_large" and max_body_bytes is not None:
         body = msgspec.structs.replace(body, details={"max_bytes": max_body_bytes})
     response = Response(
-        msgspec.json.encode(ErrorResponse(error=body)), status=status, content_type=JSON
+        msgspec.json.encode(ErrorResponse(error=body)) + b"\n", status=status, content_type=JSON
     )
     response.headers.update(headers)
     return response

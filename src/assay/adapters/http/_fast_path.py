@@ -124,7 +124,8 @@ class DecideFrontend:
                 expected_revision=None,
                 documents=self._documents,
             )
-            return route.status, _encode(await route.endpoint(call)), []
+            # A newline after the JSON, as the Quart app's answers have.
+            return route.status, _encode(await route.endpoint(call)) + b"\n", []
         except Exception as error:
             status, body, extra = describe(error)
             if status >= 500 and body.code == "internal_error":
@@ -133,7 +134,7 @@ class DecideFrontend:
                 body = msgspec.structs.replace(body, details={"max_bytes": self._max_body})
             return (
                 status,
-                _encode(ErrorResponse(error=body)),
+                _encode(ErrorResponse(error=body)) + b"\n",
                 [(k.lower().encode(), v.encode()) for k, v in extra.items()],
             )
 

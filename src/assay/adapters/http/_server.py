@@ -9,6 +9,7 @@ reach every worker through the store's LISTEN/NOTIFY.
 
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
 import signal
@@ -21,8 +22,9 @@ import msgspec
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
+from hypercorn.logging import Logger as HypercornLogger
 
-from assay.engine import ValidationFailed
+from assay.engine import AssayError, ValidationFailed
 
 if TYPE_CHECKING:
     from multiprocessing.context import SpawnProcess
@@ -54,13 +56,75 @@ def hypercorn_config(host: str, port: int) -> HypercornConfig:
     access = logging.getLogger("assay.http.access")
     config.accesslog = access if access.isEnabledFor(logging.INFO) else None
     config.errorlog = logging.getLogger("assay.http.server")
+    config.logger_class = _Log
     return config
 
 
+_RESPONDED = "assay.responded"
+"""Scope key: the app has begun its response (hypercorn logs it, status and all, once the
+app has sent the rest, even to a client that has gone)."""
+_LOGGED = "assay.logged"
+"""Scope key: this request's access-log line is written."""
+
+
+class _Log(HypercornLogger):
+    """hypercorn's logger, with one access-log line per request.
+
+    hypercorn writes a line without a status (``- -``) when the connection closes before
+    it has marked the response finished. It marks it only after sending the response's
+    end (Quart sends that as an empty last part, after the body), so a client that closes
+    as soon as it has read the body (curl does) often wins that race, and the request got
+    that line as well as its own (about one in four under curl). Here the line without a
+    status is kept only for a request the app had not begun to answer, and a request
+    never gets a second line. Also: hypercorn's "Running on" goes to DEBUG, the
+    CLI says where it serves."""
+
+    async def access(self, request: Any, response: Any, request_time: float) -> None:
+        if request.get(_LOGGED) or (response is None and request.get(_RESPONDED)):
+            return
+        request[_LOGGED] = True
+        await super().access(request, response, request_time)
+
+    async def info(self, message: str, *args: Any, **kwargs: Any) -> None:
+        await super().debug(message, *args, **kwargs)
+
+
+class _MarkResponded:
+    """ASGI middleware: marks the scope when the app begins its response."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def marking_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                scope[_RESPONDED] = True
+            await send(message)
+
+        await self._app(scope, receive, marking_send)
+
+
 def bind_sockets(host: str, port: int) -> Sockets:
-    """Bind and listen now (port 0 picks a free port); pass the result to ``serve``."""
+    """Bind and listen now (port 0 picks a free port); pass the result to ``serve``. A port
+    already taken raises AssayError ``invalid_config`` naming it."""
     config = hypercorn_config(host, port)
-    sockets = config.create_sockets()
+    try:
+        sockets = config.create_sockets()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise AssayError(
+                f"port {port} on {host} is already in use; choose another with --port",
+                code="invalid_config",
+            ) from exc
+        if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+            raise AssayError(
+                f"cannot listen on {host} port {port}: {exc.strerror}", code="invalid_config"
+            ) from exc
+        raise
     for sock in sockets.insecure_sockets:
         sock.listen(config.backlog)
     return sockets
@@ -98,7 +162,10 @@ async def serve(
             sockets = bind_sockets(host, port)
             for sock in sockets.insecure_sockets:
                 owned.callback(sock.close)
-        app = wrap_app(create_asgi(engine), config.wsgi_max_body_size, "asgi")
+        asgi: Any = create_asgi(engine)
+        if config.accesslog is not None:
+            asgi = _MarkResponded(asgi)
+        app = wrap_app(asgi, config.wsgi_max_body_size, "asgi")
         stop = trio.Event()
         listening = _Started()
         # Shielded: our caller's cancellation must not tear requests down mid-flight; it
@@ -123,7 +190,7 @@ async def serve(
             nursery.start_soon(run_server)
             try:
                 await listening.event.wait()
-                log.info("HTTP API listening on port %d", bound_port(sockets))
+                log.debug("HTTP API listening on port %d", bound_port(sockets))
                 task_status.started(bound_port(sockets))
                 await trio.sleep_forever()
             finally:
@@ -164,15 +231,16 @@ def run_workers(config: EngineConfig, workers: int, *, prepare: Prepare | None =
 
 async def _supervise_workers(config: EngineConfig, workers: int, prepare: Prepare | None) -> None:
     async with AsyncExitStack() as stack:
+        # Bound first: a taken port is said before the database starts.
+        sockets = bind_sockets(config.host, config.port)
+        for sock in sockets.insecure_sockets:
+            stack.callback(sock.close)
+        port = bound_port(sockets)
         if config.store == "postgres":
             from assay._bootstrap import open_database
 
             dsn = await stack.enter_async_context(open_database(config))
             config = msgspec.structs.replace(config, database_url=dsn)
-        sockets = bind_sockets(config.host, config.port)
-        for sock in sockets.insecure_sockets:
-            stack.callback(sock.close)
-        port = bound_port(sockets)
         if prepare is not None:
             await prepare(config, port)
         context = multiprocessing.get_context("spawn")
@@ -189,7 +257,7 @@ async def _supervise_workers(config: EngineConfig, workers: int, prepare: Prepar
             return process
 
         processes = [spawn(n) for n in range(workers)]
-        log.info("serving on port %d with %d worker processes", port, workers)
+        log.debug("serving on port %d with %d worker processes", port, workers)
         try:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with trio.open_nursery() as nursery:
@@ -244,7 +312,7 @@ def worker_main(config: EngineConfig, sockets: Sockets, stop: ProcessEvent) -> N
     # Ctrl-C reaches the whole process group; the parent turns it into ``stop``, so the
     # workers shut down in order instead of each raising KeyboardInterrupt.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=config.log_level)
+    logging.basicConfig(level=config.log_level or "INFO")
     trio.run(_worker, config, sockets, stop)
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import re
 from importlib.resources import files
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from assay.adapters.postgres._aio import open_aio_loop
+from assay.engine import AssayError
 
 MIGRATION_LOCK_ID = 0x6173_7361_7901
 """Session advisory lock held while migrating ("assay" in ASCII, then 01)."""
@@ -79,9 +81,41 @@ async def aio_apply_migrations(conn: Any) -> list[str]:
     return applied_now
 
 
+CONNECT_ERRORS = (
+    OSError,  # refused, unknown host, no route, no such socket
+    TimeoutError,
+    asyncpg.InvalidAuthorizationSpecificationError,  # no such role, bad password
+    asyncpg.InvalidCatalogNameError,  # no such database
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def unreachable(dsn: str, exc: BaseException) -> AssayError:
+    """The error for a database that cannot be connected to at all: one line a person can
+    act on, naming the server (never the password) and what it said."""
+    parts = urlsplit(dsn)
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)
+        parts = parts._replace(netloc=netloc[0].split(":", 1)[0] + ":***@" + netloc[1])
+    reason = str(exc) or type(exc).__name__
+    return AssayError(
+        f"cannot connect to PostgreSQL at {urlunsplit(parts)}: {reason}",
+        code="store_unavailable",
+    )
+
+
+async def aio_connect(dsn: str) -> Any:
+    """A connection to ``dsn``; a database that cannot be reached raises ``unreachable``."""
+    try:
+        return await asyncpg.connect(dsn)
+    except CONNECT_ERRORS as exc:
+        raise unreachable(dsn, exc) from exc
+
+
 async def aio_migrate(dsn: str) -> list[str]:
     """Migrate on a connection of its own, closed after: closing releases the lock."""
-    conn = await asyncpg.connect(dsn)
+    conn = await aio_connect(dsn)
     try:
         return await aio_apply_migrations(conn)
     finally:

@@ -20,7 +20,7 @@ from assay.adapters.postgres._aio import AioLoop, open_aio_loop, usable
 from assay.adapters.postgres._decisions import RecordWriter, aio_get_decision
 from assay.adapters.postgres._events import PostgresEventStore
 from assay.adapters.postgres._guardrails import PostgresGuardrailStore
-from assay.adapters.postgres._migrations import aio_migrate
+from assay.adapters.postgres._migrations import CONNECT_ERRORS, aio_migrate, unreachable
 from assay.adapters.postgres._reports import PostgresReportStore
 from assay.adapters.postgres._retention import PostgresRetentionStore
 from assay.engine._errors import Conflict, NotFound
@@ -94,14 +94,17 @@ async def _aio_reset_connection(conn: Any) -> None:
 async def _aio_open_pool(dsn: str, min_size: int, max_size: int, migrate: bool) -> Any:
     if migrate:
         await aio_migrate(dsn)
-    return await asyncpg.create_pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size,
-        init=_aio_init_connection,
-        reset=_aio_reset_connection,
-        server_settings={"application_name": "assay"},
-    )
+    try:
+        return await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_aio_init_connection,
+            reset=_aio_reset_connection,
+            server_settings={"application_name": "assay"},
+        )
+    except CONNECT_ERRORS as exc:
+        raise unreachable(dsn, exc) from exc
 
 
 async def _aio_close_pool(pool: Any) -> None:

@@ -62,6 +62,7 @@ class GuardrailActor(Actor[GuardrailMessage]):
         """Delivered notifications deleted past their retention, by this process."""
         self.leading = False
         """Whether this process led at its last attempt."""
+        self._attempted = False
         self.rounds = 0
         """Rounds run as the leader."""
         self.checks = 0
@@ -90,8 +91,14 @@ class GuardrailActor(Actor[GuardrailMessage]):
 
     async def _lead(self, leadership: Leadership) -> bool:
         leading = await leadership.acquire()
+        first, self._attempted = not self._attempted, True
         if leading != self.leading:
-            log.info("guardrail actor %s", "leads" if leading else "follows")
+            # The first outcome is part of starting up; a change later is news.
+            log.log(
+                logging.DEBUG if first else logging.INFO,
+                "guardrail actor %s",
+                "leads" if leading else "follows",
+            )
             self.leading = leading
             if leading:
                 self.wake_outbox()  # what an earlier leader left undelivered

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import msgspec
 
+from assay.engine._core._durations import describe_duration
 from assay.engine._core._stats_frequentist import (
     absolute_lift,
     lift_variance,
@@ -266,7 +267,8 @@ def judge_no_traffic(last_activity: datetime, now: datetime, *, minutes: float) 
         status="breached" if breached else "ok",
         observed=idle,
         threshold=minutes,
-        message=f"no new exposure for {idle:.1f} minutes (limit {minutes:g})",
+        message=f"no new exposure for {describe_duration(idle * 60)} "
+        f"(limit {describe_duration(minutes * 60)})",
     )
 
 

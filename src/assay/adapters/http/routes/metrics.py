@@ -9,6 +9,7 @@ a minute (``Retention.stats``), and left out while the store is unavailable.
 """
 
 import logging
+import math
 import weakref
 from collections.abc import Iterator, Mapping
 
@@ -114,13 +115,17 @@ def _summary(
 ) -> Metric:
     family = SummaryMetricFamily(name, help_text, labels=[label] if label else None)
     for key, recorder in sorted(recorders.items()):
+        if label and recorder.count == 0:
+            continue  # a route nobody has called has no series, rather than NaN ones
         labels = {label: key} if label else {}
         family.add_metric(
             list(labels.values()), count_value=recorder.count, sum_value=recorder.total
         )
-        # add_metric takes no quantiles; Prometheus summaries carry them as samples.
+        # add_metric takes no quantiles; Prometheus summaries carry them as samples. An
+        # empty window has none (not NaN).
         for q, value in recorder.quantiles().items():
-            family.add_sample(name, {**labels, "quantile": str(q)}, value)
+            if not math.isnan(value):
+                family.add_sample(name, {**labels, "quantile": str(q)}, value)
     return family
 
 

@@ -8,6 +8,7 @@ from assay.engine._access import PERMISSIONS, Action, Resource, authorize
 from assay.engine._config import EngineConfig
 from assay.engine._core import Decision, Reason
 from assay.engine._definitions import Definitions, LoadReport, load_definitions, parse_definitions
+from assay.engine._error_codes import ERROR_CODES, REJECTION_CODES, ErrorCode
 from assay.engine._errors import (
     ActorCrashed,
     AssayError,
@@ -61,7 +62,9 @@ from assay.engine._runtime import Engine, Mailbox, StoreFactory, open_engine
 from assay.engine._service import SYSTEM_KEY, ConfigService, hash_secret
 
 __all__ = [
+    "ERROR_CODES",
     "PERMISSIONS",
+    "REJECTION_CODES",
     "SYSTEM_KEY",
     "Action",
     "ActorCrashed",
@@ -77,6 +80,7 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EngineOverloaded",
+    "ErrorCode",
     "Event",
     "EventsRecorded",
     "Experiment",

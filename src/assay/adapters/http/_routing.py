@@ -137,7 +137,8 @@ class Route:
     @property
     def error_statuses(self) -> tuple[int, ...]:
         """Every error status this route can answer, for the document."""
-        statuses = {500, *self.extra_errors}
+        # 503: the store may be away, or an actor's inbox full, for any route.
+        statuses = {500, 503, *self.extra_errors}
         if not self.public:
             statuses |= {401, 404, 422}
         if self.method != "GET":

@@ -7,7 +7,13 @@ root (``assay.open_engine``) hands it a store and the built-in plugins.
 from assay.engine._access import PERMISSIONS, Action, Resource, authorize
 from assay.engine._config import EngineConfig
 from assay.engine._core import Decision, Reason
-from assay.engine._definitions import Definitions, LoadReport, load_definitions, parse_definitions
+from assay.engine._definitions import (
+    Definitions,
+    ExperimentDefinition,
+    LoadReport,
+    load_definitions,
+    parse_definitions,
+)
 from assay.engine._error_codes import ERROR_CODES, REJECTION_CODES, ErrorCode
 from assay.engine._errors import (
     ActorCrashed,
@@ -84,6 +90,7 @@ __all__ = [
     "Event",
     "EventsRecorded",
     "Experiment",
+    "ExperimentDefinition",
     "ExperimentRule",
     "ExperimentSpec",
     "ExperimentStatus",

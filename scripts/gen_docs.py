@@ -1,8 +1,11 @@
 """Rewrite the generated parts of docs/ from the code, or check they are current.
 
-- docs/api.md: the error-code table and the event rejection codes, between
-  ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` markers, from
-  ``assay.engine.ERROR_CODES`` and ``assay.engine.REJECTION_CODES``.
+Each generated part sits between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->``:
+
+- docs/api.md: the error-code table and the event rejection codes, from
+  ``assay.engine.ERROR_CODES`` and ``assay.engine.REJECTION_CODES``;
+- docs/plugins.md: every hook, its signature and its docstring (example included), from
+  ``assay.engine.hookspecs``.
 
 Run from the repository root after changing a registry:
 
@@ -12,8 +15,10 @@ Run from the repository root after changing a registry:
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,9 +42,54 @@ def rejection_table() -> str:
     return "\n".join(lines)
 
 
+def hooks() -> str:
+    from assay.engine import hookspecs
+
+    specs = [
+        fn
+        for name, fn in vars(hookspecs).items()
+        if name.startswith("assay_") and inspect.isfunction(fn)
+    ]
+    specs.sort(key=lambda fn: fn.__code__.co_firstlineno)
+    parts = []
+    for fn in specs:
+        returns = fn.__annotations__.get("return", "None")
+        parts.append(f"### `{fn.__name__}() -> {returns}`\n\n{_markdown(inspect.getdoc(fn) or '')}")
+    return "\n\n".join(parts)
+
+
+def _markdown(doc: str) -> str:
+    """A docstring as Markdown: ``literal`` becomes `literal`, and a paragraph ending in
+    ``::`` introduces an indented Python block, fenced here."""
+    out: list[str] = []
+    lines = doc.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.endswith("::"):
+            out.append(_inline(line[:-1]))
+            i += 1
+            block: list[str] = []
+            while i < len(lines) and (lines[i].startswith("    ") or not lines[i].strip()):
+                block.append(lines[i])
+                i += 1
+            out += ["", "```python", textwrap.dedent("\n".join(block)).strip("\n"), "```"]
+            if i < len(lines):
+                out.append("")
+            continue
+        out.append(_inline(line))
+        i += 1
+    return "\n".join(out).strip()
+
+
+def _inline(text: str) -> str:
+    return text.replace("``", "`")
+
+
 # file -> section name -> what goes between its markers
 GENERATED: dict[str, dict[str, Callable[[], str]]] = {
     "docs/api.md": {"error-codes": error_table, "rejection-codes": rejection_table},
+    "docs/plugins.md": {"hooks": hooks},
 }
 
 

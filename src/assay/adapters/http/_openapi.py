@@ -203,7 +203,10 @@ def _request_body(
     else:
         schema = schema_of[id(body.type)]
         required = body.required
-    return {"required": required, "content": {JSON: {"schema": schema}}}
+    media: dict[str, Any] = {"schema": schema}
+    if body.example is not None:
+        media["example"] = body.example
+    return {"required": required, "content": {JSON: media}}
 
 
 def _success_response(route: Route, schema_of: dict[int, dict[str, Any]]) -> dict[str, Any]:

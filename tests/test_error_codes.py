@@ -201,3 +201,35 @@ def test_the_openapi_document_lists_every_code_under_its_status() -> None:
             assert entry.status in {405, 408}, (code, entry.status)
     for status, codes in described.items():
         assert {ERROR_CODES[c].status for c in codes} == {int(status)}, status
+
+
+def test_every_error_the_http_layer_describes_carries_a_registered_code_and_status() -> None:
+    from werkzeug.exceptions import (
+        BadRequest,
+        MethodNotAllowed,
+        RequestEntityTooLarge,
+        RequestTimeout,
+        UnsupportedMediaType,
+    )
+    from werkzeug.exceptions import (
+        NotFound as RouteNotFound,
+    )
+
+    from assay.adapters.http._errors import describe
+
+    cases = [
+        BadRequest(),
+        RouteNotFound(),
+        MethodNotAllowed(["GET"]),
+        RequestTimeout(),
+        RequestEntityTooLarge(),
+        UnsupportedMediaType(),
+        RuntimeError("a bug"),
+        ActorCrashed("x"),
+        ValidationFailed("x", code="invalid_period"),
+    ]
+    for error in cases:
+        status, body, _ = describe(error)
+        assert ERROR_CODES[body.code].status == status, (error, body.code, status)
+    status, body, _ = describe(UnsupportedMediaType())
+    assert (status, body.code) == (400, "bad_request")

@@ -17,7 +17,7 @@ import msgspec
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from assay.engine import AssayError, ValidationFailed
-from assay.engine._error_codes import check_code
+from assay.engine._error_codes import ERROR_CODES, check_code
 
 log = logging.getLogger("assay.http")
 
@@ -121,8 +121,10 @@ def _describe_domain_error(error: AssayError) -> tuple[int, ErrorBody, dict[str,
 
 
 def _describe_http_exception(error: HTTPException) -> tuple[int, ErrorBody, dict[str, str]]:
-    status = error.code or 400
-    code = _CODE_OF_HTTP_STATUS.get(status, "bad_request")
+    code = _CODE_OF_HTTP_STATUS.get(error.code or 400, "bad_request")
+    # Another 4xx werkzeug may raise (411, 415, 431...) is answered as the registry's
+    # bad_request, so a client never sees a status its code is not documented with.
+    status = ERROR_CODES[code].status
     headers: dict[str, str] = {}
     details: Any = None
     if isinstance(error, MethodNotAllowed) and error.valid_methods:

@@ -18,7 +18,14 @@ from collections.abc import Mapping
 import pluggy
 
 from assay.engine._core import CompileContext, ConditionError, OperatorFactory
-from assay.engine._core._stats import MeanStats, MetricStats, ProportionStats
+from assay.engine._core._stats import (
+    CupedStats,
+    MeanStats,
+    MetricStats,
+    ProportionStats,
+    QuantileStats,
+    RatioStats,
+)
 from assay.engine._errors import Conflict, ValidationFailed
 from assay.engine._guardrails import (
     ActionContext,
@@ -48,6 +55,7 @@ __all__ = [
     "CompileContext",
     "ConditionError",
     "Conflict",
+    "CupedStats",
     "Experiment",
     "GuardrailAction",
     "GuardrailTrigger",
@@ -59,6 +67,8 @@ __all__ = [
     "Notification",
     "OperatorFactory",
     "ProportionStats",
+    "QuantileStats",
+    "RatioStats",
     "Row",
     "SqlPlan",
     "SqlQuery",

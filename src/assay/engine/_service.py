@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -135,7 +135,8 @@ class ConfigService:
         self,
         store: Store,
         *,
-        on_change: Callable[[], Awaitable[None]] = _nothing,
+        # A coroutine function, not any awaitable: mypy then flags a call left unawaited.
+        on_change: Callable[[], Coroutine[Any, Any, None]] = _nothing,
         validate_condition: ConditionValidator = lambda condition: None,
         validate_metric: Callable[[MetricSpec], None] = lambda metric: None,
         validate_guardrails: GuardrailCheck | None = None,

@@ -48,6 +48,7 @@ from typing import Any
 
 import trio
 from _machine import machine_busy_seconds  # benchmarks/ is this script's directory
+from _peers import Scenario, build_peers
 
 # --------------------------------------------------------------------------------------
 # The scenario, written once for each of the three systems.
@@ -67,6 +68,15 @@ DEFAULT_VALUE = "off"
 # before comparing; the generated versions are plain MAJOR.MINOR.PATCH, which Unleash's
 # semver comparison orders identically.
 CONDITION = {"country": {"$in": list(TARGET_COUNTRIES)}, "app_version": {"$vgte": MIN_VERSION}}
+SCENARIO = Scenario(
+    flag=FLAG,
+    experiment=EXPERIMENT,
+    variants=VARIANTS,
+    coverage=COVERAGE,
+    target_countries=TARGET_COUNTRIES,
+    min_version=MIN_VERSION,
+    default=DEFAULT_VALUE,
+)
 
 
 def make_users(count: int, seed: int) -> list[dict[str, str]]:
@@ -336,6 +346,9 @@ async def in_process(users: list[dict[str, str]], rounds: int) -> dict[str, Any]
         raise SystemExit(f"yggdrasil rejected the state: {warnings}")
     unleash_contexts = [unleash_context(u) for u in users]
 
+    # Eppo, Statsig, LaunchDarkly and Flagsmith, each offline with its closest equivalent.
+    peers = build_peers(SCENARIO, users)
+
     def yggdrasil(query: Callable[[str, dict[str, Any]], Any]) -> list[str | None]:
         out: list[str | None] = []
         for ctx in unleash_contexts:
@@ -408,6 +421,7 @@ async def in_process(users: list[dict[str, str]], rounds: int) -> dict[str, Any]
                 "UnleashEngine.get_variant (counts metrics)",
                 lambda: yggdrasil(unleash.get_variant),
             ),
+            *(Contender(p.name, p.how, p.run) for p in peers.peers),
             Contender(
                 "assay_cached",
                 "engine.decide; default decision cache, every lookup a hit",
@@ -462,6 +476,7 @@ async def in_process(users: list[dict[str, str]], rounds: int) -> dict[str, Any]
         record_stats = recording_engine.decision_stats
 
     loop.close()
+    peers.close()
     details = {
         c.name: {
             "how": c.how,
@@ -487,10 +502,17 @@ async def in_process(users: list[dict[str, str]], rounds: int) -> dict[str, Any]
         pairs = zip(by_name[peer].samples_us, by_name["assay"].samples_us, strict=True)
         return statistics.median(p / a for p, a in pairs)
 
+    # Every peer SDK with the pattern it is usually run with; the in-process target reads
+    # against the fastest of them.
+    peer_names = {
+        "growthbook": best_gb,
+        "yggdrasil": best_ygg,
+        **{p.name: p.name for p in peers.peers},
+    }
+    fastest_peer = min(peer_names, key=lambda n: details[peer_names[n]]["median"])
     us = {
         "assay": details["assay"]["median"],
-        "growthbook": details[best_gb]["median"],
-        "yggdrasil": details[best_ygg]["median"],
+        **{peer: details[name]["median"] for peer, name in peer_names.items()},
         "assay_cached": details["assay_cached"]["median"],
         "assay_records_async": details["assay_records_async"]["median"],
     }
@@ -504,9 +526,15 @@ async def in_process(users: list[dict[str, str]], rounds: int) -> dict[str, Any]
             "yggdrasil_over_assay_paired": paired(best_ygg),
             "growthbook_over_assay_wall": wall[best_gb] / wall["assay"],
             "yggdrasil_over_assay_wall": wall[best_ygg] / wall["assay"],
+            **{f"{peer}_over_assay": us[peer] / us["assay"] for peer in peer_names},
+            **{f"{peer}_over_assay_paired": paired(name) for peer, name in peer_names.items()},
+            "fastest_peer_over_assay": us[fastest_peer] / us["assay"],
+            "fastest_peer_over_assay_paired": paired(peer_names[fastest_peer]),
         },
         "in_process": {
-            "peers_used": {"growthbook": best_gb, "yggdrasil": best_ygg},
+            "peers_used": peer_names,
+            "fastest_peer": fastest_peer,
+            "peer_configurations": peers.configurations,
             "contenders": details,
             "verification": verification,
             "assay_cache": {k: cache_stats[k] for k in ("cache_hits", "cache_misses")},
@@ -1041,7 +1069,18 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "packages": {
             name: version(name)
-            for name in ("assay", "growthbook", "yggdrasil-engine", "hypercorn", "quart", "trio")
+            for name in (
+                "assay",
+                "growthbook",
+                "yggdrasil-engine",
+                "eppo-server-sdk",
+                "statsig-python-core",
+                "launchdarkly-server-sdk",
+                "flagsmith",
+                "hypercorn",
+                "quart",
+                "trio",
+            )
         },
     }
 
@@ -1082,6 +1121,18 @@ def print_table(result: dict[str, Any]) -> None:
             f" yggdrasil/assay {r['yggdrasil_over_assay']:.2f}x"
             f" (paired {r['yggdrasil_over_assay_paired']:.2f}x, {peers['yggdrasil']});"
             " target >= 5x"
+        )
+        print("  every peer against assay (median, and the median of per-round ratios):")
+        for peer, name in peers.items():
+            marker = "  <- fastest peer" if peer == ip["fastest_peer"] else ""
+            print(
+                f"    {peer:14} {result['in_process_us'][peer]:7.2f} us"
+                f"  {r[f'{peer}_over_assay']:6.2f}x (paired {r[f'{peer}_over_assay_paired']:.2f}x)"
+                f"  {name}{marker}"
+            )
+        print(
+            f"  assay against the fastest peer ({ip['fastest_peer']}):"
+            f" {r['fastest_peer_over_assay']:.2f}x; target >= 1.00x (assay at or below it)"
         )
         print(
             f"  by wall clock: growthbook/assay {r['growthbook_over_assay_wall']:.2f}x,"
@@ -1224,6 +1275,7 @@ def targets(result: dict[str, Any]) -> dict[str, bool]:
     met = {
         "growthbook_over_assay_5x": result["ratios"]["growthbook_over_assay"] >= 5,
         "yggdrasil_over_assay_5x": result["ratios"]["yggdrasil_over_assay"] >= 5,
+        "at_or_below_fastest_peer": result["ratios"]["fastest_peer_over_assay"] >= 1,
     }
     if "http" in result:
         http = result["http"]

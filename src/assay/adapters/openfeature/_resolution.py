@@ -1,0 +1,122 @@
+"""What both providers share: an OpenFeature evaluation context in, assay's answer out.
+
+Rules kept here:
+- the subject is the context's targeting key; a missing one is OpenFeature's
+  ``TARGETING_KEY_MISSING``, never a decision for an empty subject;
+- the attributes are the context's attributes, with their JSON types kept;
+- a value whose type is not the one asked for is ``TYPE_MISMATCH`` with the caller's
+  default: booleans are never integers, an integer is a float, objects are dicts or lists;
+- an unknown flag is ``FLAG_NOT_FOUND`` with the caller's default;
+- the reason is OpenFeature's (below), and assay's own reason code, the experiment, the rule
+  and the decision id travel in the flag metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.exception import ErrorCode
+from openfeature.flag_evaluation import FlagResolutionDetails, FlagType, Reason
+
+Context = EvaluationContext | None
+"""OpenFeature's optional evaluation context, as every resolve method takes it."""
+
+# assay's reason codes (the decision's final outcome) as OpenFeature's reasons.
+_REASONS: Mapping[str, Reason] = {
+    "flag_off": Reason.DISABLED,
+    "forced": Reason.TARGETING_MATCH,
+    "rollout": Reason.SPLIT,
+    "experiment_assigned": Reason.SPLIT,
+    "rolled_back": Reason.TARGETING_MATCH,
+    "default": Reason.DEFAULT,
+    "prerequisite_failed": Reason.DEFAULT,
+}
+
+
+def openfeature_reason(assay_reason: str) -> Reason:
+    """OpenFeature's reason for one of assay's reason codes; a code added later (a new rule
+    kind) reads as TARGETING_MATCH when it set a value, which is what every rule does."""
+    return _REASONS.get(assay_reason, Reason.TARGETING_MATCH)
+
+
+class ContextError(Exception):
+    """The evaluation context cannot be decided; ``code`` is OpenFeature's."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def subject_and_attributes(context: EvaluationContext | None) -> tuple[str, dict[str, Any]]:
+    if context is None or not context.targeting_key:
+        raise ContextError(
+            ErrorCode.TARGETING_KEY_MISSING,
+            "the evaluation context has no targeting key: assay decides for a subject",
+        )
+    return context.targeting_key, dict(context.attributes)
+
+
+def has_type(value: Any, flag_type: FlagType) -> bool:
+    match flag_type:
+        case FlagType.BOOLEAN:
+            return isinstance(value, bool)
+        case FlagType.STRING:
+            return isinstance(value, str)
+        case FlagType.INTEGER:
+            return isinstance(value, int) and not isinstance(value, bool)
+        case FlagType.FLOAT:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+        case FlagType.OBJECT:
+            return isinstance(value, dict | list)
+    return False  # pragma: no cover - FlagType is closed
+
+
+def error_details(default: Any, code: ErrorCode, message: str) -> FlagResolutionDetails[Any]:
+    return FlagResolutionDetails(
+        value=default, reason=Reason.ERROR, error_code=code, error_message=message
+    )
+
+
+def details_from_decision(
+    decision: Mapping[str, Any], flag_type: FlagType, default: Any
+) -> FlagResolutionDetails[Any]:
+    """OpenFeature's details from one decision (as ``/decide`` answers it in JSON)."""
+    reason = decision["reason"]
+    if reason == "flag_not_found":
+        return error_details(
+            default, ErrorCode.FLAG_NOT_FOUND, f"no flag {decision['flag']!r} in the project"
+        )
+    value = decision["value"]
+    if not has_type(value, flag_type):
+        return error_details(
+            default,
+            ErrorCode.TYPE_MISMATCH,
+            f"flag {decision['flag']!r} holds {type(value).__name__} {value!r},"
+            f" not a {flag_type.value.lower()}",
+        )
+    if flag_type is FlagType.FLOAT:
+        value = float(value)
+    metadata: dict[str, bool | int | float | str] = {
+        "assay_reason": reason,
+        "decision_id": decision["decision_id"],
+        "in_experiment": bool(decision.get("in_experiment")),
+    }
+    for key in ("rule", "experiment", "experiment_reason"):
+        if decision.get(key) is not None:
+            metadata[key] = decision[key]
+    return FlagResolutionDetails(
+        value=value,
+        reason=openfeature_reason(reason),
+        variant=decision.get("variant"),
+        flag_metadata=metadata,
+    )
+
+
+def exposure_event_id(experiment: str, subject: str, variant: str) -> str:
+    """One id per (experiment, subject, variant): evaluating the same flag again sends the
+    same exposure, which ingestion counts once. Hashed to stay within the id length."""
+    digest = hashlib.sha256(f"{experiment}\0{subject}\0{variant}".encode()).hexdigest()
+    return f"openfeature-{digest[:48]}"

@@ -94,3 +94,35 @@ def test_plugins_md_is_generated_from_the_hookspecs() -> None:
         assert f"### `{name}() -> " in text, name
         first_line = (inspect.getdoc(getattr(hookspecs, name)) or "").splitlines()[0]
         assert first_line.replace("``", "`") in text, name
+
+
+def test_each_plugins_md_example_is_a_working_plugin() -> None:
+    """Beyond running: each hook example in docs/plugins.md, registered as a plugin, answers
+    its hook with what the engine collects (an operator that compiles and matches, a metric
+    kind, an action, a channel that validates)."""
+    import types
+
+    from assay.engine._core import ConditionCompiler
+    from assay.engine._guardrails import collect_actions, collect_channels
+    from assay.engine._metric_kinds import collect_metric_kinds
+    from assay.engine._plugins import build_plugin_manager, collect_operators
+
+    page = ROOT / "docs" / "plugins.md"
+    namespace: dict[str, object] = {}
+    for code in _blocks(page, "python"):
+        block: dict[str, object] = {"__name__": "plugins_md"}
+        exec(compile(code, page.name, "exec"), block)
+        namespace.update({k: v for k, v in block.items() if k.startswith("assay_")})
+    plugin = types.SimpleNamespace(**namespace)
+    pm = build_plugin_manager([plugin], load_entry_points=False)
+
+    compiler = ConditionCompiler(collect_operators(pm), strict=True)
+    matches = compiler.compile({"email": {"$domain": ["example.com"]}})
+    assert matches({"email": "ana@Example.com"})
+    assert not matches({"email": "ana@example.org"})
+    assert "per_converter_mean" in collect_metric_kinds(pm)
+    assert "pause-on-harm" in collect_actions(pm)
+    channel = collect_channels(pm)["jsonl"]
+    channel.validate({"type": "jsonl", "path": "/tmp/x.jsonl"})
+    with pytest.raises(ValueError, match="path"):
+        channel.validate({"type": "jsonl"})

@@ -233,3 +233,22 @@ def test_every_error_the_http_layer_describes_carries_a_registered_code_and_stat
         assert ERROR_CODES[body.code].status == status, (error, body.code, status)
     status, body, _ = describe(UnsupportedMediaType())
     assert (status, body.code) == (400, "bad_request")
+
+
+def test_a_plugin_operators_own_code_reaches_clients_under_a_registered_one() -> None:
+    """A third-party operator may raise ``context.error`` with a code of its own; clients
+    get the registered ``invalid_operator_argument`` with the plugin's code in details."""
+    from typing import Any
+
+    from assay.engine._core import ConditionCompiler
+    from assay.engine._plugins import condition_validator
+
+    def picky(argument: Any, context: Any) -> Any:
+        raise context.error("picky_says_no", "never")
+
+    validate = condition_validator(ConditionCompiler({"$picky": picky}, strict=True))
+    with pytest.raises(ValidationFailed) as info:
+        validate({"x": {"$picky": 1}})
+    assert info.value.code == "invalid_operator_argument"
+    assert info.value.details["operator_code"] == "picky_says_no"
+    assert info.value.details["location"] == ["x", "$picky"]

@@ -7,7 +7,14 @@ root (``assay.open_engine``) hands it a store and the built-in plugins.
 from assay.engine._access import PERMISSIONS, Action, Resource, authorize
 from assay.engine._config import EngineConfig
 from assay.engine._core import Decision, Reason
-from assay.engine._definitions import Definitions, LoadReport, load_definitions, parse_definitions
+from assay.engine._definitions import (
+    Definitions,
+    ExperimentDefinition,
+    LoadReport,
+    load_definitions,
+    parse_definitions,
+)
+from assay.engine._error_codes import ERROR_CODES, REJECTION_CODES, ErrorCode
 from assay.engine._errors import (
     ActorCrashed,
     AssayError,
@@ -62,7 +69,9 @@ from assay.engine._runtime import Engine, Mailbox, StoreFactory, open_engine
 from assay.engine._service import SYSTEM_KEY, ConfigService, hash_secret
 
 __all__ = [
+    "ERROR_CODES",
     "PERMISSIONS",
+    "REJECTION_CODES",
     "SYSTEM_KEY",
     "Action",
     "ActorCrashed",
@@ -78,9 +87,11 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EngineOverloaded",
+    "ErrorCode",
     "Event",
     "EventsRecorded",
     "Experiment",
+    "ExperimentDefinition",
     "ExperimentRule",
     "ExperimentSpec",
     "ExperimentStatus",

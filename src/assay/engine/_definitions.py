@@ -24,15 +24,13 @@ writes nothing; each object is still its own transaction, and should a write fai
 From Python, e.g. for an embedded engine on the memory store::
 
     import assay
-    from assay.engine import SYSTEM_KEY, ProjectSpec
-    from assay.engine._definitions import load_definitions, parse_definitions
 
     async with assay.open_engine(assay.EngineConfig(store="memory")) as engine:
-        await engine.service.create_project(SYSTEM_KEY, ProjectSpec(key="shop"))
-        definitions = parse_definitions(Path("assay.toml").read_bytes(), "toml")
-        report = await load_definitions(engine.service, SYSTEM_KEY, "shop", definitions)
+        await engine.service.create_project(assay.SYSTEM_KEY, assay.ProjectSpec(key="shop"))
+        definitions = assay.parse_definitions(Path("assay.toml").read_bytes(), "toml")
+        report = await assay.load_definitions(engine.service, assay.SYSTEM_KEY, "shop", definitions)
         print(report.summary())
-        await engine.refresh()  # decide sees the new configuration from here on
+        # decide and ingestion see the new configuration from here on
 """
 
 from __future__ import annotations
@@ -649,19 +647,22 @@ async def load_definitions(
     if dry_run:
         return report
 
-    if project_created:
-        await service.create_project(principal, ProjectSpec(key=project))
-    for p in _write_order(planned):
-        await _write(service, principal, project, p)
-    # Stops first, then starts: a flag may hold one running experiment at a time.
-    with_transitions = [p for p in planned if p.transitions]
-    with_transitions.sort(key=lambda p: p.status is ExperimentStatus.RUNNING)
-    for p in with_transitions:
-        for transition in p.transitions:
-            try:
-                await service.transition_experiment(principal, project, p.spec.key, transition)
-            except AssayError as exc:
-                raise _named(exc, p.kind, p.spec.key) from None
+    # One wait for the snapshot at the end instead of one per object; when this returns
+    # (or raises after some writes), the engine's decide and ingestion see every write.
+    async with service.batched_changes():
+        if project_created:
+            await service.create_project(principal, ProjectSpec(key=project))
+        for p in _write_order(planned):
+            await _write(service, principal, project, p)
+        # Stops first, then starts: a flag may hold one running experiment at a time.
+        with_transitions = [p for p in planned if p.transitions]
+        with_transitions.sort(key=lambda p: p.status is ExperimentStatus.RUNNING)
+        for p in with_transitions:
+            for transition in p.transitions:
+                try:
+                    await service.transition_experiment(principal, project, p.spec.key, transition)
+                except AssayError as exc:
+                    raise _named(exc, p.kind, p.spec.key) from None
     return report
 
 

@@ -22,6 +22,8 @@ from typing import Annotated, Any, Final, NamedTuple
 import msgspec
 
 from assay.engine._core._durations import describe_duration
+from assay.engine._error_codes import REJECTION_CODES as REJECTION_MEANINGS
+from assay.engine._error_codes import check_rejection_code
 from assay.engine._model import Experiment, ExperimentStatus, Metric
 
 MAX_BATCH_EVENTS: Final = 10_000
@@ -44,23 +46,8 @@ _CLOSED: Final = {
     ExperimentStatus.ARCHIVED: ("experiment_archived", "is archived"),
 }
 
-REJECTION_CODES: Final = (
-    "invalid_event",
-    "invalid_key",
-    "unknown_experiment",
-    "experiment_not_started",
-    "experiment_archived",
-    "unknown_variant",
-    "unknown_metric",
-    "invalid_subject",
-    "invalid_value",
-    "invalid_event_id",
-    "invalid_idempotency_key",
-    "invalid_timestamp",
-    "timestamp_in_future",
-    "timestamp_too_old",
-)
-"""Every code a rejected event may carry."""
+REJECTION_CODES: Final = tuple(REJECTION_MEANINGS)
+"""Every code a rejected event may carry (the registry's, in ``_error_codes``)."""
 
 
 def _doc(text: str) -> Any:
@@ -141,6 +128,9 @@ class Rejection(msgspec.Struct, frozen=True, kw_only=True):
     code: str
     """One of ``REJECTION_CODES``."""
     message: str
+
+    def __post_init__(self) -> None:
+        check_rejection_code(self.code)
 
 
 class EventsRecorded(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,6 +10,7 @@ import pluggy
 
 from assay.engine import hookspecs
 from assay.engine._core import ConditionCompiler, ConditionError, OperatorFactory
+from assay.engine._error_codes import ERROR_CODES
 from assay.engine._errors import ValidationFailed
 
 log = logging.getLogger("assay.engine.plugins")
@@ -52,10 +53,13 @@ def condition_validator(compiler: ConditionCompiler) -> Callable[[Mapping[str, A
         try:
             compiler.compile(condition)
         except ConditionError as exc:
-            raise ValidationFailed(
-                exc.message,
-                code=exc.code,
-                details={"location": list(exc.location)} if exc.location else None,
-            ) from exc
+            details: dict[str, Any] = {"location": list(exc.location)} if exc.location else {}
+            code = exc.code
+            if code not in ERROR_CODES:
+                # A plugin operator's own code: reported under a registered one, so every
+                # code a client sees stays documented; the plugin's is kept in details.
+                details["operator_code"] = code
+                code = "invalid_operator_argument"
+            raise ValidationFailed(exc.message, code=code, details=details or None) from exc
 
     return validate

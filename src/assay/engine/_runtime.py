@@ -137,7 +137,7 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
         self.notification_channels = collect_channels(plugins)
         self.service = ConfigService(
             store,
-            on_change=decision_actor.mark_dirty,
+            on_change=decision_actor.catch_up,
             validate_condition=condition_validator(self.conditions),
             validate_metric=metric_kind_validator(self.metric_kinds),
             validate_guardrails=GuardrailValidator(

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -101,6 +103,14 @@ _ASSIGNMENT_FIELDS = (
 )
 
 
+async def _nothing() -> None:
+    return None
+
+
+_batched: ContextVar[list[bool] | None] = ContextVar("assay_changes_batched", default=None)
+"""Inside ``ConfigService.batched_changes()``: a flag set when a change waits for the end."""
+
+
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -129,13 +139,16 @@ class ConfigService:
         self,
         store: Store,
         *,
-        on_change: Callable[[], None] = lambda: None,
+        # A coroutine function, not any awaitable: mypy then flags a call left unawaited.
+        on_change: Callable[[], Coroutine[Any, Any, None]] = _nothing,
         validate_condition: ConditionValidator = lambda condition: None,
         validate_metric: Callable[[MetricSpec], None] = lambda metric: None,
         validate_guardrails: GuardrailCheck | None = None,
     ) -> None:
         self._store = store
         self._on_change = on_change
+        """Awaited after every committed configuration change; the engine's returns once
+        its own snapshot shows the change (read your writes)."""
         self._validate_condition = validate_condition
         # Metric kinds come from plugins; the engine passes their save-time check here.
         self._validate_metric = validate_metric
@@ -147,6 +160,32 @@ class ConfigService:
         # within KEY_CACHE_SECONDS.
         self._keys_seen: dict[str, tuple[ApiKey, float]] = {}
         """digest -> (key, when it was last read from the store)."""
+
+    async def _changed(self) -> None:
+        """After a committed change: wait until it is visible here (or, inside
+        ``batched_changes``, note that the batch must wait at its end)."""
+        batch = _batched.get()
+        if batch is not None:
+            batch[:] = [True]
+            return
+        await self._on_change()
+
+    @asynccontextmanager
+    async def batched_changes(self) -> AsyncIterator[None]:
+        """Many changes, one wait: calls made in this block (in this task and the tasks it
+        starts) return without waiting for the snapshot; leaving the block waits once, so
+        loading N definitions costs one refresh, not N."""
+        if _batched.get() is not None:
+            yield  # nested: the outermost block waits
+            return
+        changed: list[bool] = []
+        token = _batched.set(changed)
+        try:
+            yield
+        finally:
+            _batched.reset(token)
+            if changed:
+                await self._on_change()
 
     def validate_condition(self, condition: Mapping[str, Any]) -> None:
         """Check a targeting condition as a save would (raises ``ValidationFailed``)."""
@@ -246,6 +285,7 @@ class ConfigService:
                 raise Conflict(f"project {spec.key!r} already exists", code="already_exists")
             await tx.insert(project)
             await self._audit(tx, principal, "project.create", project, None, project)
+        await self._changed()
         return project
 
     async def update_project(
@@ -271,6 +311,7 @@ class ConfigService:
             )
             await tx.update(updated, expected_revision=current.revision)
             await self._audit(tx, principal, "project.update", updated, current, updated)
+        await self._changed()
         return updated
 
     async def set_project_archived(self, principal: ApiKey, key: str, archived: bool) -> Project:
@@ -285,6 +326,7 @@ class ConfigService:
             await tx.update(updated, expected_revision=current.revision)
             action = "project.archive" if archived else "project.restore"
             await self._audit(tx, principal, action, updated, current, updated)
+        await self._changed()
         return updated
 
     # --- flags, experiments, layers, metrics ------------------------------------------
@@ -338,7 +380,7 @@ class ConfigService:
             await self._validate(tx, obj)
             await tx.insert(obj)
             await self._audit(tx, principal, f"{KIND_NAMES[kind]}.create", obj, None, obj)
-        self._on_change()
+        await self._changed()
         return obj
 
     async def update_object(
@@ -372,7 +414,7 @@ class ConfigService:
             await self._audit(
                 tx, principal, f"{KIND_NAMES[kind]}.update", updated, current, updated
             )
-        self._on_change()
+        await self._changed()
         return updated
 
     async def delete_object(
@@ -396,7 +438,7 @@ class ConfigService:
             await self._check_unreferenced(tx, current)
             await tx.delete(current, expected_revision=current.revision)
             await self._audit(tx, principal, f"{KIND_NAMES[kind]}.delete", current, current, None)
-        self._on_change()
+        await self._changed()
 
     async def transition_experiment(
         self,
@@ -445,7 +487,7 @@ class ConfigService:
                 _builtins(current),
                 after,
             )
-        self._on_change()
+        await self._changed()
         return updated
 
     # --- keys -----------------------------------------------------------------------

@@ -122,7 +122,10 @@ async def test_the_docs_page_lists_every_route_without_external_assets(anonymous
     page = answer.body
     assert page.startswith("<!DOCTYPE html>")
     for route in ROUTES:
-        assert f"<code>{escape(route.method)} {escape(route.path)}</code>" in page, route.path
+        anchor = f'<span class="method {escape(route.method)}">{escape(route.method)}</span>'
+        assert (
+            f'{anchor}<a href="#op-{route.operation_id}"><code>{escape(route.path)}</code>' in page
+        )
         assert escape(route.summary) in page
     for schema in ("FlagSpec", "ExperimentSpec", "ErrorResponse", "CreatedApiKey"):
         assert f'id="schema-{schema}"' in page

@@ -6,6 +6,7 @@ scripts, fonts or stylesheets from elsewhere, so it works on a machine without i
 
 from __future__ import annotations
 
+import json
 from html import escape
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,19 @@ table { border-collapse: collapse; width: 100%; margin: .4rem 0; }
 th, td { text-align: left; vertical-align: top; border-bottom: 1px solid #e5e9f0;
          padding: .25rem .5rem; font-size: 14px; }
 th { background: #f7f8fb; }
-.muted { color: #5c667a; } nav ul { columns: 2; }
+.muted { color: #5c667a; }
+pre { background: #f2f4f8; border-radius: 4px; padding: .5rem .75rem; overflow-x: auto; }
+pre code { background: none; padding: 0; }
+/* The endpoint index: one card per tag, in as many columns as fit; a path never shares
+   a line with another and wraps (rather than being clipped) on a narrow screen. */
+.index { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(30rem, 100%), 1fr));
+         gap: .75rem 1.5rem; }
+.index section { border: 1px solid #d8dee9; border-radius: 6px; padding: .4rem .8rem; }
+.index h3 { margin: .2rem 0 .4rem; font-size: 1rem; }
+.index ul { list-style: none; margin: 0; padding: 0; }
+.index li { display: flex; gap: .5rem; align-items: baseline; margin: .15rem 0; }
+.index li .method { flex: none; }
+.index li a { min-width: 0; overflow-wrap: anywhere; }
 """
 
 
@@ -71,16 +84,19 @@ def _operations(document: dict[str, Any]) -> Iterable[tuple[str, str, dict[str, 
 
 
 def _contents(tags: list[str], operations: list[tuple[str, str, dict[str, Any]]]) -> str:
-    items = []
+    sections = []
     for tag in tags:
         links = "".join(
-            f'<li><a href="#op-{escape(op["operationId"])}"><code>{escape(method)} '
-            f"{escape(path)}</code></a></li>"
+            f'<li><span class="method {escape(method)}">{escape(method)}</span>'
+            f'<a href="#op-{escape(op["operationId"])}"><code>{escape(path)}</code></a></li>'
             for method, path, op in operations
             if op["tags"][0] == tag
         )
-        items.append(f'<li><a href="#tag-{escape(tag)}">{escape(tag)}</a><ul>{links}</ul></li>')
-    return f"<nav><h2>Endpoints</h2><ul>{''.join(items)}</ul></nav>"
+        sections.append(
+            f'<section><h3><a href="#tag-{escape(tag)}">{escape(tag)}</a></h3>'
+            f"<ul>{links}</ul></section>"
+        )
+    return f'<nav><h2>Endpoints</h2><div class="index">{"".join(sections)}</div></nav>'
 
 
 def _operation(method: str, path: str, op: dict[str, Any]) -> str:
@@ -108,9 +124,12 @@ def _operation(method: str, path: str, op: dict[str, Any]) -> str:
         )
     body = op.get("requestBody")
     if body:
-        schema = next(iter(body["content"].values()))["schema"]
+        media = next(iter(body["content"].values()))
         optional = "" if body.get("required") else " <span class='muted'>(optional)</span>"
-        parts.append(f"<p>Request body: {_type(schema)}{optional}</p>")
+        parts.append(f"<p>Request body: {_type(media['schema'])}{optional}</p>")
+        if media.get("example") not in (None, {}):
+            example = json.dumps(media["example"], indent=2, ensure_ascii=False)
+            parts.append(f"<p>Example:</p><pre><code>{escape(example)}</code></pre>")
     rows = ""
     for status, response in op.get("responses", {}).items():
         content = response.get("content", {})

@@ -1,8 +1,10 @@
 """Every failure becomes ``{"error": {"code", "message", "details"}}`` with one status.
 
-Domain errors carry their own code; this module only picks the status for their class.
-Errors the HTTP layer finds itself (malformed JSON, a body over the limit, an unknown route)
-are ``HttpError``s or werkzeug's HTTP exceptions, translated here too.
+Domain errors carry their own code and status (both from the registry,
+``assay.engine.ERROR_CODES``). Errors the HTTP layer finds itself (malformed JSON, a body
+over the limit, an unknown route) are ``HttpError``s or werkzeug's HTTP exceptions,
+translated here too, with codes from the same registry: ``ErrorBody`` refuses any other,
+so every code a client sees is one docs/api.md and the OpenAPI document list.
 """
 
 from __future__ import annotations
@@ -14,17 +16,8 @@ from typing import Any
 import msgspec
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from assay.engine import (
-    ActorCrashed,
-    AssayError,
-    Conflict,
-    EngineOverloaded,
-    NotFound,
-    PermissionDenied,
-    StoreUnavailable,
-    Unauthenticated,
-    ValidationFailed,
-)
+from assay.engine import AssayError, ValidationFailed
+from assay.engine._error_codes import ERROR_CODES, check_code
 
 log = logging.getLogger("assay.http")
 
@@ -37,6 +30,9 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     details: Any = None
     """Code-specific structured context (a JSON path, the conflicting object...)."""
 
+    def __post_init__(self) -> None:
+        check_code(self.code)
+
 
 class ErrorResponse(msgspec.Struct, frozen=True, kw_only=True):
     error: ErrorBody
@@ -48,21 +44,11 @@ class HttpError(Exception):
     def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
         super().__init__(message)
         self.status = status
-        self.code = code
+        self.code = check_code(code, status)
         self.message = message
         self.details = details
 
 
-STATUS_OF_DOMAIN_ERROR: dict[type[AssayError], int] = {
-    NotFound: 404,
-    Conflict: 409,
-    ValidationFailed: 422,
-    PermissionDenied: 403,
-    Unauthenticated: 401,
-    EngineOverloaded: 503,
-    ActorCrashed: 503,
-    StoreUnavailable: 503,
-}
 RETRY_AFTER_SECONDS = 1
 """Sent as ``Retry-After`` with every 503: the cause (a full inbox, a restarted actor, the
 database away) is expected to pass by itself."""
@@ -115,7 +101,7 @@ def describe(error: BaseException) -> tuple[int, ErrorBody, dict[str, str]]:
 
 
 def _describe_domain_error(error: AssayError) -> tuple[int, ErrorBody, dict[str, str]]:
-    status = next((s for cls, s in STATUS_OF_DOMAIN_ERROR.items() if isinstance(error, cls)), 500)
+    status = error.status
     cause = error.__cause__
     if (
         isinstance(error, ValidationFailed)
@@ -141,8 +127,10 @@ def _describe_domain_error(error: AssayError) -> tuple[int, ErrorBody, dict[str,
 
 
 def _describe_http_exception(error: HTTPException) -> tuple[int, ErrorBody, dict[str, str]]:
-    status = error.code or 400
-    code = _CODE_OF_HTTP_STATUS.get(status, "bad_request")
+    code = _CODE_OF_HTTP_STATUS.get(error.code or 400, "bad_request")
+    # Another 4xx werkzeug may raise (411, 415, 431...) is answered as the registry's
+    # bad_request, so a client never sees a status its code is not documented with.
+    status = ERROR_CODES[code].status
     headers: dict[str, str] = {}
     details: Any = None
     if isinstance(error, MethodNotAllowed) and error.valid_methods:

@@ -14,6 +14,7 @@ import msgspec
 from assay._version import __version__
 from assay.adapters.http._errors import ErrorResponse
 from assay.adapters.http._routing import HTML, JSON, JsonBody, PatchBody, QueryParam, Route
+from assay.engine import ERROR_CODES
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -23,24 +24,29 @@ _PATH_SCHEMA = {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"}
 """A path parameter: any text but the NUL character (422 ``invalid_text``)."""
 SECURITY_SCHEME = "bearerKey"
 
-# Why each error status happens, for the document's response descriptions.
-ERROR_DESCRIPTIONS = {
-    400: "Malformed JSON (`malformed_json`).",
-    401: "Missing, unknown or revoked API key (`unauthenticated`).",
-    403: "The key may read this resource but not change it (`forbidden`).",
-    404: "No such resource, or the key may not read it (`not_found`, `project_not_found`;"
-    " `decision_expired` for a decision record past retention).",
-    409: "Conflicts with the current state (`already_exists`, `revision_mismatch`, "
-    "`illegal_transition`, `in_use`, `project_archived`, ...).",
-    413: "The body is larger than the server accepts (`body_too_large`).",
-    415: "The body is sent as something other than JSON (`unsupported_media_type`).",
-    422: "Invalid input: `invalid_body` and `unknown_field` (with the JSON path in "
-    "`details`), a NUL character anywhere (`invalid_text`), nesting deeper than 64 "
-    "(`too_deep`), bad query parameters, or a domain validation code.",
-    500: "A bug: the server failed unexpectedly (`internal_error`).",
-    503: "Not ready (`not_ready`), the database unavailable (`store_unavailable`), "
-    "overloaded (`overloaded`) or an actor restarted (`actor_crashed`); with `Retry-After`.",
+# What each error status means; the codes under each come from the registry.
+STATUS_SUMMARIES = {
+    400: "The request could not be read.",
+    401: "No valid API key.",
+    403: "The key may read this resource but not change it.",
+    404: "No such resource, or the key may not read it.",
+    405: "The route does not take this method.",
+    408: "The request did not arrive in time.",
+    409: "Conflicts with the current state.",
+    413: "The body is larger than the server accepts.",
+    415: "The body is sent as something other than JSON.",
+    422: "Invalid input.",
+    500: "A bug: the server failed unexpectedly.",
+    503: "Not ready, overloaded, or the store is away; retry later.",
 }
+
+
+def error_description(status: int) -> str:
+    """A response's description: what the status means and every code it may carry."""
+    codes = [code for code, entry in ERROR_CODES.items() if entry.status == status]
+    listed = ", ".join(f"`{code}`" for code in codes)
+    return f"{STATUS_SUMMARIES[status]} Codes: {listed}."
+
 
 TAG_DESCRIPTIONS = {
     "projects": "Projects own everything else; an archived project rejects writes.",
@@ -107,6 +113,8 @@ def _schemas(routes: Sequence[Route]) -> tuple[dict[int, dict[str, Any]], dict[s
             types.append(route.response)
     unique = list({id(t): t for t in types}.values())
     refs, components = msgspec.json.schema_components(unique, ref_template=REF)
+    # Every code a client can get, from the registry (docs/api.md lists the same).
+    components["ErrorBody"]["properties"]["code"]["enum"] = list(ERROR_CODES)
     for route in routes:
         if isinstance(route.body, PatchBody):
             name = _patch_name(route.body)
@@ -164,7 +172,7 @@ def _operation(route: Route, schema_of: dict[int, dict[str, Any]]) -> dict[str, 
         str(route.status): _success_response(route, schema_of),
         **{
             str(status): {
-                "description": ERROR_DESCRIPTIONS[status],
+                "description": error_description(status),
                 "content": {JSON: {"schema": schema_of[id(ErrorResponse)]}},
             }
             for status in route.error_statuses
@@ -198,7 +206,10 @@ def _request_body(
     else:
         schema = schema_of[id(body.type)]
         required = body.required
-    return {"required": required, "content": {JSON: {"schema": schema}}}
+    media: dict[str, Any] = {"schema": schema}
+    if body.example is not None:
+        media["example"] = body.example
+    return {"required": required, "content": {JSON: media}}
 
 
 def _success_response(route: Route, schema_of: dict[int, dict[str, Any]]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from assay.adapters.http._schemas import EmptyRequest
 from assay.engine import ApiKey, ConfigService, Engine
 from assay.engine._pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -40,10 +41,13 @@ class QueryParam:
 @dataclass(frozen=True)
 class JsonBody:
     """The request body is JSON decoded as ``type`` (a msgspec type); when not
-    ``required`` an empty body is accepted and the endpoint sees None."""
+    ``required`` an empty body is accepted and the endpoint sees None. ``example`` is the
+    document's request example: a test sends every one to the server, which must accept
+    it."""
 
     type: Any
     required: bool = True
+    example: Any = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,11 @@ class PatchBody:
     """The request body is a JSON object of ``spec`` fields that replace the current ones."""
 
     spec: type[msgspec.Struct]
+    example: Mapping[str, Any] | None = None
+
+
+NO_BODY = JsonBody(EmptyRequest, required=False, example={})
+"""Operations that take no parameters: no body, or an empty JSON object."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +146,8 @@ class Route:
     @property
     def error_statuses(self) -> tuple[int, ...]:
         """Every error status this route can answer, for the document."""
-        statuses = {500, *self.extra_errors}
+        # 503: the store may be away, or an actor's inbox full, for any route.
+        statuses = {500, 503, *self.extra_errors}
         if not self.public:
             # 503: the database may be unavailable to any route that checks a key.
             statuses |= {401, 404, 422, 503}
@@ -146,6 +156,11 @@ class Route:
         if self.body is not None:
             statuses |= {415}
         return tuple(sorted(statuses))
+
+
+def article(noun: str) -> str:
+    """``a`` or ``an`` before ``noun``, for generated summaries ("Create an experiment")."""
+    return "an" if noun[:1].lower() in "aeio" else "a"
 
 
 # Query parameters shared by many routes.

@@ -3,7 +3,10 @@ decision records.
 
 Snapshots: it recompiles when told (``RefreshSnapshot``), when this process changes
 configuration, and when any other process does (the store's change feed), coalescing bursts
-of changes into one compile.
+of changes into one compile. A change made in this process is waited for (``catch_up``):
+the service returns only once a snapshot loaded after its commit is in force, so the
+engine's own decide and ingestion read its writes. Snapshots are compiled one at a time, so
+an older load is never published over a newer one.
 
 Records (from ``record`` and ``enqueue``, direct calls on the hot path, or from
 ``RecordDecisions`` messages) are group-committed. While one batch is being written, new
@@ -85,6 +88,12 @@ class DecisionActor(Actor[DecisionMessage]):
         self._publish = publish
         self._version = 0
         self._dirty = trio.Event()
+        self._refreshing = trio.Lock()
+        # Read-your-writes: catch_up() takes a number; a refresh whose load started after
+        # that number was taken covers it (or, when it fails, gives up on it).
+        self._requested = 0
+        self._settled = 0
+        self._settled_changed = trio.Event()
         self._pending: list[Decision] = []
         self._closed = False
         self._waiters: list[tuple[int, int, trio.MemorySendChannel[Any]]] = []
@@ -99,6 +108,26 @@ class DecisionActor(Actor[DecisionMessage]):
     def mark_dirty(self) -> None:
         """Safe to call from anywhere in the Trio thread; never blocks."""
         self._dirty.set()
+
+    async def catch_up(self) -> None:
+        """Return once a snapshot loaded after this call is in force: what this process
+        committed before calling is then visible to decide and ingestion. Concurrent calls
+        share one refresh. If that refresh fails (the store went away right after the
+        commit) this returns anyway and the snapshot follows when the store is back: the
+        write is committed and must not be reported as failed."""
+        if self._closed:
+            return
+        self._requested += 1
+        ticket = self._requested
+        self._dirty.set()
+        while self._settled < ticket and not self._closed:
+            await self._settled_changed.wait()
+
+    def _settle(self, ticket: int) -> None:
+        if ticket > self._settled:
+            self._settled = ticket
+            self._settled_changed.set()
+            self._settled_changed = trio.Event()
 
     async def setup(self) -> None:
         await self._refresh()
@@ -190,6 +219,7 @@ class DecisionActor(Actor[DecisionMessage]):
             await self._batch_done.wait()
         # The writer stops with the actor: from now on nobody would answer a caller.
         self._closed = True
+        self._settled_changed.set()
 
     def _queue(
         self, decisions: Sequence[Decision], reply: trio.MemorySendChannel[Any] | None
@@ -303,10 +333,20 @@ class DecisionActor(Actor[DecisionMessage]):
             self._pending = []
 
     async def _refresh(self) -> SnapshotPublished:
-        state = await self._store.load_config()
-        self._version += 1
-        snapshot = self._compile(state, self._version)
-        self._publish(snapshot)
+        async with self._refreshing:
+            ticket = self._requested
+            try:
+                state = await self._store.load_config()
+                self._version += 1
+                snapshot = self._compile(state, self._version)
+                self._publish(snapshot)
+            except Exception:
+                log.warning("loading the configuration failed; changes still wait for it")
+                raise
+            finally:
+                # On failure too: a caller of catch_up must not wait on a store that is
+                # away; the next successful refresh (the actor restarts) publishes it.
+                self._settle(ticket)
         log.debug("published snapshot %d", snapshot.version)
         return SnapshotPublished(
             version=snapshot.version, flags=len(state.flags), experiments=len(state.experiments)

@@ -95,7 +95,14 @@ ROUTES = (
         "`experiment_assigned` decision is durably recorded before it is returned.",
         tag="decide",
         query=(PROJECT,),
-        body=JsonBody(DecideRequest),
+        body=JsonBody(
+            DecideRequest,
+            example={
+                "flag": "checkout-color",
+                "subject": "user-42",
+                "attributes": {"country": "DE", "staff": False},
+            },
+        ),
         response=Decision,
     ),
     Route(
@@ -108,7 +115,19 @@ ROUTES = (
         "1,000 is a 422 `batch_too_large`.",
         tag="decide",
         query=(PROJECT,),
-        body=JsonBody(BatchDecideRequest),
+        body=JsonBody(
+            BatchDecideRequest,
+            example={
+                "requests": [
+                    {
+                        "flag": "checkout-color",
+                        "subject": "user-42",
+                        "attributes": {"country": "DE"},
+                    },
+                    {"flag": "checkout-color", "subject": "user-43"},
+                ]
+            },
+        ),
         response=BatchDecideResponse,
     ),
     Route(

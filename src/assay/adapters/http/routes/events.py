@@ -133,7 +133,27 @@ ROUTES = (
         f"(`exposure` or `conversion`). {_ANSWER}",
         tag="events",
         query=(PROJECT,),
-        body=JsonBody(EventsBatch),
+        body=JsonBody(
+            EventsBatch,
+            example={
+                "events": [
+                    {
+                        "type": "exposure",
+                        "experiment": "checkout-button",
+                        "subject": "user-42",
+                        "variant": "green",
+                        "event_id": "evt-1",
+                    },
+                    {
+                        "type": "conversion",
+                        "experiment": "checkout-button",
+                        "metric": "purchase",
+                        "subject": "user-42",
+                        "value": 19.9,
+                    },
+                ]
+            },
+        ),
         response=EventsRecorded,
     ),
     Route(
@@ -147,7 +167,15 @@ ROUTES = (
         f"from analysis). {_ANSWER}",
         tag="events",
         query=(PROJECT,),
-        body=JsonBody(ExposuresBatch),
+        body=JsonBody(
+            ExposuresBatch,
+            example={
+                "events": [
+                    {"subject": "user-42", "variant": "green", "event_id": "evt-2"},
+                    {"subject": "user-43", "variant": "control"},
+                ]
+            },
+        ),
         response=EventsRecorded,
     ),
     Route(
@@ -161,7 +189,14 @@ ROUTES = (
         f"attributed when the exposure lands. {_ANSWER}",
         tag="events",
         query=(PROJECT,),
-        body=JsonBody(ConversionsBatch),
+        body=JsonBody(
+            ConversionsBatch,
+            example={
+                "events": [
+                    {"metric": "purchase", "subject": "user-42", "idempotency_key": "order-7"},
+                ]
+            },
+        ),
         response=EventsRecorded,
     ),
     Route(

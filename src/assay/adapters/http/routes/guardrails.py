@@ -4,8 +4,7 @@ SDK keys get 404."""
 
 # No ``from __future__ import annotations``: the route table's types are read at runtime.
 
-from assay.adapters.http._routing import CURSOR, LIMIT, PROJECT, Call, JsonBody, Route
-from assay.adapters.http._schemas import EmptyRequest
+from assay.adapters.http._routing import CURSOR, LIMIT, NO_BODY, PROJECT, Call, Route
 from assay.engine import Page
 from assay.engine._guardrails import ExperimentCheck, GuardrailTrigger, NotificationStatus
 
@@ -75,7 +74,7 @@ ROUTES = (
         "log. DEVELOPER and above.",
         tag="guardrails",
         query=(PROJECT,),
-        body=JsonBody(EmptyRequest, required=False),
+        body=NO_BODY,
         response=ExperimentCheck,
     ),
 )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from assay.adapters.http._routing import CURSOR, LIMIT, PROJECT, Call, JsonBody, Route
-from assay.adapters.http._schemas import ApiKeyView, CreatedApiKey, EmptyRequest, KeyCreateRequest
+from assay.adapters.http._routing import CURSOR, LIMIT, NO_BODY, PROJECT, Call, JsonBody, Route
+from assay.adapters.http._schemas import ApiKeyView, CreatedApiKey, KeyCreateRequest
 from assay.engine import Page
 
 TAG = "keys"
@@ -51,7 +51,10 @@ ROUTES = (
         description="The response carries the secret; it is stored only as a digest and "
         "cannot be shown again. An SDK key must be scoped to a project.",
         tag=TAG,
-        body=JsonBody(KeyCreateRequest),
+        body=JsonBody(
+            KeyCreateRequest,
+            example={"role": "DEVELOPER", "project": "shop", "name": "checkout team"},
+        ),
         status=201,
         response=CreatedApiKey,
     ),
@@ -63,7 +66,7 @@ ROUTES = (
         summary="Revoke an API key",
         description="The key stops working at once. Revoking a revoked key does nothing.",
         tag=TAG,
-        body=JsonBody(EmptyRequest, required=False),
+        body=NO_BODY,
         status=204,
     ),
 )

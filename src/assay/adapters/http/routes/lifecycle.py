@@ -15,6 +15,16 @@ _SUMMARIES = {
     Transition.ROLLBACK: "Roll back a RUNNING or PAUSED experiment",
 }
 
+_REASONS = {
+    Transition.START: "sample size planned for two weeks",
+    Transition.PAUSE: "checkout errors rose; investigating",
+    Transition.RESUME: "fixed the error reporting",
+    Transition.COMPLETE: "reached the planned sample size",
+    Transition.ARCHIVE: "results written up",
+    Transition.ROLLBACK: "treatment breaks the checkout on Safari",
+}
+"""The request example of each transition."""
+
 
 def _transition_endpoint(transition: Transition) -> Endpoint:
     async def transition_experiment(call: Call) -> Experiment:
@@ -42,7 +52,7 @@ ROUTES = tuple(
         "The optional reason is kept in the audit log.",
         tag="experiments",
         query=(PROJECT,),
-        body=JsonBody(TransitionRequest, required=False),
+        body=JsonBody(TransitionRequest, required=False, example={"reason": _REASONS[transition]}),
         if_match=True,
         response=Experiment,
     )

@@ -3,18 +3,20 @@ project the API key addresses."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from assay.adapters.http._routing import (
     CURSOR,
     LIMIT,
+    NO_BODY,
     PROJECT,
     Call,
     JsonBody,
     PatchBody,
     Route,
+    article,
 )
-from assay.adapters.http._schemas import EmptyRequest
 from assay.engine import (
     Experiment,
     ExperimentSpec,
@@ -34,10 +36,18 @@ ObjectT = TypeVar("ObjectT", Flag, Experiment, Layer, Metric)
 
 
 def object_routes(
-    kind: type[ObjectT], spec: type[msgspec.Struct], *, name: str, description: str
+    kind: type[ObjectT],
+    spec: type[msgspec.Struct],
+    *,
+    name: str,
+    description: str,
+    example: Mapping[str, Any],
+    patch_example: Mapping[str, Any],
 ) -> tuple[Route, ...]:
-    """List, create, get, update and delete for one kind of project-scoped object."""
+    """List, create, get, update and delete for one kind of project-scoped object;
+    ``example`` is a create body, ``patch_example`` a change."""
     plural = f"{name}s"
+    a = article(name)
     base = f"/api/v1/{plural}"
     one = f"{base}/{{key}}"
     title = name.capitalize()
@@ -85,10 +95,10 @@ def object_routes(
             path=base,
             endpoint=create_object,
             operation_id=f"create{title}",
-            summary=f"Create a {name}",
+            summary=f"Create {a} {name}",
             tag=plural,
             query=(PROJECT,),
-            body=JsonBody(spec),
+            body=JsonBody(spec, example=example),
             status=201,
             response=kind,
         ),
@@ -97,7 +107,7 @@ def object_routes(
             path=one,
             endpoint=get_object,
             operation_id=f"get{title}",
-            summary=f"Get a {name}",
+            summary=f"Get {a} {name}",
             tag=plural,
             query=(PROJECT,),
             response=kind,
@@ -107,13 +117,13 @@ def object_routes(
             path=one,
             endpoint=update_object,
             operation_id=f"update{title}",
-            summary=f"Change a {name}",
+            summary=f"Change {a} {name}",
             description="The body's top-level fields replace the current ones (a JSON merge "
             "patch); the key cannot change. Send `If-Match: <revision>` to refuse the change "
             "if someone else changed the object first.",
             tag=plural,
             query=(PROJECT,),
-            body=PatchBody(spec),
+            body=PatchBody(spec, example=patch_example),
             if_match=True,
             response=kind,
         ),
@@ -122,12 +132,12 @@ def object_routes(
             path=one,
             endpoint=delete_object,
             operation_id=f"delete{title}",
-            summary=f"Delete a {name}",
+            summary=f"Delete {a} {name}",
             description="Refused (409 `in_use`) while another object refers to it."
             + (" Only a DRAFT experiment may be deleted." if kind is Experiment else ""),
             tag=plural,
             query=(PROJECT,),
-            body=JsonBody(EmptyRequest, required=False),
+            body=NO_BODY,
             if_match=True,
             status=204,
         ),
@@ -140,23 +150,49 @@ ROUTES = (
         FlagSpec,
         name="flag",
         description="Flags: typed values with a kill switch, prerequisites and ordered rules.",
+        example={
+            "key": "checkout-color",
+            "type": "string",
+            "default_value": "blue",
+            "rules": [
+                {"type": "force", "condition": {"staff": True}, "value": "red"},
+                {"type": "experiment", "experiment": "checkout-button"},
+            ],
+        },
+        patch_example={"enabled": True, "description": "Colour of the checkout button"},
     ),
     *object_routes(
         Experiment,
         ExperimentSpec,
         name="experiment",
         description="Experiments: variants, traffic, targeting and metrics, with a lifecycle.",
+        example={
+            "key": "checkout-button",
+            "variants": [
+                {"key": "control", "value": "blue"},
+                {"key": "green", "value": "green"},
+            ],
+            "coverage": 0.5,
+            "condition": {"country": {"$in": ["DE", "FR"]}},
+            "layer": {"layer": "checkout", "start": 0, "end": 0.5},
+            "primary_metrics": ["purchase"],
+        },
+        patch_example={"coverage": 0.8},
     ),
     *object_routes(
         Layer,
         LayerSpec,
         name="layer",
         description="Layers: namespaces in which experiments are mutually exclusive.",
+        example={"key": "checkout", "name": "Checkout surface"},
+        patch_example={"description": "Everything between the cart and the receipt"},
     ),
     *object_routes(
         Metric,
         MetricSpec,
         name="metric",
         description="Metrics: what experiments measure.",
+        example={"key": "purchase", "kind": "proportion", "attribution_window_hours": 72},
+        patch_example={"name": "Purchased within 3 days"},
     ),
 )

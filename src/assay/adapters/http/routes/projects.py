@@ -5,12 +5,12 @@ from __future__ import annotations
 from assay.adapters.http._routing import (
     CURSOR,
     LIMIT,
+    NO_BODY,
     Call,
     JsonBody,
     PatchBody,
     Route,
 )
-from assay.adapters.http._schemas import EmptyRequest
 from assay.engine import Page, Project, ProjectSpec
 
 TAG = "projects"
@@ -65,7 +65,10 @@ ROUTES = (
         summary="Create a project",
         description="Needs an ADMIN key not scoped to a project.",
         tag=TAG,
-        body=JsonBody(ProjectSpec),
+        body=JsonBody(
+            ProjectSpec,
+            example={"key": "shop", "name": "Web shop", "description": "The storefront"},
+        ),
         status=201,
         response=Project,
     ),
@@ -86,7 +89,7 @@ ROUTES = (
         summary="Change a project's name or description",
         description="The body's fields replace the current ones; the key cannot change.",
         tag=TAG,
-        body=PatchBody(ProjectSpec),
+        body=PatchBody(ProjectSpec, example={"name": "Web shop (EU)"}),
         if_match=True,
         response=Project,
     ),
@@ -99,7 +102,7 @@ ROUTES = (
         description="An archived project rejects writes to its flags, experiments, layers "
         "and metrics until it is restored.",
         tag=TAG,
-        body=JsonBody(EmptyRequest, required=False),
+        body=NO_BODY,
         response=Project,
     ),
     Route(
@@ -109,7 +112,7 @@ ROUTES = (
         operation_id="restoreProject",
         summary="Restore an archived project",
         tag=TAG,
-        body=JsonBody(EmptyRequest, required=False),
+        body=NO_BODY,
         response=Project,
     ),
 )

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from assay.engine import AssayError
+from assay.engine import StoreUnavailable, ValidationFailed
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -178,7 +178,7 @@ def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
         data_dir.mkdir(parents=True, exist_ok=True)
         _log_to_file(data_dir)  # opens the log file: proves the directory writable
     except OSError as exc:
-        raise AssayError(
+        raise ValidationFailed(
             f"the data directory {data_dir} is not writable ({exc.strerror}); choose "
             "another with --data-dir",
             code="invalid_config",
@@ -192,7 +192,7 @@ def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
             server = get_server(data_dir / _PGDATA, cleanup_mode="stop")
             server.__enter__()
         except (OSError, subprocess.SubprocessError) as exc:
-            raise AssayError(
+            raise StoreUnavailable(
                 f"the embedded PostgreSQL could not start in {data_dir}: {exc} (its log: "
                 f"{data_dir / LOG_FILE})",
                 code="store_unavailable",

@@ -24,7 +24,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.logging import Logger as HypercornLogger
 
-from assay.engine import AssayError, ValidationFailed
+from assay.engine import ValidationFailed
 
 if TYPE_CHECKING:
     from multiprocessing.context import SpawnProcess
@@ -116,12 +116,12 @@ def bind_sockets(host: str, port: int) -> Sockets:
         sockets = config.create_sockets()
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise AssayError(
+            raise ValidationFailed(
                 f"port {port} on {host} is already in use; choose another with --port",
                 code="invalid_config",
             ) from exc
         if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
-            raise AssayError(
+            raise ValidationFailed(
                 f"cannot listen on {host} port {port}: {exc.strerror}", code="invalid_config"
             ) from exc
         raise

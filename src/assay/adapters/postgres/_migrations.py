@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from assay.adapters.postgres._aio import open_aio_loop
-from assay.engine import AssayError
+from assay.engine import StoreUnavailable
 
 MIGRATION_LOCK_ID = 0x6173_7361_7901
 """Session advisory lock held while migrating ("assay" in ASCII, then 01)."""
@@ -91,7 +91,7 @@ CONNECT_ERRORS = (
 )
 
 
-def unreachable(dsn: str, exc: BaseException) -> AssayError:
+def unreachable(dsn: str, exc: BaseException) -> StoreUnavailable:
     """The error for a database that cannot be connected to at all: one line a person can
     act on, naming the server (never the password) and what it said."""
     parts = urlsplit(dsn)
@@ -99,7 +99,7 @@ def unreachable(dsn: str, exc: BaseException) -> AssayError:
         netloc = parts.netloc.rsplit("@", 1)
         parts = parts._replace(netloc=netloc[0].split(":", 1)[0] + ":***@" + netloc[1])
     reason = str(exc) or type(exc).__name__
-    return AssayError(
+    return StoreUnavailable(
         f"cannot connect to PostgreSQL at {urlunsplit(parts)}: {reason}",
         code="store_unavailable",
     )

@@ -51,6 +51,8 @@ class AioLoop:
         calling Trio task cancels the asyncio task."""
         try:
             return cast("_T", await self._loop.run_aio_coroutine(_call(fn, *args, **kwargs)))
+        except StoreUnavailable:
+            raise  # already says which database and why (``unreachable``)
         except Exception as exc:
             if unavailable(exc):
                 raise StoreUnavailable("the database is unavailable; retry shortly") from exc

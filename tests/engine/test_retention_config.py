@@ -32,7 +32,8 @@ def test_zero_or_negative_periods_are_refused_naming_the_setting(setting: str, v
     with pytest.raises(ValidationFailed) as info:
         EngineConfig.load(env={f"ASSAY_{setting.upper()}": value})
     assert info.value.code == "invalid_config"
-    assert setting in info.value.message
+    # Named as it was given: the environment variable of the setting.
+    assert f"ASSAY_{setting.upper()}:" in info.value.message
 
 
 def test_event_ids_kept_shorter_than_events_are_accepted_is_refused() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -157,6 +158,7 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         info = msgspec.inspect.type_info(cls)
         assert isinstance(info, msgspec.inspect.StructType)
         types = {f.name: f.type for f in info.fields}
+        hints = typing.get_type_hints(cls, include_extras=True)
         values: dict[str, Any] = {}
         # Every layer's values are checked, also those a later layer replaces: a mistake in
         # a file is reported even on the day a flag happens to override it.
@@ -164,8 +166,9 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             if key not in types:
                 raise ValidationFailed(f"{source}: no such setting", code="invalid_config")
             try:
-                # strict=False lets "8080" from the environment become an int.
-                msgspec.convert({key: value}, cls, strict=False)
+                # strict=False lets "8080" from the environment become an int. The field's
+                # own type only: rules between settings are checked once all are in.
+                msgspec.convert(value, hints[key], strict=False)
             except msgspec.ValidationError as exc:
                 raise ValidationFailed(
                     f"{source}: expected {_describe(types[key], value)}, got {value!r}",
@@ -174,7 +177,7 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             values[key] = value
         try:
             return msgspec.convert(values, cls, strict=False)
-        except msgspec.ValidationError as exc:  # pragma: no cover - each value passed above
+        except msgspec.ValidationError as exc:  # a rule between settings (__post_init__)
             raise ValidationFailed(f"invalid configuration: {exc}", code="invalid_config") from exc
 
 

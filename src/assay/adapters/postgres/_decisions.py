@@ -66,7 +66,9 @@ _INSERT = (
     + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_TYPES, 1))
     + ")"
 )
-_INSERT_AGAIN = _INSERT + " ON CONFLICT (decision_id) DO NOTHING"
+# The conflict target is the partitioned table's key; a batch sent again carries the same
+# decided_at, so the same (decision_id, decided_at) pairs.
+_INSERT_AGAIN = _INSERT + " ON CONFLICT (decision_id, decided_at) DO NOTHING"
 UNNEST_MAX = 16
 """Batches up to this size go in as one prepared ``INSERT ... SELECT FROM unnest(...)``
 (one round trip), larger ones by COPY (two round trips, but cheaper per row: encoding a

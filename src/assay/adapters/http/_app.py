@@ -16,6 +16,7 @@ from assay.adapters.http._errors import ErrorResponse, describe, unexpected
 from assay.adapters.http._openapi import build_openapi
 from assay.adapters.http._request import authenticate, decode_body, parse_if_match, parse_query
 from assay.adapters.http._routing import JSON, Call, Documents, Route
+from assay.adapters.http.console import register_console
 from assay.adapters.http.routes import ROUTES
 from assay.engine import LatencyRecorder
 
@@ -57,6 +58,7 @@ def create_app(engine: Engine) -> QuartTrio:
         return error_response(error, max_body_bytes=engine.config.max_body_bytes)
 
     app.register_error_handler(Exception, handle_error)
+    register_console(app, engine)
     return app
 
 

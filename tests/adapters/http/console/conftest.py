@@ -133,7 +133,7 @@ async def seed(engine: Engine) -> Seeded:
         events.append(
             Exposure(experiment=experiment, subject=subject, variant=variant, timestamp=now)
         )
-        if i % 4 == 0 or (variant == "treatment" and i % 7 == 0):
+        if i % 5 in (0, 1) or (variant == "treatment" and i % 9 == 0):
             events.append(
                 Conversion(experiment=experiment, metric="bought", subject=subject, timestamp=now)
             )

@@ -165,12 +165,15 @@ def line_chart(
     values += [v for _, lo, hi in band for v in (lo, hi) if math.isfinite(v)]
     if zero_line:
         values.append(0.0)
-    out = _open(width, height, title, description)
     if not times or not values:
-        out.append(f'<text x="20" y="40" fill="{INK}">No data yet.</text></svg>')
+        out = _open(width, 40, title, description)
+        out.append(f'<text x="10" y="25" fill="{INK}">No data yet.</text></svg>')
         return Markup("".join(out))
+    out = _open(width, height, title, description)
     t0, t1 = min(times).timestamp(), max(times).timestamp()
-    span = (t1 - t0) or 1.0
+    if t1 == t0:  # one point: put it in the middle
+        t0, t1 = t0 - 3600, t1 + 3600
+    span = t1 - t0
     low, high = min(values), max(values)
     pad = (high - low) * 0.08 or abs(high) * 0.1 or 1.0
     low, high = low - pad, high + pad
@@ -188,7 +191,8 @@ def line_chart(
             f'fill="{INK}">{escape(axis(tick))}</text>'
         )
     first, last = min(times), max(times)
-    for t, anchor in ((first, "start"), (last, "end")):
+    ends = ((first, "start"), (last, "end")) if first != last else ((first, "middle"),)
+    for t, anchor in ends:
         out.append(
             f'<text x="{_f(x(t))}" y="{height - 12}" text-anchor="{anchor}" fill="{INK}">'
             f"{escape(t.strftime('%Y-%m-%d %H:%M'))}</text>"
@@ -218,8 +222,10 @@ def line_chart(
             f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2.5"'
             f"{dash_attr}/>"
         )
+        # Every point gets its marker while there are few; otherwise only the last.
+        for px, py in points if len(points) <= 40 else points[-1:]:
+            out.append(_marker(MARKERS[i % len(MARKERS)], px, py, colour, 3.5))
         px, py = points[-1]
-        out.append(_marker(MARKERS[i % len(MARKERS)], px, py, colour))
         out.append(
             f'<text x="{_f(px + 10)}" y="{_f(py + 4 + 14 * (i % 2 and 1))}" fill="{INK}">'
             f"{escape(s.label)}</text>"

@@ -71,6 +71,18 @@ def interval(
     return f"{fmt(estimate, signed=True)} ({fmt(low, signed=True)} to {fmt(high, signed=True)})"
 
 
+def chance(value: float | None) -> str:
+    """A probability people read at a glance: ``<0.1%``, ``97.3%``, ``>99.9%``."""
+    if not _finite(value):
+        return DASH
+    assert value is not None
+    if value < 0.001:
+        return "<0.1%"
+    if value > 0.999:
+        return ">99.9%"
+    return f"{value * 100:.1f}%"
+
+
 def p_value(value: float | None) -> str:
     if not _finite(value):
         return DASH

@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--certfile", metavar="PEM", help="TLS certificate: serve HTTPS")
+    serve.add_argument("--keyfile", metavar="PEM", help="TLS private key for --certfile")
+    serve.add_argument(
+        "--trusted-proxies",
+        metavar="LIST",
+        help="comma-separated proxy addresses/networks whose X-Forwarded-For/-Proto count",
+    )
     _add_config_args(serve)
     serve.set_defaults(handler=_serve)
 
@@ -137,7 +144,15 @@ def load_config(args: argparse.Namespace, **extra: Any) -> EngineConfig:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = load_config(args, host=args.host, port=args.port, workers=args.workers)
+    config = load_config(
+        args,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        trusted_proxies=args.trusted_proxies,
+    )
     logging.getLogger().setLevel(config.log_level)
     if config.workers > 1:
         from assay.adapters.http import run_workers
@@ -157,7 +172,8 @@ async def _prepare_workers(config: EngineConfig, port: int) -> None:
     if created is not None:
         _print_bootstrap_key(*created)
     print(
-        f"assay {__version__} serving on http://{config.host}:{port} with {config.workers} workers",
+        f"assay {__version__} serving on {'https' if config.certfile else 'http'}://"
+        f"{config.host}:{port} with {config.workers} workers",
         flush=True,
     )
 
@@ -175,7 +191,8 @@ async def serve_forever(
         if created is not None:
             _print_bootstrap_key(*created)
         port = await nursery.start(partial(serve, engine, host=config.host, port=config.port))
-        print(f"assay {__version__} serving on http://{config.host}:{port}", flush=True)
+        scheme = "https" if config.certfile else "http"
+        print(f"assay {__version__} serving on {scheme}://{config.host}:{port}", flush=True)
         task_status.started(port)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:

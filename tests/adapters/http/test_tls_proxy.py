@@ -53,7 +53,8 @@ async def test_https_serves_and_marks_the_session_cookie_secure(module_dsn, tmp_
             assert signed.status_code == 303
             cookie = signed.headers["set-cookie"]
             assert cookie.startswith("assay_console=")
-            assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+            for flag in ("Secure", "HttpOnly", "SameSite=Strict"):
+                assert flag in cookie
         async with httpx.AsyncClient() as plain:
             with pytest.raises(httpx.HTTPError):
                 await plain.get(f"http://127.0.0.1:{port}/health")

@@ -250,3 +250,18 @@ async def test_timeseries_api(app_client: Any, seeded: Any) -> None:
     assert (await app_client.get(url, headers=viewer)).status_code == 404
     draft = f"/api/v1/experiments/{seeded.draft}/report/timeseries?project={seeded.project}"
     assert (await (await app_client.get(draft, headers=headers)).get_json())["points"] == []
+
+
+def test_sessions_expire_and_end() -> None:
+    from assay.adapters.http.console._session import SessionStore
+
+    lasting = SessionStore(lifetime_seconds=3600)
+    cookie, session = lasting.create("assay_secret", "key_1")
+    assert lasting.get(cookie) == session
+    assert lasting.get(cookie + "x") is None
+    assert lasting.get(None) is None
+    lasting.end(cookie)
+    assert lasting.get(cookie) is None
+    expired = SessionStore(lifetime_seconds=-1)
+    cookie, _ = expired.create("assay_secret", "key_1")
+    assert expired.get(cookie) is None

@@ -20,7 +20,7 @@ from quart import Blueprint, Response, redirect, request
 
 from assay.adapters.http.console import _format
 from assay.adapters.http.console._charts import ForestRow, Series, forest_plot, line_chart
-from assay.adapters.http.console._web import PREFIX, Console, Visit
+from assay.adapters.http.console._web import PREFIX, Console, Visit, gather
 from assay.engine import (
     Experiment,
     ExperimentStatus,
@@ -274,17 +274,23 @@ def register(bp: Blueprint, console: Console) -> None:
 
     async def experiment(project: str, key: str) -> Response:
         visit = await console.visit()
-        found = await engine.service.resolve_project(visit.key, project)
-        target = await engine.service.get_object(visit.key, Experiment, project, key)
-        report = None
-        query: dict[str, str] = {}
-        if visit.may(Resource.REPORT):
-            report, query = await _report(visit, project, key)
-        triggers: list[GuardrailTrigger] = []
-        if visit.may(Resource.GUARDRAIL) and target.status is not ExperimentStatus.DRAFT:
-            triggers = (
-                await engine.guardrail_triggers(project, key, limit=20, principal=visit.key)
-            ).items
+
+        async def nothing() -> Any:
+            return None
+
+        async def triggers_of() -> list[GuardrailTrigger]:
+            page = await engine.guardrail_triggers(project, key, limit=20, principal=visit.key)
+            return page.items
+
+        # Each read checks access itself; they are independent, so they run at once.
+        found, target, reported, triggers = await gather(
+            lambda: engine.service.resolve_project(visit.key, project),
+            lambda: engine.service.get_object(visit.key, Experiment, project, key),
+            (lambda: _report(visit, project, key)) if visit.may(Resource.REPORT) else nothing,
+            triggers_of if visit.may(Resource.GUARDRAIL) else nothing,
+        )
+        report, query = reported if reported is not None else (None, {})
+        triggers = triggers or []
         variants = {v.key: v for v in report.variants} if report is not None else {}
         total_weight = sum(v.weight for v in target.variants) or 1.0
         return await console.page(

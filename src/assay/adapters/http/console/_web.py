@@ -11,9 +11,11 @@ else is looked at; a missing, expired or revoked session leads back to sign-in.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import trio
 from quart import Response, redirect, render_template, request
 
 from assay.adapters.http.console import _format
@@ -129,6 +131,26 @@ class Console:
         self, template: str, visit: Visit | None = None, status: int = 200, **context: Any
     ) -> Response:
         return Response(await self.render(template, visit, **context), status=status)
+
+
+async def gather(*calls: Callable[[], Awaitable[Any]]) -> list[Any]:
+    """Run independent reads at once (a page's latency is then its slowest read, not
+    their sum); the first error is raised as itself, so it becomes its usual page."""
+    results: list[Any] = [None] * len(calls)
+
+    async def run(index: int, call: Callable[[], Awaitable[Any]]) -> None:
+        results[index] = await call()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for index, call in enumerate(calls):
+                nursery.start_soon(run, index, call)
+    except BaseExceptionGroup as group:
+        error: BaseException = group
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        raise error from None
+    return results
 
 
 def secure_cookie() -> bool:

@@ -13,9 +13,11 @@ import csv
 import io
 import math
 from datetime import UTC, date, datetime, time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import trio
 from quart import Blueprint, Response, redirect, request
 
 from assay.adapters.http.console import _format
@@ -59,6 +61,7 @@ ACTION_EFFECTS = {
     Transition.ROLLBACK: "Every subject gets the control value until it is archived.",
 }
 STATUSES = tuple(s.value for s in ExperimentStatus)
+LIST_CONCURRENCY = 4
 
 
 def _day(text: str | None, name: str) -> datetime | None:
@@ -223,30 +226,32 @@ def register(bp: Blueprint, console: Console) -> None:
         if status is not None:
             items = [e for e in items if e.status.value == status]
         now = datetime.now(UTC)
-        rows = []
         reads_reports = visit.may(Resource.REPORT)
         reads_guardrails = visit.may(Resource.GUARDRAIL)
-        for e in items:
+        # A few experiments' reports at once: the list costs about its slowest few
+        # reports, while the database pool is not flooded by a long list.
+        limiter = trio.CapacityLimiter(LIST_CONCURRENCY)
+
+        async def row(e: Experiment) -> dict[str, Any]:
             report = None
             triggers: list[GuardrailTrigger] = []
             if e.status is not ExperimentStatus.DRAFT:
-                if reads_reports:
-                    report = await engine.report(project, e.key, principal=visit.key)
-                if reads_guardrails:
-                    page_t = await engine.guardrail_triggers(
-                        project, e.key, limit=20, principal=visit.key
-                    )
-                    triggers = [t for t in page_t.items if t.experiment_revision == e.revision]
-            rows.append(
-                {
-                    "experiment": e,
-                    "days": days_running(e, now),
-                    "subjects": None
-                    if report is None
-                    else sum(v.subjects for v in report.variants),
-                    "alerts": _alerts(report, triggers, engine.config.guardrail_crossover_limit),
-                }
-            )
+                async with limiter:
+                    if reads_reports:
+                        report = await engine.report(project, e.key, principal=visit.key)
+                    if reads_guardrails:
+                        page_t = await engine.guardrail_triggers(
+                            project, e.key, limit=20, principal=visit.key
+                        )
+                        triggers = [t for t in page_t.items if t.experiment_revision == e.revision]
+            return {
+                "experiment": e,
+                "days": days_running(e, now),
+                "subjects": None if report is None else sum(v.subjects for v in report.variants),
+                "alerts": _alerts(report, triggers, engine.config.guardrail_crossover_limit),
+            }
+
+        rows = await gather(*(partial(row, e) for e in items))
         return await console.page(
             "experiments.html",
             visit,

@@ -89,7 +89,7 @@ class ForestRow:
 def forest_plot(rows: Sequence[ForestRow], *, title: str, axis: Callable[[float], str]) -> Markup:
     """Each comparison's lift as a marker on its interval, against a line at zero."""
     drawable = [r for r in rows if all(math.isfinite(v) for v in (r.estimate, r.low, r.high))]
-    row_height, top, label_w, text_w, width = 34, 28, 150, 210, 720
+    row_height, top, label_w, text_w, width = 34, 28, 190, 230, 760
     height = top + row_height * max(1, len(rows)) + 30
     plot_l, plot_r = label_w, width - text_w
     low = min([0.0, *(r.low for r in drawable)])

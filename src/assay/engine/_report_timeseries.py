@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
 
+from assay.engine._core._stats import LiftAnalysis
 from assay.engine._errors import ValidationFailed
 from assay.engine._model import ApiKey, Experiment, ExperimentStatus
 from assay.engine._service import SYSTEM_KEY
@@ -120,10 +121,7 @@ def point_times(started: datetime | None, until: datetime, interval: Interval) -
     return times
 
 
-def _lift(result: object) -> TimeseriesLift:
-    from assay.engine._core._stats import LiftAnalysis
-
-    assert isinstance(result, LiftAnalysis)
+def _lift(result: LiftAnalysis) -> TimeseriesLift:
     seq = result.sequential
     return TimeseriesLift(
         estimate=seq.estimate,

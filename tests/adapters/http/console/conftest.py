@@ -66,6 +66,8 @@ class Seeded:
     """RUNNING, with a sample ratio mismatch."""
     draft: str
     flag: str
+    global_admin: str
+    """An ADMIN key for every project: the console starts at the project list."""
 
 
 async def seed(engine: Engine) -> Seeded:
@@ -159,7 +161,10 @@ async def seed(engine: Engine) -> Seeded:
             SYSTEM_KEY, role=role, project=project, name=f"{role.value.lower()} person"
         )
         keys[role], ids[role] = secret, key.id
-    return Seeded(project, keys, ids, experiment, srm, draft, flag)
+    _, global_admin = await service.create_key(
+        SYSTEM_KEY, role=Role.ADMIN, project=None, name="global admin"
+    )
+    return Seeded(project, keys, ids, experiment, srm, draft, flag, global_admin)
 
 
 # --- the Quart test client ------------------------------------------------------------

@@ -164,6 +164,20 @@ def test_walk_every_page_at_both_widths(browser: Any, live: Live) -> None:
             visitor.close()
 
 
+def test_a_key_for_every_project_starts_at_the_project_list(browser: Any, live: Live) -> None:
+    seeded = live.seeded
+    for width in WIDTHS:
+        visitor = Visitor(browser, live, width)
+        try:
+            visitor.sign_in(seeded.global_admin)
+            assert visitor.page.url == f"{live.base}/console/projects"
+            visitor.shoot("projects", width)
+            visitor.page.get_by_role("link", name="Shop").first.click()
+            assert visitor.page.url.endswith(f"/console/projects/{seeded.project}/experiments")
+        finally:
+            visitor.close()
+
+
 def test_experiment_page_numbers_weight_and_origin(browser: Any, live: Live) -> None:
     seeded = live.seeded
     visitor = Visitor(browser, live)

@@ -157,7 +157,11 @@ async def test_user_text_is_never_markup(app_client: Any, seeded: Any) -> None:
     assert "<script>" not in played
 
 
-async def test_playground_decides_and_shows_api_errors(app_client: Any, seeded: Any) -> None:
+async def test_playground_decides_and_shows_api_errors(
+    app_client: Any, seeded: Any, console_engine: Engine
+) -> None:
+    decided = console_engine.decisions_made
+    before = console_engine.decision_stats
     await sign_in(app_client, seeded.keys[Role.VIEWER])
     url = f"/console/projects/{seeded.project}/flags/{seeded.flag}"
     forced = await _text(
@@ -175,6 +179,9 @@ async def test_playground_decides_and_shows_api_errors(app_client: Any, seeded: 
         assert f"<code>{code}</code>" in await _text(page)
     too_long = await _text(await app_client.get(url, query_string={"subject": "x" * 600}))
     assert "<code>invalid_body</code>" in too_long
+    # Trying subjects out decides nothing for real: no decision made, none recorded.
+    assert console_engine.decisions_made == decided
+    assert console_engine.decision_stats == before
 
 
 async def test_results_table_shows_the_reports_numbers(

@@ -272,3 +272,15 @@ def test_sessions_expire_and_end() -> None:
     expired = SessionStore(lifetime_seconds=-1)
     cookie, _ = expired.create("assay_secret", "key_1")
     assert expired.get(cookie) is None
+
+
+async def test_sdk_keys_cannot_sign_in(
+    app_client: Any, seeded: Any, console_engine: Engine
+) -> None:
+    _, secret = await console_engine.service.create_key(
+        SYSTEM_KEY, role=Role.SDK, project=seeded.project
+    )
+    answer = await sign_in(app_client, secret)
+    assert answer.status_code == 403
+    assert "SDK keys" in await _text(answer)
+    assert "assay_console=" not in answer.headers.get("Set-Cookie", "")

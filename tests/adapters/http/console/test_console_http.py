@@ -233,7 +233,7 @@ async def test_srm_and_alerts(app_client: Any, seeded: Any) -> None:
     fine = await _text(await app_client.get(f"{base}/experiments/{seeded.experiment}"))
     assert 'id="srm-banner"' not in fine
     listing = await _text(await app_client.get(f"{base}/experiments"))
-    assert "SRM (p =" in listing
+    assert "SRM (p &lt; 0.0001)" in listing
 
 
 async def test_timeseries_api(app_client: Any, seeded: Any) -> None:

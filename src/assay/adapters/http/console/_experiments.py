@@ -99,7 +99,7 @@ def _alerts(
     alerts = []
     if report is not None:
         if report.srm.flagged:
-            alerts.append(f"SRM (p = {_format.p_value(report.srm.p_value)})")
+            alerts.append(f"SRM ({_format.p_is(report.srm.p_value)})")
         exposed = sum(v.exposed for v in report.variants)
         if exposed and report.crossovers / exposed > crossover_limit:
             alerts.append(f"Crossovers {_format.percent(report.crossovers / exposed)}")

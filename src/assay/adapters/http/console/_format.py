@@ -92,6 +92,12 @@ def p_value(value: float | None) -> str:
     return f"{value:.4f}" if value < 0.01 else f"{value:.3f}"
 
 
+def p_is(value: float | None) -> str:
+    """``p = 0.012`` or ``p < 0.0001``, for prose."""
+    text = p_value(value)
+    return f"p {text[0]} {text[1:]}" if text.startswith("<") else f"p = {text}"
+
+
 def moment(value: datetime | None) -> str:
     return DASH if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
 

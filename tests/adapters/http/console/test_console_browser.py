@@ -221,9 +221,14 @@ def test_experiment_page_numbers_weight_and_origin(browser: Any, live: Live) -> 
                 p = judged["sequential"]["adjusted_p_value"]
                 if p is None:
                     p = judged["sequential"]["p_value"]
-                assert row.locator("[data-col=p]").inner_text() == _format.p_value(p)
-                assert row.locator("[data-col=chance]").inner_text() == _format.chance(
-                    judged["bayesian"]["chance_to_win"]
+                computable = not judged.get("error")
+                assert row.locator("[data-col=p]").inner_text() == (
+                    _format.p_value(p) if computable else _format.DASH
+                )
+                assert row.locator("[data-col=chance]").inner_text() == (
+                    _format.chance(judged["bayesian"]["chance_to_win"])
+                    if computable
+                    else _format.DASH
                 )
             for value in metric["values"]:
                 row = section.locator(f'tr[data-variant="{value["variant"]}"]')

@@ -131,14 +131,18 @@ def _lift_rows(report: Report) -> list[dict[str, Any]]:
             }
             if c is not None:
                 absolute, relative = c.result.absolute, c.result.relative
-                p = relative.sequential if relative.error is None else absolute.sequential
+                # The lift the verdict reads: relative, else absolute, else none (then
+                # neither a p-value nor a chance means anything).
+                judged = relative if relative.error is None else absolute
+                p = judged.sequential
+                computable = judged.error is None
                 row.update(
                     absolute=absolute.sequential if absolute.error is None else None,
                     relative=relative.sequential if relative.error is None else None,
-                    p_value=p.adjusted_p_value if p.adjusted_p_value is not None else p.p_value,
-                    chance=relative.bayesian.chance_to_win
-                    if relative.error is None
-                    else absolute.bayesian.chance_to_win,
+                    p_value=(p.adjusted_p_value if p.adjusted_p_value is not None else p.p_value)
+                    if computable
+                    else None,
+                    chance=judged.bayesian.chance_to_win if computable else None,
                     verdict=c.verdict,
                 )
             rows.append(row)

@@ -18,7 +18,12 @@ At each size (1M, then 10M cumulative) it times:
   edge hours are read row by row;
 - **raw SQL baseline**: one query computing the same per-variant sums from the event tables
   (exposures joined to conversions in the window, crossovers excluded), run once: what a
-  report would cost without rollups.
+  report would cost without rollups;
+- **report API** and **console page**: ``GET /api/v1/experiments/{key}/report`` and the
+  console's results page for the experiment, each through the Quart app in this process
+  (Quart's test client: the whole server-side handling, no network), signed in as an
+  admin; medians as above. The console page is measured against the report API in the
+  same run (its target: 100 ms or less at 10M exposures), and its size in bytes.
 
 ``--quick`` runs the 1M size only. JSON: ``sizes`` and ``seconds`` (parallel lists, the
 report medians) and the rest of the figures.
@@ -171,6 +176,9 @@ async def run(dsn: str, sizes: list[int]) -> dict[str, Any]:
         "seconds_mid_hour_period": [],
         "baseline_seconds": [],
         "load_seconds": [],
+        "report_api_seconds": [],
+        "console_page_seconds": [],
+        "console_page_bytes": [],
     }
     config = EngineConfig(database_url=dsn, pool_size=2, guardrail_interval_seconds=3600)
     async with assay.open_engine(config, load_entry_points=False) as engine:
@@ -194,6 +202,9 @@ async def run(dsn: str, sizes: list[int]) -> dict[str, Any]:
         )
         await service.transition_experiment(SYSTEM_KEY, PROJECT, EXPERIMENT, Transition.START)
         await engine.report(PROJECT, EXPERIMENT)  # the rollups exist from here on
+        client = await _signed_in_client(engine)
+        page_url = f"/console/projects/{PROJECT}/experiments/{EXPERIMENT}"
+        api_url = f"/api/v1/experiments/{EXPERIMENT}/report?project={PROJECT}"
         total = max(sizes)
         rng = np.random.default_rng(7)
         loaded = 0
@@ -239,12 +250,19 @@ async def run(dsn: str, sizes: list[int]) -> dict[str, Any]:
             }
             await timed(**period)
             mid_hour = statistics.median([await timed(**period) for _ in range(RUNS)])
+            await _get(client, page_url)
+            api = statistics.median([(await _get(client, api_url))[0] for _ in range(RUNS)])
+            pages = [await _get(client, page_url) for _ in range(RUNS)]
+            page = statistics.median(t for t, _ in pages)
+            page_bytes = pages[-1][1]
             base = await trio.to_thread.run_sync(asyncio.run, baseline(dsn, experiment.id))
             report = await engine.report(PROJECT, EXPERIMENT)
             assert sum(v.exposed for v in report.variants) == size, report.variants
             print(
                 f"{size:>12,} exposures: report {seconds * 1000:8.1f} ms, mid-hour period "
-                f"{mid_hour * 1000:8.1f} ms, raw SQL {base:7.2f} s (load {load_seconds:.1f} s)",
+                f"{mid_hour * 1000:8.1f} ms, report API {api * 1000:8.1f} ms, console page "
+                f"{page * 1000:8.1f} ms ({page_bytes:,} bytes), raw SQL {base:7.2f} s "
+                f"(load {load_seconds:.1f} s)",
                 flush=True,
             )
             results["sizes"].append(size)
@@ -252,7 +270,38 @@ async def run(dsn: str, sizes: list[int]) -> dict[str, Any]:
             results["seconds_mid_hour_period"].append(mid_hour)
             results["baseline_seconds"].append(base)
             results["load_seconds"].append(load_seconds)
+            results["report_api_seconds"].append(api)
+            results["console_page_seconds"].append(page)
+            results["console_page_bytes"].append(page_bytes)
     return results
+
+
+async def _signed_in_client(engine: Any) -> Any:
+    """Quart's test client for the app, signed in to the console with an admin key (the
+    same key then reads the report API)."""
+    import re
+
+    from assay.adapters.http import create_app
+    from assay.engine import SYSTEM_KEY, Role
+
+    _, secret = await engine.service.create_key(SYSTEM_KEY, role=Role.ADMIN, project=None)
+    client = create_app(engine).test_client()
+    form = await (await client.get("/console/sign-in")).get_data(as_text=True)
+    token = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert token is not None
+    signed = await client.post("/console/sign-in", form={"csrf": token.group(1), "api_key": secret})
+    assert signed.status_code == 303, signed.status_code
+    client.headers = {"Authorization": f"Bearer {secret}"}
+    return client
+
+
+async def _get(client: Any, url: str) -> tuple[float, int]:
+    started = time.perf_counter()
+    response = await client.get(url, headers=client.headers)
+    body = await response.get_data()
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200, (url, response.status_code)
+    return elapsed, len(body)
 
 
 def main() -> None:
@@ -280,16 +329,32 @@ def main() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
     print()
-    header = ("exposures", 12), ("report (s)", 12), ("mid-hour (s)", 14), ("raw SQL (s)", 13)
-    print("".join(f"{name:>{width}}" for name, width in header) + f"{'x faster':>10}")
-    for size, s, m, b in zip(
+    header = (
+        ("exposures", 12),
+        ("report (s)", 12),
+        ("mid-hour (s)", 14),
+        ("raw SQL (s)", 13),
+        ("x faster", 10),
+        ("API (s)", 10),
+        ("console (s)", 13),
+        ("console/API", 13),
+        ("page KB", 9),
+    )
+    print("".join(f"{name:>{width}}" for name, width in header))
+    for size, s, m, b, api, page, size_b in zip(
         results["sizes"],
         results["seconds"],
         results["seconds_mid_hour_period"],
         results["baseline_seconds"],
+        results["report_api_seconds"],
+        results["console_page_seconds"],
+        results["console_page_bytes"],
         strict=True,
     ):
-        print(f"{size:>12,}{s:>12.4f}{m:>14.4f}{b:>13.2f}{b / s:>10.0f}")
+        print(
+            f"{size:>12,}{s:>12.4f}{m:>14.4f}{b:>13.2f}{b / s:>10.0f}{api:>10.4f}{page:>13.4f}"
+            f"{page / api:>13.2f}{size_b / 1024:>9.1f}"
+        )
     if len(results["sizes"]) > 1:
         data_growth = results["sizes"][-1] / results["sizes"][0]
         cost_growth = results["seconds"][-1] / results["seconds"][0]

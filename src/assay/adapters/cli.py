@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--certfile", metavar="PEM", help="TLS certificate: serve HTTPS")
+    serve.add_argument("--keyfile", metavar="PEM", help="TLS private key for --certfile")
+    serve.add_argument(
+        "--trusted-proxies",
+        metavar="LIST",
+        help="comma-separated proxy addresses/networks whose X-Forwarded-For/-Proto count",
+    )
     _add_config_args(serve)
     serve.set_defaults(handler=_serve)
 
@@ -168,7 +175,15 @@ def _default_log_level(args: argparse.Namespace) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = load_config(args, host=args.host, port=args.port, workers=args.workers)
+    config = load_config(
+        args,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        trusted_proxies=args.trusted_proxies,
+    )
     if config.workers > 1:
         from assay.adapters.http import run_workers
 
@@ -185,7 +200,8 @@ async def _prepare_workers(config: EngineConfig, port: int) -> None:
     async with store_factory(config) as store:
         created = await ConfigService(store).ensure_bootstrap_key()
     print(
-        f"assay {__version__} serving on http://{config.host}:{port} with {config.workers} workers",
+        f"assay {__version__} serving on {'https' if config.certfile else 'http'}://"
+        f"{config.host}:{port} with {config.workers} workers",
         flush=True,
     )
     if created is not None:
@@ -201,9 +217,11 @@ async def serve_forever(
     from assay.adapters.http import bind_sockets, serve
 
     # Bound first: a taken port is said before anything starts (and in one line).
-    sockets = bind_sockets(config.host, config.port)
+    sockets = bind_sockets(
+        config.host, config.port, certfile=config.certfile, keyfile=config.keyfile
+    )
     async with AsyncExitStack() as stack:
-        for sock in sockets.insecure_sockets:
+        for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
             stack.callback(sock.close)
         engine = await stack.enter_async_context(assay.open_engine(config))
         nursery = await stack.enter_async_context(trio.open_nursery())
@@ -211,7 +229,8 @@ async def serve_forever(
         port = await nursery.start(
             partial(serve, engine, host=config.host, port=config.port, sockets=sockets)
         )
-        print(f"assay {__version__} serving on http://{config.host}:{port}", flush=True)
+        scheme = "https" if config.certfile else "http"
+        print(f"assay {__version__} serving on {scheme}://{config.host}:{port}", flush=True)
         if created is not None:
             # Last, once the server is up: nothing printed at startup may push it away.
             _print_bootstrap_key(*created)

@@ -65,6 +65,7 @@ from assay.engine._model import (
 )
 from assay.engine._pagination import Page
 from assay.engine._ports import ConfigState, Store, StoreTransaction
+from assay.engine._report_timeseries import Timeseries, report_timeseries
 from assay.engine._runtime import Engine, Mailbox, StoreFactory, open_engine
 from assay.engine._service import SYSTEM_KEY, ConfigService, hash_secret
 
@@ -132,6 +133,7 @@ __all__ = [
     "StoreFactory",
     "StoreTransaction",
     "StoreUnavailable",
+    "Timeseries",
     "Transition",
     "Unauthenticated",
     "ValidationFailed",
@@ -143,4 +145,5 @@ __all__ = [
     "load_definitions",
     "open_engine",
     "parse_definitions",
+    "report_timeseries",
 ]

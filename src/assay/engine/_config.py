@@ -124,6 +124,17 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             return self.event_id_retention_days
         return math.ceil(self.event_max_age_days + self.event_future_skew_seconds / 86400.0)
 
+    certfile: str | None = None
+    """TLS certificate (PEM) for ``assay serve``; with ``keyfile``, the server speaks HTTPS."""
+    keyfile: str | None = None
+    """TLS private key (PEM) matching ``certfile``."""
+    trusted_proxies: str = ""
+    """Comma-separated addresses or networks (``10.0.0.0/8``) of reverse proxies whose
+    ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed; from anyone else they are
+    ignored."""
+    console_session_minutes: PositiveInt = 480
+    """A console session ends this long after sign-in (sooner when its key is revoked)."""
+
     @classmethod
     def load(
         cls,

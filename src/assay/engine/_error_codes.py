@@ -34,6 +34,7 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
     # 401, 403: who is asking.
     "unauthenticated": ErrorCode(401, "No API key, a malformed header, or an unknown or revoked key."),
     "forbidden": ErrorCode(403, "The key may read this but not change it."),
+    "csrf_failed": ErrorCode(403, "A console form did not come from this session (or the session expired)."),
     # 404: nothing there (or nothing this key may see).
     "not_found": ErrorCode(404, "No such object, or the key may not read it."),
     "project_not_found": ErrorCode(404, "No such project, or the key may not read it."),
@@ -60,6 +61,8 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
     "validation_failed": ErrorCode(422, "The input is invalid."),
     "invalid_body": ErrorCode(422, "The body does not match the schema (`details.path` points at the value)."),
     "invalid_text": ErrorCode(422, "A NUL character in a body, path or query: PostgreSQL cannot store it (`details.path`)."),
+    "timeseries_too_long": ErrorCode(422, "More than 200 points at this interval: ask for interval=day."),
+    "action_not_available": ErrorCode(422, "The console action is not possible for this experiment with this role and status."),
     "too_deep": ErrorCode(422, "Arrays and objects nested more than 64 deep in a body."),
     "unknown_field": ErrorCode(422, "The body has a field the schema does not know (`details.field`)."),
     "unknown_parameter": ErrorCode(422, "A query parameter the route does not take."),

@@ -249,6 +249,19 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
             self._log_exposures((decision,))
         return decision
 
+    def explain(
+        self,
+        flag: str,
+        subject: str,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        project_id: str,
+    ) -> Decision:
+        """What ``decide`` would answer now, from the snapshot in force, with nothing
+        recorded, cached or logged as an exposure (the console's playground): trying a
+        subject out must not enter it into an experiment's data."""
+        return decide_core(self._snapshot, project_id, flag, subject, attributes)
+
     def decide_all(
         self,
         subject: str,

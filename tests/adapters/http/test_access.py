@@ -89,6 +89,7 @@ MATRIX: list[tuple[str, str, Any, int, int, int, int, int]] = [
     ("GET", "/api/v1/decisions/{decision}", None, 200, 200, 200, 404, 404),
     # reports: ANALYST and up
     ("GET", "/api/v1/experiments/{running}/report" + P, None, 200, 200, 200, 404, 404),
+    ("GET", "/api/v1/experiments/{running}/report/timeseries" + P, None, 200, 200, 200, 404, 404),
     # guardrails: ANALYST and up read; DEVELOPER and up ask for a check
     (
         "GET",

@@ -23,6 +23,7 @@ from assay.adapters.http._request import (
     parse_query,
 )
 from assay.adapters.http._routing import JSON, Call, Documents, Route
+from assay.adapters.http.console import register_console
 from assay.adapters.http.routes import ROUTES
 from assay.engine import LatencyRecorder
 
@@ -64,6 +65,7 @@ def create_app(engine: Engine) -> QuartTrio:
         return error_response(error, max_body_bytes=engine.config.max_body_bytes)
 
     app.register_error_handler(Exception, handle_error)
+    register_console(app, engine)
     return app
 
 

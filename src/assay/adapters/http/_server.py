@@ -24,6 +24,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.logging import Logger as HypercornLogger
 
+from assay.adapters.http._proxy import TrustedProxies, parse_networks
 from assay.engine import ValidationFailed
 
 if TYPE_CHECKING:
@@ -44,8 +45,14 @@ _RESTART_BACKOFF_SECONDS = 1.0
 Prepare = Callable[["EngineConfig", int], Awaitable[None]]
 
 
-def hypercorn_config(host: str, port: int) -> HypercornConfig:
+def hypercorn_config(
+    host: str, port: int, *, certfile: str | None = None, keyfile: str | None = None
+) -> HypercornConfig:
     config = HypercornConfig()
+    if (certfile is None) != (keyfile is None):
+        raise ValidationFailed("TLS needs both certfile and keyfile", code="invalid_config")
+    # hypercorn's own TLS: with both set, every bound socket speaks HTTPS.
+    config.certfile, config.keyfile = certfile, keyfile
     # IPv6 literals need brackets in a bind address.
     address = f"[{host}]" if ":" in host and not host.startswith("[") else host
     config.bind = [f"{address}:{port}"]
@@ -108,10 +115,12 @@ class _MarkResponded:
         await self._app(scope, receive, marking_send)
 
 
-def bind_sockets(host: str, port: int) -> Sockets:
+def bind_sockets(
+    host: str, port: int, *, certfile: str | None = None, keyfile: str | None = None
+) -> Sockets:
     """Bind and listen now (port 0 picks a free port); pass the result to ``serve``. A port
-    already taken raises AssayError ``invalid_config`` naming it."""
-    config = hypercorn_config(host, port)
+    already taken raises ValidationFailed ``invalid_config`` naming it."""
+    config = hypercorn_config(host, port, certfile=certfile, keyfile=keyfile)
     try:
         sockets = config.create_sockets()
     except OSError as exc:
@@ -125,13 +134,13 @@ def bind_sockets(host: str, port: int) -> Sockets:
                 f"cannot listen on {host} port {port}: {exc.strerror}", code="invalid_config"
             ) from exc
         raise
-    for sock in sockets.insecure_sockets:
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
         sock.listen(config.backlog)
     return sockets
 
 
 def bound_port(sockets: Sockets) -> int:
-    name = sockets.insecure_sockets[0].getsockname()
+    name = (*sockets.secure_sockets, *sockets.insecure_sockets)[0].getsockname()
     return int(name[1]) if isinstance(name, tuple) else 0
 
 
@@ -156,15 +165,19 @@ async def serve(
 
     from assay.adapters.http._app import create_asgi
 
-    config = hypercorn_config(host, port)
+    tls = {"certfile": engine.config.certfile, "keyfile": engine.config.keyfile}
+    config = hypercorn_config(host, port, **tls)
+    proxies = parse_networks(engine.config.trusted_proxies)
     async with AsyncExitStack() as owned:
         if sockets is None:
-            sockets = bind_sockets(host, port)
-            for sock in sockets.insecure_sockets:
+            sockets = bind_sockets(host, port, **tls)
+            for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
                 owned.callback(sock.close)
         asgi: Any = create_asgi(engine)
         if config.accesslog is not None:
             asgi = _MarkResponded(asgi)
+        if proxies:
+            asgi = TrustedProxies(asgi, proxies)
         app = wrap_app(asgi, config.wsgi_max_body_size, "asgi")
         stop = trio.Event()
         listening = _Started()
@@ -232,8 +245,11 @@ def run_workers(config: EngineConfig, workers: int, *, prepare: Prepare | None =
 async def _supervise_workers(config: EngineConfig, workers: int, prepare: Prepare | None) -> None:
     async with AsyncExitStack() as stack:
         # Bound first: a taken port is said before the database starts.
-        sockets = bind_sockets(config.host, config.port)
-        for sock in sockets.insecure_sockets:
+        parse_networks(config.trusted_proxies)  # a bad entry fails here, not in each worker
+        sockets = bind_sockets(
+            config.host, config.port, certfile=config.certfile, keyfile=config.keyfile
+        )
+        for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
             stack.callback(sock.close)
         port = bound_port(sockets)
         if config.store == "postgres":

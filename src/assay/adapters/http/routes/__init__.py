@@ -14,6 +14,7 @@ from assay.adapters.http.routes import (
     probes,
     projects,
     reports,
+    timeseries,
 )
 
 ROUTES: tuple[Route, ...] = (
@@ -25,6 +26,7 @@ ROUTES: tuple[Route, ...] = (
     *decisions.ROUTES,
     *events.ROUTES,
     *reports.ROUTES,
+    *timeseries.ROUTES,
     *guardrails.ROUTES,
     *metrics.ROUTES,
     *probes.ROUTES,

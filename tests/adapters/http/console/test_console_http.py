@@ -1,0 +1,286 @@
+"""The console over the Quart test client: sign-in and sessions, the security headers,
+CSRF, roles, escaping, and pages answering with the report's own numbers."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from assay.adapters.http.console import _format
+from assay.engine import SYSTEM_KEY, Role
+
+if TYPE_CHECKING:
+    from assay.engine import Engine
+
+from .conftest import HOSTILE, csrf_of, sign_in
+
+
+async def _text(response: Any) -> str:
+    return await response.get_data(as_text=True)
+
+
+async def test_root_leads_to_sign_in(app_client: Any) -> None:
+    root = await app_client.get("/")
+    assert root.status_code == 302
+    assert root.headers["Location"] == "/console/"
+    console = await app_client.get("/console/")
+    assert console.status_code == 302
+    assert console.headers["Location"] == "/console/sign-in"
+
+
+async def test_sign_in_sets_a_strict_http_only_session(app_client: Any, seeded: Any) -> None:
+    answer = await sign_in(app_client, seeded.keys[Role.ANALYST])
+    assert answer.status_code == 303
+    cookie = answer.headers["Set-Cookie"]
+    assert cookie.startswith("assay_console=")
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; over TLS it is set (test_tls)
+    assert seeded.keys[Role.ANALYST] not in cookie
+    page = await app_client.get(f"/console/projects/{seeded.project}/experiments")
+    assert page.status_code == 200
+    csp = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp
+    assert "form-action 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert page.headers["Cache-Control"] == "no-store"
+
+
+async def test_wrong_key_gets_a_message_and_no_session(app_client: Any, seeded: Any) -> None:
+    for secret in ("assay_not-a-key", "nonsense", seeded.keys[Role.ADMIN] + "x"):
+        answer = await sign_in(app_client, secret)
+        assert answer.status_code == 401
+        assert "not valid" in await _text(answer)
+        assert "assay_console=" not in answer.headers.get("Set-Cookie", "")
+        page = await app_client.get(f"/console/projects/{seeded.project}/experiments")
+        assert page.status_code == 302
+
+
+async def test_sign_in_without_its_csrf_token_is_refused(app_client: Any, seeded: Any) -> None:
+    answer = await app_client.post(
+        "/console/sign-in", form={"csrf": "guess", "api_key": seeded.keys[Role.ADMIN]}
+    )
+    assert answer.status_code == 403
+    assert "assay_console=" not in answer.headers.get("Set-Cookie", "")
+
+
+async def test_revoked_key_ends_the_session(
+    app_client: Any, seeded: Any, console_engine: Engine
+) -> None:
+    await sign_in(app_client, seeded.keys[Role.DEVELOPER])
+    url = f"/console/projects/{seeded.project}/flags"
+    assert (await app_client.get(url)).status_code == 200
+    await console_engine.service.revoke_key(SYSTEM_KEY, seeded.key_ids[Role.DEVELOPER])
+    ended = await app_client.get(url)
+    assert ended.status_code == 302
+    assert ended.headers["Location"] == "/console/sign-in?ended=revoked"
+    again = await sign_in(app_client, seeded.keys[Role.DEVELOPER])
+    assert again.status_code == 401
+
+
+async def test_sign_out_ends_the_session(app_client: Any, seeded: Any) -> None:
+    await sign_in(app_client, seeded.keys[Role.VIEWER])
+    url = f"/console/projects/{seeded.project}/flags"
+    page = await app_client.get(url)
+    forged = await app_client.post("/console/sign-out", form={})
+    assert forged.status_code == 403
+    assert (await app_client.get(url)).status_code == 200
+    out = await app_client.post("/console/sign-out", form={"csrf": csrf_of(await _text(page))})
+    assert out.status_code == 303
+    assert (await app_client.get(url)).status_code == 302
+
+
+async def test_forged_action_is_refused_and_changes_nothing(
+    app_client: Any, seeded: Any, console_engine: Engine
+) -> None:
+    await sign_in(app_client, seeded.keys[Role.ADMIN])
+    base = f"/console/projects/{seeded.project}/experiments/{seeded.experiment}"
+    page = await app_client.get(f"{base}/actions/pause")
+    token = csrf_of(await _text(page))
+    for form, headers in (
+        ({}, {}),
+        ({"csrf": "forged"}, {}),
+        ({"csrf": token}, {"Origin": "https://evil.example"}),
+    ):
+        answer = await app_client.post(f"{base}/actions/pause", form=form, headers=headers)
+        assert answer.status_code == 403
+    experiment = await console_engine.service.get_object(
+        SYSTEM_KEY, type_of(console_engine), seeded.project, seeded.experiment
+    )
+    assert experiment.status == "RUNNING"
+    done = await app_client.post(f"{base}/actions/pause", form={"csrf": token})
+    assert done.status_code == 303
+    experiment = await console_engine.service.get_object(
+        SYSTEM_KEY, type_of(console_engine), seeded.project, seeded.experiment
+    )
+    assert experiment.status == "PAUSED"
+
+
+def type_of(engine: Engine) -> Any:
+    from assay.engine import Experiment
+
+    return Experiment
+
+
+async def test_roles_that_may_not_act_see_no_action_and_are_refused(
+    app_client: Any, seeded: Any, console_engine: Engine
+) -> None:
+    base = f"/console/projects/{seeded.project}/experiments/{seeded.experiment}"
+    for role in (Role.ANALYST, Role.VIEWER):
+        client = app_client.app.test_client()
+        await sign_in(client, seeded.keys[role])
+        page = await _text(await client.get(base))
+        assert "/actions/" not in page
+        confirm = await client.get(f"{base}/actions/pause")
+        assert confirm.status_code == 422
+        token = csrf_of(page)
+        refused = await client.post(f"{base}/actions/pause", form={"csrf": token})
+        assert refused.status_code in (403, 404)
+    experiment = await console_engine.service.get_object(
+        SYSTEM_KEY, type_of(console_engine), seeded.project, seeded.experiment
+    )
+    assert experiment.status == "RUNNING"
+
+
+async def test_user_text_is_never_markup(app_client: Any, seeded: Any) -> None:
+    await sign_in(app_client, seeded.keys[Role.ANALYST])
+    base = f"/console/projects/{seeded.project}"
+    page = await _text(await app_client.get(f"{base}/experiments/{seeded.experiment}"))
+    assert HOSTILE not in page
+    assert "&lt;script&gt;" in page
+    played = await _text(
+        await app_client.get(
+            f"{base}/flags/{seeded.flag}", query_string={"subject": HOSTILE, "attributes": "{}"}
+        )
+    )
+    assert HOSTILE not in played
+    assert "<script>" not in played
+
+
+async def test_playground_decides_and_shows_api_errors(
+    app_client: Any, seeded: Any, console_engine: Engine
+) -> None:
+    decided = console_engine.decisions_made
+    before = console_engine.decision_stats
+    await sign_in(app_client, seeded.keys[Role.VIEWER])
+    url = f"/console/projects/{seeded.project}/flags/{seeded.flag}"
+    forced = await _text(
+        await app_client.get(url, query_string={"subject": "u1", "attributes": '{"country": "NZ"}'})
+    )
+    assert re.search(r'id="decision-reason">forced<', forced)
+    assigned = await _text(await app_client.get(url, query_string={"subject": "u1"}))
+    assert re.search(r'id="decision-reason">experiment_assigned<', assigned)
+    for attributes, code in (
+        ("{not json", "malformed_json"),
+        ("[1, 2]", "invalid_body"),
+    ):
+        page = await app_client.get(url, query_string={"subject": "u1", "attributes": attributes})
+        assert page.status_code == 200
+        assert f"<code>{code}</code>" in await _text(page)
+    too_long = await _text(await app_client.get(url, query_string={"subject": "x" * 600}))
+    assert "<code>invalid_body</code>" in too_long
+    # Trying subjects out decides nothing for real: no decision made, none recorded.
+    assert console_engine.decisions_made == decided
+    assert console_engine.decision_stats == before
+
+
+async def test_results_table_shows_the_reports_numbers(
+    app_client: Any, seeded: Any, console_engine: Engine
+) -> None:
+    key = await console_engine.service.authenticate(seeded.keys[Role.ANALYST])
+    report = await console_engine.report(seeded.project, seeded.experiment, principal=key)
+    await sign_in(app_client, seeded.keys[Role.ANALYST])
+    page = await _text(
+        await app_client.get(f"/console/projects/{seeded.project}/experiments/{seeded.experiment}")
+    )
+    (bought,) = [m for m in report.metrics if m.key == "bought"]
+    (c,) = bought.comparisons
+    rel = c.result.relative.sequential
+    shown = _format.interval(rel.estimate, rel.ci_low, rel.ci_high, relative=True)
+    assert shown in page
+    assert _format.count(report.variants[0].subjects) in page
+
+
+async def test_downloads(app_client: Any, seeded: Any) -> None:
+    await sign_in(app_client, seeded.keys[Role.ANALYST])
+    base = f"/console/projects/{seeded.project}/experiments/{seeded.experiment}"
+    csv = await _text(await app_client.get(f"{base}/report.csv?correction=none"))
+    header, *rows = csv.strip().splitlines()
+    assert header.startswith("metric,role,variant,subjects,value")
+    assert len(rows) == 6  # three metrics x two variants
+    data = await app_client.get(f"{base}/report.json")
+    assert data.content_type == "application/json"
+    assert (await data.get_json())["experiment"] == seeded.experiment
+
+
+async def test_viewer_pages_and_list_filter(app_client: Any, seeded: Any) -> None:
+    await sign_in(app_client, seeded.keys[Role.VIEWER])
+    base = f"/console/projects/{seeded.project}"
+    listing = await _text(await app_client.get(f"{base}/experiments?status=DRAFT"))
+    assert seeded.draft in listing
+    assert seeded.experiment not in listing
+    experiment = await _text(await app_client.get(f"{base}/experiments/{seeded.experiment}"))
+    assert "may not read reports" in experiment
+    bad = await app_client.get(f"{base}/experiments?status=nope")
+    assert bad.status_code == 422
+
+
+async def test_srm_and_alerts(app_client: Any, seeded: Any) -> None:
+    await sign_in(app_client, seeded.keys[Role.ANALYST])
+    base = f"/console/projects/{seeded.project}"
+    srm = await _text(await app_client.get(f"{base}/experiments/{seeded.srm_experiment}"))
+    assert 'id="srm-banner"' in srm
+    fine = await _text(await app_client.get(f"{base}/experiments/{seeded.experiment}"))
+    assert 'id="srm-banner"' not in fine
+    listing = await _text(await app_client.get(f"{base}/experiments"))
+    assert "SRM (p &lt; 0.0001)" in listing
+
+
+async def test_timeseries_api(app_client: Any, seeded: Any) -> None:
+    headers = {"Authorization": f"Bearer {seeded.keys[Role.ANALYST]}"}
+    url = f"/api/v1/experiments/{seeded.experiment}/report/timeseries?project={seeded.project}"
+    answer = await app_client.get(url + "&interval=hour", headers=headers)
+    assert answer.status_code == 200
+    body = await answer.get_json()
+    assert body["interval"] == "hour"
+    assert body["points"], body
+    last = body["points"][-1]
+    assert sum(v["subjects"] for v in last["variants"]) == 1200
+    assert {(c["metric"], c["variant"]) for c in last["comparisons"]} == {
+        ("bought", "treatment"),
+        ("revenue", "treatment"),
+        ("errors", "treatment"),
+    }
+    bad = await app_client.get(url + "&interval=week", headers=headers)
+    assert bad.status_code == 422
+    viewer = {"Authorization": f"Bearer {seeded.keys[Role.VIEWER]}"}
+    assert (await app_client.get(url, headers=viewer)).status_code == 404
+    draft = f"/api/v1/experiments/{seeded.draft}/report/timeseries?project={seeded.project}"
+    assert (await (await app_client.get(draft, headers=headers)).get_json())["points"] == []
+
+
+def test_sessions_expire_and_end() -> None:
+    from assay.adapters.http.console._session import SessionStore
+
+    lasting = SessionStore(lifetime_seconds=3600)
+    cookie, session = lasting.create("assay_secret", "key_1")
+    assert lasting.get(cookie) == session
+    assert lasting.get(cookie + "x") is None
+    assert lasting.get(None) is None
+    lasting.end(cookie)
+    assert lasting.get(cookie) is None
+    expired = SessionStore(lifetime_seconds=-1)
+    cookie, _ = expired.create("assay_secret", "key_1")
+    assert expired.get(cookie) is None
+
+
+async def test_sdk_keys_cannot_sign_in(
+    app_client: Any, seeded: Any, console_engine: Engine
+) -> None:
+    _, secret = await console_engine.service.create_key(
+        SYSTEM_KEY, role=Role.SDK, project=seeded.project
+    )
+    answer = await sign_in(app_client, secret)
+    assert answer.status_code == 403
+    assert "SDK keys" in await _text(answer)
+    assert "assay_console=" not in answer.headers.get("Set-Cookie", "")

@@ -36,7 +36,8 @@ def add_report_command(
     report = commands.add_parser(
         "report",
         help="print an experiment's report",
-        description="Per variant: exposures, crossovers and analysed subjects; per metric: "
+        description="Per variant: assigned subjects, crossovers and analysed subjects; per "
+        "metric: "
         "each variant's value and its lift against control with the always-valid 95%% "
         "interval, the adjusted p-value and a verdict; and the SRM check.",
     )
@@ -129,20 +130,21 @@ def render(report: Report) -> str:
         f"{period}; correction: {report.correction}"
     )
     lines.append("")
-    lines.append(f"  {'variant':<20} {'exposed':>10} {'crossovers':>11} {'analysed':>10} weight")
+    lines.append(f"  {'variant':<20} {'assigned':>10} {'crossovers':>11} {'analysed':>10} weight")
     for v in report.variants:
         label = f"{v.key} (control)" if v.key == report.control else v.key
         lines.append(
-            f"  {label:<20} {v.exposed:>10,} {v.crossovers:>11,} {v.subjects:>10,} {v.weight:g}"
+            f"  {label:<20} {v.assigned:>10,} {v.crossovers:>11,} {v.analysed:>10,} {v.weight:g}"
         )
     srm = report.srm
     if srm.flagged:
         lines.append(
-            f"  WARNING: sample ratio mismatch (SRM p = {srm.p_value:.3g} < {srm.threshold:g}): "
-            "the split does not match the weights; do not trust the results below."
+            f"  WARNING: sample ratio mismatch (SRM p = {srm.p_value:.3g} < {srm.threshold:g}, "
+            "assigned subjects): the split does not match the weights; do not trust the "
+            "results below."
         )
     else:
-        lines.append(f"  SRM check passed (p = {srm.p_value:.3g})")
+        lines.append(f"  SRM check passed (p = {srm.p_value:.3g}, assigned subjects)")
     lines.append(f"  pending conversions: {report.pending:,}")
     for m in report.metrics:
         lines.append("")

@@ -10,8 +10,10 @@ What a report means:
   subject's conversions count inside its metric's attribution window (and never after
   the experiment ended), so a period's numbers do not depend on when the report is run
   once the windows have passed;
-- **subjects** are the exposed subjects minus crossovers (exposed to two variants), which
-  are counted and shown but never analysed;
+- three counts, defined once in docs/reports.md: **assigned** subjects (first exposed to
+  the variant, crossovers included), **crossovers** (of those, later exposed to another
+  variant: counted, shown, never analysed) and **analysed** subjects (assigned minus
+  crossovers);
 - the first variant is the **control**; every other variant is compared with it per
   metric: Welch (fixed horizon), sequential (always valid) and Bayesian, absolute and
   relative, CUPED-adjusted when the metric sets ``cuped_days``;
@@ -20,7 +22,7 @@ What a report means:
 - the **verdict** reads the sequential test's adjusted p-value, because reports are
   looked at again and again while an experiment runs and only that test stays valid
   under such peeking;
-- **SRM**: a chi-square test of the analysed subjects per variant against the weights,
+- **SRM**: a chi-square test of the assigned subjects per variant against the weights,
   flagged at p < 0.001.
 """
 
@@ -41,6 +43,7 @@ from assay.engine._core._stats import (
     apply_correction,
     compare_variants,
     describe,
+    sequential_srm,
     srm_check,
 )
 from assay.engine._errors import AssayError, ValidationFailed
@@ -70,26 +73,40 @@ class _Out(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ReportVariant(_Out, frozen=True, kw_only=True):
+    """One variant's subjects, in the three counts docs/reports.md defines."""
+
     key: str
     name: str
     weight: float
-    exposed: int
+    assigned: int
     """Subjects first exposed to this variant in the period, crossovers included."""
     crossovers: int
     """Of those, subjects later exposed to another variant: excluded from analysis."""
+    analysed: int
+    """Analysed subjects: ``assigned - crossovers``."""
+    exposed: int
+    """Older name of ``assigned`` (same number), kept for existing clients."""
     subjects: int
-    """Analysed subjects: ``exposed - crossovers``."""
+    """Older name of ``analysed`` (same number), kept for existing clients."""
 
 
 class SrmReport(_Out, frozen=True, kw_only=True):
-    """Sample ratio mismatch: analysed subjects per variant against the weights."""
+    """Sample ratio mismatch: assigned subjects (crossovers included) per variant against
+    the weights. A crossover rate that differs by variant would hide or fake a mismatch in
+    the analysed subjects, so the test counts every subject where it was first assigned."""
 
     p_value: float
     statistic: float | None
     observed: list[int]
+    """Assigned subjects per variant, in the variants' order."""
     expected: list[float]
     threshold: float
     flagged: bool
+    counts: Literal["assigned"] = "assigned"
+    """Which count ``observed`` holds (always assigned subjects)."""
+    sequential_p_value: float = 1.0
+    """The anytime-valid p-value of the same counts (``sequential_srm``): what the
+    guardrails' repeated health check reads. ``flagged`` follows the chi-square."""
 
 
 class MetricValue(_Out, frozen=True, kw_only=True):
@@ -135,6 +152,10 @@ class Report(_Out, frozen=True, kw_only=True):
     variants: list[ReportVariant]
     crossovers: int
     """Crossover subjects among those first exposed in the period."""
+    assigned: int
+    """Subjects first exposed in the period, crossovers included (all variants)."""
+    analysed: int
+    """``assigned - crossovers`` (all variants)."""
     pending: int
     """Conversions waiting for their subject's exposure (the whole experiment)."""
     srm: SrmReport
@@ -289,18 +310,22 @@ def build_report(
     correction: str,
 ) -> Report:
     """Assemble a report from aggregated numbers (pure: no store, no I/O)."""
-    variants = [
-        ReportVariant(
-            key=v.key,
-            name=v.name,
-            weight=v.weight,
-            exposed=units.get(v.key, (0, 0))[0],
-            crossovers=units.get(v.key, (0, 0))[1],
-            subjects=units.get(v.key, (0, 0))[0] - units.get(v.key, (0, 0))[1],
+    variants: list[ReportVariant] = []
+    for declared in experiment.variants:
+        assigned, crossovers = units.get(declared.key, (0, 0))
+        variants.append(
+            ReportVariant(
+                key=declared.key,
+                name=declared.name,
+                weight=declared.weight,
+                assigned=assigned,
+                crossovers=crossovers,
+                analysed=assigned - crossovers,
+                exposed=assigned,
+                subjects=assigned - crossovers,
+            )
         )
-        for v in experiment.variants
-    ]
-    srm = srm_check([v.subjects for v in variants], [v.weight for v in variants])
+    srm = srm_check([v.assigned for v in variants], [v.weight for v in variants])
     reports: list[MetricReport] = []
     comparisons: list[VariantComparison] = []
     slots: list[tuple[int, list[VariantComparison]]] = []
@@ -384,14 +409,19 @@ def build_report(
         generated_at=datetime.now(UTC),
         variants=variants,
         crossovers=sum(v.crossovers for v in variants),
+        assigned=sum(v.assigned for v in variants),
+        analysed=sum(v.analysed for v in variants),
         pending=pending,
         srm=SrmReport(
             p_value=srm.p_value,
             statistic=srm.statistic,
-            observed=[v.subjects for v in variants],
+            observed=[v.assigned for v in variants],
             expected=srm.expected,
             threshold=SRM_THRESHOLD,
             flagged=srm.flagged,
+            sequential_p_value=sequential_srm(
+                [v.assigned for v in variants], [v.weight for v in variants]
+            ).p_value,
         ),
         metrics=reports,
     )

@@ -60,7 +60,13 @@ from assay.engine._core._stats_quantile import (
     quantile_interval_levels,
     quantile_stats,
 )
-from assay.engine._core._stats_srm import SRM_THRESHOLD, SrmResult, srm_check
+from assay.engine._core._stats_srm import (
+    SRM_THRESHOLD,
+    SequentialSrm,
+    SrmResult,
+    sequential_srm,
+    srm_check,
+)
 from assay.engine._core._stats_sufficient import (
     Component,
     CupedStats,
@@ -98,6 +104,7 @@ __all__ = [
     "ProportionStats",
     "QuantileStats",
     "RatioStats",
+    "SequentialSrm",
     "SrmResult",
     "VariantComparison",
     "VariantEstimate",
@@ -117,6 +124,7 @@ __all__ = [
     "quantile_stats",
     "relative_lift",
     "sequential_rho",
+    "sequential_srm",
     "sequential_test",
     "srm_check",
     "t_test",

@@ -387,21 +387,40 @@ async def test_correction_choice(engine: Engine) -> None:
     }
     default = await engine.report(P, E)
     assert default.correction == "holm"  # the experiment's own
-    raw = [
-        c.result.relative.fixed.p_value
-        for m in reports["none"].metrics
-        for c in m.comparisons
-        if c.result.relative.error is None
-    ]
-    assert len(raw) == len(METRICS)
-    for method, report in reports.items():
-        adjusted = [
+
+    def p_values(report: Report, role: str, adjusted: bool) -> list[float | None]:
+        return [
             c.result.relative.fixed.adjusted_p_value
+            if adjusted
+            else c.result.relative.fixed.p_value
             for m in report.metrics
+            if m.role == role
             for c in m.comparisons
             if c.result.relative.error is None
         ]
-        assert adjusted == pytest.approx(adjust_p_values(raw, method))
+
+    primary = p_values(reports["none"], "primary", adjusted=False)
+    secondary = p_values(reports["none"], "secondary", adjusted=False)
+    assert (len(primary), len(secondary)) == (2, len(METRICS) - 2)
+    for method, report in reports.items():
+        # The requested correction adjusts the primary family; secondary metrics are
+        # always their own Benjamini-Hochberg family, labelled exploratory.
+        assert report.families == {
+            "primary": method,
+            "secondary": "benjamini-hochberg",
+            "guardrail": "none",
+        }
+        assert p_values(report, "primary", adjusted=True) == pytest.approx(
+            adjust_p_values(primary, method)  # type: ignore[arg-type]
+        )
+        assert p_values(report, "secondary", adjusted=True) == pytest.approx(
+            adjust_p_values(secondary, "benjamini-hochberg")  # type: ignore[arg-type]
+        )
+        for m in report.metrics:
+            for c in m.comparisons:
+                assert c.family == m.role
+                assert c.exploratory == (m.role == "secondary")
+                assert c.correction == report.families[m.role]
     with pytest.raises(ValidationFailed) as caught:
         await engine.report(P, E, correction="bonferroni")
     assert caught.value.code == "invalid_correction"

@@ -132,3 +132,32 @@ def test_cli_report_table_and_json(loaded: str, capsys: pytest.CaptureFixture[st
 
     assert main(["report", "nope", "--project", P, "--database-url", loaded]) == 1
     assert "not_found" in capsys.readouterr().err
+
+
+def test_assay_plan_prints_the_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["plan", "--baseline-rate", "0.1", "--mde", "0.05", "--daily-traffic", "10000"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "fixed horizon          57,760      115,520       11.6" in out
+    assert "sequential" in out
+    assert main(["plan", "--baseline-rate", "0.1", "--mde", "0.05", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fixed_subjects_per_variant"] == 57760
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--baseline-rate", "0.1", "--mde", "0"], "invalid_plan"),
+        (["--baseline-rate", "0.1", "--mde", "0.05", "--power", "1"], "invalid_plan"),
+        (
+            ["--baseline-mean", "3", "--baseline-variance", "0", "--mde", "0.1"],
+            "zero_variance_baseline",
+        ),
+    ],
+)
+def test_assay_plan_refuses_a_plan_that_cannot_be_met(
+    capsys: pytest.CaptureFixture[str], args: list[str], code: str
+) -> None:
+    assert main(["plan", *args]) != 0
+    assert f"error ({code})" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 import assay
@@ -23,6 +24,7 @@ from assay.engine import (
     ValidationFailed,
     Variant,
 )
+from assay.engine._core._planning import PlanInput, plan_sample_size
 from assay.engine._events import Conversion, Event, Exposure
 from assay.engine._model import ExperimentPlan, Guardrail
 from assay.engine._reports import MetricComparison, Report
@@ -195,3 +197,36 @@ async def test_a_plan_that_cannot_be_judged_is_refused(
             ),
         )
     assert caught.value.code == code
+
+
+async def test_a_plan_estimates_its_baseline_from_a_metrics_recent_data(engine: Engine) -> None:
+    await setup(engine, None)
+    await arrive(engine, 0, 200, 0.2, 0.2)
+    request = PlanInput(
+        baseline_metric="converted", baseline_experiment=E, mde=0.1, daily_traffic=1000
+    )
+    plan = await engine.plan(P, request)
+    assert plan.baseline_mean == pytest.approx(0.2)
+    assert plan.baseline_variance == pytest.approx(0.16)
+    assert plan.fixed_subjects_per_variant == (
+        plan_sample_size(PlanInput(baseline_rate=0.2, mde=0.1)).fixed_subjects_per_variant
+    )
+    assert "converted" in plan.baseline_source
+    assert "200 subjects" in plan.baseline_source
+
+    for bad, code in (
+        (msgspec.structs.replace(request, baseline_metric="nope"), "no_baseline_data"),
+        (msgspec.structs.replace(request, baseline_experiment=None), "invalid_plan"),
+        (msgspec.structs.replace(request, baseline_rate=0.1), "invalid_plan"),
+        (msgspec.structs.replace(request, baseline_days=1, mde=0.0), "invalid_plan"),
+    ):
+        with pytest.raises(ValidationFailed) as caught:
+            await engine.plan(P, bad)
+        assert caught.value.code == code
+
+
+async def test_no_data_is_no_baseline(engine: Engine) -> None:
+    await setup(engine, None)
+    with pytest.raises(ValidationFailed) as caught:
+        await engine.plan(P, PlanInput(baseline_metric="converted", baseline_experiment=E, mde=0.1))
+    assert caught.value.code == "no_baseline_data"

@@ -121,9 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_definition_commands(commands, _add_config_args)  # definitions load, import growthbook
 
+    from assay.adapters._cli_plan import add_plan_command
     from assay.adapters._cli_report import add_report_command
 
     add_report_command(commands, _add_config_args)
+    add_plan_command(commands, _add_config_args)
     return parser
 
 

@@ -39,7 +39,7 @@ MdeType = Literal["relative", "absolute"]
 _INVALID: Final = "invalid_plan"
 
 
-class PlanInput(msgspec.Struct, frozen=True, kw_only=True):
+class PlanInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What a plan is computed from. Give the baseline as ``baseline_rate`` (a 0/1 metric)
     or as ``baseline_mean`` and ``baseline_variance`` (per subject)."""
 
@@ -56,9 +56,18 @@ class PlanInput(msgspec.Struct, frozen=True, kw_only=True):
     """Arms including control, equally weighted."""
     daily_traffic: float | None = None
     """Subjects entering the experiment per day, all variants together; none: no days."""
+    baseline_metric: str | None = None
+    """Instead of a baseline: estimate it from this metric's recent data, its value in the
+    control of ``baseline_experiment`` over the last ``baseline_days`` (the engine's
+    ``plan`` resolves it; the pure ``plan_sample_size`` needs the numbers)."""
+    baseline_experiment: str | None = None
+    baseline_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 28
 
 
 class SampleSizePlan(msgspec.Struct, frozen=True, kw_only=True):
+    """Subjects per variant (and in total, and days when traffic is given) for the
+    fixed-horizon test and for assay's group-sequential design."""
+
     baseline_mean: float
     baseline_variance: float
     treatment_mean: float
@@ -80,6 +89,8 @@ class SampleSizePlan(msgspec.Struct, frozen=True, kw_only=True):
     """``sequential / fixed`` subjects (before rounding up)."""
     sequential_design: str
     method: str
+    baseline_source: str = "given"
+    """``given``, or where the baseline was estimated from (metric, experiment, days)."""
 
 
 def _invalid(message: str, field: str, code: str = _INVALID) -> ValidationFailed:

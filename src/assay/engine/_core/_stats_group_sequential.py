@@ -27,6 +27,7 @@ there equals that look's share of alpha. Pure numpy/scipy; a few milliseconds fo
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, Final
 
@@ -158,10 +159,12 @@ def crossing_probability(
     return total
 
 
+@functools.lru_cache(maxsize=256)
 def sequential_inflation(alpha: float, power: float, looks: int = DESIGN_LOOKS) -> float:
     """How much larger than a fixed-horizon test's the planned size must be for the
     group-sequential design (``looks`` equally spaced analyses) to reach ``power``:
-    ``(drift / (z_{1-alpha/2} + z_power))**2`` for the drift at which it does."""
+    ``(drift / (z_{1-alpha/2} + z_power))**2`` for the drift at which it does. Cached:
+    it takes a few tenths of a second and depends on three numbers."""
     from scipy.optimize import brentq
 
     fractions = [(k + 1) / looks for k in range(looks)]

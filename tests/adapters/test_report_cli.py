@@ -114,14 +114,17 @@ def test_cli_report_table_and_json(loaded: str, capsys: pytest.CaptureFixture[st
     assert "WARNING: sample ratio mismatch" in out
     assert "control (control)" in out
     assert "Metric bought (proportion, primary, higher is better)" in out
-    assert "treatment better (significant)" in out
-    # No conversions of "spent" at all: nothing to compare.
+    # A broken split justifies no verdict, however clear the lift looks.
+    assert "treatment better" not in out
+    assert "not computable (sample ratio mismatch" in out
     assert "Metric spent (mean, secondary, lower is better)" in out
-    assert "not computable" in out
 
     assert main(["report", "fair", "--project", P, "--database-url", loaded]) == 0
     out = capsys.readouterr().out
     assert "SRM check passed" in out
+    assert "treatment better (significant)" in out
+    # No conversions of "spent" at all: nothing to compare.
+    assert "not computable (an arm has no variance" in out
 
     start = (T0 + timedelta(seconds=N // 2)).isoformat()
     args = ["report", "fair", "--project", P, "--database-url", loaded, "--json"]

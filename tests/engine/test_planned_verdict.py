@@ -230,3 +230,22 @@ async def test_no_data_is_no_baseline(engine: Engine) -> None:
     with pytest.raises(ValidationFailed) as caught:
         await engine.plan(P, PlanInput(baseline_metric="converted", baseline_experiment=E, mde=0.1))
     assert caught.value.code == "no_baseline_data"
+
+
+async def test_a_sample_ratio_mismatch_withholds_every_verdict_and_every_look(
+    engine: Engine,
+) -> None:
+    await setup(engine, ExperimentPlan(subjects_per_variant=1000))
+    await arrive(engine, 0, 300, 0.1, 0.6)
+    extra: list[Event] = [
+        Exposure(experiment=E, subject=f"extra-{i}", variant="control") for i in range(200)
+    ]
+    assert not (await engine.record_events(P, extra)).rejected
+    report = await engine.report(P, E)
+    assert report.srm.flagged
+    assert report.plan is not None
+    assert report.plan.looks == 0  # no alpha spent on a broken split
+    verdicts = {c.verdict for m in report.metrics for c in m.comparisons}
+    assert verdicts == {"not_computable"}
+    assert all("sample ratio mismatch" in c.reason for m in report.metrics for c in m.comparisons)
+    assert report.verdict_basis.startswith("no verdicts: sample ratio mismatch")

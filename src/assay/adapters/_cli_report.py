@@ -93,14 +93,24 @@ def _num(x: float) -> str:
 def _verdict(c: MetricComparison, metric: MetricReport) -> str:
     match c.verdict:
         case "better":
-            return f"{c.variant} better (significant)"
+            return f"{c.variant} better (significant{_how(c)})"
         case "worse":
-            return f"{c.variant} worse (significant)"
+            return f"{c.variant} worse (significant{_how(c)})"
         case "no_detectable_difference":
             return "no detectable difference"
         case _:
-            error = c.result.relative.error or c.result.absolute.error or "no data"
+            error = c.reason or c.result.relative.error or c.result.absolute.error or "no data"
             return f"not computable ({error})"
+
+
+def _how(c: MetricComparison) -> str:
+    match c.verdict_method:
+        case "planned":
+            return ", planned test"
+        case "guardrail":
+            return ", guardrail breached"
+        case _:
+            return ", exploratory" if c.exploratory else ""
 
 
 def _lift(c: MetricComparison) -> tuple[str, str]:
@@ -146,6 +156,20 @@ def render(report: Report) -> str:
     else:
         lines.append(f"  SRM check passed (p = {srm.p_value:.3g}, assigned subjects)")
     lines.append(f"  pending conversions: {report.pending:,}")
+    if report.plan is not None:
+        plan = report.plan
+        upcoming = (
+            "final look taken"
+            if plan.final
+            else f"next look at {plan.next_look_fraction:.0%}"
+            if plan.next_look_fraction is not None
+            else ""
+        )
+        lines.append(
+            f"  plan: {plan.fraction:.0%} of the planned size, {plan.looks} look(s); {upcoming}"
+        )
+    if report.verdict_basis:
+        lines.append(f"  verdicts: {report.verdict_basis}")
     for m in report.metrics:
         lines.append("")
         direction = "higher is better" if m.higher_is_better else "lower is better"

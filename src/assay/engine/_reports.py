@@ -348,16 +348,16 @@ class ReportAPI:
             end=end,
             correction=correction or target.correction,
         )
-        if target.plan is None:
-            return report
-        if start is not None or end is not None:
-            return msgspec.structs.replace(
+        if target.plan is not None and (start is not None or end is not None):
+            report = msgspec.structs.replace(
                 report,
                 verdict_basis="the experiment has a plan, but this report covers a period: "
                 "the planned verdict reads the whole experiment, so the primary metrics here "
                 "are judged by the always-valid sequential test",
             )
-        return await self._planned(target, report)
+        elif target.plan is not None:
+            report = await self._planned(target, report)
+        return withhold_on_srm(report)
 
     async def _planned(self, experiment: Experiment, report: Report) -> Report:
         """Take a look if one is due, and judge the primary metrics by the looks taken."""
@@ -368,7 +368,8 @@ class ReportAPI:
         comparisons = len(experiment.primary_metrics) * max(len(experiment.variants) - 1, 1)
         alpha = looks[0].alpha if looks else ALPHA / comparisons
         due = look_due(looks, fraction)
-        if due is not None and primary:
+        # A broken split makes every statistic suspect: no alpha is spent on it.
+        if due is not None and primary and not report.srm.flagged:
             look = take_look(
                 experiment.id,
                 looks,
@@ -532,6 +533,31 @@ def build_report(
         verdict_basis="no plan: primary metrics are judged by the always-valid sequential "
         f"test (its {correction}-adjusted p-value below {ALPHA}), valid however often the "
         "report is read; give the experiment a plan for near fixed-horizon power",
+    )
+
+
+def withhold_on_srm(report: Report) -> Report:
+    """With a sample ratio mismatch no verdict can be justified: every comparison's verdict
+    becomes ``not_computable`` and says why (the numbers stay, for diagnosis)."""
+    if not report.srm.flagged:
+        return report
+    reason = (
+        f"sample ratio mismatch (p = {report.srm.p_value:.3g} < {report.srm.threshold:g}): "
+        "the assigned subjects do not match the weights, so no verdict can be trusted"
+    )
+    return msgspec.structs.replace(
+        report,
+        metrics=[
+            msgspec.structs.replace(
+                m,
+                comparisons=[
+                    msgspec.structs.replace(c, verdict="not_computable", reason=reason)
+                    for c in m.comparisons
+                ],
+            )
+            for m in report.metrics
+        ],
+        verdict_basis=f"no verdicts: {reason}",
     )
 
 
@@ -704,4 +730,5 @@ __all__ = [
     "SrmReport",
     "apply_plan",
     "build_report",
+    "withhold_on_srm",
 ]

@@ -178,9 +178,18 @@ async def validate_metric(tx: StoreTransaction, metric: Metric) -> None:
             key = getattr(metric, field)
             if key is None:
                 raise _invalid(f"a ratio metric needs a {field}", "missing_field", field=field)
-            if key == metric.key or await tx.get(Metric, metric.project_id, key) is None:
+            part = None if key == metric.key else await tx.get(Metric, metric.project_id, key)
+            if part is None:
                 raise _invalid(
                     f"{field} metric {key!r} does not exist", "unknown_reference", field=field
+                )
+            # A CUPED ratio reads its parts' pre-exposure windows: they must be its own.
+            if metric.cuped_days is not None and part.cuped_days != metric.cuped_days:
+                raise _invalid(
+                    f"a ratio with cuped_days {metric.cuped_days} needs its {field} metric "
+                    f"{key!r} to set the same cuped_days (it has {part.cuped_days})",
+                    "cuped_unsupported",
+                    field="cuped_days",
                 )
     if metric.kind == "percentile" and metric.percentile is None:
         raise _invalid(

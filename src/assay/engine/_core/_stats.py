@@ -75,6 +75,7 @@ from assay.engine._core._stats_sufficient import (
     Moments,
     ProportionStats,
     QuantileStats,
+    RatioCupedStats,
     RatioStats,
     cuped_theta,
     moments,
@@ -103,6 +104,7 @@ __all__ = [
     "MetricStats",
     "ProportionStats",
     "QuantileStats",
+    "RatioCupedStats",
     "RatioStats",
     "SequentialSrm",
     "SrmResult",
@@ -227,7 +229,9 @@ def _estimate(m: Moments) -> VariantEstimate:
 
 def describe(stats: MetricStats) -> VariantEstimate:
     """One variant on its own (no CUPED adjustment: that needs the pair)."""
-    return _estimate(moments(stats.post if isinstance(stats, CupedStats) else stats))
+    return _estimate(
+        moments(stats.post if isinstance(stats, CupedStats | RatioCupedStats) else stats)
+    )
 
 
 def _error(a: Moments, b: Moments, *, relative: bool) -> AnalysisError | None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from assay.engine._access import Action, Resource, authorize
 from assay.engine._core._planning import PlanInput, SampleSizePlan, plan_sample_size
 from assay.engine._errors import ValidationFailed
 from assay.engine._service import SYSTEM_KEY
@@ -50,11 +51,11 @@ class PlanningAPI:
         """Subjects per variant and days for ``request``. Raises ``ValidationFailed``
         (``invalid_plan``, ``zero_variance_baseline``, ``no_baseline_data``) for a plan
         that cannot be met or computed, ``NotFound`` for an unknown project, experiment or
-        metric."""
+        metric, or one the principal may not read reports of (ANALYST and up)."""
+        # Planning belongs to analysis: who may read a project's reports may plan in it.
+        found = await self.service.resolve_project(principal, project)
+        authorize(principal, Resource.REPORT, Action.READ, project_id=found.id)
         if request.baseline_metric is None:
-            if project is not None:
-                # A project named must exist (and be visible), as everywhere else.
-                await self.service.resolve_project(principal, project)
             return plan_sample_size(request)
         if request.baseline_experiment is None:
             raise ValidationFailed(

@@ -9,7 +9,7 @@ from assay.engine import Role
 
 async def test_plan_answers_subjects_and_days(world) -> None:
     project = await world.project()
-    api = await world.api_as(Role.VIEWER)
+    api = await world.api_as(Role.ANALYST)
     answer = await api.post(
         f"/api/v1/plan?project={project}",
         json={"baseline_rate": 0.1, "mde": 0.05, "daily_traffic": 10000},
@@ -32,7 +32,7 @@ async def test_plan_answers_subjects_and_days(world) -> None:
 )
 async def test_a_plan_that_cannot_be_met_is_a_422_with_a_code(world, body, code) -> None:
     project = await world.project()
-    api = await world.api_as(Role.VIEWER)
+    api = await world.api_as(Role.ANALYST)
     answer = await api.post(f"/api/v1/plan?project={project}", json=body)
     assert answer.status == 422, answer.body
     assert answer.body["error"]["code"] == code

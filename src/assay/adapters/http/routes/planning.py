@@ -21,8 +21,8 @@ ROUTES = (
         "with `power` at `alpha`, for the fixed-horizon test and for the group-sequential "
         "design a planned experiment's verdict uses. The baseline is `baseline_rate`, or "
         "`baseline_mean` and `baseline_variance`, or estimated from `baseline_metric` in the "
-        "control of `baseline_experiment` over the last `baseline_days` (then ANALYST and "
-        "above, as a report). A plan that cannot be met is a 422: `invalid_plan` (an MDE of "
+        "control of `baseline_experiment` over the last `baseline_days`. ANALYST and above, "
+        "as reports. A plan that cannot be met is a 422: `invalid_plan` (an MDE of "
         "zero, power or alpha outside (0, 1), no traffic, a treated rate outside (0, 1)), "
         "`zero_variance_baseline`, `no_baseline_data`. Store the answer on the experiment "
         "as its `plan` (`subjects_per_variant`, `mde`).",

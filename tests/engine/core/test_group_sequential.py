@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -177,3 +178,29 @@ def test_looks_are_taken_every_five_percent_and_decisions_stick() -> None:
     assert looks[2].decisions[0].boundary == pytest.approx(
         two_sided_boundaries([0.05, 0.4, 1.0], ALPHA)[-1]
     )
+
+
+def test_information_fraction_by_subjects_or_by_days() -> None:
+    from datetime import timedelta
+
+    from assay.engine._model import Experiment, ExperimentPlan, Variant
+    from assay.engine._planned_verdict import information_fraction
+
+    now = datetime(2026, 3, 10, tzinfo=UTC)
+    base = Experiment(
+        key="e",
+        id="exp_1",
+        project_id="prj_1",
+        variants=[Variant(key="a", value=0), Variant(key="b", value=1), Variant(key="c", value=2)],
+        created_at=now,
+        updated_at=now,
+    )
+    assert information_fraction(base, 500, now) is None
+    by_subjects = msgspec.structs.replace(base, plan=ExperimentPlan(subjects_per_variant=1000))
+    assert information_fraction(by_subjects, 1500, now) == pytest.approx(0.5)
+    by_days = msgspec.structs.replace(base, plan=ExperimentPlan(days=14))
+    assert information_fraction(by_days, 10, now) == 0.0  # not started
+    started = msgspec.structs.replace(by_days, started_at=now - timedelta(days=7))
+    assert information_fraction(started, 10, now) == pytest.approx(0.5)
+    ended = msgspec.structs.replace(started, ended_at=now - timedelta(days=3, hours=12))
+    assert information_fraction(ended, 10, now) == pytest.approx(0.25)

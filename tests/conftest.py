@@ -262,3 +262,15 @@ def serve_process() -> Iterator[Callable[..., Server]]:
     for server in started:
         if server.process.poll() is None:
             server.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (large simulations) run only when asked for with ``-m``
+    (``-m slow``, or ``-m "slow or not slow"`` for everything); each has a fast seeded
+    version in the default run."""
+    if config.option.markexpr:
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]

@@ -129,6 +129,7 @@ async def test_the_outbox_hands_out_what_is_due_and_records_attempts(store: Stor
 async def test_traffic_of_an_experiment_without_exposures(store: Store) -> None:
     traffic = await store.guardrail_traffic("exp_none")
     assert (traffic.exposures, traffic.crossovers, traffic.last_exposure_at) == ({}, 0, None)
+    assert traffic.assigned == {}
 
 
 async def test_the_memory_store_always_leads(memory_store: Store) -> None:

@@ -114,14 +114,17 @@ def test_cli_report_table_and_json(loaded: str, capsys: pytest.CaptureFixture[st
     assert "WARNING: sample ratio mismatch" in out
     assert "control (control)" in out
     assert "Metric bought (proportion, primary, higher is better)" in out
-    assert "treatment better (significant)" in out
-    # No conversions of "spent" at all: nothing to compare.
+    # A broken split justifies no verdict, however clear the lift looks.
+    assert "treatment better" not in out
+    assert "not computable (sample ratio mismatch" in out
     assert "Metric spent (mean, secondary, lower is better)" in out
-    assert "not computable" in out
 
     assert main(["report", "fair", "--project", P, "--database-url", loaded]) == 0
     out = capsys.readouterr().out
     assert "SRM check passed" in out
+    assert "treatment better (significant)" in out
+    # No conversions of "spent" at all: nothing to compare.
+    assert "not computable (an arm has no variance" in out
 
     start = (T0 + timedelta(seconds=N // 2)).isoformat()
     args = ["report", "fair", "--project", P, "--database-url", loaded, "--json"]
@@ -132,3 +135,32 @@ def test_cli_report_table_and_json(loaded: str, capsys: pytest.CaptureFixture[st
 
     assert main(["report", "nope", "--project", P, "--database-url", loaded]) == 1
     assert "not_found" in capsys.readouterr().err
+
+
+def test_assay_plan_prints_the_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["plan", "--baseline-rate", "0.1", "--mde", "0.05", "--daily-traffic", "10000"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "fixed horizon          57,760      115,520       11.6" in out
+    assert "sequential" in out
+    assert main(["plan", "--baseline-rate", "0.1", "--mde", "0.05", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fixed_subjects_per_variant"] == 57760
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--baseline-rate", "0.1", "--mde", "0"], "invalid_plan"),
+        (["--baseline-rate", "0.1", "--mde", "0.05", "--power", "1"], "invalid_plan"),
+        (
+            ["--baseline-mean", "3", "--baseline-variance", "0", "--mde", "0.1"],
+            "zero_variance_baseline",
+        ),
+    ],
+)
+def test_assay_plan_refuses_a_plan_that_cannot_be_met(
+    capsys: pytest.CaptureFixture[str], args: list[str], code: str
+) -> None:
+    assert main(["plan", *args]) != 0
+    assert f"error ({code})" in capsys.readouterr().err

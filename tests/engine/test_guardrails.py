@@ -463,3 +463,72 @@ async def test_the_leader_purges_delivered_notifications_past_their_retention() 
         left = await store.list_notifications(experiment_id="exp_1", limit=10)
         assert [n.id for n in left] == ["ntf_new"]
         assert actor.purged == 1
+
+
+async def test_the_three_counts_agree_in_ingestion_report_and_health_checks(
+    engine: Engine,
+) -> None:
+    """Assigned, crossovers, analysed (docs/reports.md): the same numbers under the same
+    names in the ingestion summary, the report and the health checks; SRM tests the
+    assigned subjects. Here control loses 150 subjects to crossovers and treatment none:
+    the analysed split (450 / 600) looks broken, the assignment (600 / 600) is not."""
+    await setup(engine, [errors_guardrail()])
+    events: list[Event] = []
+    for i in range(600):
+        events.append(Exposure(experiment=E, subject=f"c{i}", variant="control"))
+        events.append(Exposure(experiment=E, subject=f"t{i}", variant="treatment"))
+    for i in range(150):
+        events.append(Exposure(experiment=E, subject=f"c{i}", variant="treatment"))
+    result = await engine.record_events(P, events)
+    assert not result.rejected
+
+    summary = await engine.ingestion_summary(P, E)
+    report = await engine.report(P, E)
+    check = await engine.check_guardrails(P, E)
+
+    expected = {"control": (600, 150, 450), "treatment": (600, 0, 600)}
+    assert {v.variant: (v.assigned, v.crossovers, v.analysed) for v in summary.variants} == (
+        expected
+    )
+    assert {v.key: (v.assigned, v.crossovers, v.analysed) for v in report.variants} == expected
+    assert (summary.assigned, summary.crossovers, summary.analysed) == (1200, 150, 1050)
+    assert (report.assigned, report.crossovers, report.analysed) == (1200, 150, 1050)
+    # The older names carry the same numbers.
+    assert summary.exposures == summary.analysed
+    assert [(v.exposed, v.subjects) for v in report.variants] == [(600, 450), (600, 600)]
+
+    assert report.srm.observed == [600, 600]
+    assert report.srm.counts == "assigned"
+    assert not report.srm.flagged
+    assert report.srm.sequential_p_value == 1.0
+    outcomes = {o.kind: o for o in check.outcomes}
+    assert outcomes["srm"].status == "ok"
+    assert outcomes["srm"].units == {"control": 600, "treatment": 600}
+    assert "assigned subjects [600, 600]" in outcomes["srm"].message
+    assert outcomes["crossover_rate"].observed == pytest.approx(150 / 1200)
+    assert "150 of 1200 assigned subjects" in outcomes["crossover_rate"].message
+
+
+async def test_srm_counts_crossovers_where_they_were_first_assigned(engine: Engine) -> None:
+    """The other way round: 900 / 700 assigned, of which control's 200 crossed over, so the
+    analysed split is an even 700 / 700. SRM over assigned subjects sees the mismatch."""
+    await setup(engine, [errors_guardrail()])
+    events: list[Event] = []
+    for i in range(900):
+        events.append(Exposure(experiment=E, subject=f"c{i}", variant="control"))
+    for i in range(700):
+        events.append(Exposure(experiment=E, subject=f"t{i}", variant="treatment"))
+    for i in range(200):
+        events.append(Exposure(experiment=E, subject=f"c{i}", variant="treatment"))
+    assert not (await engine.record_events(P, events)).rejected
+
+    report = await engine.report(P, E)
+    check = await engine.check_guardrails(P, E)
+
+    assert [v.analysed for v in report.variants] == [700, 700]
+    assert report.srm.observed == [900, 700]
+    assert report.srm.flagged
+    assert report.srm.sequential_p_value < 0.001
+    srm = next(o for o in check.outcomes if o.kind == "srm")
+    assert srm.status == "breached"
+    assert srm.units == {"control": 900, "treatment": 700}

@@ -37,6 +37,7 @@ from assay.engine._core._stats import (
     MeanStats,
     MetricStats,
     ProportionStats,
+    RatioCupedStats,
     RatioStats,
     adjust_p_values,
     compare,
@@ -387,21 +388,40 @@ async def test_correction_choice(engine: Engine) -> None:
     }
     default = await engine.report(P, E)
     assert default.correction == "holm"  # the experiment's own
-    raw = [
-        c.result.relative.fixed.p_value
-        for m in reports["none"].metrics
-        for c in m.comparisons
-        if c.result.relative.error is None
-    ]
-    assert len(raw) == len(METRICS)
-    for method, report in reports.items():
-        adjusted = [
+
+    def p_values(report: Report, role: str, adjusted: bool) -> list[float | None]:
+        return [
             c.result.relative.fixed.adjusted_p_value
+            if adjusted
+            else c.result.relative.fixed.p_value
             for m in report.metrics
+            if m.role == role
             for c in m.comparisons
             if c.result.relative.error is None
         ]
-        assert adjusted == pytest.approx(adjust_p_values(raw, method))
+
+    primary = p_values(reports["none"], "primary", adjusted=False)
+    secondary = p_values(reports["none"], "secondary", adjusted=False)
+    assert (len(primary), len(secondary)) == (2, len(METRICS) - 2)
+    for method, report in reports.items():
+        # The requested correction adjusts the primary family; secondary metrics are
+        # always their own Benjamini-Hochberg family, labelled exploratory.
+        assert report.families == {
+            "primary": method,
+            "secondary": "benjamini-hochberg",
+            "guardrail": "none",
+        }
+        assert p_values(report, "primary", adjusted=True) == pytest.approx(
+            adjust_p_values(primary, method)  # type: ignore[arg-type]
+        )
+        assert p_values(report, "secondary", adjusted=True) == pytest.approx(
+            adjust_p_values(secondary, "benjamini-hochberg")  # type: ignore[arg-type]
+        )
+        for m in report.metrics:
+            for c in m.comparisons:
+                assert c.family == m.role
+                assert c.exploratory == (m.role == "secondary")
+                assert c.correction == report.families[m.role]
     with pytest.raises(ValidationFailed) as caught:
         await engine.report(P, E, correction="bonferroni")
     assert caught.value.code == "invalid_correction"
@@ -541,3 +561,96 @@ def test_the_crossover_trigger_does_nothing_for_a_statement_that_adds_no_crossov
     )
     # Idle for the empty statement; at work (the table made) once a crossover is added.
     assert read.split() == ["f", "t"], read
+
+
+async def test_a_ratio_with_cuped_days_is_regression_adjusted(engine: Engine) -> None:
+    """Revenue per session, both parts with the same CUPED window: the report's comparison
+    is ``compare`` of the ``RatioCupedStats`` computed here from the events themselves."""
+    metrics = [
+        MetricSpec(key="revenue", kind="mean", cuped_days=3, requires_exposure=False),
+        MetricSpec(key="sessions", kind="count", cuped_days=3, requires_exposure=False),
+        MetricSpec(
+            key="per_session", kind="ratio", numerator="revenue", denominator="sessions",
+            cuped_days=3,
+        ),
+    ]  # fmt: skip
+    await engine.service.create_project(SYSTEM_KEY, ProjectSpec(key=P))
+    for spec in metrics:
+        await engine.service.create_object(SYSTEM_KEY, Metric, P, spec)
+    await engine.service.create_object(
+        SYSTEM_KEY,
+        Experiment,
+        P,
+        ExperimentSpec(
+            key=E,
+            variants=[Variant(key="control", value=0), Variant(key="treatment", value=1)],
+            primary_metrics=["per_session"],
+        ),
+    )
+    await engine.service.transition_experiment(SYSTEM_KEY, P, E, Transition.START)
+    await engine.refresh()
+    rng = np.random.default_rng(15)
+    t0 = BASE + timedelta(days=3)
+    units: dict[str, list[list[float]]] = {"control": [], "treatment": []}
+    groups: list[list[Event]] = []
+    for i in range(300):
+        variant = "treatment" if i % 2 else "control"
+        subject = f"r{i}"
+        activity = float(rng.gamma(2.0, 1.5))
+        row = [0.0, 0.0, 0.0, 0.0]  # x (revenue after), y (sessions after), u, v (before)
+        events: list[Event] = [
+            Exposure(experiment=E, subject=subject, variant=variant, timestamp=t0)
+        ]
+        for before in (True, False):
+            for _ in range(int(rng.poisson(activity)) + 1):
+                hours = float(rng.uniform(-60, -1) if before else rng.uniform(1, 60))
+                at = t0 + timedelta(hours=hours)
+                value = float(np.round(rng.gamma(3.0, 2.0), 2))
+                events += [
+                    Conversion(experiment=E, metric="sessions", subject=subject, timestamp=at),
+                    Conversion(
+                        experiment=E, metric="revenue", subject=subject, value=value, timestamp=at
+                    ),
+                ]
+                row[3 if before else 1] += 1
+                row[2 if before else 0] += value
+        units[variant].append(row)
+        groups.append(events)
+    await send(engine, groups)
+
+    def stats(rows: list[list[float]]) -> RatioCupedStats:
+        x, y, u, v = np.array(rows).T
+
+        def mean(a: Any) -> MeanStats:
+            return MeanStats(n=a.size, sum=float(a.sum()), sum_squares=float(a @ a))
+
+        return RatioCupedStats(
+            post=RatioStats(numerator=mean(x), denominator=mean(y), sum_xy=float(x @ y)),
+            pre=RatioStats(numerator=mean(u), denominator=mean(v), sum_xy=float(u @ v)),
+            sum_xu=float(x @ u), sum_xv=float(x @ v), sum_yu=float(y @ u), sum_yv=float(y @ v),
+        )  # fmt: skip
+
+    expected = compare(stats(units["control"]), stats(units["treatment"]))
+    report = await engine.report(P, E)
+    got = report.metrics[0].comparisons[0].result
+    assert got.cuped
+    assert got.cuped_theta == pytest.approx(expected.cuped_theta, rel=1e-9)
+    for scale in ("absolute", "relative"):
+        assert getattr(got, scale).fixed.estimate == pytest.approx(
+            getattr(expected, scale).fixed.estimate, rel=1e-9
+        )
+        assert getattr(got, scale).fixed.std_error == pytest.approx(
+            getattr(expected, scale).fixed.std_error, rel=1e-9
+        )
+
+    with pytest.raises(ValidationFailed) as caught:
+        await engine.service.create_object(
+            SYSTEM_KEY,
+            Metric,
+            P,
+            MetricSpec(
+                key="bad_ratio", kind="ratio", numerator="revenue", denominator="sessions",
+                cuped_days=7,
+            ),
+        )  # fmt: skip
+    assert caught.value.code == "cuped_unsupported"

@@ -36,8 +36,8 @@ def add_report_command(
     report = commands.add_parser(
         "report",
         help="print an experiment's report",
-        description="Per variant: exposures, crossovers and analysed subjects; per metric: "
-        "each variant's value and its lift against control with the always-valid 95% "
+        description="Per variant: assigned subjects, crossovers and analysed subjects; per "
+        "metric: each variant's value and its lift against control with the always-valid 95% "
         "interval, the adjusted p-value and a verdict; and the SRM check.",
     )
     report.add_argument("experiment", metavar="EXPERIMENT", help="experiment key")
@@ -92,14 +92,24 @@ def _num(x: float) -> str:
 def _verdict(c: MetricComparison, metric: MetricReport) -> str:
     match c.verdict:
         case "better":
-            return f"{c.variant} better (significant)"
+            return f"{c.variant} better (significant{_how(c)})"
         case "worse":
-            return f"{c.variant} worse (significant)"
+            return f"{c.variant} worse (significant{_how(c)})"
         case "no_detectable_difference":
             return "no detectable difference"
         case _:
-            error = c.result.relative.error or c.result.absolute.error or "no data"
+            error = c.reason or c.result.relative.error or c.result.absolute.error or "no data"
             return f"not computable ({error})"
+
+
+def _how(c: MetricComparison) -> str:
+    match c.verdict_method:
+        case "planned":
+            return ", planned test"
+        case "guardrail":
+            return ", guardrail breached"
+        case _:
+            return ", exploratory" if c.exploratory else ""
 
 
 def _lift(c: MetricComparison) -> tuple[str, str]:
@@ -129,21 +139,36 @@ def render(report: Report) -> str:
         f"{period}; correction: {report.correction}"
     )
     lines.append("")
-    lines.append(f"  {'variant':<20} {'exposed':>10} {'crossovers':>11} {'analysed':>10} weight")
+    lines.append(f"  {'variant':<20} {'assigned':>10} {'crossovers':>11} {'analysed':>10} weight")
     for v in report.variants:
         label = f"{v.key} (control)" if v.key == report.control else v.key
         lines.append(
-            f"  {label:<20} {v.exposed:>10,} {v.crossovers:>11,} {v.subjects:>10,} {v.weight:g}"
+            f"  {label:<20} {v.assigned:>10,} {v.crossovers:>11,} {v.analysed:>10,} {v.weight:g}"
         )
     srm = report.srm
     if srm.flagged:
         lines.append(
-            f"  WARNING: sample ratio mismatch (SRM p = {srm.p_value:.3g} < {srm.threshold:g}): "
-            "the split does not match the weights; do not trust the results below."
+            f"  WARNING: sample ratio mismatch (SRM p = {srm.p_value:.3g} < {srm.threshold:g}, "
+            "assigned subjects): the split does not match the weights; do not trust the "
+            "results below."
         )
     else:
-        lines.append(f"  SRM check passed (p = {srm.p_value:.3g})")
+        lines.append(f"  SRM check passed (p = {srm.p_value:.3g}, assigned subjects)")
     lines.append(f"  pending conversions: {report.pending:,}")
+    if report.plan is not None:
+        plan = report.plan
+        upcoming = (
+            "final look taken"
+            if plan.final
+            else f"next look at {plan.next_look_fraction:.0%}"
+            if plan.next_look_fraction is not None
+            else ""
+        )
+        lines.append(
+            f"  plan: {plan.fraction:.0%} of the planned size, {plan.looks} look(s); {upcoming}"
+        )
+    if report.verdict_basis:
+        lines.append(f"  verdicts: {report.verdict_basis}")
     for m in report.metrics:
         lines.append("")
         direction = "higher is better" if m.higher_is_better else "lower is better"

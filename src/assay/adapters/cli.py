@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_definition_commands(commands, _add_config_args)  # definitions load, import growthbook
 
+    from assay.adapters._cli_plan import add_plan_command
     from assay.adapters._cli_report import add_report_command
 
     add_report_command(commands, _add_config_args)
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     from assay.adapters._cli_db import add_db_commands
 
     add_db_commands(commands, _add_config_args, load_config)  # db stats, db expire
+    add_plan_command(commands, _add_config_args)
     return parser
 
 

@@ -63,13 +63,14 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     guardrail_interval_seconds: PositiveFloat = 60.0
     """How often the leading guardrail actor checks every running experiment."""
     guardrail_srm_p_value: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.001
-    """Health check: a sample ratio mismatch is flagged below this chi-square p-value."""
+    """Health check: the false-alarm level of the anytime-valid SRM test over the whole run
+    (a mismatch is flagged when its sequential p-value falls below it)."""
     guardrail_no_traffic_minutes: PositiveFloat = 60.0
     """Health check: flagged when no new subject was exposed for this long."""
     guardrail_crossover_limit: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.01
     """Health check: flagged when more than this share of subjects saw two variants."""
     guardrail_health_min_units: PositiveInt = 100
-    """Exposed subjects before the SRM and crossover checks judge anything."""
+    """Assigned subjects before the SRM and crossover checks judge anything."""
     guardrail_outbox_poll_seconds: PositiveFloat = 5.0
     """How often the leader looks for due notifications (retries, other processes')."""
     guardrail_retry_base_seconds: PositiveFloat = 5.0

@@ -152,11 +152,17 @@ class EventsRecorded(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class VariantCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """One variant's subjects, in the three counts docs/reports.md defines."""
+
     variant: str
     exposures: int
-    """Subjects first exposed to this variant, crossovers excluded."""
+    """Analysed subjects (kept under this older name; equal to ``analysed``)."""
     crossovers: int
-    """Subjects first exposed to this variant and later to another one."""
+    """Assigned subjects of this variant later exposed to another one."""
+    assigned: int = 0
+    """Subjects first exposed to this variant, crossovers included (filled by ``summarize``)."""
+    analysed: int = 0
+    """``assigned - crossovers`` (filled by ``summarize``)."""
 
 
 class MetricVariantCounts(msgspec.Struct, frozen=True, kw_only=True):
@@ -199,11 +205,20 @@ class IngestionCounts(msgspec.Struct, frozen=True, kw_only=True):
 class IngestionSummary(msgspec.Struct, frozen=True, kw_only=True):
     experiment: str
     exposures: int
-    """Exposed subjects, crossovers excluded."""
+    """Analysed subjects (kept under this older name; equal to ``analysed``)."""
     crossovers: int
+    """Assigned subjects exposed to more than one variant."""
     pending: int
     variants: list[VariantCounts]
     metrics: list[MetricCounts]
+    assigned: int = 0
+    """Subjects exposed at least once, crossovers included."""
+    analysed: int = 0
+    """``assigned - crossovers``: the subjects reports analyse."""
+
+
+def _counted(v: VariantCounts) -> VariantCounts:
+    return msgspec.structs.replace(v, assigned=v.exposures + v.crossovers, analysed=v.exposures)
 
 
 def summarize(
@@ -213,9 +228,9 @@ def summarize(
     ``metric_keys`` (with zeros where nothing arrived) before anything else seen."""
     seen_variants = {v.variant: v for v in counts.variants}
     variants = [
-        seen_variants.pop(v.key, VariantCounts(variant=v.key, exposures=0, crossovers=0))
+        _counted(seen_variants.pop(v.key, VariantCounts(variant=v.key, exposures=0, crossovers=0)))
         for v in experiment.variants
-    ] + sorted(seen_variants.values(), key=lambda v: v.variant)
+    ] + sorted((_counted(v) for v in seen_variants.values()), key=lambda v: v.variant)
     seen_metrics = {m.metric: m for m in counts.metrics}
     metrics = [
         seen_metrics.pop(key, MetricCounts(metric=key, conversions=0, value_sum=0.0))
@@ -227,6 +242,8 @@ def summarize(
         crossovers=counts.crossovers,
         pending=counts.pending,
         variants=variants,
+        assigned=sum(v.assigned for v in variants),
+        analysed=sum(v.analysed for v in variants),
         metrics=metrics,
     )
 

@@ -337,18 +337,18 @@ class GuardrailChecker:
         self, experiment: Experiment, traffic: Traffic, now: datetime
     ) -> list[CheckOutcome]:
         config = self._config
-        exposures = [traffic.exposures.get(v.key, 0) for v in experiment.variants]
-        units = {v.key: traffic.exposures.get(v.key, 0) for v in experiment.variants}
+        assigned = traffic.assigned
+        # Health checks count assigned subjects (crossovers included; docs/reports.md).
+        units = {v.key: assigned.get(v.key, 0) for v in experiment.variants}
         srm = judge_srm(
-            exposures,
+            list(units.values()),
             [v.weight for v in experiment.variants],
             min_units=config.guardrail_health_min_units,
             threshold=config.guardrail_srm_p_value,
         )
-        exposed = sum(traffic.exposures.values()) + traffic.crossovers
         crossovers = judge_crossover_rate(
             traffic.crossovers,
-            exposed,
+            sum(assigned.values()),
             limit=config.guardrail_crossover_limit,
             min_units=config.guardrail_health_min_units,
         )

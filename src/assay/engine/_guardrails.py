@@ -153,9 +153,12 @@ class Traffic(_Record, frozen=True, kw_only=True):
     """An experiment's exposures: what the health checks read."""
 
     exposures: dict[str, int]
-    """Subjects per first-exposed variant, crossovers excluded."""
+    """Analysed subjects per variant (first-exposed there, crossovers excluded)."""
     crossovers: int
-    """Subjects exposed to more than one variant."""
+    """Assigned subjects exposed to more than one variant."""
+    assigned: dict[str, int] = {}
+    """Assigned subjects per variant: first exposed there, crossovers included. What the
+    SRM health check tests."""
     last_exposure_at: datetime | None
     """When the newest subject was first exposed."""
 

@@ -199,6 +199,21 @@ class Guardrail(Struct, frozen=True, kw_only=True):
     none means the ``log`` channel."""
 
 
+class ExperimentPlan(Struct, frozen=True, kw_only=True):
+    """What an experiment was planned for (``assay plan`` computes it). With a plan, the
+    report judges the primary metrics by a group-sequential test over the plan's
+    information fraction (docs/reports.md): analysed subjects over
+    ``subjects_per_variant`` times the variants, or, without it, days since the start
+    over ``days``."""
+
+    subjects_per_variant: int | None = None
+    days: float | None = None
+    mde: float | None = None
+    """The primary metrics' minimum detectable effect, relative (0.05 = +5%): recorded
+    with the plan, shown in the report."""
+    power: float = 0.8
+
+
 class ExperimentSpec(Struct, frozen=True, kw_only=True):
     key: Key
     name: Name = ""
@@ -221,6 +236,7 @@ class ExperimentSpec(Struct, frozen=True, kw_only=True):
     guardrails: list[Guardrail] = []
     log_exposures_on_assignment: bool = False
     correction: Literal["holm", "benjamini-hochberg", "none"] = "holm"
+    plan: ExperimentPlan | None = None
 
 
 class Experiment(ExperimentSpec, frozen=True, kw_only=True):

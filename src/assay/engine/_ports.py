@@ -33,6 +33,7 @@ from assay.engine._model import (
     Metric,
     Project,
 )
+from assay.engine._planned_verdict import PlannedLook
 from assay.engine._retention import Expired, RetentionPolicy, RetentionStats
 
 ConfigT = TypeVar("ConfigT", Project, Flag, Experiment, Layer, Metric)
@@ -193,6 +194,15 @@ class Store(Protocol):
         one consistent view. Subjects are chosen by first exposure in the period, crossovers
         are excluded, conversions count within each input metric's windows (``rollups``)
         and not after ``until``. Raw rows never leave the database (PostgreSQL)."""
+        ...
+
+    async def planned_looks(self, experiment_id: str) -> list[PlannedLook]:
+        """The planned verdict's looks of one experiment, in order (``_planned_verdict``)."""
+        ...
+
+    async def record_planned_look(self, look: PlannedLook) -> bool:
+        """Store ``look`` unless a look with its index is already stored (then False, and
+        nothing changes): committed before it returns."""
         ...
 
     # --- guardrails ---------------------------------------------------------------------

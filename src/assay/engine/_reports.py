@@ -10,8 +10,10 @@ What a report means:
   subject's conversions count inside its metric's attribution window (and never after
   the experiment ended), so a period's numbers do not depend on when the report is run
   once the windows have passed;
-- **subjects** are the exposed subjects minus crossovers (exposed to two variants), which
-  are counted and shown but never analysed;
+- three counts, defined once in docs/reports.md: **assigned** subjects (first exposed to
+  the variant, crossovers included), **crossovers** (of those, later exposed to another
+  variant: counted, shown, never analysed) and **analysed** subjects (assigned minus
+  crossovers);
 - the first variant is the **control**; every other variant is compared with it per
   metric: Welch (fixed horizon), sequential (always valid) and Bayesian, absolute and
   relative, CUPED-adjusted when the metric sets ``cuped_days``;
@@ -20,7 +22,7 @@ What a report means:
 - the **verdict** reads the sequential test's adjusted p-value, because reports are
   looked at again and again while an experiment runs and only that test stays valid
   under such peeking;
-- **SRM**: a chi-square test of the analysed subjects per variant against the weights,
+- **SRM**: a chi-square test of the assigned subjects per variant against the weights,
   flagged at p < 0.001.
 """
 
@@ -28,11 +30,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import msgspec
 
 from assay.engine._access import Action, Resource, authorize
+from assay.engine._core._guardrails import judge_pair
 from assay.engine._core._stats import (
     CORRECTIONS,
     SRM_THRESHOLD,
@@ -41,6 +44,7 @@ from assay.engine._core._stats import (
     apply_correction,
     compare_variants,
     describe,
+    sequential_srm,
     srm_check,
 )
 from assay.engine._errors import AssayError, ValidationFailed
@@ -51,10 +55,20 @@ from assay.engine._metric_kinds import (
     RollupSpec,
     Row,
 )
-from assay.engine._model import ApiKey, Experiment, ExperimentStatus, Metric
+from assay.engine._model import ApiKey, Experiment, ExperimentPlan, ExperimentStatus, Metric
+from assay.engine._planned_verdict import (
+    LOOK_STEP,
+    LookDecision,
+    PlannedLook,
+    information_fraction,
+    look_due,
+    take_look,
+)
 from assay.engine._service import SYSTEM_KEY
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from assay.engine._ports import Store
     from assay.engine._service import ConfigService
 
@@ -63,33 +77,68 @@ ALPHA = 0.05
 
 MetricRole = Literal["primary", "secondary", "guardrail"]
 Verdict = Literal["better", "worse", "no_detectable_difference", "not_computable"]
+VerdictMethod = Literal["always_valid", "planned", "guardrail"]
+
+SECONDARY_CORRECTION: Final = "benjamini-hochberg"
+"""Secondary metrics are exploratory: the false discovery rate is the right error to bound."""
 
 
 class _Out(msgspec.Struct, frozen=True, kw_only=True):
     pass
 
 
+class PlanStatus(_Out, frozen=True, kw_only=True):
+    """Where an experiment with a plan stands (whole-experiment reports only)."""
+
+    plan: ExperimentPlan
+    fraction: float
+    """Information so far: analysed subjects over planned, or days over planned days."""
+    looks: int
+    """Looks taken so far (a look is taken every 5% of the plan, and at 100%)."""
+    last_look_fraction: float | None
+    next_look_fraction: float | None
+    """None once the final look is taken."""
+    final: bool
+    alpha_per_comparison: float
+    """The plan's alpha over primary metrics x treatments (Bonferroni)."""
+    method: str
+
+
 class ReportVariant(_Out, frozen=True, kw_only=True):
+    """One variant's subjects, in the three counts docs/reports.md defines."""
+
     key: str
     name: str
     weight: float
-    exposed: int
+    assigned: int
     """Subjects first exposed to this variant in the period, crossovers included."""
     crossovers: int
     """Of those, subjects later exposed to another variant: excluded from analysis."""
+    analysed: int
+    """Analysed subjects: ``assigned - crossovers``."""
+    exposed: int
+    """Older name of ``assigned`` (same number), kept for existing clients."""
     subjects: int
-    """Analysed subjects: ``exposed - crossovers``."""
+    """Older name of ``analysed`` (same number), kept for existing clients."""
 
 
 class SrmReport(_Out, frozen=True, kw_only=True):
-    """Sample ratio mismatch: analysed subjects per variant against the weights."""
+    """Sample ratio mismatch: assigned subjects (crossovers included) per variant against
+    the weights. A crossover rate that differs by variant would hide or fake a mismatch in
+    the analysed subjects, so the test counts every subject where it was first assigned."""
 
     p_value: float
     statistic: float | None
     observed: list[int]
+    """Assigned subjects per variant, in the variants' order."""
     expected: list[float]
     threshold: float
     flagged: bool
+    counts: Literal["assigned"] = "assigned"
+    """Which count ``observed`` holds (always assigned subjects)."""
+    sequential_p_value: float = 1.0
+    """The anytime-valid p-value of the same counts (``sequential_srm``): what the
+    guardrails' repeated health check reads. ``flagged`` follows the chi-square."""
 
 
 class MetricValue(_Out, frozen=True, kw_only=True):
@@ -105,8 +154,24 @@ class MetricComparison(_Out, frozen=True, kw_only=True):
     variant: str
     result: VariantComparison
     verdict: Verdict
-    """From the sequential test's adjusted p-value of the relative lift (absolute when the
-    relative one cannot be computed), read in the metric's direction."""
+    """Read in the metric's direction; how it was reached is ``verdict_method``."""
+    verdict_method: VerdictMethod = "always_valid"
+    """``planned``: the group-sequential test of the experiment's plan (primary metrics of
+    a planned experiment, whole-experiment reports); ``always_valid``: the sequential
+    test's adjusted p-value below alpha; ``guardrail``: the experiment's guardrail on the
+    metric (breached: ``worse``)."""
+    family: MetricRole = "primary"
+    """The correction family the p-values were adjusted in (the metric's role)."""
+    correction: str = "holm"
+    """How that family was adjusted: the experiment's correction for primary metrics,
+    ``benjamini-hochberg`` for secondary ones, ``none`` for guardrail metrics."""
+    exploratory: bool = False
+    """Secondary metrics: a hint for the next experiment, not a decision."""
+    planned: LookDecision | None = None
+    """The planned verdict's state for this comparison at the last look."""
+    reason: str = ""
+    """Why the verdict is what it is, when that is not plain (no decision yet, not
+    computable, judged by a guardrail)."""
 
 
 class MetricReport(_Out, frozen=True, kw_only=True):
@@ -135,10 +200,20 @@ class Report(_Out, frozen=True, kw_only=True):
     variants: list[ReportVariant]
     crossovers: int
     """Crossover subjects among those first exposed in the period."""
+    assigned: int
+    """Subjects first exposed in the period, crossovers included (all variants)."""
+    analysed: int
+    """``assigned - crossovers`` (all variants)."""
     pending: int
     """Conversions waiting for their subject's exposure (the whole experiment)."""
     srm: SrmReport
     metrics: list[MetricReport]
+    families: dict[str, str] = {}
+    """Each correction family and how it was adjusted (``primary``, ``secondary``,
+    ``guardrail``)."""
+    plan: PlanStatus | None = None
+    verdict_basis: str = ""
+    """How the primary metrics' verdicts were reached, in a sentence."""
 
 
 def _role_of(experiment: Experiment) -> dict[str, MetricRole]:
@@ -261,7 +336,7 @@ class ReportAPI:
                 now=datetime.now(UTC),
             )
         )
-        return build_report(
+        report = build_report(
             target,
             roles,
             metrics,
@@ -273,6 +348,41 @@ class ReportAPI:
             end=end,
             correction=correction or target.correction,
         )
+        if target.plan is not None and (start is not None or end is not None):
+            report = msgspec.structs.replace(
+                report,
+                verdict_basis="the experiment has a plan, but this report covers a period: "
+                "the planned verdict reads the whole experiment, so the primary metrics here "
+                "are judged by the always-valid sequential test",
+            )
+        elif target.plan is not None:
+            report = await self._planned(target, report)
+        return withhold_on_srm(report)
+
+    async def _planned(self, experiment: Experiment, report: Report) -> Report:
+        """Take a look if one is due, and judge the primary metrics by the looks taken."""
+        now = datetime.now(UTC)
+        fraction = information_fraction(experiment, report.analysed, now) or 0.0
+        looks = await self.store.planned_looks(experiment.id)
+        primary = [(m, c) for m in report.metrics if m.role == "primary" for c in m.comparisons]
+        comparisons = len(experiment.primary_metrics) * max(len(experiment.variants) - 1, 1)
+        alpha = looks[0].alpha if looks else ALPHA / comparisons
+        due = look_due(looks, fraction)
+        # A broken split makes every statistic suspect: no alpha is spent on it.
+        if due is not None and primary and not report.srm.flagged:
+            look = take_look(
+                experiment.id,
+                looks,
+                due,
+                {(m.key, c.variant): _z(c) for m, c in primary},
+                {m.key: m.higher_is_better for m, _ in primary},
+                alpha,
+                now,
+            )
+            # False: another report took this look first; its look is the one that counts.
+            await self.store.record_planned_look(look)
+            looks = await self.store.planned_looks(experiment.id)
+        return apply_plan(experiment, report, looks, fraction, alpha)
 
 
 def build_report(
@@ -289,21 +399,25 @@ def build_report(
     correction: str,
 ) -> Report:
     """Assemble a report from aggregated numbers (pure: no store, no I/O)."""
-    variants = [
-        ReportVariant(
-            key=v.key,
-            name=v.name,
-            weight=v.weight,
-            exposed=units.get(v.key, (0, 0))[0],
-            crossovers=units.get(v.key, (0, 0))[1],
-            subjects=units.get(v.key, (0, 0))[0] - units.get(v.key, (0, 0))[1],
+    variants: list[ReportVariant] = []
+    for declared in experiment.variants:
+        assigned, crossovers = units.get(declared.key, (0, 0))
+        variants.append(
+            ReportVariant(
+                key=declared.key,
+                name=declared.name,
+                weight=declared.weight,
+                assigned=assigned,
+                crossovers=crossovers,
+                analysed=assigned - crossovers,
+                exposed=assigned,
+                subjects=assigned - crossovers,
+            )
         )
-        for v in experiment.variants
-    ]
-    srm = srm_check([v.subjects for v in variants], [v.weight for v in variants])
+    srm = srm_check([v.assigned for v in variants], [v.weight for v in variants])
     reports: list[MetricReport] = []
-    comparisons: list[VariantComparison] = []
-    slots: list[tuple[int, list[VariantComparison]]] = []
+    slots: list[tuple[int, MetricRole, list[VariantComparison]]] = []
+    guarded: dict[str, dict[str, tuple[Verdict, str]]] = {}
     for key, role in roles.items():
         metric = metrics.get(key)
         if metric is None:
@@ -355,24 +469,40 @@ def build_report(
         except AssayError as exc:
             reports.append(msgspec.structs.replace(base, error=exc.code))
             continue
-        slots.append((len(reports), compared))
-        comparisons.extend(compared)
+        slots.append((len(reports), role, compared))
+        if role == "guardrail":
+            guarded[key] = _guardrail_verdicts(experiment, key, stats, variants)
         reports.append(msgspec.structs.replace(base, values=values))
-    adjusted = apply_correction(comparisons, correction)
-    position = 0
-    for index, compared in slots:
+    families = {"primary": correction, "secondary": SECONDARY_CORRECTION, "guardrail": "none"}
+    adjusted: dict[int, list[VariantComparison]] = {}
+    for family, method in families.items():
+        members = [(i, c) for i, (_, role, c) in enumerate(slots) if role == family]
+        flat = apply_correction([c for _, cs in members for c in cs], method)
+        position = 0
+        for i, cs in members:
+            adjusted[i] = flat[position : position + len(cs)]
+            position += len(cs)
+    for i, (index, role, _) in enumerate(slots):
         report = reports[index]
-        mine = adjusted[position : position + len(compared)]
-        position += len(compared)
-        reports[index] = msgspec.structs.replace(
-            report,
-            comparisons=[
-                MetricComparison(
-                    variant=v.key, result=c, verdict=_verdict(c, report.higher_is_better)
+        out = []
+        for v, c in zip(variants[1:], adjusted[i], strict=True):
+            comparison = MetricComparison(
+                variant=v.key,
+                result=c,
+                verdict=_verdict(c, report.higher_is_better),
+                family=role,
+                correction=families[role],
+                exploratory=role == "secondary",
+            )
+            if comparison.verdict == "not_computable":
+                comparison = msgspec.structs.replace(comparison, reason=_not_computable(c))
+            if role == "guardrail" and (v.key in guarded.get(report.key, {})):
+                verdict, reason = guarded[report.key][v.key]
+                comparison = msgspec.structs.replace(
+                    comparison, verdict=verdict, verdict_method="guardrail", reason=reason
                 )
-                for v, c in zip(variants[1:], mine, strict=True)
-            ],
-        )
+            out.append(comparison)
+        reports[index] = msgspec.structs.replace(report, comparisons=out)
     return Report(
         experiment=experiment.key,
         status=experiment.status,
@@ -384,17 +514,208 @@ def build_report(
         generated_at=datetime.now(UTC),
         variants=variants,
         crossovers=sum(v.crossovers for v in variants),
+        assigned=sum(v.assigned for v in variants),
+        analysed=sum(v.analysed for v in variants),
         pending=pending,
         srm=SrmReport(
             p_value=srm.p_value,
             statistic=srm.statistic,
-            observed=[v.subjects for v in variants],
+            observed=[v.assigned for v in variants],
             expected=srm.expected,
             threshold=SRM_THRESHOLD,
             flagged=srm.flagged,
+            sequential_p_value=sequential_srm(
+                [v.assigned for v in variants], [v.weight for v in variants]
+            ).p_value,
         ),
         metrics=reports,
+        families=families,
+        verdict_basis="no plan: primary metrics are judged by the always-valid sequential "
+        f"test (its {correction}-adjusted p-value below {ALPHA}), valid however often the "
+        "report is read; give the experiment a plan for near fixed-horizon power",
     )
+
+
+def withhold_on_srm(report: Report) -> Report:
+    """With a sample ratio mismatch no verdict can be justified: every comparison's verdict
+    becomes ``not_computable`` and says why (the numbers stay, for diagnosis)."""
+    if not report.srm.flagged:
+        return report
+    reason = (
+        f"sample ratio mismatch (p = {report.srm.p_value:.3g} < {report.srm.threshold:g}): "
+        "the assigned subjects do not match the weights, so no verdict can be trusted"
+    )
+    return msgspec.structs.replace(
+        report,
+        metrics=[
+            msgspec.structs.replace(
+                m,
+                comparisons=[
+                    msgspec.structs.replace(c, verdict="not_computable", reason=reason)
+                    for c in m.comparisons
+                ],
+            )
+            for m in report.metrics
+        ],
+        verdict_basis=f"no verdicts: {reason}",
+    )
+
+
+def _z(c: MetricComparison) -> float | None:
+    """The z statistic the planned verdict reads: the absolute lift's, None when it cannot
+    be computed. Absolute and relative lifts test the same hypothesis (equal means), but the
+    relative lift's delta-method z is lopsided (its variance grows with the treatment's
+    mean), which both distorts the error rate and costs power far from the null."""
+    lift = c.result.absolute
+    if lift.error is not None or not lift.fixed.std_error > 0:
+        return None
+    return lift.fixed.estimate / lift.fixed.std_error
+
+
+def apply_plan(
+    experiment: Experiment,
+    report: Report,
+    looks: Sequence[PlannedLook],
+    fraction: float,
+    alpha: float,
+) -> Report:
+    """The report with its primary metrics judged by the plan's looks (pure)."""
+    assert experiment.plan is not None
+    last = looks[-1] if looks else None
+    decisions = {(d.metric, d.variant): d for d in last.decisions} if last else {}
+    final = last is not None and last.final
+    next_look = None if final else _next_look(last.fraction if last else 0.0)
+    metrics = []
+    for m in report.metrics:
+        if m.role != "primary":
+            metrics.append(m)
+            continue
+        judged = []
+        for c in m.comparisons:
+            d = decisions.get((m.key, c.variant))
+            verdict: Verdict
+            if d is not None and d.decision is not None:
+                verdict = d.decision
+                reason = (
+                    f"crossed the group-sequential boundary ({d.boundary:.3g}) at look "
+                    f"{d.decided_at_look}: decided"
+                )
+            elif c.verdict == "not_computable":
+                verdict, reason = "not_computable", c.reason
+            elif last is None or d is None:
+                verdict = "no_detectable_difference"
+                reason = (
+                    f"no look taken yet; the first comes at {next_look:.0%} of the plan"
+                    if next_look is not None
+                    else "no look taken"
+                )
+            elif final:
+                verdict = "no_detectable_difference"
+                reason = "final look taken at the planned size: no significant difference"
+            else:
+                verdict = "no_detectable_difference"
+                z = "not computable" if d.z is None else f"{abs(d.z):.3g}"
+                reason = (
+                    f"|z| {z} below the boundary {d.boundary:.3g} at look {last.index} "
+                    f"({last.fraction:.0%} of the plan); next look at {next_look:.0%}"
+                )
+            judged.append(
+                msgspec.structs.replace(
+                    c, verdict=verdict, verdict_method="planned", planned=d, reason=reason
+                )
+            )
+        metrics.append(msgspec.structs.replace(m, comparisons=judged))
+    status = PlanStatus(
+        plan=experiment.plan,
+        fraction=fraction,
+        looks=len(looks),
+        last_look_fraction=last.fraction if last else None,
+        next_look_fraction=next_look,
+        final=final,
+        alpha_per_comparison=alpha,
+        method=PLANNED_METHOD,
+    )
+    return msgspec.structs.replace(
+        report,
+        metrics=metrics,
+        plan=status,
+        verdict_basis=f"planned: primary metrics are judged by a {PLANNED_METHOD} at alpha "
+        f"{alpha:.3g} per comparison; a look is taken every {LOOK_STEP:.0%} of the plan and "
+        "its decision shown until the next, so reading the report does not spend alpha",
+    )
+
+
+def _next_look(last: float) -> float | None:
+    if last >= 1.0:
+        return None
+    return min(last + LOOK_STEP, 1.0)
+
+
+PLANNED_METHOD: Final = (
+    "group-sequential test with Lan-DeMets O'Brien-Fleming-like alpha spending over the "
+    "plan's information fraction"
+)
+
+
+def _not_computable(c: VariantComparison) -> str:
+    error = c.relative.error if c.absolute.error is None else c.absolute.error
+    match error:
+        case "no_units":
+            return "an arm has no analysed subjects yet"
+        case "zero_variance":
+            return "an arm has no variance (every subject has the same value, or fewer than 2)"
+        case "baseline_zero":
+            return "the control's value is zero, so no relative lift exists"
+        case _:
+            return "no test could be made"
+
+
+def _guardrail_verdicts(
+    experiment: Experiment,
+    metric: str,
+    stats: Sequence[MetricStats],
+    variants: Sequence[ReportVariant],
+) -> dict[str, tuple[Verdict, str]]:
+    """A guardrail metric's verdict per treatment, by the experiment's (first) guardrail
+    on it: the guardrail's own sequential test at its threshold and alpha, exactly what
+    the guardrail actor judges. No guardrail on it: nothing (the always-valid verdict)."""
+    guardrail = next((g for g in experiment.guardrails if g.metric == metric), None)
+    if guardrail is None or len(stats) < 2:
+        return {}
+    alpha = guardrail.alpha / (len(stats) - 1)
+    out: dict[str, tuple[Verdict, str]] = {}
+    for v, treatment in zip(variants[1:], stats[1:], strict=True):
+        judged = judge_pair(
+            stats[0],
+            treatment,
+            harmful_direction=guardrail.harmful_direction,
+            threshold=guardrail.threshold,
+            relative=guardrail.threshold_type == "relative",
+            min_sample=guardrail.min_sample,
+            alpha=alpha,
+        )
+        harm = "rise" if guardrail.harmful_direction == "increase" else "fall"
+        limit = (
+            f"{guardrail.threshold:.2%}"
+            if guardrail.threshold_type == "relative"
+            else f"{guardrail.threshold:g}"
+        )
+        match judged.status:
+            case "breached":
+                out[v.key] = ("worse", f"guardrail breached: must not {harm} by more than {limit}")
+            case "ok":
+                out[v.key] = (
+                    "no_detectable_difference",
+                    f"guardrail holds: no {harm} beyond {limit} shown",
+                )
+            case "insufficient_sample":
+                out[v.key] = (
+                    "not_computable",
+                    f"guardrail judged from {guardrail.min_sample} subjects per variant",
+                )
+            case _:
+                out[v.key] = ("not_computable", f"guardrail cannot be judged: {judged.error}")
+    return out
 
 
 __all__ = [
@@ -402,9 +723,12 @@ __all__ = [
     "MetricComparison",
     "MetricReport",
     "MetricValue",
+    "PlanStatus",
     "Report",
     "ReportAPI",
     "ReportVariant",
     "SrmReport",
+    "apply_plan",
     "build_report",
+    "withhold_on_srm",
 ]

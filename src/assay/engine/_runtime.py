@@ -54,6 +54,7 @@ from assay.engine._messages import (
 )
 from assay.engine._metric_kinds import MetricKind, collect_metric_kinds, metric_kind_validator
 from assay.engine._model import Experiment, Metric
+from assay.engine._planning_api import PlanningAPI
 from assay.engine._plugins import build_plugin_manager, collect_operators, condition_validator
 from assay.engine._ports import ConfigState, Store
 from assay.engine._reports import ReportAPI
@@ -97,7 +98,7 @@ class Mailbox(Generic[M]):
         return answer
 
 
-class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
+class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
     """A running assay engine. Obtain one with ``open_engine``."""
 
     def __init__(self, config: EngineConfig, store: Store, plugins: pluggy.PluginManager) -> None:

@@ -3,6 +3,7 @@ bad configuration is a 422 when it is written, never a surprise when it is evalu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -152,6 +153,38 @@ async def validate_experiment(
         for key in getattr(experiment, field):
             if await tx.get(Metric, experiment.project_id, key) is None:
                 raise _invalid(f"metric {key!r} does not exist", "unknown_reference", field=field)
+    if experiment.plan is not None:
+        check_plan(experiment)
+
+
+def check_plan(experiment: Experiment) -> None:
+    """A plan the planned verdict can use: a size, a primary metric to judge."""
+    plan = experiment.plan
+    assert plan is not None
+    if plan.subjects_per_variant is None and plan.days is None:
+        raise _invalid("a plan needs subjects_per_variant or days", "invalid_plan", field="plan")
+    if plan.subjects_per_variant is not None and plan.subjects_per_variant < 2:
+        raise _invalid(
+            "plan.subjects_per_variant must be at least 2",
+            "invalid_plan",
+            field="plan.subjects_per_variant",
+        )
+    if plan.days is not None and not (math.isfinite(plan.days) and plan.days > 0):
+        raise _invalid("plan.days must be > 0", "invalid_plan", field="plan.days")
+    if plan.mde is not None and not (math.isfinite(plan.mde) and plan.mde > 0):
+        raise _invalid(
+            "plan.mde must be > 0: no experiment detects an effect of zero",
+            "invalid_plan",
+            field="plan.mde",
+        )
+    if not 0 < plan.power < 1:
+        raise _invalid("plan.power must be in (0, 1)", "invalid_plan", field="plan.power")
+    if not experiment.primary_metrics:
+        raise _invalid(
+            "an experiment with a plan needs a primary metric: the plan is judged on it",
+            "no_primary_metric",
+            field="primary_metrics",
+        )
 
 
 async def validate_metric(tx: StoreTransaction, metric: Metric) -> None:
@@ -168,9 +201,18 @@ async def validate_metric(tx: StoreTransaction, metric: Metric) -> None:
             key = getattr(metric, field)
             if key is None:
                 raise _invalid(f"a ratio metric needs a {field}", "missing_field", field=field)
-            if key == metric.key or await tx.get(Metric, metric.project_id, key) is None:
+            part = None if key == metric.key else await tx.get(Metric, metric.project_id, key)
+            if part is None:
                 raise _invalid(
                     f"{field} metric {key!r} does not exist", "unknown_reference", field=field
+                )
+            # A CUPED ratio reads its parts' pre-exposure windows: they must be its own.
+            if metric.cuped_days is not None and part.cuped_days != metric.cuped_days:
+                raise _invalid(
+                    f"a ratio with cuped_days {metric.cuped_days} needs its {field} metric "
+                    f"{key!r} to set the same cuped_days (it has {part.cuped_days})",
+                    "cuped_unsupported",
+                    field="cuped_days",
                 )
     if metric.kind == "percentile" and metric.percentile is None:
         raise _invalid(

@@ -12,7 +12,9 @@ Registered exactly like a third-party plugin (``assay_metric_kinds``). Per expos
   not be the p90 of mostly zeros), with its order-statistic interval.
 
 The first three support CUPED (``Metric.cuped_days``): the covariate is the same per-subject
-quantity over the days before the subject's first exposure.
+quantity over the days before the subject's first exposure. So does ``ratio``, when its
+numerator and denominator set the same ``cuped_days``: the covariate is the same ratio
+before exposure, through the delta method (``RatioCupedStats``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from assay.engine._core._stats import (
     MetricStats,
     ProportionStats,
     QuantileStats,
+    RatioCupedStats,
     RatioStats,
     quantile_interval_levels,
     quantile_stats,
@@ -99,9 +102,11 @@ MEAN = _TotalsKind("s_sum", "s_pre_sum", "ss_sum", "ss_pre_sum", "x_sum")
 
 
 class RatioKind:
-    """Sum of one metric over the sum of another, per subject, by the delta method."""
+    """Sum of one metric over the sum of another, per subject, by the delta method; with
+    ``cuped_days`` (which its numerator and denominator must share), regression-adjusted on
+    the same ratio before exposure (``RatioCupedStats``)."""
 
-    supports_cuped = False
+    supports_cuped = True
 
     def check(self, metric: MetricSpec) -> None:
         for field in ("numerator", "denominator"):
@@ -123,16 +128,20 @@ class RatioKind:
         units = source.units(q)
         a = source.subjects(q, numerator)
         b = source.subjects(q, denominator)
+        sums = ",\n            ".join(
+            f"coalesce(sum({' * '.join(f'p.{f}' for f in c.split(' * '))}), 0) AS {name}"
+            for name, c in _RATIO_SUMS.items()
+        )
         # FULL JOIN: a subject may have converted on one part only; the other is then 0.
+        # x, y: numerator and denominator after exposure; u, v: the same before (CUPED).
         q.text = f"""
         SELECT u.variant, u.n,
-            coalesce(sum(p.x), 0) AS s_x, coalesce(sum(p.x * p.x), 0) AS ss_x,
-            coalesce(sum(p.y), 0) AS s_y, coalesce(sum(p.y * p.y), 0) AS ss_y,
-            coalesce(sum(p.x * p.y), 0) AS s_xy
+            {sums}
         FROM {units} u
         LEFT JOIN (
             SELECT coalesce(a.variant, b.variant) AS variant,
-                coalesce(a.post_sum, 0) AS x, coalesce(b.post_sum, 0) AS y
+                coalesce(a.post_sum, 0) AS x, coalesce(b.post_sum, 0) AS y,
+                coalesce(a.pre_sum, 0) AS u, coalesce(b.pre_sum, 0) AS v
             FROM {a} a FULL JOIN {b} b ON a.subject = b.subject
         ) p ON p.variant = u.variant
         GROUP BY u.variant, u.n
@@ -145,32 +154,69 @@ class RatioKind:
         a, b = source.subjects(numerator), source.subjects(denominator)
         out: dict[str, Row] = {}
         for variant, n in source.units().items():
-            x: dict[str, float] = {}
-            y: dict[str, float] = {}
-            if variant in a:
-                x = dict(zip(a[variant].subject, a[variant].post_sum.tolist(), strict=True))
-            if variant in b:
-                y = dict(zip(b[variant].subject, b[variant].post_sum.tolist(), strict=True))
-            keys = sorted(x.keys() | y.keys())
-            xs = np.array([x.get(k, 0.0) for k in keys], dtype=np.float64)
-            ys = np.array([y.get(k, 0.0) for k in keys], dtype=np.float64)
-            out[variant] = {
-                "n": float(n),
-                "s_x": float(xs.sum()),
-                "ss_x": float((xs * xs).sum()),
-                "s_y": float(ys.sum()),
-                "ss_y": float((ys * ys).sum()),
-                "s_xy": float((xs * ys).sum()),
+            parts: dict[str, dict[str, float]] = {"x": {}, "y": {}, "u": {}, "v": {}}
+            for values, post, pre in ((a, "x", "u"), (b, "y", "v")):
+                if variant in values:
+                    found = values[variant]
+                    parts[post] = dict(zip(found.subject, found.post_sum.tolist(), strict=True))
+                    parts[pre] = dict(zip(found.subject, found.pre_sum.tolist(), strict=True))
+            keys = sorted(set().union(*(p.keys() for p in parts.values())))
+            columns = {
+                name: np.array([part.get(k, 0.0) for k in keys], dtype=np.float64)
+                for name, part in parts.items()
             }
+            row: dict[str, float] = {"n": float(n)}
+            for name, expression in _RATIO_SUMS.items():
+                left, _, right = expression.partition(" * ")
+                product = columns[left] * columns[right] if right else columns[left]
+                row[name] = float(product.sum())
+            out[variant] = row
         return out
 
     def statistics(self, metric: MetricSpec, row: Row) -> MetricStats:
         n = int(row.get("n", 0.0))
-        return RatioStats(
-            numerator=MeanStats(n=n, sum=row.get("s_x", 0.0), sum_squares=row.get("ss_x", 0.0)),
-            denominator=MeanStats(n=n, sum=row.get("s_y", 0.0), sum_squares=row.get("ss_y", 0.0)),
-            sum_xy=row.get("s_xy", 0.0),
+
+        def ratio(num: str, den: str) -> RatioStats:
+            return RatioStats(
+                numerator=MeanStats(
+                    n=n, sum=row.get(f"s_{num}", 0.0), sum_squares=row.get(f"ss_{num}", 0.0)
+                ),
+                denominator=MeanStats(
+                    n=n, sum=row.get(f"s_{den}", 0.0), sum_squares=row.get(f"ss_{den}", 0.0)
+                ),
+                sum_xy=row.get(f"s_{num}{den}", 0.0),
+            )
+
+        post = ratio("x", "y")
+        if metric.cuped_days is None:
+            return post
+        return RatioCupedStats(
+            post=post,
+            pre=ratio("u", "v"),
+            sum_xu=row.get("s_xu", 0.0),
+            sum_xv=row.get("s_xv", 0.0),
+            sum_yu=row.get("s_yu", 0.0),
+            sum_yv=row.get("s_yv", 0.0),
         )
+
+
+# A ratio's row: sums and sums of products of x, y (after exposure) and u, v (before).
+_RATIO_SUMS = {
+    "s_x": "x",
+    "ss_x": "x * x",
+    "s_y": "y",
+    "ss_y": "y * y",
+    "s_xy": "x * y",
+    "s_u": "u",
+    "ss_u": "u * u",
+    "s_v": "v",
+    "ss_v": "v * v",
+    "s_uv": "u * v",
+    "s_xu": "x * u",
+    "s_xv": "x * v",
+    "s_yu": "y * u",
+    "s_yv": "y * v",
+}
 
 
 class PercentileKind:

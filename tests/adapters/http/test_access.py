@@ -90,6 +90,16 @@ MATRIX: list[tuple[str, str, Any, int, int, int, int, int]] = [
     # reports: ANALYST and up
     ("GET", "/api/v1/experiments/{running}/report" + P, None, 200, 200, 200, 404, 404),
     ("GET", "/api/v1/experiments/{running}/report/timeseries" + P, None, 200, 200, 200, 404, 404),
+    (
+        "POST",
+        "/api/v1/plan" + P,
+        {"baseline_rate": 0.1, "mde": 0.05},
+        200,
+        200,
+        200,
+        404,
+        404,
+    ),
     # guardrails: ANALYST and up read; DEVELOPER and up ask for a check
     (
         "GET",

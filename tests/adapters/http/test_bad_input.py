@@ -39,6 +39,8 @@ class Write:
     records_events: bool = False
     """The route records events rather than changes configuration: the good request must
     reach the ingestion actor (and a bad one must not)."""
+    computes: bool = False
+    """The route only computes (the calculator): the good request changes nothing either."""
 
 
 def _object_writes(kind: str, target: str, wrong_type: dict[str, Any]) -> list[Write]:
@@ -203,6 +205,17 @@ WRITES = [
         {"events": []},
         records_events=True,
     ),
+    # The calculator: nothing to find missing but the project; nothing is written.
+    Write(
+        "POST",
+        "/api/v1/plan" + P,
+        {"baseline_rate": 0.1, "mde": 0.05},
+        {"baseline_rate": 0.1, "mde": 0.05, "bogus": 1},
+        {"baseline_rate": "ten percent", "mde": 0.05},
+        "/api/v1/plan?project=no-such-project",
+        {"baseline_rate": 0.1, "mde": 0.05},
+        computes=True,
+    ),
     # A check someone asks for is audited, so the good request changes the stored state.
     Write(
         "POST",
@@ -295,6 +308,8 @@ async def test_bad_input_is_refused_and_writes_nothing(world, write: Write) -> N
         assert world.engine.decisions_made == decided_before + 1
     elif write.records_events:
         assert ingestion.handled == handled_before + 1
+    elif write.computes:
+        assert await world.stored_state() == before
     else:
         assert await world.stored_state() != before
 

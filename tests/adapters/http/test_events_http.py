@@ -111,9 +111,11 @@ async def test_an_sdk_key_sends_events_and_an_analyst_reads_the_summary(world: W
         1,
         1,
     )
+    # The three counts of docs/reports.md (``exposures`` is the older name of analysed).
+    assert (body["assigned"], body["analysed"]) == (2, 1)
     assert body["variants"] == [
-        {"variant": "control", "exposures": 1, "crossovers": 0},
-        {"variant": "treatment", "exposures": 0, "crossovers": 1},
+        {"variant": "control", "exposures": 1, "crossovers": 0, "assigned": 1, "analysed": 1},
+        {"variant": "treatment", "exposures": 0, "crossovers": 1, "assigned": 1, "analysed": 0},
     ]
     [m] = body["metrics"]
     assert (m["metric"], m["conversions"], m["value_sum"], m["crossover"]) == (metric, 2, 14.5, 1)

@@ -69,17 +69,20 @@ class MemoryGuardrailStore:
         t = self._event_tables
         crossed = {s for (x, s, _) in t.crossovers if x == experiment_id}
         exposures: dict[str, int] = defaultdict(int)
+        assigned: dict[str, int] = defaultdict(int)
         last: datetime | None = None
         for (x, subject), exposure in t.exposures.items():
             if x != experiment_id:
                 continue
             if last is None or exposure.exposed_at > last:
                 last = exposure.exposed_at
+            assigned[exposure.variant] += 1
             if subject not in crossed:
                 exposures[exposure.variant] += 1
         return Traffic(
             exposures=dict(sorted(exposures.items())),
             crossovers=len(crossed),
+            assigned=dict(sorted(assigned.items())),
             last_exposure_at=last,
         )
 

@@ -20,6 +20,7 @@ from assay.engine._metric_kinds import (
     VariantUnits,
     totals_of,
 )
+from assay.engine._planned_verdict import PlannedLook
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -68,9 +69,31 @@ class _Source:
 class MemoryReportStore:
     """Mixed into ``MemoryStore``: the report half of the Store port."""
 
+    __looks: dict[str, list[PlannedLook]] | None = None
+
     @property
     def _event_tables(self) -> _EventTables:
         raise NotImplementedError  # provided by MemoryEventStore, earlier in the MRO
+
+    @property
+    def _looks(self) -> dict[str, list[PlannedLook]]:
+        # Created on first use, so the store's own constructor needs no change.
+        if self.__looks is None:
+            self.__looks = {}
+        return self.__looks
+
+    async def planned_looks(self, experiment_id: str) -> list[PlannedLook]:
+        await trio.lowlevel.checkpoint()
+        return list(self._looks.get(experiment_id, ()))
+
+    async def record_planned_look(self, look: PlannedLook) -> bool:
+        await trio.lowlevel.checkpoint()
+        looks = self._looks.setdefault(look.experiment_id, [])
+        if any(stored.index == look.index for stored in looks):
+            return False
+        looks.append(look)
+        looks.sort(key=lambda stored: stored.index)
+        return True
 
     async def report_aggregates(self, request: ReportRequest) -> ReportAggregates:
         await trio.lowlevel.checkpoint()

@@ -47,6 +47,7 @@ _PING_TIMEOUT: Final = 10.0
 _TRAFFIC = """
 WITH crossed AS (SELECT DISTINCT subject FROM assay_crossovers WHERE experiment_id = $1)
 SELECT e.variant,
+    count(*) AS assigned,
     count(*) FILTER (WHERE x.subject IS NULL) AS exposures,
     count(x.subject) AS crossovers,
     max(e.exposed_at) AS last_exposed_at
@@ -243,6 +244,7 @@ async def aio_traffic(pool: Any, experiment_id: str) -> Traffic:
     return Traffic(
         exposures={row["variant"]: row["exposures"] for row in rows if row["exposures"]},
         crossovers=sum(row["crossovers"] for row in rows),
+        assigned={row["variant"]: row["assigned"] for row in rows},
         last_exposure_at=max(stamps) if stamps else None,
     )
 

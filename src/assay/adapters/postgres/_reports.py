@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
+import msgspec
 
 from assay.engine._metric_kinds import (
     TOTALS_COLUMNS,
@@ -32,6 +33,7 @@ from assay.engine._metric_kinds import (
     SqlQuery,
     VariantUnits,
 )
+from assay.engine._planned_verdict import PlannedLook
 
 if TYPE_CHECKING:
     from assay.adapters.postgres._aio import AioLoop
@@ -352,3 +354,29 @@ class PostgresReportStore:
 
     async def report_aggregates(self, request: ReportRequest) -> ReportAggregates:
         return await self._loop.run(aio_report_aggregates, self._pool, request)
+
+    async def planned_looks(self, experiment_id: str) -> list[PlannedLook]:
+        rows = await self._loop.run(self._pool.fetch, _PLANNED_LOOKS, experiment_id)
+        return [msgspec.json.decode(row["body"], type=PlannedLook) for row in rows]
+
+    async def record_planned_look(self, look: PlannedLook) -> bool:
+        inserted = await self._loop.run(
+            self._pool.fetchval,
+            _RECORD_PLANNED_LOOK,
+            look.experiment_id,
+            look.index,
+            look.taken_at,
+            msgspec.json.encode(look),
+        )
+        return inserted is not None
+
+
+_PLANNED_LOOKS = """
+SELECT body FROM assay_planned_looks WHERE experiment_id = $1 ORDER BY look
+"""
+_RECORD_PLANNED_LOOK = """
+INSERT INTO assay_planned_looks (experiment_id, look, taken_at, body)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (experiment_id, look) DO NOTHING
+RETURNING look
+"""

@@ -35,7 +35,7 @@ from assay.engine._core._stats_frequentist import (
     relative_lift,
     sequential_test,
 )
-from assay.engine._core._stats_srm import SRM_THRESHOLD, srm_check
+from assay.engine._core._stats_srm import SRM_THRESHOLD, sequential_srm
 from assay.engine._core._stats_sufficient import MetricStats, Moments, pair_moments
 
 if TYPE_CHECKING:
@@ -224,36 +224,41 @@ class HealthVerdict(msgspec.Struct, frozen=True, kw_only=True):
 
     status: CheckStatus
     observed: float | None = None
-    """SRM: the p-value; no traffic: minutes without a new exposure; crossovers: the rate."""
+    """SRM: the anytime-valid p-value; no traffic: minutes without a new exposure;
+    crossovers: the rate."""
     threshold: float
     statistic: float | None = None
-    """SRM: the chi-square statistic."""
+    """SRM: the log Bayes factor of the sequential multinomial test."""
     message: str = ""
 
 
 def judge_srm(
-    exposures: Sequence[int],
+    assigned: Sequence[int],
     weights: Sequence[float],
     *,
     min_units: int,
     threshold: float = SRM_THRESHOLD,
 ) -> HealthVerdict:
-    """Sample ratio mismatch of the exposures against the configured weights."""
-    total = sum(exposures)
-    if total < min_units or len(exposures) < 2:
+    """Sample ratio mismatch of the assigned subjects (crossovers included) against the
+    configured weights, by the anytime-valid sequential multinomial test
+    (``sequential_srm``): checked on every interval for as long as the experiment runs, a
+    correctly split experiment is flagged with probability at most ``threshold`` over the
+    whole run, not at every check."""
+    total = sum(assigned)
+    if total < min_units or len(assigned) < 2:
         return HealthVerdict(
             status="insufficient_sample",
             threshold=threshold,
-            message=f"{total} exposed units; SRM is tested from {min_units}",
+            message=f"{total} assigned subjects; SRM is tested from {min_units}",
         )
-    result = srm_check(exposures, weights, threshold=threshold)
+    result = sequential_srm(assigned, weights, level=threshold)
     return HealthVerdict(
         status="breached" if result.flagged else "ok",
         observed=result.p_value,
         threshold=threshold,
-        statistic=result.statistic,
-        message=f"exposures {list(exposures)} against expected "
-        f"{[round(e, 1) for e in result.expected]}: p = {result.p_value:.3g}",
+        statistic=result.log_bayes_factor,
+        message=f"assigned subjects {list(assigned)} against expected "
+        f"{[round(e, 1) for e in result.expected]}: anytime-valid p = {result.p_value:.3g}",
     )
 
 
@@ -273,21 +278,21 @@ def judge_no_traffic(last_activity: datetime, now: datetime, *, minutes: float) 
 
 
 def judge_crossover_rate(
-    crossovers: int, exposed: int, *, limit: float, min_units: int
+    crossovers: int, assigned: int, *, limit: float, min_units: int
 ) -> HealthVerdict:
-    """Share of exposed subjects seen in more than one variant; above ``limit`` is a
+    """Share of assigned subjects seen in more than one variant; above ``limit`` is a
     breach (assignment is not sticky: a changing hash attribute, a cache, a bug)."""
-    if exposed < min_units:
+    if assigned < min_units:
         return HealthVerdict(
             status="insufficient_sample",
             threshold=limit,
-            message=f"{exposed} exposed units; the crossover rate is judged from {min_units}",
+            message=f"{assigned} assigned subjects; the crossover rate is judged from {min_units}",
         )
-    rate = crossovers / exposed
+    rate = crossovers / assigned
     return HealthVerdict(
         status="breached" if rate > limit else "ok",
         observed=rate,
         threshold=limit,
-        message=f"{crossovers} of {exposed} subjects crossed variants ({rate:.2%}, "
-        f"limit {limit:.2%})",
+        message=f"{crossovers} of {assigned} assigned subjects crossed variants "
+        f"({rate:.2%}, limit {limit:.2%})",
     )

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["sps"]
+__all__ = ["special", "sps"]
 
 if TYPE_CHECKING:
+    from scipy import special
     from scipy import stats as sps
 else:
 
@@ -25,4 +26,13 @@ else:
 
             return getattr(stats, name)
 
+    class _LazySpecial:
+        __slots__ = ()
+
+        def __getattr__(self, name: str) -> Any:
+            from scipy import special
+
+            return getattr(special, name)
+
     sps = _LazyStats()
+    special = _LazySpecial()

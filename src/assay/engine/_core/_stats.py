@@ -60,7 +60,13 @@ from assay.engine._core._stats_quantile import (
     quantile_interval_levels,
     quantile_stats,
 )
-from assay.engine._core._stats_srm import SRM_THRESHOLD, SrmResult, srm_check
+from assay.engine._core._stats_srm import (
+    SRM_THRESHOLD,
+    SequentialSrm,
+    SrmResult,
+    sequential_srm,
+    srm_check,
+)
 from assay.engine._core._stats_sufficient import (
     Component,
     CupedStats,
@@ -69,6 +75,7 @@ from assay.engine._core._stats_sufficient import (
     Moments,
     ProportionStats,
     QuantileStats,
+    RatioCupedStats,
     RatioStats,
     cuped_theta,
     moments,
@@ -97,7 +104,9 @@ __all__ = [
     "MetricStats",
     "ProportionStats",
     "QuantileStats",
+    "RatioCupedStats",
     "RatioStats",
+    "SequentialSrm",
     "SrmResult",
     "VariantComparison",
     "VariantEstimate",
@@ -117,6 +126,7 @@ __all__ = [
     "quantile_stats",
     "relative_lift",
     "sequential_rho",
+    "sequential_srm",
     "sequential_test",
     "srm_check",
     "t_test",
@@ -219,7 +229,9 @@ def _estimate(m: Moments) -> VariantEstimate:
 
 def describe(stats: MetricStats) -> VariantEstimate:
     """One variant on its own (no CUPED adjustment: that needs the pair)."""
-    return _estimate(moments(stats.post if isinstance(stats, CupedStats) else stats))
+    return _estimate(
+        moments(stats.post if isinstance(stats, CupedStats | RatioCupedStats) else stats)
+    )
 
 
 def _error(a: Moments, b: Moments, *, relative: bool) -> AnalysisError | None:

@@ -9,7 +9,8 @@ GrowthBook's on the same sums:
 * a mean's variance is the unbiased sample variance ``(sum_squares - sum**2/n) / (n - 1)``;
 * a ratio's variance is the delta-method variance of ``mean(x) / mean(y)`` per unit;
 * a CUPED (regression-adjusted) mean is ``post - theta * pre`` with ``theta`` fitted on the
-  control and treatment pooled, so that both arms are adjusted by the same line;
+  control and treatment pooled, so that both arms are adjusted by the same line; a CUPED
+  ratio does the same on the ratios' delta-method linearisations (``RatioCupedStats``);
 * a quantile's variance is read back from its order-statistic interval (see ``_stats_quantile``).
 """
 
@@ -18,9 +19,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from assay.engine._errors import ValidationFailed
 
@@ -34,11 +37,13 @@ __all__ = [
     "Moments",
     "ProportionStats",
     "QuantileStats",
+    "RatioCupedStats",
     "RatioStats",
     "component_variance",
     "cuped_theta",
     "moments",
     "pair_moments",
+    "ratio_cuped_theta",
 ]
 
 _INVALID: Final = "invalid_statistics"
@@ -195,6 +200,43 @@ class CupedStats(msgspec.Struct, frozen=True, kw_only=True, tag="cuped"):
         return _covariance(self.n, self.sum_post_pre, self.post, self.pre)
 
 
+class RatioCupedStats(msgspec.Struct, frozen=True, kw_only=True, tag="ratio_cuped"):
+    """A ratio metric (``post``: numerator x over denominator y) with the same ratio before
+    exposure as its covariate (``pre``: numerator u over denominator v), for the same
+    units, and the four cross sums over units between the post and the pre parts.
+
+    CUPED for ratios (GrowthBook's "ratio metric" regression adjustment): each ratio is
+    linearised by the delta method, ``(x - R y) / mean(y)`` per unit, and the post ratio is
+    regressed on the pre ratio through those linearisations: ``R_adj = R - theta R_pre``
+    with ``theta = Cov(R, R_pre) / Var(R_pre)`` fitted on both arms pooled, and per-unit
+    variance ``V_post + theta**2 V_pre - 2 theta C``, each term a quadratic form of the
+    4 x 4 covariance of (x, y, u, v) with the ratios' gradients. With constant denominators
+    (y = v = 1) this is exactly ``CupedStats`` of x on u.
+    """
+
+    post: RatioStats
+    pre: RatioStats
+    sum_xu: float
+    sum_xv: float
+    sum_yu: float
+    sum_yv: float
+
+    def __post_init__(self) -> None:
+        _check_finite(
+            sum_xu=self.sum_xu, sum_xv=self.sum_xv, sum_yu=self.sum_yu, sum_yv=self.sum_yv
+        )
+        if self.post.n != self.pre.n:
+            raise _invalid("a ratio's post and pre statistics must count the same units")
+
+    @property
+    def n(self) -> int:
+        return self.post.n
+
+    @property
+    def mean(self) -> float:
+        return self.post.mean
+
+
 class QuantileStats(msgspec.Struct, frozen=True, kw_only=True, tag="quantile"):
     """A quantile (level ``nu``) of ``n`` values and its 95% order-statistic interval
     ``[lower, upper]``, read at the levels ``quantile_interval_levels(nu, n_star)`` gives;
@@ -244,7 +286,9 @@ class QuantileStats(msgspec.Struct, frozen=True, kw_only=True, tag="quantile"):
         return self._raw_variance <= 0 and self.n < 1000
 
 
-MetricStats = ProportionStats | MeanStats | RatioStats | CupedStats | QuantileStats
+MetricStats = (
+    ProportionStats | MeanStats | RatioStats | CupedStats | RatioCupedStats | QuantileStats
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +345,74 @@ def _adjusted(stats: CupedStats, theta: float) -> Moments:
     return Moments(stats.n, mean, stats.post.mean, variance, variance <= 0)
 
 
+class _RatioPair(NamedTuple):
+    """Sums of (x, y, u, v) and of their products over some units: a ratio with its
+    pre-exposure covariate, ready for the delta method."""
+
+    n: int
+    sums: npt.NDArray[np.float64]  # (4,)
+    products: npt.NDArray[np.float64]  # (4, 4)
+
+    @classmethod
+    def of(cls, s: RatioCupedStats) -> _RatioPair:
+        x, y = s.post.numerator, s.post.denominator
+        u, v = s.pre.numerator, s.pre.denominator
+        sums = np.array([x.sum, y.sum, u.sum, v.sum])
+        products = np.array(
+            [
+                [x.sum_squares, s.post.sum_xy, s.sum_xu, s.sum_xv],
+                [s.post.sum_xy, y.sum_squares, s.sum_yu, s.sum_yv],
+                [s.sum_xu, s.sum_yu, u.sum_squares, s.pre.sum_xy],
+                [s.sum_xv, s.sum_yv, s.pre.sum_xy, v.sum_squares],
+            ]
+        )
+        return cls(s.n, sums, products)
+
+    def __add__(self, other: object) -> _RatioPair:
+        assert isinstance(other, _RatioPair)
+        return _RatioPair(self.n + other.n, self.sums + other.sums, self.products + other.products)
+
+    def terms(self) -> tuple[float, float, float, float, float] | None:
+        """(R, R_pre, V_post, V_pre, C) per unit; None when a denominator's mean is zero
+        or there are fewer than two units."""
+        if self.n <= 1:
+            return None
+        mx, my, mu, mv = (self.sums / self.n).tolist()
+        if my == 0 or mv == 0:
+            return None
+        cov = (self.products - np.outer(self.sums, self.sums) / self.n) / (self.n - 1)
+        a = np.array([1 / my, -mx / my**2, 0.0, 0.0])
+        b = np.array([0.0, 0.0, 1 / mv, -mu / mv**2])
+        return (
+            mx / my,
+            mu / mv,
+            float(a @ cov @ a),
+            float(b @ cov @ b),
+            float(a @ cov @ b),
+        )
+
+
+def ratio_cuped_theta(control: RatioCupedStats, treatment: RatioCupedStats) -> float:
+    """The slope of the post ratio on the pre ratio (delta-method linearisations), over
+    both arms pooled, as ``cuped_theta`` pools; 0 when either has no variance."""
+    pooled = (_RatioPair.of(control) + _RatioPair.of(treatment)).terms()
+    if pooled is None:
+        return 0.0
+    _, _, v_post, v_pre, c = pooled
+    if v_pre <= 0 or v_post <= 0:
+        return 0.0
+    return c / v_pre
+
+
+def _ratio_adjusted(stats: RatioCupedStats, theta: float) -> Moments | None:
+    terms = _RatioPair.of(stats).terms()
+    if terms is None:
+        return None
+    r, r_pre, v_post, v_pre, c = terms
+    variance = v_post + theta**2 * v_pre - 2 * theta * c
+    return Moments(stats.n, r - theta * r_pre, r, variance, variance <= 0)
+
+
 def pair_moments(control: MetricStats, treatment: MetricStats) -> tuple[Moments, Moments, float]:
     """Moments of control and treatment for one comparison, and CUPED's theta (0: unadjusted).
 
@@ -316,6 +428,13 @@ def pair_moments(control: MetricStats, treatment: MetricStats) -> tuple[Moments,
         if theta == 0:
             return moments(control.post), moments(treatment.post), 0.0
         return _adjusted(control, theta), _adjusted(treatment, theta), theta
-    assert not isinstance(control, CupedStats)
-    assert not isinstance(treatment, CupedStats)
+    if isinstance(control, RatioCupedStats) and isinstance(treatment, RatioCupedStats):
+        theta = ratio_cuped_theta(control, treatment)
+        a = _ratio_adjusted(control, theta) if theta != 0 else None
+        b = _ratio_adjusted(treatment, theta) if theta != 0 else None
+        if a is None or b is None:
+            return moments(control.post), moments(treatment.post), 0.0
+        return a, b, theta
+    assert not isinstance(control, CupedStats | RatioCupedStats)
+    assert not isinstance(treatment, CupedStats | RatioCupedStats)
     return moments(control), moments(treatment), 0.0

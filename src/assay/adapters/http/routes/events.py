@@ -205,11 +205,12 @@ ROUTES = (
         endpoint=ingestion_summary,
         operation_id="getIngestionSummary",
         summary="What an experiment has received",
-        description="Exposed subjects per variant (crossover subjects counted apart and "
-        "excluded), conversions per metric and variant within each metric's attribution "
-        "window after the subject's first exposure (and not after the experiment ended), "
-        "the conversions left out and why, and the pending and crossover counts. "
-        "ANALYST and above.",
+        description="Subjects per variant: `assigned` (crossovers included), `crossovers` and "
+        "`analysed` (assigned minus crossovers; `exposures` is its older name), as "
+        "docs/reports.md defines them; conversions per metric and variant within each "
+        "metric's attribution window after the subject's first exposure (and not after "
+        "the experiment ended), the conversions left out and why, and the pending and "
+        "crossover counts. ANALYST and above.",
         tag="events",
         query=(PROJECT,),
         response=IngestionSummary,

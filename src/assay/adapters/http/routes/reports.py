@@ -54,12 +54,14 @@ ROUTES = (
         operation_id="getExperimentReport",
         summary="An experiment's report",
         description="Subjects first exposed in `[start, end)` (default: all), per variant "
-        "(exposed, crossovers, analysed); each metric's value per variant and every "
-        "variant against control (the first): absolute and relative lift with Welch, "
-        "sequential (always-valid) and Bayesian results, CUPED-adjusted when the metric "
-        "sets `cuped_days`, p-values adjusted across metrics x variants by `correction` "
-        "(default: the experiment's), a verdict per comparison, and an SRM check flagged at "
-        "p < 0.001. Conversions count inside each metric's attribution window after the "
+        "(`assigned`, `crossovers`, `analysed`, as docs/reports.md defines them; "
+        "`exposed` and `subjects` are older names of `assigned` and `analysed`); each "
+        "metric's value per variant and every variant against control (the first): "
+        "absolute and relative lift with Welch, sequential (always-valid) and Bayesian "
+        "results, CUPED-adjusted when the metric sets `cuped_days`, p-values adjusted "
+        "across metrics x variants by `correction` (default: the experiment's), a "
+        "verdict per comparison, and an SRM check of the assigned subjects flagged at p "
+        "< 0.001. Conversions count inside each metric's attribution window after the "
         "subject's first exposure. ANALYST and above.",
         tag="experiments",
         query=(

@@ -40,6 +40,7 @@ ORDER = [
     "startExperiment",
     "decide",
     "decideBatch",
+    "planExperiment",
     "recordEvents",
     "recordExposures",
     "recordConversions",

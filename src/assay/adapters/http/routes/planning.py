@@ -28,7 +28,10 @@ ROUTES = (
         "as its `plan` (`subjects_per_variant`, `mde`).",
         tag="experiments",
         query=(PROJECT,),
-        body=JsonBody(PlanInput),
+        body=JsonBody(
+            PlanInput,
+            example={"baseline_rate": 0.1, "mde": 0.05, "daily_traffic": 10000},
+        ),
         response=SampleSizePlan,
     ),
 )

@@ -194,7 +194,13 @@ def statements_before_partitioning() -> Any:
     old_known = "(SELECT true FROM assay_event_ids e WHERE e.event_key = s.event_key)"
     saved = {
         name: getattr(_events, name)
-        for name in ("_CREATE_STAGE", "_DROP_KNOWN_IDS", "_ADD_IDS", "_CLAIM_EVENT_IDS")
+        for name in (
+            "_CREATE_STAGE",
+            "_DROP_KNOWN_IDS",
+            "_ADD_IDS",
+            "_CLAIM_EVENT_IDS",
+            "_CLAIM_EVENT_IDS_NO_LEGACY",
+        )
     }
     patched = {
         # Each engine opens a pool of its own, so no connection keeps the other shape
@@ -214,6 +220,8 @@ def statements_before_partitioning() -> Any:
             ("SELECT event_key, day FROM candidates", "SELECT event_key FROM candidates"),
         ),
     }
+    # A database from before partitioning has no legacy ids: the store takes this one.
+    patched["_CLAIM_EVENT_IDS_NO_LEGACY"] = patched["_CLAIM_EVENT_IDS"]
     for name, value in patched.items():
         setattr(_events, name, value)
     try:

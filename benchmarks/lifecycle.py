@@ -83,6 +83,8 @@ FROM generate_series($3::bigint, $5::bigint) i
 class ExpiryRun:
     rows: int
     expire_seconds: float
+    detach_seconds: float
+    """The part of ``expire_seconds`` the table was locked for (writers waited)."""
     delete_seconds: float
     vacuum_seconds: float
     """VACUUM of the table after the DELETE: not in the ratio, but what DELETE leaves to
@@ -146,11 +148,15 @@ async def expiry_runs(dsn: str, preset: Preset) -> tuple[list[ExpiryRun], float]
             started = time.perf_counter()
             await loop.run(pool.execute, f"VACUUM assay_decisions_p{deleted:%Y%m%d}")
             vacuum_seconds = time.perf_counter() - started
-            run = ExpiryRun(rows, expire_seconds, delete_seconds, vacuum_seconds)
+            run = ExpiryRun(
+                rows, expire_seconds, expired.detach_seconds, delete_seconds, vacuum_seconds
+            )
             runs.append(run)
             print(
-                f"  expiry run {r + 1}: {rows:,} rows a day; expire (drop) "
-                f"{expire_seconds * 1000:8.1f} ms, DELETE {delete_seconds * 1000:10.1f} ms, "
+                f"  expiry run {r + 1}: {rows:,} rows a day; "
+                f"expire {expire_seconds * 1000:8.1f} ms "
+                f"(table locked {expired.detach_seconds * 1000:.1f} ms), "
+                f"DELETE {delete_seconds * 1000:10.1f} ms, "
                 f"{delete_seconds / expire_seconds:7.0f}x",
                 flush=True,
             )
@@ -305,6 +311,9 @@ async def ingestion_runs(
                     pg_before = server_cpu_seconds(server)
                     run = await engine_run(engine, "bench", workload, settings)
                     run.rest_us = (server_cpu_seconds(server) - pg_before) / run.events * 1e6
+                    # Not timed. The summary's counting query can pick a very slow plan
+                    # on statistics from before the run (seen once: minutes).
+                    await engine.store._loop.run(engine.store._pool.execute, "ANALYZE")
                     await verify(engine, "bench", experiment, workload)
             runs[path].append(run)
             print(
@@ -425,12 +434,16 @@ def main() -> None:
     print()
     print(f"{'expiring one day of decision records':<44}{'median':>14}{'runs':>6}")
     print(f"{'  rows in the day':<44}{preset.rows_per_day:>14,}")
-    print(f"{'  expire (drop the partition)':<44}{expire_median * 1000:>11.1f} ms{len(expiry):>6}")
+    detach_median = statistics.median(r.detach_seconds for r in expiry)
+    print(f"{'  expire (detach and drop the partition)':<44}{expire_median * 1000:>11.1f} ms")
+    print(f"{'    of which the table was locked (detach)':<44}{detach_median * 1000:>11.1f} ms")
     runs = len(expiry)
     print(f"{'  DELETE of the same number of rows':<44}{delete_median * 1000:>11.1f} ms{runs:>6}")
     vacuum_median = statistics.median(r.vacuum_seconds for r in expiry)
     print(f"{'  then VACUUM (to reuse the space)':<44}{vacuum_median * 1000:>11.1f} ms{runs:>6}")
     print(f"{'  DELETE / expire':<44}{statistics.median(ratios):>13.0f}x")
+    locked_ratio = statistics.median(r.delete_seconds / r.detach_seconds for r in expiry)
+    print(f"{'  DELETE / time the table was locked':<44}{locked_ratio:>13.0f}x")
     print()
     print(f"{'ingestion through the engine':<44}{'events/s':>14}{'runs':>6}")
     print(f"{'  before partitioning':<44}{rates['before']:>14,.0f}{len(ingestion['before']):>6}")
@@ -468,6 +481,10 @@ def main() -> None:
             "expire_seconds_median": expire_median,
             "delete_seconds_median": delete_median,
             "delete_over_expire_median": statistics.median(ratios),
+            "table_locked_seconds_median": detach_median,
+            "delete_over_table_locked_median": statistics.median(
+                r.delete_seconds / r.detach_seconds for r in expiry
+            ),
             "vacuum_after_delete_seconds_median": vacuum_median,
             "runs": [r.__dict__ for r in expiry],
         },

@@ -274,3 +274,30 @@ async def test_the_event_id_probe_reads_one_partition(pg_dsn: str) -> None:
     assert "Append" not in plan, plan
     scans = [line for line in plan.splitlines() if "assay_event_ids_p" in line]
     assert len(scans) == 1, plan
+
+
+async def test_a_partition_detached_but_not_dropped_is_dropped_next_run(pg_dsn: str) -> None:
+    """Expiry detaches a partition, then drops it; a process dying in between leaves a
+    plain table behind, which the next run drops."""
+    async with open_postgres_store(pg_dsn) as store:
+        await store.expire(NOW, RetentionPolicy(decision_days=1000, event_id_days=1000))
+        tomorrow = f"assay_decisions_p{NOW + DAY:%Y%m%d}"
+
+        async def detach(pool: Any) -> Any:
+            await pool.execute(f"ALTER TABLE assay_decisions DETACH PARTITION {tomorrow}")
+            return await pool.fetchval("SELECT $1::regclass::oid", tomorrow)
+
+        async def state(pool: Any) -> Any:
+            return await pool.fetchrow(
+                "SELECT oid, relispartition FROM pg_class WHERE oid = to_regclass($1)", tomorrow
+            )
+
+        left_behind = await store._loop.run(detach, store._pool)
+        expired = await store.expire(NOW, POLICY)
+        assert expired.ran
+        # The table left behind was dropped, and today's run made the day's partition
+        # again, as a partition ahead.
+        now_there = await store._loop.run(state, store._pool)
+        assert now_there["oid"] != left_behind
+        assert now_there["relispartition"]
+        assert tomorrow in expired.partitions_created

@@ -300,8 +300,10 @@ async def ingestion_runs(
                 SYSTEM_KEY, Metric, "bench", MetricSpec(key="purchase", kind="count")
             )
     for r in range(preset.ingest_repeats):
-        # Alternating, so that the machine's drift hits both alike.
-        for path, dsn in (("before", before_dsn), ("after", after_dsn)):
+        # Alternating, and in turn first, so that the machine's drift and what one run
+        # leaves to PostgreSQL (autovacuum, a checkpoint) hit both alike.
+        order = [("before", before_dsn), ("after", after_dsn)]
+        for path, dsn in order if r % 2 == 0 else order[::-1]:
             config = assay.EngineConfig(database_url=dsn, log_level="ERROR")
             with statements_before_partitioning() if path == "before" else _nothing():
                 async with assay.open_engine(config, load_entry_points=False) as engine:
@@ -311,9 +313,6 @@ async def ingestion_runs(
                     pg_before = server_cpu_seconds(server)
                     run = await engine_run(engine, "bench", workload, settings)
                     run.rest_us = (server_cpu_seconds(server) - pg_before) / run.events * 1e6
-                    # Not timed. The summary's counting query can pick a very slow plan
-                    # on statistics from before the run (seen once: minutes).
-                    await engine.store._loop.run(engine.store._pool.execute, "ANALYZE")
                     await verify(engine, "bench", experiment, workload)
             runs[path].append(run)
             print(
@@ -357,10 +356,16 @@ async def soak(dsn: str, preset: Preset) -> list[int]:
                 lo + preset.soak_rows_per_day - 1,
             )
             await store.expire(noon + timedelta(hours=12, minutes=1), policy)
+            # Counted, not the statistics' estimates (which lag behind the writes).
+            held = await loop.run(pool.fetchval, "SELECT count(*) FROM assay_decisions")
             stats = await store.retention_stats(noon, policy)
             (records,) = [k for k in stats.kinds if k.kind == "decision_records"]
-            sizes.append(records.rows)
-            print(f"  soak day {n + 1:>2}: {records.rows:>9,} decision records held", flush=True)
+            sizes.append(held)
+            print(
+                f"  soak day {n + 1:>2}: {held:>9,} decision records held, "
+                f"{records.bytes / 1e6:8.1f} MB",
+                flush=True,
+            )
     return sizes
 
 

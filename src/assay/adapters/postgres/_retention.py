@@ -236,9 +236,10 @@ class _Run:
         for parent, name in expiring:
             # Detached first (the expired ids remembered in the same transaction), then
             # dropped. Dropping removes the files at commit, which takes time in
-            # proportion to their size (0.1-0.3 s a million decision records on the test machine), and a
-            # partition's lock on its parent table would be held all along, stalling
-            # every writer of that table. Detached, it is a table nobody else uses.
+            # proportion to their size (0.1-0.3 s a million decision records on the test
+            # machine), and a partition's lock on its parent table would be held all
+            # along, stalling every writer of that table. Detached, it is a table nobody
+            # else uses.
             remember = _REMEMBER_EXPIRED_IDS.format(part=name) if parent == DECISIONS else ""
             started = time.perf_counter()
             await self.conn.execute(

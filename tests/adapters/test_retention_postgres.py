@@ -17,7 +17,7 @@ from assay.adapters.postgres._retention import RETENTION_LOCK_ID
 from assay.engine import EngineConfig
 from assay.engine._core import Decision, Reason
 from assay.engine._events import Kind, Outcome, StagedEvent
-from assay.engine._retention import RetentionPolicy
+from assay.engine._retention import RetentionPolicy, day_number
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -252,3 +252,52 @@ async def test_audit_entries_are_kept_forever_unless_configured(pg_dsn: str) -> 
                 project_id=None, resource_kind=None, resource_key=None, before_id=None, limit=10
             )
         assert [e.resource_key for e in entries] == ["f1"]
+
+
+async def test_the_event_id_probe_reads_one_partition(pg_dsn: str) -> None:
+    """Ingestion probes the id of every event: with the batch's days as literals the
+    planner keeps the one partition they fall in, so the probe is a plain index scan, not
+    an append over every partition pruned again for each row."""
+    from assay.adapters.postgres import _events
+
+    today = day_number(NOW)
+    probe = _events._DROP_KNOWN_IDS.replace("{days}", f"{today} AND {today}")
+
+    async def explain(pool: Any) -> str:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(_events._CREATE_STAGE)
+            return "\n".join(row[0] for row in await conn.fetch("EXPLAIN " + probe))
+
+    async with open_postgres_store(pg_dsn) as store:
+        await store.expire(NOW, POLICY)  # every week an accepted event may fall in
+        plan = await store._loop.run(explain, store._pool)
+    assert "Append" not in plan, plan
+    scans = [line for line in plan.splitlines() if "assay_event_ids_p" in line]
+    assert len(scans) == 1, plan
+
+
+async def test_a_partition_detached_but_not_dropped_is_dropped_next_run(pg_dsn: str) -> None:
+    """Expiry detaches a partition, then drops it; a process dying in between leaves a
+    plain table behind, which the next run drops."""
+    async with open_postgres_store(pg_dsn) as store:
+        await store.expire(NOW, RetentionPolicy(decision_days=1000, event_id_days=1000))
+        tomorrow = f"assay_decisions_p{NOW + DAY:%Y%m%d}"
+
+        async def detach(pool: Any) -> Any:
+            await pool.execute(f"ALTER TABLE assay_decisions DETACH PARTITION {tomorrow}")
+            return await pool.fetchval("SELECT $1::regclass::oid", tomorrow)
+
+        async def state(pool: Any) -> Any:
+            return await pool.fetchrow(
+                "SELECT oid, relispartition FROM pg_class WHERE oid = to_regclass($1)", tomorrow
+            )
+
+        left_behind = await store._loop.run(detach, store._pool)
+        expired = await store.expire(NOW, POLICY)
+        assert expired.ran
+        # The table left behind was dropped, and today's run made the day's partition
+        # again, as a partition ahead.
+        now_there = await store._loop.run(state, store._pool)
+        assert now_there["oid"] != left_behind
+        assert now_there["relispartition"]
+        assert tomorrow in expired.partitions_created

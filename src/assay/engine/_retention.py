@@ -159,6 +159,10 @@ class Expired(msgspec.Struct, frozen=True, kw_only=True):
     exact counts of rows deleted one by one."""
     event_ids: int = 0
     audit_entries: int = 0
+    detach_seconds: float = 0.0
+    """Time the partitioned tables were locked to take expired partitions out (PostgreSQL:
+    detaching them; writers of the table wait meanwhile). Dropping the detached tables
+    afterwards blocks nobody."""
 
 
 FIRST_RUN_AFTER_SECONDS = 60.0

@@ -255,25 +255,8 @@ WITH candidates AS (
 )
 INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM dropped
 """
-_CLAIM_EVENT_IDS_NO_LEGACY = f"""
-WITH candidates AS (
-    SELECT DISTINCT ON (event_key) seq, event_key, day
-    FROM {_STAGE} s WHERE s.event_key IS NOT NULL
-    ORDER BY event_key, seq
-), claimed AS (
-    INSERT INTO assay_event_ids (event_key, day)
-    SELECT event_key, day FROM candidates
-    ON CONFLICT DO NOTHING
-    RETURNING event_key
-), kept AS (
-    SELECT c.seq FROM candidates c JOIN claimed USING (event_key)
-), dropped AS (
-    DELETE FROM {_STAGE} s
-    WHERE s.event_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.seq = s.seq)
-    RETURNING s.seq
-)
-INSERT INTO {_OUTCOMES} SELECT seq, {_DUPLICATE:d} FROM dropped
-"""
+_CLAIM_EVENT_IDS_NO_LEGACY = _CLAIM_EVENT_IDS.replace(f" AND {_KNOWN_LEGACY_ID} IS NULL", "")
+assert _CLAIM_EVENT_IDS_NO_LEGACY != _CLAIM_EVENT_IDS
 
 # 2. Idempotency keys, the same way, among the conversions still staged.
 _CLAIM_CONVERSION_KEYS = f"""

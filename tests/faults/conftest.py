@@ -94,8 +94,9 @@ def fault_pg(scratch_base: Path) -> Iterator[FaultyPostgres]:
     server = start_embedded_postgres(data_dir)
     faulty = FaultyPostgres(server)
     yield faulty
-    with contextlib.suppress(Exception):
-        faulty.start()  # a failed test may have left it stopped
+    if not (Path(faulty._pg.pgdata) / "postmaster.pid").exists():
+        with contextlib.suppress(Exception):
+            faulty.start()  # a failed test left it stopped
     server.stop()
     shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -189,3 +190,63 @@ class Answers:
         assert set(self.statuses) <= {200, 503}, (self.statuses, self.codes)
         assert set(self.codes) <= {"store_unavailable"}, self.codes
         assert self.retry_after_missing == 0
+
+
+@dataclass
+class Acknowledged:
+    """What the server acknowledged: assigned decisions and events (by subject)."""
+
+    decisions: list[str] = field(default_factory=list)
+    subjects: set[str] = field(default_factory=set)
+
+
+async def mixed_traffic(
+    client: Any, stop: Any, answers: Answers, acked: Acknowledged, prefix: str
+) -> None:
+    """Until ``stop`` is set: decide a plain flag, decide an assigned flag, send one
+    subject's exposure and conversion (with event ids). Every answer is recorded."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+        plain = await client.post("/api/v1/decide", json={"flag": PLAIN_FLAG, "subject": "p"})
+        answers.add(plain.status_code, plain.json(), plain.headers)
+        assigned = await client.post(
+            "/api/v1/decide", json={"flag": EXPERIMENT_FLAG, "subject": f"{prefix}s{n}"}
+        )
+        answers.add(assigned.status_code, assigned.json(), assigned.headers)
+        if assigned.status_code == 200:
+            acked.decisions.append(assigned.json()["decision_id"])
+        subject = f"{prefix}e{n}"
+        events = await client.post("/api/v1/events", json=event_batch([subject]))
+        answers.add(events.status_code, events.json(), events.headers)
+        if events.status_code == 200:
+            assert events.json()["recorded"] == 2
+            acked.subjects.add(subject)
+
+
+def event_batch(subjects: list[str], *, exposures: bool = True, conversions: bool = True) -> Any:
+    """Each subject's exposure (variant a) and conversion, with event ids."""
+    events: list[dict[str, Any]] = []
+    for subject in subjects:
+        if exposures:
+            events.append(
+                {"type": "exposure", "experiment": EXPERIMENT, "subject": subject,
+                 "variant": "a", "event_id": f"x-{subject}"}
+            )  # fmt: skip
+        if conversions:
+            events.append(
+                {"type": "conversion", "experiment": EXPERIMENT, "subject": subject,
+                 "metric": "purchase", "event_id": f"c-{subject}"}
+            )  # fmt: skip
+    return {"events": events}
+
+
+async def assert_stored_once(engine: Engine, acked: Acknowledged) -> None:
+    """Every acknowledged decision record is stored; every acknowledged subject's exposure
+    and conversion are, and nothing twice (one conversion per exposed subject)."""
+    summary = await engine.ingestion_summary(PROJECT, EXPERIMENT)
+    assert summary.exposures >= len(acked.subjects)
+    assert sum(m.conversions for m in summary.metrics) == summary.exposures
+    assert summary.pending == 0
+    for decision_id in acked.decisions:
+        assert await engine.get_decision(decision_id) is not None

@@ -573,16 +573,21 @@ async def _aio_write(pool: Any, staging: Staging, now: datetime, *, careful: boo
     async with pool.acquire() as conn:
         # The transaction is opened in the same round trip as the stage is prepared: each
         # trip waits for the Trio thread, which may be busy checking the next batches.
-        await conn.execute(f"BEGIN; {_CREATE_STAGE}; {_BATCH_JOINS}")
         try:
+            await conn.execute(f"BEGIN; {_CREATE_STAGE}; {_BATCH_JOINS}")
             await conn.copy_records_to_table(
                 _STAGE, records=staging.records, columns=_STAGE_COLUMNS
             )
             await conn.execute(script)
             rows = await _record_conversions(conn)
             await conn.execute("COMMIT")
-        except BaseException:
-            if usable(conn) and conn.is_in_transaction():
+        except BaseException as exc:
+            if not usable(conn):
+                if isinstance(exc, Exception):
+                    # The server closed the connection under the batch: whatever asyncpg
+                    # made of it (sometimes an internal state error), it is a lost one.
+                    raise asyncpg.ConnectionDoesNotExistError("connection lost") from exc
+            elif conn.is_in_transaction():
                 with contextlib.suppress(Exception):
                     await conn.execute("ROLLBACK")
             raise

@@ -16,7 +16,7 @@ import httpx
 import trio
 
 import assay
-from tests.faults.conftest import PROJECT, event_batch, fault_config, populate
+from tests.faults.support import PROJECT, event_batch, fault_config, populate
 
 KILLS = 5
 _SERVING = re.compile(rb"serving on http://127\.0\.0\.1:(\d+)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import trio
 
-from tests.faults.conftest import (
+from tests.faults.support import (
     Acknowledged,
     Answers,
     FaultyPostgres,

@@ -8,7 +8,7 @@ import httpx
 import trio
 
 from assay.engine import Reason
-from tests.faults.conftest import (
+from tests.faults.support import (
     PROJECT,
     Acknowledged,
     Answers,

@@ -32,9 +32,12 @@ def fault_pg(scratch_base: Path) -> Iterator[FaultyPostgres]:
     server = start_embedded_postgres(data_dir)
     faulty = FaultyPostgres(server)
     yield faulty
-    if not (Path(faulty._pg.pgdata) / "postmaster.pid").exists():
-        with contextlib.suppress(Exception):
-            faulty.start()  # a failed test left it stopped
+    # pgserver stops only the postmaster it started; one a test started again is ours.
+    pid_file = Path(faulty._pg.pgdata) / "postmaster.pid"
+    with contextlib.suppress(Exception):
+        running = int(pid_file.read_text().split()[0])
+        if running != faulty._pg.get_pid():
+            faulty.stop()
     server.stop()
     shutil.rmtree(data_dir, ignore_errors=True)
 

@@ -314,7 +314,15 @@ class IngestionActor(Actor[IngestionMessage]):
         cannot be reached, every caller of the group gets ``StoreUnavailable`` and the
         actor carries on (nothing of the group was committed)."""
         try:
-            outcomes = await self._commit_again(group.events)
+            try:
+                outcomes = await self._commit_again(group.events)
+            except StoreUnavailable:
+                raise
+            except Exception:
+                # Once more first, whole: a connection dying under a write sometimes
+                # fails it with an error that does not say so.
+                log.info("writing a group failed; writing it again", exc_info=True)
+                outcomes = await self._commit_again(group.events)
         except Exception as exc:
             if isinstance(exc, StoreUnavailable) or len(group.parts) == 1:
                 log.warning("writing %d events failed", len(group.events), exc_info=True)

@@ -220,6 +220,19 @@ async def test_idempotency_keys_are_unique_per_experiment(store: Store) -> None:
     assert metric(c, "other").conversions == 1
 
 
+async def test_a_key_taken_in_one_experiment_is_free_in_another_in_a_later_batch(
+    store: Store,
+) -> None:
+    """Separate batches: the second meets the first's key in the table, not in its own
+    batch (which another statement handles), so the lookup must match the experiment."""
+    assert await record(store, exposure("s1"), conversion("s1", key="k1")) == [R, R]
+    assert await record(
+        store, exposure("s1", experiment="exp_2"), conversion("s1", key="k1", experiment="exp_2")
+    ) == [R, R]
+    assert await record(store, conversion("s1", key="k1", experiment="exp_2")) == [D]
+    assert await record(store, conversion("s1", key="k1")) == [D]
+
+
 async def test_pending_conversions_are_promoted_when_the_exposure_lands(store: Store) -> None:
     assert await record(
         store, conversion("s1", value=3.0), conversion("s1", value=4.0, metric="other")

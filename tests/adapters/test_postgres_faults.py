@@ -4,12 +4,14 @@ without a restart."""
 
 from __future__ import annotations
 
+from functools import partial
 from urllib.parse import urlsplit
 
 import trio
 
 import assay
 from assay.adapters.embedded import EmbeddedPostgres
+from assay.adapters.postgres import open_postgres_store
 from assay.engine import SYSTEM_KEY, EngineConfig, Flag, FlagSpec, Reason
 from tests.engine.test_decide_engine import P, populate, same_record
 
@@ -60,3 +62,29 @@ async def test_records_and_the_change_feed_survive_terminated_sessions(
             with trio.fail_after(10):
                 await wait_for_flag(engine, key)
         assert engine.decision_stats["records_dropped"] == 0
+
+
+async def test_an_exposure_and_its_pending_conversion_on_two_nodes_at_once(pg_dsn: str) -> None:
+    """Two stores (two nodes) on one database: one records subjects' exposures while the
+    other records their conversions, at the same moment. Whichever commits first, no
+    conversion stays pending once its subject's exposure is recorded (before, the
+    conversion parked in a transaction that could not see the exposure being committed
+    by the other, and waited for the five-minute sweep)."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.adapters.test_events_contract import conversion, exposure
+
+    now = datetime(2024, 5, 1, 13, 0, tzinfo=UTC)
+    with trio.fail_after(60):
+        async with open_postgres_store(pg_dsn) as left, open_postgres_store(pg_dsn) as right:
+            for round_ in range(20):
+                subjects = [f"r{round_}s{i}" for i in range(50)]
+                exposures = [exposure(s) for s in subjects]
+                conversions = [conversion(s, expires_at=now + timedelta(days=1)) for s in subjects]
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(partial(left.record_events, exposures, now=now))
+                    nursery.start_soon(partial(right.record_events, conversions, now=now))
+            counts = await left.ingestion_counts("exp_1", windows={}, until=None, now=now)
+    assert counts.pending == 0
+    assert sum(v.exposures for v in counts.variants) == 1000
+    assert sum(m.conversions for m in counts.metrics) == 1000

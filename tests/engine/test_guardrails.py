@@ -532,3 +532,35 @@ async def test_srm_counts_crossovers_where_they_were_first_assigned(engine: Engi
     srm = next(o for o in check.outcomes if o.kind == "srm")
     assert srm.status == "breached"
     assert srm.units == {"control": 900, "treatment": 700}
+
+
+async def test_resuming_restarts_the_no_traffic_allowance(
+    store_dsn: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started, silent past the allowance (breached), paused for hours, resumed: the
+    allowance counts from the resume, not from the start."""
+    from datetime import timedelta
+
+    from assay.engine import _guardrail_checks, _service
+
+    clock = [datetime(2030, 1, 1, tzinfo=UTC)]
+    monkeypatch.setattr(_service, "now", lambda: clock[0])
+    monkeypatch.setattr(_guardrail_checks, "_now", lambda: clock[0])
+    config = _config(store_dsn, guardrail_no_traffic_minutes=60)
+    async with assay.open_engine(config, load_entry_points=False) as engine:
+        await setup(engine, [])
+
+        def no_traffic(check: Any) -> str:
+            return next(o.status for o in check.outcomes if o.kind == "no_traffic")
+
+        clock[0] += timedelta(minutes=30)
+        assert no_traffic(await engine.check_guardrails(P, E)) == "ok"
+        clock[0] += timedelta(minutes=40)  # 70 minutes since the start
+        assert no_traffic(await engine.check_guardrails(P, E)) == "breached"
+        await engine.service.transition_experiment(SYSTEM_KEY, P, E, Transition.PAUSE)
+        clock[0] += timedelta(hours=5)
+        await engine.service.transition_experiment(SYSTEM_KEY, P, E, Transition.RESUME)
+        clock[0] += timedelta(minutes=30)
+        assert no_traffic(await engine.check_guardrails(P, E)) == "ok"
+        clock[0] += timedelta(minutes=40)  # 70 minutes since the resume
+        assert no_traffic(await engine.check_guardrails(P, E)) == "breached"

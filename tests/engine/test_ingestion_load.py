@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from assay.adapters.postgres import _events as postgres_events
+from assay.adapters.postgres._events import _STAGE
 from assay.engine import (
     ActorCrashed,
     EngineConfig,
@@ -181,10 +182,16 @@ async def test_a_crash_mid_stream_loses_no_acknowledged_event(
     last_step = postgres_events._record_conversions
     writes = 0
 
+    failing_groups: dict[str, int] = {}  # a group (by its first staged row): attempts left
+
     async def failing(conn: Any) -> Any:
         nonlocal writes
         writes += 1
-        if writes in (4, 9):
+        group = await conn.fetchval(f"SELECT min(seq)::text || min(subject) FROM {_STAGE}")
+        if writes in (4, 12):
+            failing_groups[group] = 3  # every attempt fails: then the callers hear
+        if failing_groups.get(group, 0) > 0:
+            failing_groups[group] -= 1
             raise StoreUnavailable("the database went away")
         return await last_step(conn)
 

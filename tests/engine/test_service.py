@@ -281,3 +281,43 @@ async def test_bootstrap_key_is_created_once(store: Store) -> None:
     assert first is not None
     assert first[0].role is Role.ADMIN
     assert await service.ensure_bootstrap_key() is None
+
+
+async def test_keys_are_checked_against_their_last_reading_while_the_store_is_away(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the store is unavailable a key read before is taken as it was read (decide
+    keeps answering); a key never read cannot be checked (StoreUnavailable, a 503); once
+    the store is back, a key revoked meanwhile is refused within the cache's lifetime."""
+    import time as time_module
+
+    from assay.engine import StoreUnavailable, Unauthenticated
+    from assay.engine import _service as service_module
+    from assay.engine._model import Role
+
+    clock = [time_module.monotonic()]
+    monkeypatch.setattr(service_module.time, "monotonic", lambda: clock[0])
+    service = ConfigService(store)
+    key, secret = await service.create_key(SYSTEM_KEY, role=Role.VIEWER, project=None)
+    _, unseen = await service.create_key(SYSTEM_KEY, role=Role.VIEWER, project=None)
+    assert (await service.authenticate(secret)).id == key.id
+
+    real_lookup = store.get_key_by_hash
+
+    async def away(secret_hash: str) -> Any:
+        raise StoreUnavailable("the database is away")
+
+    monkeypatch.setattr(store, "get_key_by_hash", away)
+    clock[0] += 600  # far past the 2 s cache: the outage is what keeps it
+    assert (await service.authenticate(secret)).id == key.id
+    with pytest.raises(StoreUnavailable):
+        await service.authenticate(unseen)
+    clock[0] += service_module.KEY_OUTAGE_SECONDS
+    with pytest.raises(StoreUnavailable):  # past the staleness bound: not taken any more
+        await service.authenticate(secret)
+
+    # Back: the key was revoked meanwhile (by another node, say) and is refused.
+    monkeypatch.setattr(store, "get_key_by_hash", real_lookup)
+    await ConfigService(store).revoke_key(SYSTEM_KEY, key.id)
+    with pytest.raises(Unauthenticated):
+        await service.authenticate(secret)

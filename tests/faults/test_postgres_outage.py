@@ -17,7 +17,7 @@ import trio
 
 import assay
 from assay.engine import SYSTEM_KEY, Flag, FlagSpec, Reason
-from tests.faults.conftest import (
+from tests.faults.support import (
     EXPERIMENT,
     EXPERIMENT_FLAG,
     PLAIN_FLAG,

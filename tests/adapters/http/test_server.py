@@ -259,3 +259,49 @@ async def _until_healthy(client: httpx.AsyncClient) -> None:
         except httpx.TransportError:
             pass
         await trio.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("POST", "/no-such-route", b"404"),
+        ("POST", "/health", b"405"),
+        ("POST", "/api/v1/projects", b"401"),
+        ("POST", "/api/v1/decide", b"401"),
+        ("GET", "/health", b"200"),
+    ],
+)
+async def test_an_answer_before_the_body_never_wedges_the_connection(
+    base_url: str, method: str, path: str, status: bytes
+) -> None:
+    """The server answers from the headers alone; the body comes in a later packet, then
+    a second request on the same connection. That request is answered or the connection
+    closed; before, it got nothing and the connection stayed open."""
+    port = int(base_url.rsplit(":", 1)[1])
+    body = b'{"key": "x"}'
+    head = f"{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(head.encode() + b"Content-Length: %d\r\n\r\n" % len(body))
+        received = b""
+        with trio.fail_after(10):
+            while b"\r\n\r\n" not in received:
+                received += await stream.receive_some(65536)
+        assert received.startswith(b"HTTP/1.1 " + status), received
+        await trio.sleep(0.2)  # a later packet
+        try:
+            await stream.send_all(body + b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        except trio.BrokenResourceError:
+            return  # closed: a client reconnects
+        with trio.fail_after(10):
+            while True:
+                try:
+                    chunk = await stream.receive_some(65536)
+                except trio.BrokenResourceError:
+                    return  # reset after the close
+                if not chunk:
+                    return  # closed
+                received += chunk
+                if received.count(b"HTTP/1.1 ") >= 2 and received.endswith(b"}"):
+                    assert b"HTTP/1.1 200" in received.split(b"\r\n\r\n", 1)[1]
+                    return

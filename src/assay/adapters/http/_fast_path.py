@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import msgspec
+import trio
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
@@ -46,6 +47,32 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 _encode = msgspec.json.Encoder().encode
 
 
+_LAST_SEND_SECONDS = 10.0
+"""How long the last send of a response may take once shielded (a client that reads
+nothing must not hold a task forever)."""
+
+
+def _shield_last_send(send: Send) -> Send:
+    """``send`` with the response's last message shielded from cancellation.
+
+    When a response is complete before its request's body has arrived (a 404, 405, 401 or
+    413 answered from the headers), hypercorn closes the connection from inside that last
+    send, since the rest of the body would be read as the next request. Quart cancels its
+    request tasks as soon as the response is out, which cancelled the close half-way:
+    the connection stayed open and the next request on it was never answered. Shielded
+    (with a deadline of its own), the close completes."""
+
+    async def shielded(message: Any) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            deadline = trio.current_time() + _LAST_SEND_SECONDS
+            with trio.CancelScope(shield=True, deadline=deadline):
+                await send(message)
+            return
+        await send(message)
+
+    return shielded
+
+
 class DecideFrontend:
     """ASGI app: the decide routes here, everything else through ``app``."""
 
@@ -71,7 +98,7 @@ class DecideFrontend:
             else None
         )
         if route is None:
-            await self._app(scope, receive, send)
+            await self._app(scope, receive, _shield_last_send(send))
             return
         started = perf_counter()
         try:

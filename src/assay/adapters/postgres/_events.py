@@ -232,6 +232,39 @@ SELECT experiment_id, subject, variant, ts FROM {_STAGE} WHERE kind = {_EXPOSURE
 ORDER BY experiment_id, subject
 """
 
+# 0. (Both paths, first.) A conversion parks as pending when no exposure of its subject is
+# visible; an exposure promotes the pending conversions it can see. Two transactions on
+# other nodes (or lanes) doing one each for the same subject at the same moment would see
+# neither the other's row, and the conversion would stay pending until the sweep. So they
+# are ordered: a transaction takes, before it writes anything, an advisory lock per
+# (experiment, 1/16 of its subjects) it touches: exclusive where it may park a conversion
+# (none of its subject's exposures is committed or staged), shared where it only records
+# exposures. Parkers wait for the exposure writers in flight, and decide to park only
+# after they committed (the last step reads afresh); exposure writers that come later
+# wait for the parker's commit and promote what it parked. Taken in key order, in one
+# statement, before any row is written: no deadlock through them.
+_PENDING_LOCKS = 0x70656E64
+"""The advisory lock class of these locks ("pend"; two-int keys, apart from the
+configuration lock's one-bigint key)."""
+_LOCK_SUBJECTS = f"""
+SELECT count(CASE WHEN l.parks
+        THEN pg_advisory_xact_lock({_PENDING_LOCKS}, l.k)::text
+        ELSE pg_advisory_xact_lock_shared({_PENDING_LOCKS}, l.k)::text END)
+FROM (
+    SELECT k, bool_or(parks) AS parks FROM (
+        SELECT (hashtext(s.experiment_id) & -16) | (hashtext(s.subject) & 15) AS k,
+            s.kind = {_CONVERSION} AS parks
+        FROM {_STAGE} s
+        WHERE s.kind = {_EXPOSURE} OR (
+            s.kind = {_CONVERSION} AND s.expires_at IS NOT NULL
+            AND NOT EXISTS (
+                SELECT 1 FROM {_STAGE} t WHERE t.kind = {_EXPOSURE}
+                    AND t.experiment_id = s.experiment_id AND t.subject = s.subject)
+            AND {_EXPOSED_VARIANT} IS NULL)
+    ) keys GROUP BY k ORDER BY k
+) l
+"""
+
 # --- the careful path -------------------------------------------------------------------
 
 # 1. Event ids. The first staged event per id claims it; every other staged event with an
@@ -543,7 +576,7 @@ def _script(staging: Staging, now: datetime, *, careful: bool, legacy: bool = Tr
 
     Each step writes the seqs of the events it did not simply record to the outcomes
     table; the last step, ``_INSERT_CONVERSIONS``, runs on its own and returns them."""
-    steps: list[str] = []
+    steps: list[str] = [_LOCK_SUBJECTS]
     if careful:
         claim = _CLAIM_EVENT_IDS if legacy else _CLAIM_EVENT_IDS_NO_LEGACY
         steps += (claim, _CLAIM_CONVERSION_KEYS, _INSERT_EXPOSURES)
@@ -578,16 +611,21 @@ async def _aio_write(
     async with pool.acquire() as conn:
         # The transaction is opened in the same round trip as the stage is prepared: each
         # trip waits for the Trio thread, which may be busy checking the next batches.
-        await conn.execute(f"BEGIN; {_CREATE_STAGE}; {_BATCH_JOINS}")
         try:
+            await conn.execute(f"BEGIN; {_CREATE_STAGE}; {_BATCH_JOINS}")
             await conn.copy_records_to_table(
                 _STAGE, records=staging.records, columns=_STAGE_COLUMNS
             )
             await conn.execute(script)
             rows = await _record_conversions(conn)
             await conn.execute("COMMIT")
-        except BaseException:
-            if usable(conn) and conn.is_in_transaction():
+        except BaseException as exc:
+            if not usable(conn):
+                if isinstance(exc, Exception):
+                    # The server closed the connection under the batch: whatever asyncpg
+                    # made of it (sometimes an internal state error), it is a lost one.
+                    raise asyncpg.ConnectionDoesNotExistError("connection lost") from exc
+            elif conn.is_in_transaction():
                 with contextlib.suppress(Exception):
                     await conn.execute("ROLLBACK")
             raise

@@ -294,12 +294,22 @@ class DecisionActor(Actor[DecisionMessage]):
         except StoreUnavailable:
             raise
         except Exception:
+            try:
+                # Once more first, whole: a connection dying under a write sometimes
+                # fails it with an error that does not say so.
+                await self._store.record_decisions(batch, again=True)
+            except StoreUnavailable:
+                raise
+            except Exception:
+                pass
+            else:
+                return []
             if len(batch) == 1:
                 log.exception("a decision record was refused: %r", batch[0])
                 return [0]
             half = len(batch) // 2
-            left = await self._write(batch[:half], again=again)
-            right = await self._write(batch[half:], again=again)
+            left = await self._write(batch[:half], again=True)
+            right = await self._write(batch[half:], again=True)
             return left + [half + i for i in right]
         return []
 

@@ -87,6 +87,8 @@ WRITE_LANES = 2
 """Transactions in flight at once, by default: see the module's docstring."""
 PURGE_INTERVAL_SECONDS = 300.0
 """How often expired pending conversions are purged."""
+_ATTEMPTS = 3
+"""Attempts at a group while the database is unavailable, before its callers are told."""
 _CHECKPOINT_EVERY = 256
 """Events checked between two yields to other tasks: a 10,000-event batch must not hold
 the Trio thread (and every decision waiting on it) for its whole check. Small, because
@@ -312,7 +314,15 @@ class IngestionActor(Actor[IngestionMessage]):
         cannot be reached, every caller of the group gets ``StoreUnavailable`` and the
         actor carries on (nothing of the group was committed)."""
         try:
-            outcomes = await self._commit(group.events)
+            try:
+                outcomes = await self._commit_again(group.events)
+            except StoreUnavailable:
+                raise
+            except Exception:
+                # Once more first, whole: a connection dying under a write sometimes
+                # fails it with an error that does not say so.
+                log.info("writing a group failed; writing it again", exc_info=True)
+                outcomes = await self._commit_again(group.events)
         except Exception as exc:
             if isinstance(exc, StoreUnavailable) or len(group.parts) == 1:
                 log.warning("writing %d events failed", len(group.events), exc_info=True)
@@ -327,6 +337,21 @@ class IngestionActor(Actor[IngestionMessage]):
                 log.warning("writing a batch of %d events failed", count, exc_info=True)
                 results.append(_failure(exc))
         return results
+
+    async def _commit_again(self, events: list[StagedEvent]) -> Sequence[int]:
+        """``_commit``, tried again at once when the database was unavailable (up to
+        ``_ATTEMPTS`` in all): the pool replaces a connection the server closed, but may
+        first hand out others it closed too, and a lost connection must not cost the
+        callers anything. Were a failed attempt committed after all, ids and keys make
+        its events duplicates now, and exposures always are."""
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return await self._commit(events)
+            except StoreUnavailable:
+                if attempt == _ATTEMPTS:
+                    raise
+                log.info("the database connection was lost; writing the group again")
+        raise AssertionError("unreachable")
 
     async def _commit(self, events: list[StagedEvent]) -> Sequence[int]:
         """Write the events in one transaction; their outcomes, in order."""

@@ -702,12 +702,21 @@ class ConditionCompiler:
         """The compiled predicate for ``condition``, compiled at most once per content."""
         if condition is None:
             return _always_true
-        key = self._cache_key(condition)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        ctx = CompileContext(self._operators, strict=self._strict, saved_groups=self._saved_groups)
-        predicate = ctx.compile_condition(condition)
+        try:
+            key = self._cache_key(condition)
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
+            ctx = CompileContext(
+                self._operators, strict=self._strict, saved_groups=self._saved_groups
+            )
+            predicate = ctx.compile_condition(condition)
+        except RecursionError:
+            # Nested past the interpreter's limit (e.g. $and inside $and, hundreds deep,
+            # from a definitions file: HTTP bodies stop at 64 levels before this).
+            raise ConditionError(
+                "invalid_condition", "the condition is nested too deeply"
+            ) from None
         if len(self._cache) >= self._max_entries:
             # Evict the oldest entry (dicts keep insertion order): bounded memory for a
             # long-lived compiler, and snapshots recompile rarely enough for FIFO to do.

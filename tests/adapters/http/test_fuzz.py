@@ -55,8 +55,10 @@ def server(embedded_pg: EmbeddedPostgres, pg_template: str) -> Iterator[tuple[st
     assert process.stdout is not None
     seen = ""
     deadline = time.monotonic() + 60
-    while (found := _SERVING.search(seen)) is None and time.monotonic() < deadline:
+    # The first admin key is printed last, after the "serving on" line.
+    while time.monotonic() < deadline and not (_SERVING.search(seen) and _SECRET.search(seen)):
         seen += process.stdout.readline()
+    found = _SERVING.search(seen)
     try:
         assert found is not None, seen
         base_url = found.group(1)

@@ -22,6 +22,7 @@ from assay.adapters.postgres._events import PostgresEventStore
 from assay.adapters.postgres._guardrails import PostgresGuardrailStore
 from assay.adapters.postgres._migrations import aio_migrate
 from assay.adapters.postgres._reports import PostgresReportStore
+from assay.adapters.postgres._sessions import PostgresSessionStore
 from assay.engine._errors import Conflict, NotFound
 from assay.engine._model import (
     ApiKey,
@@ -480,7 +481,9 @@ class _Wakeup:
         self._event = trio.Event()
 
 
-class PostgresStore(PostgresEventStore, PostgresReportStore, PostgresGuardrailStore):
+class PostgresStore(
+    PostgresEventStore, PostgresReportStore, PostgresGuardrailStore, PostgresSessionStore
+):
     """The Store port on PostgreSQL. Opened by ``open_postgres_store``."""
 
     def __init__(self, dsn: str, pool: Any, loop: AioLoop) -> None:

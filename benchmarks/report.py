@@ -23,7 +23,11 @@ At each size (1M, then 10M cumulative) it times:
   console's results page for the experiment, each through the Quart app in this process
   (Quart's test client: the whole server-side handling, no network), signed in as an
   admin; medians as above. The console page is measured against the report API in the
-  same run (its target: 100 ms or less at 10M exposures), and its size in bytes.
+  same run (its target: 100 ms or less at 10M exposures), and its size in bytes;
+- **charts over time**: what drawing them on the results page would cost, the report
+  plus one report per daily point (each ending at a UTC midnight, so whole hours of the
+  rollups), all run at once, with every day and with at most ``CAPPED_POINTS`` points
+  (medians of ``POINT_RUNS``). This is why they have a page of their own.
 
 ``--quick`` runs the 1M size only. JSON: ``sizes`` and ``seconds`` (parallel lists, the
 report medians) and the rest of the figures.
@@ -40,6 +44,7 @@ import statistics
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,8 @@ import trio
 
 CHUNK = 1_000_000
 RUNS = 7
+POINT_RUNS = 3
+CAPPED_POINTS = 4
 DAYS = 14
 PROJECT, EXPERIMENT = "bench", "checkout"
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -179,6 +186,10 @@ async def run(dsn: str, sizes: list[int]) -> dict[str, Any]:
         "report_api_seconds": [],
         "console_page_seconds": [],
         "console_page_bytes": [],
+        "over_time_daily_points": [],
+        "over_time_daily_seconds": [],
+        "over_time_capped_points": [],
+        "over_time_capped_seconds": [],
     }
     config = EngineConfig(database_url=dsn, pool_size=2, guardrail_interval_seconds=3600)
     async with assay.open_engine(config, load_entry_points=False) as engine:
@@ -255,13 +266,36 @@ async def run(dsn: str, sizes: list[int]) -> dict[str, Any]:
             pages = [await _get(client, page_url) for _ in range(RUNS)]
             page = statistics.median(t for t, _ in pages)
             page_bytes = pages[-1][1]
+            # What charts over time on the results page would cost: the report plus one
+            # report per daily point (each ends at a UTC midnight, so it reads whole hours
+            # of the rollups only), all at once; then with the points capped.
+            days = [
+                START + timedelta(days=d)
+                for d in range(1, DAYS)
+                if d * 86400 < span.total_seconds()
+            ]
+            capped = days[:: max(1, -(-len(days) // CAPPED_POINTS))]
+
+            async def with_points(ends: list[datetime]) -> float:
+                started = time.perf_counter()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(partial(engine.report, PROJECT, EXPERIMENT))
+                    for end in ends:
+                        nursery.start_soon(partial(engine.report, PROJECT, EXPERIMENT, end=end))
+                return time.perf_counter() - started
+
+            await with_points(days)
+            daily = statistics.median([await with_points(days) for _ in range(POINT_RUNS)])
+            few = statistics.median([await with_points(capped) for _ in range(POINT_RUNS)])
             base = await trio.to_thread.run_sync(asyncio.run, baseline(dsn, experiment.id))
             report = await engine.report(PROJECT, EXPERIMENT)
             assert sum(v.exposed for v in report.variants) == size, report.variants
             print(
                 f"{size:>12,} exposures: report {seconds * 1000:8.1f} ms, mid-hour period "
                 f"{mid_hour * 1000:8.1f} ms, report API {api * 1000:8.1f} ms, console page "
-                f"{page * 1000:8.1f} ms ({page_bytes:,} bytes), raw SQL {base:7.2f} s "
+                f"{page * 1000:8.1f} ms ({page_bytes:,} bytes), report + {len(days)} daily "
+                f"points {daily * 1000:8.1f} ms, + {len(capped)} points {few * 1000:8.1f} ms, "
+                f"raw SQL {base:7.2f} s "
                 f"(load {load_seconds:.1f} s)",
                 flush=True,
             )
@@ -273,6 +307,10 @@ async def run(dsn: str, sizes: list[int]) -> dict[str, Any]:
             results["report_api_seconds"].append(api)
             results["console_page_seconds"].append(page)
             results["console_page_bytes"].append(page_bytes)
+            results["over_time_daily_points"].append(len(days))
+            results["over_time_daily_seconds"].append(daily)
+            results["over_time_capped_points"].append(len(capped))
+            results["over_time_capped_seconds"].append(few)
     return results
 
 
@@ -355,6 +393,21 @@ def main() -> None:
             f"{size:>12,}{s:>12.4f}{m:>14.4f}{b:>13.2f}{b / s:>10.0f}{api:>10.4f}{page:>13.4f}"
             f"{page / api:>13.2f}{size_b / 1024:>9.1f}"
         )
+    print(
+        "\ncharts over time on the results page: the report plus one report per point, all at once"
+    )
+    print(f"{'exposures':>12}{'API (s)':>10}{'points':>8}{'all (s)':>10}{'/API':>7}")
+    for size, api, n_daily, daily, n_few, few in zip(
+        results["sizes"],
+        results["report_api_seconds"],
+        results["over_time_daily_points"],
+        results["over_time_daily_seconds"],
+        results["over_time_capped_points"],
+        results["over_time_capped_seconds"],
+        strict=True,
+    ):
+        for n, t in ((n_daily, daily), (n_few, few)):
+            print(f"{size:>12,}{api:>10.4f}{n:>8}{t:>10.4f}{t / api:>7.2f}")
     if len(results["sizes"]) > 1:
         data_growth = results["sizes"][-1] / results["sizes"][0]
         cost_growth = results["seconds"][-1] / results["seconds"][0]

@@ -668,3 +668,43 @@ async def test_decision_records_read_back_as_written(store: Store, size: int) ->
     for d in decisions:
         assert await store.get_decision(d.decision_id) == d
     assert await store.get_decision("dec_missing") is None
+
+
+async def test_console_sessions_live_until_expiry_revocation_or_deletion(store: Store) -> None:
+    from assay.engine._console_sessions import ConsoleSession
+
+    suffix = random.getrandbits(48)
+    live_key = api_key(f"key_sess_{suffix}", None, Role.ANALYST)
+    other_key = api_key(f"key_sess2_{suffix}", None, Role.VIEWER)
+    async with store.transaction() as tx:
+        await tx.insert_key(live_key)
+        await tx.insert_key(other_key)
+
+    def session(name: str, key: ApiKey, expires_at: datetime) -> ConsoleSession:
+        return ConsoleSession(
+            token_hash=f"{name}-{suffix}",
+            key_id=key.id,
+            csrf=f"csrf-{name}",
+            created_at=T0,
+            expires_at=expires_at,
+        )
+
+    now = T0 + timedelta(minutes=10)
+    soon = session("soon", live_key, now + timedelta(minutes=1))
+    await store.create_console_session(soon, now=now)
+    assert await store.get_console_session(soon.token_hash, now=now) == (soon, live_key)
+    assert await store.get_console_session("nobody", now=now) is None
+    # An expired session is never returned; the next sign-in purges its row.
+    later = now + timedelta(minutes=1)
+    assert await store.get_console_session(soon.token_hash, now=later) is None
+    fresh = session("fresh", other_key, later + timedelta(hours=8))
+    await store.create_console_session(fresh, now=later)
+    assert await store.get_console_session(soon.token_hash, now=now) is None  # purged
+    # The key comes back as now stored: revoked, the caller sees it.
+    revoked = msgspec.structs.replace(other_key, revoked_at=later)
+    async with store.transaction() as tx:
+        await tx.update_key(revoked)
+    assert await store.get_console_session(fresh.token_hash, now=later) == (fresh, revoked)
+    await store.delete_console_session(fresh.token_hash)
+    assert await store.get_console_session(fresh.token_hash, now=later) is None
+    await store.delete_console_session(fresh.token_hash)  # twice is harmless

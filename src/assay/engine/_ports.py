@@ -14,6 +14,7 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
+from assay.engine._console_sessions import ConsoleSession
 from assay.engine._core import Decision
 from assay.engine._events import IngestionCounts, StagedEvent
 from assay.engine._guardrails import (
@@ -296,4 +297,23 @@ class Store(Protocol):
     async def retention_stats(self, now: datetime, policy: RetentionPolicy) -> RetentionStats:
         """Rows and bytes per kind and partition, the oldest row per kind, and what the
         next expiry run would remove."""
+        ...
+
+    # --- console sessions ---------------------------------------------------------------
+    # Kept in the store so every process on one database knows who is signed in. Rows are
+    # named by the digest of the cookie's id, never the id itself.
+
+    async def create_console_session(self, session: ConsoleSession, *, now: datetime) -> None:
+        """Store ``session``, and delete every session that expired at or before ``now``."""
+        ...
+
+    async def get_console_session(
+        self, token_hash: str, *, now: datetime
+    ) -> tuple[ConsoleSession, ApiKey | None] | None:
+        """The session with this digest if it expires after ``now``, with its API key as
+        now stored (revoked or not; None if deleted), in one lookup."""
+        ...
+
+    async def delete_console_session(self, token_hash: str) -> None:
+        """End a session (nothing happens when there is none)."""
         ...

@@ -19,6 +19,7 @@ from assay.engine._actors._decision import DecisionActor
 from assay.engine._actors._guardrail import GuardrailActor
 from assay.engine._actors._ingestion import IngestionActor
 from assay.engine._config import EngineConfig
+from assay.engine._console_sessions import ConsoleSessions
 from assay.engine._core import (
     EMPTY_SNAPSHOT,
     ConditionCompiler,
@@ -136,6 +137,9 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
         # Guardrail actions and notification channels, asked of the plugins once too.
         self.guardrail_actions = collect_actions(plugins)
         self.notification_channels = collect_channels(plugins)
+        self.console_sessions = ConsoleSessions(
+            store, timedelta(minutes=config.console_session_minutes)
+        )
         self.service = ConfigService(
             store,
             on_change=decision_actor.catch_up,

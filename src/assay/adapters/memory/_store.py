@@ -22,6 +22,7 @@ from assay.adapters.memory._events import MemoryEventStore
 from assay.adapters.memory._guardrails import MemoryGuardrailStore
 from assay.adapters.memory._reports import MemoryReportStore
 from assay.adapters.memory._retention import MemoryRetentionStore
+from assay.adapters.memory._sessions import MemorySessionStore
 from assay.engine._core import Decision
 from assay.engine._errors import Conflict, NotFound
 from assay.engine._model import ApiKey, AuditEntry, Experiment, Flag, Layer, Metric, Project
@@ -275,7 +276,13 @@ class MemoryTransaction:
             self._keys_copied = True
 
 
-class MemoryStore(MemoryEventStore, MemoryReportStore, MemoryGuardrailStore, MemoryRetentionStore):
+class MemoryStore(
+    MemoryEventStore,
+    MemoryReportStore,
+    MemoryGuardrailStore,
+    MemoryRetentionStore,
+    MemorySessionStore,
+):
     """The Store port over dicts. Nothing survives the process."""
 
     def __init__(self) -> None:
@@ -329,6 +336,9 @@ class MemoryStore(MemoryEventStore, MemoryReportStore, MemoryGuardrailStore, Mem
         objects = self._tables.objects
         naturals = sorted((n[1] or "", n[2], n) for n in objects if n[0] == name)
         return [msgspec.json.decode(objects[n].body, type=kind) for _, _, n in naturals]
+
+    def _stored_key(self, key_id: str) -> ApiKey | None:
+        return self._tables.keys.get(key_id)
 
     async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None:
         await trio.lowlevel.checkpoint()

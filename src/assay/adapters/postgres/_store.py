@@ -23,6 +23,7 @@ from assay.adapters.postgres._guardrails import PostgresGuardrailStore
 from assay.adapters.postgres._migrations import CONNECT_ERRORS, aio_migrate, unreachable
 from assay.adapters.postgres._reports import PostgresReportStore
 from assay.adapters.postgres._retention import PostgresRetentionStore
+from assay.adapters.postgres._sessions import PostgresSessionStore
 from assay.engine._errors import Conflict, NotFound
 from assay.engine._model import (
     ApiKey,
@@ -486,7 +487,11 @@ class _Wakeup:
 
 
 class PostgresStore(
-    PostgresEventStore, PostgresReportStore, PostgresGuardrailStore, PostgresRetentionStore
+    PostgresEventStore,
+    PostgresReportStore,
+    PostgresGuardrailStore,
+    PostgresRetentionStore,
+    PostgresSessionStore,
 ):
     """The Store port on PostgreSQL. Opened by ``open_postgres_store``."""
 

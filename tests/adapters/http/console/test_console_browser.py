@@ -237,6 +237,16 @@ def test_experiment_page_numbers_weight_and_origin(browser: Any, live: Live) -> 
                 )
         # The forest plot is drawn, and the SRM banner only where SRM is flagged.
         assert page.locator("figure.forest svg").count() == 1
+        # The charts over time are one prominent link away; their last point is the
+        # report itself, so its subjects are the report API's.
+        page.locator("#over-time-link").click()
+        page.wait_for_url("**/over-time**")
+        assert page.locator("h1").inner_text().endswith("over time")
+        assert page.locator("figure svg").count() >= 2
+        last = page.locator("section[aria-labelledby=subjects-h] tbody tr").last
+        shown = [c.text_content() for c in last.locator("td").all()]  # in a closed <details>
+        assert shown == [_format.count(v["subjects"]) for v in report["variants"]]
+        visitor.go(f"/console/projects/{seeded.project}/experiments/{seeded.experiment}")
         assert page.locator("#srm-banner").count() == 0
         visitor.go(f"/console/projects/{seeded.project}/experiments/{seeded.srm_experiment}")
         assert _report(live, key=seeded.srm_experiment)["srm"]["flagged"] is True

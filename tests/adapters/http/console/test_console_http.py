@@ -4,15 +4,20 @@ CSRF, roles, escaping, and pages answering with the report's own numbers."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
+import assay
+from assay.adapters.http import create_app
 from assay.adapters.http.console import _format
 from assay.engine import SYSTEM_KEY, Role
 
 if TYPE_CHECKING:
     from assay.engine import Engine
 
-from .conftest import HOSTILE, csrf_of, sign_in
+from .conftest import HOSTILE, csrf_of, engine_config, sign_in
 
 
 async def _text(response: Any) -> str:
@@ -259,19 +264,69 @@ async def test_timeseries_api(app_client: Any, seeded: Any) -> None:
     assert (await (await app_client.get(draft, headers=headers)).get_json())["points"] == []
 
 
-def test_sessions_expire_and_end() -> None:
-    from assay.adapters.http.console._session import SessionStore
+async def test_a_session_is_shared_by_every_process_on_the_database(
+    module_dsn: str, seeded: Any
+) -> None:
+    """Two engines on one database stand for two workers (or nodes): a person signed in
+    through one is signed in through the other, and signing out of one ends both."""
+    url = f"/console/projects/{seeded.project}/flags"
+    async with (
+        assay.open_engine(engine_config(module_dsn), load_entry_points=False) as one,
+        assay.open_engine(engine_config(module_dsn), load_entry_points=False) as two,
+    ):
+        first, second = create_app(one).test_client(), create_app(two).test_client()
+        answer = await sign_in(first, seeded.keys[Role.ANALYST])
+        cookie = answer.headers["Set-Cookie"].split(";")[0]
+        assert cookie.startswith("assay_console=")
+        elsewhere = await second.get(url, headers={"Cookie": cookie})
+        assert elsewhere.status_code == 200
+        token = csrf_of(await _text(elsewhere))
+        # The CSRF token is the session's, the same wherever the page was served.
+        assert token == csrf_of(await _text(await first.get(url)))
+        out = await second.post(
+            "/console/sign-out", form={"csrf": token}, headers={"Cookie": cookie}
+        )
+        assert out.status_code == 303
+        ended = await first.get(url)
+        assert ended.status_code == 302
+        assert ended.headers["Location"] == "/console/sign-in?ended=expired"
 
-    lasting = SessionStore(lifetime_seconds=3600)
-    cookie, session = lasting.create("assay_secret", "key_1")
-    assert lasting.get(cookie) == session
-    assert lasting.get(cookie + "x") is None
-    assert lasting.get(None) is None
-    lasting.end(cookie)
-    assert lasting.get(cookie) is None
-    expired = SessionStore(lifetime_seconds=-1)
-    cookie, _ = expired.create("assay_secret", "key_1")
-    assert expired.get(cookie) is None
+
+async def test_the_store_keeps_no_cookie_and_no_secret(
+    app_client: Any, seeded: Any, console_engine: Engine
+) -> None:
+    from assay.engine._console_sessions import token_hash
+
+    answer = await sign_in(app_client, seeded.keys[Role.VIEWER])
+    session_id = answer.headers["Set-Cookie"].split(";")[0].removeprefix("assay_console=")
+    found = await console_engine.store.get_console_session(
+        token_hash(session_id), now=datetime.now(UTC)
+    )
+    assert found is not None
+    session, key = found
+    assert key is not None
+    assert key.id == seeded.key_ids[Role.VIEWER]
+    stored = msgspec.json.encode(session).decode()
+    assert session_id not in stored
+    assert seeded.keys[Role.VIEWER] not in stored
+    assert session.expires_at - session.created_at == timedelta(
+        minutes=console_engine.config.console_session_minutes
+    )
+
+
+async def test_an_expired_session_is_not_resumed(console_engine: Engine, seeded: Any) -> None:
+    from assay.engine._console_sessions import ConsoleSessions
+
+    key = await console_engine.service.authenticate(seeded.keys[Role.VIEWER])
+    lasting = ConsoleSessions(console_engine.store, timedelta(hours=1))
+    cookie, session = await lasting.start(key)
+    assert await lasting.resume(cookie) == (session, key)
+    assert await lasting.resume(cookie + "x") is None
+    await lasting.end(cookie)
+    assert await lasting.resume(cookie) is None
+    expired = ConsoleSessions(console_engine.store, timedelta(seconds=-1))
+    cookie, _ = await expired.start(key)
+    assert await expired.resume(cookie) is None
 
 
 async def test_sdk_keys_cannot_sign_in(

@@ -93,7 +93,7 @@ def register_console(app: QuartTrio, engine: Engine) -> None:
             return await sign_in_form(
                 "SDK keys may only decide and send events; sign in with a person's key.", 403
             )
-        session_id, _ = console.sessions.create(secret, key.id)
+        session_id, _ = await console.sessions.start(key)
         response: Response = redirect(f"{PREFIX}/", 303)  # type: ignore[assignment]
         response.set_cookie(
             SESSION_COOKIE, session_id, httponly=True, samesite="Strict",
@@ -106,7 +106,7 @@ def register_console(app: QuartTrio, engine: Engine) -> None:
     async def sign_out() -> Response:
         visit = await console.visit()
         await console.checked_form(visit)
-        console.sessions.end(visit.session_id)
+        await console.sessions.end(visit.session_id)
         response: Response = redirect(f"{PREFIX}/sign-in?ended=signed_out", 303)  # type: ignore[assignment]
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response

@@ -19,7 +19,7 @@ import trio
 from quart import Response, redirect, render_template, request
 
 from assay.adapters.http.console import _format
-from assay.adapters.http.console._session import Session, SessionStore, same_token
+from assay.adapters.http.console._session import same_token
 from assay.engine import (
     Action,
     ApiKey,
@@ -27,6 +27,7 @@ from assay.engine import (
     Unauthenticated,
 )
 from assay.engine._access import allows
+from assay.engine._console_sessions import ConsoleSession
 
 if TYPE_CHECKING:
     from assay.engine import Engine
@@ -80,7 +81,7 @@ class Visit:
     """A signed-in request: the session and the key it acts with."""
 
     session_id: str
-    session: Session
+    session: ConsoleSession
     key: ApiKey
 
     def may(self, resource: Resource, action: Action = Action.READ) -> bool:
@@ -94,18 +95,19 @@ class Visit:
 class Console:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.sessions = SessionStore(engine.config.console_session_minutes * 60.0)
+        self.sessions = engine.console_sessions
 
     async def visit(self) -> Visit:
         session_id = request.cookies.get(SESSION_COOKIE)
-        session = self.sessions.get(session_id)
-        if session is None or session_id is None:
-            raise SignInRequired("expired" if session_id else "")
+        if not session_id:
+            raise SignInRequired("")
         try:
-            key = await self.engine.service.authenticate(session.secret)
+            found = await self.sessions.resume(session_id)
         except Unauthenticated:
-            self.sessions.end(session_id)
             raise SignInRequired("revoked") from None
+        if found is None:
+            raise SignInRequired("expired")
+        session, key = found
         return Visit(session_id=session_id, session=session, key=key)
 
     async def checked_form(

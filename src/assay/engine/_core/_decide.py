@@ -79,10 +79,13 @@ from assay.engine._core._bucketing import choose_variation, gb_hash, in_namespac
 from assay.engine._core._conditions import js_string, json_equal
 from assay.engine._core._snapshot import (
     CompiledExperiment,
+    CompiledFilter,
     CompiledFlag,
     CompiledForceRule,
+    CompiledParent,
     CompiledRolloutRule,
     Snapshot,
+    forced_key,
 )
 
 if TYPE_CHECKING:
@@ -109,6 +112,10 @@ class Reason(enum.StrEnum):
     EXPERIMENT_ASSIGNED = "experiment_assigned"
     ROLLED_BACK = "rolled_back"
     DEFAULT = "default"
+    FORCED_VARIATION = "forced_variation"
+    PASSTHROUGH = "passthrough"
+    PREREQUISITE_GATE = "prerequisite_gate"
+    PREREQUISITE_CYCLE = "prerequisite_cycle"
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -193,9 +200,20 @@ _NO_VARIANTS: Final = Reason.NO_VARIANTS
 _EXPERIMENT_ASSIGNED: Final = Reason.EXPERIMENT_ASSIGNED
 _ROLLED_BACK: Final = Reason.ROLLED_BACK
 _DEFAULT: Final = Reason.DEFAULT
+_FORCED_VARIATION: Final = Reason.FORCED_VARIATION
+_PASSTHROUGH: Final = Reason.PASSTHROUGH
+_PREREQUISITE_GATE: Final = Reason.PREREQUISITE_GATE
+_PREREQUISITE_CYCLE: Final = Reason.PREREQUISITE_CYCLE
 
 # A prerequisite flag that is off, unknown, or gated itself fails whatever value it serves.
-_GATED: Final = frozenset({_FLAG_OFF, _FLAG_NOT_FOUND, _PREREQUISITE_FAILED})
+_GATED: Final = frozenset(
+    {_FLAG_OFF, _FLAG_NOT_FOUND, _PREREQUISITE_FAILED, _PREREQUISITE_GATE, _PREREQUISITE_CYCLE}
+)
+# Verdicts of a rule's parent conditions.
+_PASS: Final = 0
+_FAIL: Final = 1
+_GATE: Final = 2
+_CYCLE: Final = 3
 
 _Outcome: TypeAlias = tuple[
     Any,  # value
@@ -232,8 +250,26 @@ def _hash_value(attrs: Mapping[str, Any], attribute: str, fallback: str | None) 
     return hv
 
 
+def _filtered_out(filters: tuple[CompiledFilter, ...], attrs: Mapping[str, Any]) -> bool:
+    """GrowthBook's ``isFilteredOut``: every filter must hash the subject into one of its
+    ranges; a subject without the filter's attribute (no fallback) is filtered out."""
+    for f in filters:
+        hv = _hash_value(attrs, f.attribute, None)
+        if not hv:
+            return True
+        n = gb_hash(f.seed, hv, f.hash_version)
+        if n is None:
+            return True
+        for start, end in f.ranges:
+            if start <= n < end:
+                break
+        else:
+            return True
+    return False
+
+
 def _bucket(e: CompiledExperiment, attrs: Mapping[str, Any]) -> int:
-    """The variant ``e`` assigns on its own (targeting, layer, buckets), or -1."""
+    """The variant ``e`` assigns on its own (targeting, layer, filters, buckets), or -1."""
     hv = _hash_value(attrs, e.hash_attribute, e.fallback_attribute)
     if not hv:
         return -1
@@ -243,8 +279,20 @@ def _bucket(e: CompiledExperiment, attrs: Mapping[str, Any]) -> int:
     ns = e.namespace
     if (ns is not None and not in_namespace(hv, ns)) or not e.assignable:
         return -1
+    if e.filters and _filtered_out(e.filters, attrs):
+        return -1
     n = gb_hash(e.seed, hv, e.hash_version)
     return -1 if n is None else choose_variation(n, e.ranges)
+
+
+def _forced_index(e: CompiledExperiment, attrs: Mapping[str, Any]) -> int:
+    for attribute, table in e.forced:
+        k = forced_key(attrs.get(attribute))
+        if k is not None:
+            index = table.get(k)
+            if index is not None:
+                return index
+    return -1
 
 
 def _run(e: CompiledExperiment, attrs: Mapping[str, Any]) -> _Run:
@@ -256,6 +304,10 @@ def _run(e: CompiledExperiment, attrs: Mapping[str, Any]) -> _Run:
         return (_ROLLED_BACK if e.variant_keys else _NO_VARIANTS, -1, None, e)
     if not e.running:
         return (_EXPERIMENT_NOT_RUNNING, -1, None, e)
+    if e.forced:
+        index = _forced_index(e, attrs)
+        if index >= 0:
+            return (_FORCED_VARIATION, index, None, e)
     hv = _hash_value(attrs, e.hash_attribute, e.fallback_attribute)
     if not hv:
         return (_TARGETING_MISMATCH, -1, None, e)
@@ -281,32 +333,90 @@ def _run(e: CompiledExperiment, attrs: Mapping[str, Any]) -> _Run:
     ns = e.namespace
     if ns is not None and not in_namespace(hv, ns):
         return (_LAYER_CONFLICT, -1, hv, e)
+    if e.filters and _filtered_out(e.filters, attrs):
+        return (_LAYER_CONFLICT, -1, hv, e)
     if not e.assignable:
         return (_NO_VARIANTS, -1, hv, e)
     n = gb_hash(e.seed, hv, e.hash_version)
     index = -1 if n is None else choose_variation(n, e.ranges)
     if index < 0:
         return (_OUTSIDE_TRAFFIC_ALLOCATION, -1, hv, e)
+    if e.passthrough[index]:
+        return (_PASSTHROUGH, index, hv, e)
     return (_EXPERIMENT_ASSIGNED, index, hv, e)
 
 
-def _evaluate(cf: CompiledFlag, attrs: Mapping[str, Any]) -> _Outcome:
+def _parents_verdict(
+    parents: tuple[CompiledParent, ...],
+    attrs: Mapping[str, Any],
+    key: str,
+    path: tuple[str, ...] | None,
+) -> int:
+    """GrowthBook's ``evalPrereqs`` for one rule of flag ``key``, reached along ``path``.
+
+    Each parent is decided in full for the same subject; reaching a flag already on the
+    path (or a parent that did) is a cycle, which ends the evaluation as GrowthBook ends
+    it. A missing parent's value is null.
+    """
+    sub = (key,) if path is None else (*path, key)
+    for p in parents:
+        target = p.flags.get(p.flag_key)
+        if target is None:
+            value = None
+        elif target.key in sub:
+            return _CYCLE
+        else:
+            outcome = _evaluate(target, attrs, sub)
+            if outcome[3] is _PREREQUISITE_CYCLE:
+                return _CYCLE
+            value = outcome[0]
+        cond = p.condition
+        if cond is not None and not cond({"value": value}):
+            return _GATE if p.gate else _FAIL
+    return _PASS
+
+
+def _evaluate(
+    cf: CompiledFlag, attrs: Mapping[str, Any], path: tuple[str, ...] | None = None
+) -> _Outcome:
+    # ``path``: the flags being decided above this one (through prerequisites or parent
+    # conditions), None at the top; only a flag that has either builds it.
     if not cf.enabled:
         return (cf.default_value, None, None, _FLAG_OFF, None, None, False, None)
-    for pre in cf.prerequisites:
-        target = pre.flag
-        if target is None:
-            return (cf.default_value, None, None, _PREREQUISITE_FAILED, None, None, False, None)
-        outcome = _evaluate(target, attrs)
-        if outcome[3] in _GATED or not json_equal(outcome[0], pre.value):
-            return (cf.default_value, None, None, _PREREQUISITE_FAILED, None, None, False, None)
+    if cf.prerequisites:
+        sub = (cf.key,) if path is None else (*path, cf.key)
+        for pre in cf.prerequisites:
+            target = pre.flag
+            if target is None or target.key in sub:
+                return (cf.default_value, None, None, _PREREQUISITE_FAILED, None, None, False, None)
+            outcome = _evaluate(target, attrs, sub)
+            if outcome[3] in _GATED or not json_equal(outcome[0], pre.value):
+                return (cf.default_value, None, None, _PREREQUISITE_FAILED, None, None, False, None)
 
     experiment_reason: Reason | None = None
     experiment_key: str | None = None
     for rule in cf.rules:
+        parents = rule.parents
+        if parents:
+            verdict = _parents_verdict(parents, attrs, cf.key, path)
+            if verdict == _FAIL:
+                continue
+            if verdict != _PASS:
+                return (
+                    None,
+                    None,
+                    rule.rule_id,
+                    _PREREQUISITE_GATE if verdict == _GATE else _PREREQUISITE_CYCLE,
+                    experiment_key,
+                    experiment_reason,
+                    False,
+                    None,
+                )
         if type(rule) is CompiledForceRule:
             cond = rule.condition
-            if cond is None or cond(attrs):
+            if (cond is None or cond(attrs)) and not (
+                rule.filters and _filtered_out(rule.filters, attrs)
+            ):
                 return (
                     rule.value,
                     None,
@@ -320,24 +430,35 @@ def _evaluate(cf: CompiledFlag, attrs: Mapping[str, Any]) -> _Outcome:
         elif type(rule) is CompiledRolloutRule:
             r = rule
             cond = r.condition
-            if (cond is None or cond(attrs)) and r.coverage > 0:
-                hv = _hash_value(attrs, r.hash_attribute, r.fallback_attribute)
-                if hv:
-                    # Every hash is below 1, so full coverage needs no hashing at all.
-                    if r.coverage < 1:
-                        n = gb_hash(r.seed, hv, r.hash_version)
-                        if n is None or n > r.coverage:
-                            continue
-                    return (
-                        r.value,
-                        None,
-                        r.rule_id,
-                        _ROLLOUT,
-                        experiment_key,
-                        experiment_reason,
-                        False,
-                        hv,
-                    )
+            if cond is not None and not cond(attrs):
+                continue
+            if r.filters and _filtered_out(r.filters, attrs):
+                continue
+            bounds = r.range
+            if bounds is None and r.coverage <= 0:
+                continue
+            hv = _hash_value(attrs, r.hash_attribute, r.fallback_attribute)
+            if not hv:
+                continue
+            if bounds is not None:
+                n = gb_hash(r.seed, hv, r.hash_version)
+                if n is None or not bounds[0] <= n < bounds[1]:
+                    continue
+            elif r.coverage < 1:
+                # Every hash is below 1, so full coverage needs no hashing at all.
+                n = gb_hash(r.seed, hv, r.hash_version)
+                if n is None or n > r.coverage:
+                    continue
+            return (
+                r.value,
+                None,
+                r.rule_id,
+                _ROLLOUT,
+                experiment_key,
+                experiment_reason,
+                False,
+                hv,
+            )
         else:
             e = rule.experiment
             if e is None:
@@ -358,6 +479,19 @@ def _evaluate(cf: CompiledFlag, attrs: Mapping[str, Any]) -> _Outcome:
                         True,
                         hv_used,
                     )
+                if reason is _FORCED_VARIATION:
+                    if not e.passthrough[index]:
+                        return (
+                            e.variant_values[index],
+                            e.variant_keys[index],
+                            rule.rule_id,
+                            _FORCED_VARIATION,
+                            e.key,
+                            experiment_reason,
+                            False,
+                            None,
+                        )
+                    reason = _PASSTHROUGH
                 if reason is _ROLLED_BACK:
                     return (
                         e.control_value,
@@ -377,11 +511,12 @@ def _evaluate(cf: CompiledFlag, attrs: Mapping[str, Any]) -> _Outcome:
 
 
 def _subject_attributes(subject: str, attributes: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    # The subject argument is authoritative for "id"; the caller's mapping is never
-    # mutated, and is used as is (no copy) when it already carries the same id.
+    # The subject is the ``id`` attribute unless the caller's attributes carry one, which
+    # is kept as given (with its JSON type: a numeric id stays a number, as in GrowthBook).
+    # The caller's mapping is never mutated, and is used as is when it has an id.
     if attributes is None:
         return {"id": subject}
-    if attributes.get("id") == subject:
+    if "id" in attributes:
         return attributes
     merged = dict(attributes)
     merged["id"] = subject
@@ -400,7 +535,8 @@ def decide(
     """Decide ``flag_key`` for ``subject`` (with ``attributes``) in ``project_id``.
 
     Synchronous and pure; see the module docstring for the order of evaluation. The
-    subject id is the attribute ``id`` (overriding any ``id`` in ``attributes``).
+    subject is the attribute ``id`` unless ``attributes`` has an ``id`` of its own, which
+    is then used as given (a numeric id stays a number).
     """
     flags = snapshot.project_flags.get(project_id)
     cf = None if flags is None else flags.get(flag_key)
@@ -415,10 +551,10 @@ def decide(
             snapshot_version=snapshot.version,
             decided_at=time.time(),
         )
-    # The caller's mapping as is when it already names the subject (see _subject_attributes).
+    # The caller's mapping as is when it carries an id (see _subject_attributes).
     attrs = (
         attributes
-        if attributes is not None and attributes.get("id") == subject
+        if attributes is not None and "id" in attributes
         else _subject_attributes(subject, attributes)
     )
     value, variant, rule, reason, experiment, experiment_reason, in_experiment, hv = _evaluate(

@@ -63,8 +63,10 @@ from assay.engine._model import (
     FlagSpec,
     FlagType,
     ForceRule,
+    HashFilter,
     LayerRange,
     LayerSpec,
+    ParentCondition,
     RolloutRule,
     Rule,
     Struct,
@@ -116,6 +118,11 @@ class GrowthBookImport(Struct, frozen=True, kw_only=True):
 
 class _Skip(Exception):
     """The rule (or feature) cannot be imported faithfully: skip it, saying why."""
+
+
+class _NeverApplies(Exception):
+    """GrowthBook would pass the rule over for every subject (e.g. a filter with no
+    range, a hash version it cannot hash): it is left out, without a warning."""
 
 
 def parse_growthbook_payload(data: bytes | str) -> dict[str, Any]:
@@ -188,11 +195,83 @@ def _flag_type(value: Any) -> FlagType:
 
 
 def _hash_version(rule: Mapping[str, Any]) -> int:
-    # GrowthBook: ``hashVersion || 1``; any other version hashes to nothing.
+    # GrowthBook: ``hashVersion || 1``; any other version hashes to nothing, so the rule
+    # applies to no one.
     version = rule.get("hashVersion") or 1
     if version not in (1, 2) or isinstance(version, bool):
-        raise _Skip(f"hashVersion {version!r} never assigns anyone in GrowthBook; rule skipped")
+        raise _NeverApplies
     return int(version)
+
+
+def _js_truthy(value: Any) -> bool:
+    if value is None or value is False or value == "":
+        return False
+    if _is_number(value):
+        return value == value and value != 0
+    return True
+
+
+def _pair(raw: Any) -> tuple[float, float]:
+    if (
+        not isinstance(raw, (list, tuple))
+        or len(raw) != 2
+        or not all(_is_number(b) and math.isfinite(b) for b in raw)
+    ):
+        raise _Skip(f"range {raw!r} is not [start, end]; rule skipped")
+    return float(raw[0]), float(raw[1])
+
+
+def _clamped_range(raw: Any) -> tuple[float, float] | None:
+    """A GrowthBook range ``[start, end)`` within [0, 1] (hashes lie in [0, 1), so the
+    same hashes fall in it); None when no hash does."""
+    start, end = _pair(raw)
+    start, end = max(start, 0.0), min(end, 1.0)
+    return (start, end) if start < end else None
+
+
+def _subtract(
+    pieces: list[tuple[float, float]], cut: tuple[float, float]
+) -> list[tuple[float, float]]:
+    out = []
+    for a, b in pieces:
+        c, d = cut
+        if d <= a or b <= c:
+            out.append((a, b))
+            continue
+        if a < c:
+            out.append((a, c))
+        if d < b:
+            out.append((d, b))
+    return out
+
+
+def _explicit_ranges(raw: Any, n: int) -> list[tuple[float, float]]:
+    """GrowthBook's ``ranges`` as one disjoint range per variation.
+
+    GrowthBook gives a hash the first range containing it: each range loses what earlier
+    ones cover (a range split in two cannot be expressed, and skips the rule); ranges past
+    the last variation assign no one, like hashing outside every range; a variation
+    without a range gets an empty one.
+    """
+    if not isinstance(raw, list):
+        raise _Skip(f"ranges {raw!r} is not a list; rule skipped")
+    given = [_pair(r) for r in raw]
+    out: list[tuple[float, float]] = []
+    earlier: list[tuple[float, float]] = []
+    for start, end in given[:n]:
+        start, end = max(start, 0.0), min(end, 1.0)
+        pieces = [(start, end)] if start < end else []
+        for cut in earlier:
+            pieces = _subtract(pieces, cut)
+        if len(pieces) > 1:
+            raise _Skip(
+                f"ranges {raw!r} overlap so that a variation would own two ranges; rule skipped"
+            )
+        out.append(pieces[0] if pieces else (0.0, 0.0))
+        if start < end:
+            earlier.append((start, end))
+    out.extend([(0.0, 0.0)] * (n - len(out)))
+    return out
 
 
 def rollout_coverage(coverage: float, hash_version: int) -> float:
@@ -249,6 +328,9 @@ class _Converter:
         self.experiment_keys: set[str] = set()
         self.layer_ranges: dict[str, list[tuple[float, float, str]]] = {}
         self.saved_groups: Mapping[str, Any] = {}
+        self.holdouts: dict[str, bool] = {}
+        """Experiment key -> whether it has a passthrough variant (a holdout, which does
+        not count as the flag's one running experiment)."""
 
     def warn(self, location: str, message: str) -> None:
         self.warnings.append(ImportWarning(location=location, message=message))
@@ -352,6 +434,21 @@ class _Converter:
                 if not isinstance(rule, Mapping):
                     raise _Skip("a rule must be an object; rule skipped")
                 converted, rule_values = self._rule(key, rule, rloc, has_experiment)
+            except _NeverApplies:
+                # Dropping a rule that applies to no one changes nothing, unless its
+                # parent conditions can end the evaluation (a gate, a cycle): then it is
+                # kept with those alone, and a condition no subject passes.
+                try:
+                    parents = self._parents(rule, rloc)
+                except _Skip as skip:
+                    self.warn(rloc, str(skip))
+                    continue
+                if not parents:
+                    continue
+                converted = ForceRule(
+                    condition={"$not": {}}, value=default, parent_conditions=parents
+                )
+                rule_values = []
             except _Skip as skip:
                 self.warn(rloc, str(skip))
                 continue
@@ -361,7 +458,9 @@ class _Converter:
                 converted = msgspec.structs.replace(converted, id=rule_id)
             elif rule_id is not None:
                 self.warn(f"{rloc}.id", f"rule id {rule_id!r} is not a valid or unique key")
-            if isinstance(converted, ExperimentRule):
+            if isinstance(converted, ExperimentRule) and not self.holdouts.get(
+                converted.experiment
+            ):
                 has_experiment = converted.experiment
             rules.append(converted)
             values.extend(rule_values)
@@ -384,40 +483,39 @@ class _Converter:
     def _rule(
         self, feature: str, rule: Mapping[str, Any], loc: str, has_experiment: str | None
     ) -> tuple[Rule, list[Any]]:
-        if rule.get("parentConditions"):
-            raise _Skip(
-                "parentConditions (prerequisite features) are not imported: GrowthBook "
-                "evaluates them per rule and gates the whole feature to null, which assay's "
-                "flag prerequisites do not reproduce; rule skipped"
-            )
-        if rule.get("filters"):
-            raise _Skip(
-                "filters (hash-range exclusions) cannot be expressed in assay; rule skipped"
-            )
+        parents = self._parents(rule, loc)
+        filters = self._filters(rule.get("filters"), loc)
         condition = self._condition(rule.get("condition"), loc)
         used = {"id", "condition", "parentConditions", "filters"}
         if rule.get("force") is not None:
             converted: Rule
             if rule.get("coverage") is None and rule.get("range") is None:
-                converted = ForceRule(condition=condition, value=rule["force"])
+                converted = ForceRule(
+                    condition=condition,
+                    value=rule["force"],
+                    filters=filters,
+                    parent_conditions=parents,
+                )
                 # GrowthBook ignores hashing fields on a rule that does not hash.
                 used |= {"force", "hashAttribute", "fallbackAttribute", "seed", "hashVersion"}
             else:
-                converted = self._rollout(rule, condition)
+                converted = self._rollout(rule, condition, filters, parents)
                 used |= {"force", "coverage", "range", "hashAttribute", "fallbackAttribute"}
                 used |= {"seed", "hashVersion"}
+            used |= {"namespace", "disableStickyBucketing"}  # not read by a force rule
             self._report_unused(rule, used, loc)
             return converted, [rule["force"]]
         if rule.get("contextualVariations") is not None or rule.get("contextualBanditRef"):
             raise _Skip("contextual bandits are not imported; rule skipped")
         if rule.get("variations") is None:
-            raise _Skip("a rule with neither force nor variations does nothing; skipped")
-        if has_experiment is not None:
+            raise _NeverApplies
+        experiment = self._experiment(feature, rule, condition, filters, loc)
+        is_holdout = any(v.passthrough for v in experiment.variants)
+        if has_experiment is not None and not is_holdout:
             raise _Skip(
                 f"this flag already runs experiment {has_experiment!r} and assay allows one "
-                "running experiment per flag; rule skipped"
+                "running experiment per flag (besides holdouts); rule skipped"
             )
-        experiment = self._experiment(feature, rule, condition, loc)
         used |= {
             "force",
             "variations",
@@ -431,17 +529,87 @@ class _Converter:
             "namespace",
             "meta",
             "ranges",
+            "disableStickyBucketing",
         }
         self._report_unused(rule, used, loc)
         self.experiments.append(experiment)
         self.experiment_keys.add(experiment.key)
+        self.holdouts[experiment.key] = is_holdout
         if experiment.layer is not None:
             r = experiment.layer
             self.layer_ranges.setdefault(r.layer, []).append((r.start, r.end, experiment.key))
             self.layers.setdefault(
                 r.layer, LayerSpec(key=r.layer, description="GrowthBook namespace.")
             )
-        return ExperimentRule(experiment=experiment.key), [v.value for v in experiment.variants]
+        return (
+            ExperimentRule(experiment=experiment.key, parent_conditions=parents),
+            [v.value for v in experiment.variants],
+        )
+
+    def _parents(self, rule: Mapping[str, Any], loc: str) -> list[ParentCondition]:
+        """``parentConditions`` as assay parent conditions (GrowthBook's ``evalPrereqs``:
+        an entry without an id is passed over; one without a condition still decides its
+        parent, which matters only to end a cycle)."""
+        raw = rule.get("parentConditions")
+        if not raw:
+            return []
+        if not isinstance(raw, list):
+            raise _Skip(f"parentConditions {raw!r} is not a list; rule skipped")
+        out = []
+        for j, pc in enumerate(raw):
+            if not isinstance(pc, Mapping):
+                raise _Skip(f"parentConditions[{j}] is not an object; rule skipped")
+            parent = pc.get("id")
+            if parent is None:
+                continue
+            if not isinstance(parent, str) or not _KEY.match(parent):
+                raise _Skip(
+                    f"parent feature {parent!r} is not a valid assay flag key, so it cannot "
+                    "be imported and referenced; rule skipped"
+                )
+            condition = pc.get("condition")
+            inlined = (
+                {} if condition is None else self._condition(condition, f"{loc}.parentConditions")
+            )
+            out.append(
+                ParentCondition(
+                    flag=parent, condition=inlined or {}, gate=_js_truthy(pc.get("gate"))
+                )
+            )
+        return out
+
+    def _filters(self, raw: Any, loc: str) -> list[HashFilter]:
+        """GrowthBook's ``filters``; raises ``_NeverApplies`` for a filter no one passes."""
+        if not raw:
+            return []
+        if not isinstance(raw, list):
+            raise _Skip(f"filters {raw!r} is not a list; rule skipped")
+        out = []
+        for j, f in enumerate(raw):
+            if not isinstance(f, Mapping):
+                raise _Skip(f"filters[{j}] is not an object; rule skipped")
+            attribute = f.get("attribute", "id")
+            attribute = "id" if attribute is None else attribute
+            seed = f.get("seed", "")
+            version = f.get("hashVersion", 2)
+            if not isinstance(attribute, str) or not isinstance(seed, str):
+                raise _Skip(f"filters[{j}] has a non-string attribute or seed; rule skipped")
+            if attribute == "":
+                raise _NeverApplies  # no subject has a hash value for ""
+            if isinstance(version, bool) or version not in (1, 2):
+                raise _NeverApplies  # GrowthBook filters out every subject
+            ranges = [r for r in map(_clamped_range, f.get("ranges") or []) if r is not None]
+            if not ranges:
+                raise _NeverApplies
+            out.append(
+                HashFilter(
+                    attribute=attribute,
+                    seed=seed,
+                    hash_version=2 if version == 2 else 1,
+                    ranges=ranges,
+                )
+            )
+        return out
 
     def _report_unused(self, rule: Mapping[str, Any], used: set[str], loc: str) -> None:
         notes = []
@@ -455,37 +623,42 @@ class _Converter:
         if notes:
             self.warn(loc, "not imported: " + "; ".join(notes))
 
-    def _rollout(self, rule: Mapping[str, Any], condition: dict[str, Any] | None) -> RolloutRule:
+    def _rollout(
+        self,
+        rule: Mapping[str, Any],
+        condition: dict[str, Any] | None,
+        filters: list[HashFilter],
+        parents: list[ParentCondition],
+    ) -> RolloutRule:
         version = _hash_version(rule)
         bounds = rule.get("range")
+        hashed: tuple[float, float] | None = None
+        share = 1.0
         if bounds is not None:
             # GrowthBook: a range decides instead of the coverage, ``start <= n < end``.
-            if (
-                not isinstance(bounds, list)
-                or len(bounds) != 2
-                or not all(_is_number(b) for b in bounds)
-            ):
-                raise _Skip(f"range {bounds!r} is not [start, end]; rule skipped")
-            if bounds[0] > 0:
-                raise _Skip(
-                    f"range {bounds!r} does not start at 0: assay rollouts cover [0, coverage); "
-                    "rule skipped"
-                )
-            share = float(bounds[1])
+            hashed = _clamped_range(bounds)
+            if hashed is None:
+                raise _NeverApplies
         else:
             coverage = rule.get("coverage")
             if not _is_number(coverage):
                 raise _Skip(f"coverage {coverage!r} is not a number; rule skipped")
-            share = float(coverage)
+            share = rollout_coverage(float(coverage), version)
         return RolloutRule(
             condition=condition,
-            coverage=rollout_coverage(share, version),
+            coverage=share,
+            range=hashed,
             value=rule["force"],
             hash_attribute=self._attribute(rule, "hashAttribute") or "id",
-            # GrowthBook's Python SDK uses a rollout's fallback attribute as assay does.
-            fallback_attribute=self._attribute(rule, "fallbackAttribute"),
+            # GrowthBook uses a rollout's fallback attribute as assay does (and drops it,
+            # like any rule's, under ``disableStickyBucketing``).
+            fallback_attribute=None
+            if rule.get("disableStickyBucketing")
+            else self._attribute(rule, "fallbackAttribute"),
             seed=self._seed(rule),
             hash_version=2 if version == 2 else 1,
+            filters=filters,
+            parent_conditions=parents,
         )
 
     @staticmethod
@@ -511,16 +684,12 @@ class _Converter:
         feature: str,
         rule: Mapping[str, Any],
         condition: dict[str, Any] | None,
+        filters: list[HashFilter],
         loc: str,
     ) -> ExperimentDefinition:
         variations = rule["variations"]
         if not isinstance(variations, list) or len(variations) < 2:
-            raise _Skip("fewer than two variations never assign anyone; rule skipped")
-        if rule.get("ranges"):
-            raise _Skip(
-                "explicit bucket ranges are not imported (assay derives them from coverage "
-                "and weights); rule skipped"
-            )
+            raise _NeverApplies  # fewer than two variations assign no one
         n = len(variations)
         version = _hash_version(rule)
         gb_key = rule.get("key") or feature
@@ -534,15 +703,11 @@ class _Converter:
         if not _is_number(coverage):
             raise _Skip(f"coverage {coverage!r} is not a number; rule skipped")
         coverage = min(max(float(coverage), 0.0), 1.0)  # getBucketRanges clamps the same way
-
+        # GrowthBook buckets with equal weights when the given ones are unusable.
         weights = rule.get("weights")
-        if weights is not None and not _valid_weights(weights, n):
-            self.warn(
-                f"{loc}.weights",
-                f"weights {weights!r} are not {n} shares summing to 1; GrowthBook buckets "
-                "with equal weights, and so does the import",
-            )
         shares = [float(w) for w in weights] if _valid_weights(weights, n) else [1 / n] * n
+        # Explicit ranges (a non-empty list) decide instead of coverage and weights.
+        ranges = _explicit_ranges(rule["ranges"], n) if rule.get("ranges") else None
 
         meta = rule.get("meta")
         if meta is not None and not isinstance(meta, list):
@@ -552,11 +717,6 @@ class _Converter:
         for i in range(n):
             m = meta[i] if meta is not None and i < len(meta) else None
             metas.append(m if isinstance(m, Mapping) else {})
-            if metas[i].get("passthrough"):
-                raise _Skip(
-                    f"variation {i} is a passthrough (holdout) variation, which assay does not "
-                    "have; rule skipped"
-                )
         keys = self._variant_keys([m.get("key") for m in metas], loc)
         variants = [
             Variant(
@@ -564,28 +724,28 @@ class _Converter:
                 value=value,
                 weight=shares[i],
                 name=m["name"][:_NAME_MAX] if isinstance(m.get("name"), str) else "",
+                passthrough=_js_truthy(m.get("passthrough")),
             )
             for i, (value, m) in enumerate(zip(variations, metas, strict=True))
         ]
 
-        layer = self._namespace(rule.get("namespace"), loc)
-        if rule.get("fallbackAttribute"):
-            self.warn(
-                f"{loc}.fallbackAttribute",
-                "not imported: GrowthBook uses an experiment's fallback attribute only with "
-                "sticky bucketing, and assay would use it always, enrolling subjects "
-                "GrowthBook leaves out",
-            )
+        hash_attribute = self._attribute(rule, "hashAttribute") or "id"
+        layer = None
+        if not filters:  # GrowthBook ignores the namespace of an experiment with filters
+            layer, filters = self._namespace(rule.get("namespace"), hash_attribute)
+        fallback = None
+        if not rule.get("disableStickyBucketing"):
+            fallback = self._attribute(rule, "fallbackAttribute") or None
 
         key = self._experiment_key(gb_key, feature, loc)
         if layer is not None:
-            for start, end, other in self.layer_ranges.get(layer.layer, []):
+            for start, end, _other in self.layer_ranges.get(layer.layer, []):
                 if start < layer.end and layer.start < end:
-                    raise _Skip(
-                        f"namespace {layer.layer!r} range [{layer.start}, {layer.end}) overlaps "
-                        f"experiment {other!r}, and assay refuses overlapping running "
-                        "experiments in a layer; rule skipped"
-                    )
+                    # assay refuses overlapping running experiments in a layer; the same
+                    # namespace as a filter includes the same subjects.
+                    filters = self._namespace_filter(layer, hash_attribute)
+                    layer = None
+                    break
         name = rule.get("name")
         return ExperimentDefinition(
             key=key,
@@ -596,9 +756,14 @@ class _Converter:
             coverage=coverage,
             seed=None if seed == key else seed,
             hash_version=2 if version == 2 else 1,
-            hash_attribute=self._attribute(rule, "hashAttribute") or "id",
+            hash_attribute=hash_attribute,
+            fallback_attribute=fallback,
+            # GrowthBook hashes with it only under sticky bucketing.
+            fallback_sticky_only=fallback is not None,
             condition=condition,
             layer=layer,
+            ranges=ranges,
+            filters=filters,
             status=ExperimentStatus.RUNNING,
         )
 
@@ -643,9 +808,13 @@ class _Converter:
             )
         return key
 
-    def _namespace(self, namespace: Any, loc: str) -> LayerRange | None:
+    def _namespace(
+        self, namespace: Any, hash_attribute: str
+    ) -> tuple[LayerRange | None, list[HashFilter]]:
+        """A namespace as a layer range, or, when its id is not a valid layer key, as the
+        filter it is equivalent to."""
         if namespace is None:
-            return None
+            return None, []
         if (
             not isinstance(namespace, list)
             or len(namespace) != 3
@@ -654,16 +823,28 @@ class _Converter:
         ):
             raise _Skip(f"namespace {namespace!r} is not [id, start, end]; rule skipped")
         ns_id, start, end = namespace[0], float(namespace[1]), float(namespace[2])
-        if not _KEY.match(ns_id):
-            raise _Skip(
-                f"namespace id {ns_id!r} is not a valid assay layer key, and the id is what "
-                "hashes into the namespace; rule skipped"
-            )
         # Hashes lie in [0, 1), so clamping the range to it includes the same subjects.
         start, end = max(start, 0.0), min(end, 1.0)
         if start >= end:
-            raise _Skip(f"namespace range {namespace!r} includes no one; rule skipped")
-        return LayerRange(layer=ns_id, start=start, end=end)
+            raise _NeverApplies
+        layer = LayerRange(layer=ns_id, start=start, end=end) if _KEY.match(ns_id) else None
+        if layer is None:
+            return None, self._namespace_filter((ns_id, start, end), hash_attribute)
+        return layer, []
+
+    @staticmethod
+    def _namespace_filter(
+        namespace: LayerRange | tuple[str, float, float], hash_attribute: str
+    ) -> list[HashFilter]:
+        # GrowthBook's inNamespace: hash v1 of the hash value with seed "__" + the id.
+        if isinstance(namespace, LayerRange):
+            namespace = (namespace.layer, namespace.start, namespace.end)
+        ns_id, start, end = namespace
+        return [
+            HashFilter(
+                attribute=hash_attribute, seed="__" + ns_id, hash_version=1, ranges=[(start, end)]
+            )
+        ]
 
     # -- conditions ---------------------------------------------------------------------
 

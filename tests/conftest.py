@@ -157,3 +157,14 @@ def open_ingestion_engine(pg_dsn: str) -> Callable[..., AbstractAsyncContextMana
             yield engine
 
     return open_engine
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (large simulations, each with a fast seeded version in the
+    default run) run only when asked for: ``pytest -m slow``."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]

@@ -47,7 +47,12 @@ from assay.engine._model import (
 )
 from assay.engine._pagination import Page, check_limit, decode_cursor, encode_cursor
 from assay.engine._ports import KIND_NAMES, Store, StoreTransaction
-from assay.engine._validation import validate_experiment, validate_flag, validate_metric
+from assay.engine._validation import (
+    flag_references,
+    validate_experiment,
+    validate_flag,
+    validate_metric,
+)
 
 GuardrailCheck = Callable[[StoreTransaction, Experiment], Awaitable[None]]
 """Save-time check of an experiment's guardrails (``_guardrails.GuardrailValidator``)."""
@@ -93,7 +98,9 @@ _ASSIGNMENT_FIELDS = (
     "hash_version",
     "hash_attribute",
     "fallback_attribute",
+    "fallback_sticky_only",
     "layer",
+    "ranges",
 )
 
 
@@ -116,6 +123,12 @@ def _builtins(obj: msgspec.Struct | None) -> Any:
 
 def _spec_fields(kind: type[msgspec.Struct]) -> tuple[str, ...]:
     return kind.__struct_fields__
+
+
+def is_holdout(experiment: Experiment) -> bool:
+    """A holdout in GrowthBook's form: an experiment with a passthrough variant, which
+    lets the flag go on to its next rule, so it may run beside the flag's experiment."""
+    return any(v.passthrough for v in experiment.variants)
 
 
 class ConfigService:
@@ -600,15 +613,16 @@ class ConfigService:
                 pass
 
     async def _check_can_run(self, tx: StoreTransaction, experiment: Experiment) -> None:
-        """At most one running experiment per flag; no overlapping layer ranges."""
+        """At most one running experiment per flag (holdouts in GrowthBook's form, with a
+        passthrough variant, aside); no overlapping layer ranges."""
         experiments = {e.key: e for e in await _all(tx, Experiment, experiment.project_id)}
         for flag in await _all(tx, Flag, experiment.project_id):
             refs = {r.experiment for r in flag.rules if isinstance(r, ExperimentRule)}
-            if experiment.key not in refs:
+            if experiment.key not in refs or is_holdout(experiment):
                 continue
             for other in refs - {experiment.key}:
                 o = experiments.get(other)
-                if o is not None and o.status is ExperimentStatus.RUNNING:
+                if o is not None and o.status is ExperimentStatus.RUNNING and not is_holdout(o):
                     raise Conflict(
                         f"flag {flag.key!r} already has a running experiment {other!r}",
                         code="flag_has_running_experiment",
@@ -637,7 +651,7 @@ class ConfigService:
             users = [
                 f"flag {f.key}"
                 for f in await _all(tx, Flag, obj.project_id)
-                if any(pr.flag == obj.key for pr in f.prerequisites)
+                if obj.key in flag_references(f) and f.key != obj.key
             ]
         elif isinstance(obj, Experiment):
             users = [

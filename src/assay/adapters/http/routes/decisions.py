@@ -20,7 +20,10 @@ SubjectId = Annotated[
 FlagKey = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Attributes = Annotated[
     dict[str, Any],
-    msgspec.Meta(description="Targeting attributes; `id` is always the subject."),
+    msgspec.Meta(
+        description="Targeting attributes, of any JSON type; `id` is the subject unless "
+        "given here (then kept as given, a number stays a number)."
+    ),
 ]
 
 

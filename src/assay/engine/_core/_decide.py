@@ -11,10 +11,16 @@ Order of evaluation (DESIGN, "Decide"):
 3. Prerequisites: each prerequisite flag is decided for the same subject; it must not be
    off, unknown or itself gated by a failing prerequisite, and its value must equal the
    expected one (JSON equality), else ``prerequisite_failed`` with the default value.
-4. Rules in order, the first that applies wins:
+4. Rules in order, the first that applies wins. A rule's parent conditions come first
+   (GrowthBook's ``evalPrereqs``): each parent flag is decided in full for the subject (a
+   missing one reads null) and its value tested as ``{"value": v}``; a failure skips the
+   rule, or with ``gate`` ends the flag with no value (``prerequisite_gate``). A parent
+   already being decided along the current path is a cycle, which ends every flag on the
+   path with no value (``prerequisite_cycle``), as GrowthBook ends it. Then:
 
-   - ``force``: the condition holds -> ``forced``.
-   - ``rollout``: the condition holds and the subject hashes inside the coverage ->
+   - ``force``: the condition holds and the subject passes the filters -> ``forced``.
+   - ``rollout``: the condition holds, the filters pass, and the subject hashes inside
+     ``range`` (``start <= n < end``) or, without one, inside the coverage ->
      ``rollout``. GrowthBook's ``isIncludedInRollout``: coverage 0 excludes everyone,
      otherwise ``hash(seed or flag key, hash value, hash version) <= coverage``, where
      the hash value is the ``hash_attribute`` (else the ``fallback_attribute``); a
@@ -22,11 +28,14 @@ Order of evaluation (DESIGN, "Decide"):
    - ``experiment``: the referenced experiment must exist (``no_active_experiment``). A
      rolled-back experiment serves its first (control) variant's value to everyone with
      ``rolled_back`` and assigns no one. Otherwise it must be running
-     (``experiment_not_running``); the subject must have a hash value and pass the
-     condition (``targeting_mismatch``); then the holdout, the participation limit
-     (``participation_limit``), the layer (``layer_conflict``), at least two variants
-     (``no_variants``), and the bucket from coverage and weights
-     (``outside_traffic_allocation``) decide; else ``experiment_assigned``.
+     (``experiment_not_running``); a subject listed in its forced variations gets that
+     variant (``forced_variation``, not enrolled); the subject must have a hash value and
+     pass the condition (``targeting_mismatch``); then the holdout, the participation
+     limit (``participation_limit``), the layer and the filters (``layer_conflict``), at
+     least two variants (``no_variants``), and the bucket from the explicit ranges, else
+     from coverage and weights (``outside_traffic_allocation``) decide; else
+     ``experiment_assigned``. A passthrough variant enrols the subject but lets the next
+     rule decide (``passthrough``).
 
    An experiment rule that does not assign lets evaluation go on with the next rule; the
    final decision then carries the first such reason in ``experiment_reason`` (and that
@@ -40,7 +49,8 @@ fewer than two variations assign no one, a missing or empty hash value (GrowthBo
 writes it) assigns no one, the namespace is checked with the hash value, and the variant is
 ``chooseVariation(hash(seed, value, version), getBucketRanges(n, coverage, weights))``.
 One deliberate extension: the fallback attribute applies whenever the hash attribute is
-missing, where GrowthBook only honours it with sticky bucketing enabled.
+missing, where GrowthBook only honours it with sticky bucketing enabled, unless the
+experiment says ``fallback_sticky_only`` (the GrowthBook import does).
 
 **Holdouts.** When an experiment names a running holdout experiment (``is_holdout``) and
 the subject, having passed the experiment's own targeting, is assigned by the holdout

@@ -16,6 +16,10 @@ Compiling never fails because of one bad object. A condition that does not compi
 should not happen: conditions are validated when saved, but a plugin may have gone away)
 makes its rule never match, and a prerequisite cycle makes the flags on it fail their
 prerequisites; both are recorded in ``Snapshot.errors`` so the runtime can log them.
+Rules' parent conditions are the exception to resolving by reference: they hold the
+project's mapping of compiled flags and look the parent up when decided, because
+GrowthBook lets them form cycles, which decide ends as GrowthBook does (saving refuses
+them, but an imported payload decided as is may hold one).
 """
 
 from __future__ import annotations
@@ -251,7 +255,8 @@ class CompiledFlag:
     cache_key: str
     """A string naming everything this flag's outcome depends on: project, key, the flag's
     id and revision, and the ids and revisions of every experiment it reaches (rules,
-    holdouts, participation-limit predecessors) and of its prerequisites, recursively.
+    holdouts, participation-limit predecessors) and of every flag it reaches through
+    prerequisites and parent conditions, transitively (missing ones by name).
     Decision-cache entries are keyed by it, so any relevant change misses the cache while
     unrelated changes (a new snapshot version) do not. Ids, not just revisions, so a flag
     deleted and re-created at revision 1 cannot hit an old entry."""

@@ -10,10 +10,13 @@ or the bare ``features`` object. Each feature becomes a flag (type from its valu
 rule becomes a rule of the same kind in the same order:
 
 - ``force`` without ``coverage``/``range``: a ``force`` rule.
-- ``force`` with ``coverage`` (or a ``range`` starting at 0): a ``rollout`` rule.
-- ``variations``: a RUNNING experiment (key, variations, weights, coverage, seed, hash
-  version and attribute, condition, namespace as a layer range, variant keys and names from
-  ``meta``) and an ``experiment`` rule pointing at it.
+- ``force`` with ``coverage`` or ``range``: a ``rollout`` rule (``range`` kept as such).
+- ``variations``: a RUNNING experiment (key, variations, weights, coverage, explicit
+  ``ranges``, seed, hash version and attribute, fallback attribute, condition, ``filters``,
+  namespace as a layer range, variant keys, names and passthrough from ``meta``) and an
+  ``experiment`` rule pointing at it.
+- ``parentConditions`` and ``filters`` on any rule: the rule's parent conditions and
+  filters (an experiment rule's filters go to its experiment).
 
 Where GrowthBook's semantics differ from assay's, the import translates rather than copies,
 so that decide answers what the GrowthBook SDK answers for the same payload:
@@ -24,19 +27,24 @@ so that decide answers what the GrowthBook SDK answers for the same payload:
   multiple is moved half a step down, where both comparisons agree (0.5 -> 0.49995 for v2).
 - Experiment weights GrowthBook would reject (wrong count, not summing to ~1) are replaced by
   equal weights, as the SDK does at bucketing time.
-- GrowthBook uses an experiment's ``fallbackAttribute`` only with sticky bucketing; assay
-  would always use it, so it is left out (and reported).
+- Explicit ranges are made disjoint as GrowthBook's first match reads them, one per
+  variation.
+- GrowthBook hashes with an experiment's ``fallbackAttribute`` only under sticky bucketing:
+  it is kept with ``fallback_sticky_only``.
+- A namespace that is not a valid layer key, or overlaps another imported experiment's
+  range of it, becomes the hash filter it is equivalent to.
 - Saved groups referenced by ``$inGroup``/``$notInGroup``/``$savedGroup`` are inlined from
   the payload's ``savedGroups`` (a group missing from the payload is empty, as in the SDK).
 - Keys assay cannot take as they are (an experiment key with spaces, one experiment key used
   by two features) get a new assay key, and the original key is kept as the hashing seed.
+- A rule that applies to no one in GrowthBook (an unknown hash version, fewer than two
+  variations, a filter with no range) is left out, or kept for its parent conditions.
 
-What cannot be represented is never dropped silently: it is returned as a warning with its
-location (``features.checkout.rules[2]``), and a rule whose audience or assignment would
-change (prerequisites, ``filters``, explicit ``ranges``, passthrough variations, bandits,
-a second experiment on one flag, overlapping namespace ranges) is skipped as a whole.
-Things that do not change a stateless evaluation (sticky-bucketing versions, ``phase``,
-``tracks``) are imported without and reported.
+Only what a server cannot honour is reported, as a warning naming its location
+(``features.checkout.rules[2]``); a rule whose audience or assignment would change
+(bandits, ``$savedGroups``, a second experiment on one flag, ranges a variation would own
+in two pieces) is skipped as a whole. Things that do not change a stateless evaluation
+(sticky-bucketing versions, ``phase``, ``tracks``) are imported without and reported.
 """
 
 from __future__ import annotations

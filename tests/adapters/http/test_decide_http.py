@@ -120,3 +120,54 @@ async def test_metrics_expose_latency_quantiles(world: Any, anonymous: Any) -> N
     made = [line for line in text.splitlines() if line.startswith("assay_decisions_total ")]
     assert made
     assert float(made[0].split()[1]) >= 20
+
+
+async def test_rule_language_over_http(world: Any) -> None:
+    """Parent conditions and typed ids through the API: saved, refused when they make a
+    cycle, and decided with their reason codes."""
+    project = await world.project()
+    admin = await world.api_as(Role.ADMIN, project)
+    url = f"/api/v1/flags?project={project}"
+    parent = {
+        "key": "parent",
+        "type": "string",
+        "default_value": "off",
+        "rules": [{"type": "force", "condition": {"id": {"$in": [123, 456]}}, "value": "on"}],
+    }
+    child = {
+        "key": "child",
+        "type": "string",
+        "default_value": "default",
+        "rules": [
+            {
+                "type": "force",
+                "value": "child-on",
+                "parent_conditions": [
+                    {"flag": "parent", "condition": {"value": "on"}, "gate": True}
+                ],
+            }
+        ],
+    }
+    assert (await admin.post(url, json=parent)).status == 201
+    assert (await admin.post(url, json=child)).status == 201
+    loop = {"rules": [{"type": "force", "value": "x", "parent_conditions": [
+        {"flag": "child", "condition": {}}
+    ]}]}  # fmt: skip
+    refused = await admin.patch(f"/api/v1/flags/parent?project={project}", json=loop)
+    assert (refused.status, refused.code) == (422, "prerequisite_cycle")
+    await world.engine.refresh()
+
+    sdk = await world.api_as(Role.SDK, project)
+
+    async def decide(attributes: dict[str, Any]) -> dict[str, Any]:
+        answer = await sdk.post(
+            "/api/v1/decide", json={"flag": "child", "subject": "123", "attributes": attributes}
+        )
+        assert answer.status == 200, answer.body
+        return dict(answer.body)
+
+    # The id keeps its JSON type: 123 is listed, "123" (the subject string) is not.
+    on = await decide({"id": 123})
+    assert (on["value"], on["reason"]) == ("child-on", "forced")
+    gated = await decide({})
+    assert (gated["value"], gated["reason"]) == (None, "prerequisite_gate")

@@ -395,6 +395,38 @@ async def test_a_file_can_swap_the_running_experiment_of_a_flag(service: ConfigS
             ValidationFailed,
             "prerequisites form a cycle",
         ),
+        (
+            {
+                "flags": [
+                    {"key": "a", "prerequisites": [{"flag": "b"}]},
+                    {
+                        "key": "b",
+                        "rules": [
+                            {
+                                "type": "force",
+                                "value": True,
+                                "parent_conditions": [{"flag": "a", "condition": {}}],
+                            }
+                        ],
+                    },
+                ]
+            },
+            ValidationFailed,
+            "prerequisites form a cycle",
+        ),
+        (
+            {
+                "experiments": [
+                    {
+                        "key": "e",
+                        "variants": [{"key": "a", "value": 1}, {"key": "b", "value": 2}],
+                        "ranges": [[0, 0.6], [0.5, 1]],
+                    }
+                ]
+            },
+            ValidationFailed,
+            "experiment 'e' (ranges): bucket ranges overlap",
+        ),
     ],
 )
 async def test_invalid_files_name_the_object_and_write_nothing(
@@ -576,3 +608,43 @@ async def test_starts_the_service_would_refuse_are_refused_before_writing(
     await load(service, beside)
     other = await service.get_object(SYSTEM_KEY, Experiment, P, "other")
     assert other.status is ExperimentStatus.RUNNING
+
+
+async def test_the_rule_language_loads_from_a_file_and_decides() -> None:
+    """Parent conditions, filters, explicit ranges, passthrough and forced variations in a
+    file (a child listed before its parent), loaded into an engine and decided."""
+    data = b"""
+    [[experiments]]
+    key = "e"
+    status = "RUNNING"
+    ranges = [[0.0, 0.5], [0.5, 1.0]]
+    filters = [{ attribute = "id", seed = "ns", ranges = [[0.0, 1.0]] }]
+    forced_variations = [{ variant = "b", values = ["qa", 7] }]
+    variants = [{ key = "a", value = "A" }, { key = "b", value = "B" }]
+
+    [[flags]]
+    key = "child"
+    type = "string"
+    default_value = "off"
+    [[flags.rules]]
+    type = "experiment"
+    experiment = "e"
+    parent_conditions = [{ flag = "parent", condition = { value = true }, gate = true }]
+
+    [[flags]]
+    key = "parent"
+    default_value = false
+    rules = [{ type = "force", condition = { beta = true }, value = true }]
+    """
+    config = assay.EngineConfig(store="memory")
+    async with assay.open_engine(config, load_entry_points=False) as engine:
+        await engine.service.create_project(SYSTEM_KEY, ProjectSpec(key=P))
+        await load_definitions(engine.service, SYSTEM_KEY, P, parse_definitions(data, "toml"))
+        await engine.refresh()
+        pid = engine.snapshot.project_ids[P]
+        gated = decide(engine.snapshot, pid, "child", "u1", {"beta": False})
+        assert (gated.value, gated.reason) == (None, Reason.PREREQUISITE_GATE)
+        pinned = decide(engine.snapshot, pid, "child", "u1", {"id": 7, "beta": True})
+        assert (pinned.value, pinned.reason) == ("B", Reason.FORCED_VARIATION)
+        assigned = decide(engine.snapshot, pid, "child", "u1", {"beta": True})
+        assert assigned.reason is Reason.EXPERIMENT_ASSIGNED

@@ -52,6 +52,7 @@ NOW = datetime(2025, 1, 1, tzinfo=UTC)
 PID = "p1"
 COMPILER = ConditionCompiler(GROWTHBOOK_OPERATORS)
 FEATURES = ["f0", "f1", "f2", "f3"]
+HOLDOUT = "$holdout:h1"
 HASH_ATTRIBUTES = ["id", "deviceId", "company"]
 SUBJECTS_PER_PAYLOAD = 40
 DEFAULT_PAYLOADS = 160
@@ -165,7 +166,9 @@ def filters(draw: st.DrawFn) -> list[dict[str, Any]]:
 def parent_conditions(draw: st.DrawFn, feature: str) -> list[dict[str, Any]]:
     out = []
     for _ in range(draw(st.integers(1, 2))):
-        parent = draw(st.sampled_from([*FEATURES, "ghost"]))  # a missing parent reads null
+        # A missing parent reads null; "$holdout:h1" is GrowthBook's holdout, a feature
+        # with a key assay cannot take, present in some payloads and missing in others.
+        parent = draw(st.sampled_from([*FEATURES, "ghost", HOLDOUT, "$gone:x"]))
         pc: dict[str, Any] = {"id": parent}
         if draw(st.integers(0, 5)):
             pc["condition"] = draw(
@@ -310,14 +313,36 @@ def feature(draw: st.DrawFn, key: str) -> dict[str, Any]:
         rules.append(rule)
     for i, rule in enumerate(rules):
         if "id" in rule:
-            rule["id"] = f"{key}-r{i}"
+            rule["id"] = f"{key}-r{i + 1}"  # r0 is kept for a holdout rule put first
     return {"defaultValue": draw(values), "rules": rules}
+
+
+@st.composite
+def holdout(draw: st.DrawFn) -> dict[str, Any]:
+    """A GrowthBook holdout: a feature of its own, read by others as a parent."""
+    rule: dict[str, Any] = {
+        "key": "h1",
+        "variations": ["holdoutcontrol", "holdouttreatment"],
+        "weights": [0.5, 0.5],
+        "meta": [{"key": "holdoutcontrol"}, {"key": "holdouttreatment"}],
+        "coverage": draw(unit),
+        "hashVersion": draw(st.sampled_from([1, 2])),
+    }
+    return {"defaultValue": "genpop", "rules": [rule]}
 
 
 @st.composite
 def payloads(draw: st.DrawFn) -> dict[str, Any]:
     count = draw(st.integers(1, len(FEATURES)))
-    return {"features": {k: draw(feature(k)) for k in FEATURES[:count]}}
+    features = {k: draw(feature(k)) for k in FEATURES[:count]}
+    if draw(st.booleans()):
+        features[HOLDOUT] = draw(holdout())
+        for f in features.values():
+            if f is not features[HOLDOUT] and draw(st.booleans()):
+                held = {"value": {"$eq": "holdoutcontrol"}}
+                rule = {"parentConditions": [{"id": HOLDOUT, "condition": held}]}
+                f["rules"].insert(0, {**rule, "force": f["defaultValue"]})
+    return {"features": features}
 
 
 # --- the comparison -------------------------------------------------------------------
@@ -382,6 +407,8 @@ def compare(payload: dict[str, Any], subjects: list[dict[str, Any]]) -> int:
         # never stands in for it and both sides read the very same attributes.
         gb.set_attributes(attrs)
         for key in payload["features"]:
+            if key == HOLDOUT:
+                continue  # not an application feature: decided as a parent only
             expected = gb.eval_feature(key)
             got = decide(snapshot, PID, key, "subject", attrs)
             er = expected.experimentResult

@@ -470,3 +470,32 @@ def test_unusable_variation_keys_fall_back_to_unique_indexes() -> None:
         "features.f.rules[0].meta[0].key",
         "features.f.rules[0].meta[2].key",
     ]
+
+
+def test_a_growthbook_holdout_feature_is_imported_under_a_key_assay_takes() -> None:
+    hold = {"key": "h1", "variations": ["holdoutcontrol", "holdouttreatment"], "coverage": 0.1}
+    read = {"id": "$holdout:h1", "condition": {"value": "holdoutcontrol"}}
+    payload = {
+        "features": {
+            "$holdout:h1": {"defaultValue": "genpop", "rules": [hold]},
+            "banner": {
+                "defaultValue": False,
+                "rules": [
+                    {"parentConditions": [read], "force": False},
+                    {"force": True, "coverage": 0.5, "parentConditions": [{"id": "$gone:x"}]},
+                ],
+            },
+        }
+    }
+    result = convert_growthbook(payload)
+    assert result.warnings == []
+    flags = {f.key: f for f in result.definitions.flags}
+    assert set(flags) == {"holdout-h1", "banner"}
+    first, second = flags["banner"].rules
+    assert first.parent_conditions[0].flag == "holdout-h1"
+    # A parent missing from the payload stays missing (reads null) under a key no flag has.
+    assert second.parent_conditions[0].flag == "missing.-gone-x"
+    assert isinstance(second, RolloutRule)
+    assert second.seed is None  # the flag keeps GrowthBook's key, so its seed is unchanged
+    holdout_rule = flags["holdout-h1"].rules[0]
+    assert isinstance(holdout_rule, ExperimentRule)

@@ -336,6 +336,10 @@ class _Converter:
         self.experiment_keys: set[str] = set()
         self.layer_ranges: dict[str, list[tuple[float, float, str]]] = {}
         self.saved_groups: Mapping[str, Any] = {}
+        self.flag_keys: dict[str, str] = {}
+        """GrowthBook feature key -> assay flag key (they differ only for a feature whose
+        key assay cannot take but another feature reads as a parent, e.g. a GrowthBook
+        holdout, ``$holdout:...``)."""
         self.holdouts: dict[str, bool] = {}
         """Experiment key -> whether it has a passthrough variant (a holdout, which does
         not count as the flag's one running experiment)."""
@@ -347,6 +351,7 @@ class _Converter:
 
     def run(self) -> GrowthBookImport:
         features = self._features()
+        self.flag_keys = self._flag_keys(features)
         for key, feature in features.items():
             self._feature(str(key), feature)
         definitions = Definitions(
@@ -412,15 +417,47 @@ class _Converter:
 
     # -- features -----------------------------------------------------------------------
 
-    def _feature(self, key: str, feature: Any) -> None:
-        loc = f"features.{key}"
-        if not _KEY.match(key):
+    @staticmethod
+    def _flag_keys(features: Mapping[str, Any]) -> dict[str, str]:
+        keys = {str(k): str(k) for k in features if _KEY.match(str(k))}
+        parents: set[str] = set()
+        for feature in features.values():
+            rules = feature.get("rules") if isinstance(feature, Mapping) else None
+            for rule in rules if isinstance(rules, list) else []:
+                pcs = rule.get("parentConditions") if isinstance(rule, Mapping) else None
+                for pc in pcs if isinstance(pcs, list) else []:
+                    if isinstance(pc, Mapping) and isinstance(pc.get("id"), str):
+                        parents.add(pc["id"])
+        taken = set(keys.values())
+        # GrowthBook's holdouts are features only ever read as parents. A parent that is
+        # not a feature of the payload reads null; one whose key assay cannot take gets a
+        # key no flag has, so it stays missing.
+        holdouts = {str(k) for k in features if str(k).startswith("$holdout:")}
+        for k in sorted(k for k in (parents | holdouts) - set(keys) if not _KEY.match(k)):
+            base = _key_like(k) if k in features else _key_like("missing." + k)
+            new = base
+            while new in taken:
+                new = f"{new}_"
+            keys[k] = new
+            taken.add(new)
+        return keys
+
+    def _feature(self, gb_key: str, feature: Any) -> None:
+        loc = f"features.{gb_key}"
+        key = self.flag_keys.get(gb_key)
+        if key is None:
             self.warn(
                 loc,
                 "feature key is not a valid assay flag key (letters, digits, '_', '.', '-'); "
                 "feature not imported",
             )
             return
+        if key != gb_key and not gb_key.startswith("$holdout:"):
+            self.warn(
+                loc,
+                f"imported as flag {key!r} (not a valid assay key), so that the features "
+                "reading it as a parent keep their rules; callers decide it by that key",
+            )
         if not isinstance(feature, Mapping):
             self.warn(loc, "a feature must be an object; feature not imported")
             return
@@ -441,7 +478,7 @@ class _Converter:
             try:
                 if not isinstance(rule, Mapping):
                     raise _Skip("a rule must be an object; rule skipped")
-                converted, rule_values = self._rule(key, rule, rloc, has_experiment)
+                converted, rule_values = self._rule(gb_key, rule, rloc, has_experiment)
             except _NeverApplies:
                 # Dropping a rule that applies to no one changes nothing, unless its
                 # parent conditions can end the evaluation (a gate, a cycle): then it is
@@ -508,6 +545,9 @@ class _Converter:
                 used |= {"force", "hashAttribute", "fallbackAttribute", "seed", "hashVersion"}
             else:
                 converted = self._rollout(rule, condition, filters, parents)
+                if converted.seed is None and self.flag_keys.get(feature) != feature:
+                    # GrowthBook seeds with the feature key: keep it under the new key.
+                    converted = msgspec.structs.replace(converted, seed=feature)
                 used |= {"force", "coverage", "range", "hashAttribute", "fallbackAttribute"}
                 used |= {"seed", "hashVersion"}
             used |= {"namespace", "disableStickyBucketing"}  # not read by a force rule
@@ -570,11 +610,9 @@ class _Converter:
             parent = pc.get("id")
             if parent is None:
                 continue
-            if not isinstance(parent, str) or not _KEY.match(parent):
-                raise _Skip(
-                    f"parent feature {parent!r} is not a valid assay flag key, so it cannot "
-                    "be imported and referenced; rule skipped"
-                )
+            if not isinstance(parent, str):
+                raise _Skip(f"parent feature {parent!r} is not a key; rule skipped")
+            parent = self.flag_keys.get(parent, parent)
             condition = pc.get("condition")
             inlined = (
                 {} if condition is None else self._condition(condition, f"{loc}.parentConditions")

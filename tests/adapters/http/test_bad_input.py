@@ -157,7 +157,7 @@ WRITES = [
         "/api/v1/decide/batch" + P,
         {"requests": [{"flag": "{flag}", "subject": "u1"}]},
         {"requests": [{"flag": "{flag}", "subject": "u1", "bogus": 1}]},
-        {"requests": [{"flag": "{flag}", "subject": 5}]},
+        {"requests": [{"flag": "{flag}", "subject": True}]},
         "/api/v1/decide/batch?project=no-such-project",
         {"requests": [{"flag": "{flag}", "subject": "u1"}]},
         decides=True,

@@ -171,3 +171,11 @@ async def test_rule_language_over_http(world: Any) -> None:
     assert (on["value"], on["reason"]) == ("child-on", "forced")
     gated = await decide({})
     assert (gated["value"], gated["reason"]) == (None, "prerequisite_gate")
+    # A numeric subject is the id as a number.
+    answer = await sdk.post("/api/v1/decide", json={"flag": "child", "subject": 456})
+    assert (answer.status, answer.body["value"], answer.body["subject"]) == (200, "child-on", "456")
+    batch = await sdk.post(
+        "/api/v1/decide/batch",
+        json={"requests": [{"flag": "child", "subject": s} for s in (123, "123")]},
+    )
+    assert [d["reason"] for d in batch.body["decisions"]] == ["forced", "prerequisite_gate"]

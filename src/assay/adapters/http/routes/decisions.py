@@ -27,10 +27,26 @@ Attributes = Annotated[
 ]
 
 
+NumericSubject = Annotated[
+    int,
+    msgspec.Meta(description="A numeric subject id: it is the `id` attribute as a number."),
+]
+
+
 class DecideRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     flag: FlagKey
-    subject: SubjectId
+    subject: SubjectId | NumericSubject
     attributes: Attributes = {}
+
+
+def _triple(r: DecideRequest) -> tuple[str, str, dict[str, Any]]:
+    # A numeric subject keeps its type as the ``id`` attribute (conditions such as
+    # ``{"id": {"$in": [123]}}`` match it, as in GrowthBook); the decision names it as text.
+    subject = r.subject
+    if type(subject) is str:
+        return (r.flag, subject, r.attributes)
+    attributes = r.attributes if "id" in r.attributes else {**r.attributes, "id": subject}
+    return (r.flag, str(subject), attributes)
 
 
 class BatchDecideRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -51,9 +67,7 @@ async def _project_id(call: Call) -> str:
 async def decide(call: Call) -> Decision:
     body: DecideRequest = call.body
     project_id = await _project_id(call)
-    decisions = await call.engine.adecide_many(
-        [(body.flag, body.subject, body.attributes)], project_id=project_id
-    )
+    decisions = await call.engine.adecide_many([_triple(body)], project_id=project_id)
     return decisions[0]
 
 
@@ -67,7 +81,7 @@ async def decide_batch(call: Call) -> BatchDecideResponse:
         )
     project_id = await _project_id(call)
     decisions = await call.engine.adecide_many(
-        [(r.flag, r.subject, r.attributes) for r in body.requests], project_id=project_id
+        [_triple(r) for r in body.requests], project_id=project_id
     )
     return BatchDecideResponse(decisions=decisions)
 

@@ -499,3 +499,91 @@ def test_a_growthbook_holdout_feature_is_imported_under_a_key_assay_takes() -> N
     assert second.seed is None  # the flag keeps GrowthBook's key, so its seed is unchanged
     holdout_rule = flags["holdout-h1"].rules[0]
     assert isinstance(holdout_rule, ExperimentRule)
+
+
+RULES_PAYLOAD: dict[str, Any] = {
+    "features": {
+        "$holdout:h1": {
+            "defaultValue": "genpop",
+            "rules": [
+                {
+                    "key": "h1",
+                    "variations": ["holdoutcontrol", "holdouttreatment"],
+                    "meta": [{"key": "holdoutcontrol"}, {"key": "holdouttreatment"}],
+                    "coverage": 0.2,
+                    "hashVersion": 2,
+                }
+            ],
+        },
+        "gate": {
+            "defaultValue": False,
+            "rules": [{"force": True, "range": [0.1, 0.9], "hashVersion": 2, "seed": "g"}],
+        },
+        "checkout": {
+            "defaultValue": "old",
+            "rules": [
+                {
+                    "parentConditions": [
+                        {"id": "$holdout:h1", "condition": {"value": "holdoutcontrol"}}
+                    ],
+                    "force": "old",
+                },
+                {
+                    "key": "checkout-holdout",
+                    "variations": ["old", "old"],
+                    "meta": [{"key": "held"}, {"key": "rest", "passthrough": True}],
+                    "coverage": 1,
+                    "weights": [0.1, 0.9],
+                    "hashVersion": 2,
+                },
+                {
+                    "key": "checkout-exp",
+                    "parentConditions": [
+                        {"id": "gate", "condition": {"value": {"$eq": True}}, "gate": True}
+                    ],
+                    "variations": ["old", "new", "newer"],
+                    "ranges": [[0.5, 0.7], [0.1, 0.3]],  # gaps, not from 0, one short
+                    "filters": [
+                        {"seed": "ns-a", "ranges": [[0, 0.7]]},
+                        {"attribute": "company", "hashVersion": 1, "ranges": [[0.2, 1.0]]},
+                    ],
+                    "fallbackAttribute": "deviceId",
+                    "hashVersion": 2,
+                },
+                {"force": "fallback", "filters": [{"seed": "x", "ranges": [[0, 0.5]]}]},
+            ],
+        },
+    }
+}
+
+
+async def test_the_rule_language_imports_through_the_service_and_decides_as_growthbook(
+    engine: Engine,
+) -> None:
+    """The import's output passes the service's validation as it is, and the engine then
+    serves what GrowthBook's SDK serves (the differential test covers generated payloads
+    on the pure path)."""
+    report = await import_growthbook(engine.service, SYSTEM_KEY, P, RULES_PAYLOAD)
+    assert report.warnings == []
+    await engine.refresh()
+    snapshot = engine.snapshot
+    assert snapshot.errors == ()
+    project_id = snapshot.project_ids[P]
+    gb = GrowthBook(features=RULES_PAYLOAD["features"])
+    rng = random.Random(7)
+    reasons = set()
+    for i in range(3000):
+        sid, attrs = subject(rng, i)
+        gb.set_attributes(attrs)
+        for key in ("gate", "checkout"):
+            expected = gb.eval_feature(key)
+            er = expected.experimentResult
+            in_gb = er is not None and er.inExperiment
+            got = decide(snapshot, project_id, key, sid, attrs)
+            reasons.add(got.reason)
+            assert (got.value, got.in_experiment, got.variant if got.in_experiment else None) == (
+                expected.value,
+                in_gb,
+                er.key if in_gb and er is not None else None,
+            ), (key, attrs)
+    assert {Reason.PREREQUISITE_GATE, Reason.EXPERIMENT_ASSIGNED, Reason.FORCED} <= reasons

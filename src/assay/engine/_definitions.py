@@ -65,7 +65,7 @@ from assay.engine._model import (
     Transition,
 )
 from assay.engine._ports import StoreTransaction
-from assay.engine._service import ConfigService, ScopedT, _check_experiment_edit, is_holdout
+from assay.engine._service import ConfigService, ScopedT, _check_experiment_edit, has_passthrough
 from assay.engine._validation import validate_experiment, validate_flag, validate_metric
 
 __all__ = [
@@ -551,7 +551,7 @@ def _check_running(
             continue
         keys = [r.experiment for r in obj.rules if isinstance(r, ExperimentRule)]
         # A holdout in GrowthBook's form (a passthrough variant) does not count.
-        both = [k for k in dict.fromkeys(keys) if k in running and not is_holdout(running[k])]
+        both = [k for k in dict.fromkeys(keys) if k in running and not has_passthrough(running[k])]
         if len(both) > 1:
             # Name an object of the file: that is where the fix goes.
             kind, key = "flag", obj.key

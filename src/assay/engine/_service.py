@@ -125,7 +125,7 @@ def _spec_fields(kind: type[msgspec.Struct]) -> tuple[str, ...]:
     return kind.__struct_fields__
 
 
-def is_holdout(experiment: Experiment) -> bool:
+def has_passthrough(experiment: Experiment) -> bool:
     """A holdout in GrowthBook's form: an experiment with a passthrough variant, which
     lets the flag go on to its next rule, so it may run beside the flag's experiment."""
     return any(v.passthrough for v in experiment.variants)
@@ -618,11 +618,15 @@ class ConfigService:
         experiments = {e.key: e for e in await _all(tx, Experiment, experiment.project_id)}
         for flag in await _all(tx, Flag, experiment.project_id):
             refs = {r.experiment for r in flag.rules if isinstance(r, ExperimentRule)}
-            if experiment.key not in refs or is_holdout(experiment):
+            if experiment.key not in refs or has_passthrough(experiment):
                 continue
             for other in refs - {experiment.key}:
                 o = experiments.get(other)
-                if o is not None and o.status is ExperimentStatus.RUNNING and not is_holdout(o):
+                if (
+                    o is not None
+                    and o.status is ExperimentStatus.RUNNING
+                    and not has_passthrough(o)
+                ):
                     raise Conflict(
                         f"flag {flag.key!r} already has a running experiment {other!r}",
                         code="flag_has_running_experiment",

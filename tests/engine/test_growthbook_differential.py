@@ -299,9 +299,17 @@ def feature(draw: st.DrawFn, key: str) -> dict[str, Any]:
     rules: list[dict[str, Any]] = []
     has_experiment = False
     for _ in range(draw(st.integers(0, 4))):
-        kind = draw(st.sampled_from(["force", "force", "experiment", "holdout"]))
+        kind = draw(st.sampled_from(["force", "force", "experiment", "holdout", "gate"]))
         if kind == "force":
             rules.append(draw(force_rule(key, values)))
+            continue
+        if kind == "gate":
+            # Parent conditions alone (GrowthBook's way to gate a whole feature): the
+            # rule never serves a value, but its gate can end the evaluation.
+            gate: dict[str, Any] = {"parentConditions": draw(parent_conditions(key))}
+            if draw(st.booleans()):
+                gate["condition"] = draw(conditions)
+            rules.append(gate)
             continue
         holdout = kind == "holdout"
         rule = draw(experiment_rule(key, values, holdout))

@@ -49,10 +49,9 @@ in two pieces) is skipped as a whole. Things that do not change a stateless eval
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
-from typing import Any, TypeGuard
+from typing import Any
 
 import msgspec
 
@@ -64,6 +63,16 @@ from assay.engine._definitions import (
     load_definitions,
 )
 from assay.engine._errors import ValidationFailed
+from assay.engine._growthbook_values import (
+    NeverApplies,
+    Skip,
+    clamped_range,
+    explicit_ranges,
+    is_number,
+    js_truthy,
+    rollout_coverage,
+    valid_weights,
+)
 from assay.engine._model import (
     ApiKey,
     ExperimentRule,
@@ -124,15 +133,6 @@ class GrowthBookImport(Struct, frozen=True, kw_only=True):
     warnings: list[ImportWarning] = []
 
 
-class _Skip(Exception):
-    """The rule (or feature) cannot be imported faithfully: skip it, saying why."""
-
-
-class _NeverApplies(Exception):
-    """GrowthBook would pass the rule over for every subject (e.g. a filter with no
-    range, a hash version it cannot hash): it is left out, without a warning."""
-
-
 def parse_growthbook_payload(data: bytes | str) -> dict[str, Any]:
     """Decode a payload file (JSON); raises ``ValidationFailed`` when it is not an object."""
     try:
@@ -188,16 +188,12 @@ async def import_growthbook(
 # --------------------------------------------------------------------------------------
 
 
-def _is_number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _flag_type(value: Any) -> FlagType:
     if isinstance(value, bool):
         return FlagType.BOOLEAN
     if isinstance(value, str):
         return FlagType.STRING
-    if _is_number(value):
+    if is_number(value):
         return FlagType.NUMBER
     return FlagType.JSON
 
@@ -207,117 +203,8 @@ def _hash_version(rule: Mapping[str, Any]) -> int:
     # applies to no one.
     version = rule.get("hashVersion") or 1
     if version not in (1, 2) or isinstance(version, bool):
-        raise _NeverApplies
+        raise NeverApplies
     return int(version)
-
-
-def _js_truthy(value: Any) -> bool:
-    if value is None or value is False or value == "":
-        return False
-    if _is_number(value):
-        return value == value and value != 0
-    return True
-
-
-def _pair(raw: Any) -> tuple[float, float]:
-    if (
-        not isinstance(raw, (list, tuple))
-        or len(raw) != 2
-        or not all(_is_number(b) and math.isfinite(b) for b in raw)
-    ):
-        raise _Skip(f"range {raw!r} is not [start, end]; rule skipped")
-    return float(raw[0]), float(raw[1])
-
-
-def _clamped_range(raw: Any) -> tuple[float, float] | None:
-    """A GrowthBook range ``[start, end)`` within [0, 1] (hashes lie in [0, 1), so the
-    same hashes fall in it); None when no hash does."""
-    start, end = _pair(raw)
-    start, end = max(start, 0.0), min(end, 1.0)
-    return (start, end) if start < end else None
-
-
-def _subtract(
-    pieces: list[tuple[float, float]], cut: tuple[float, float]
-) -> list[tuple[float, float]]:
-    out = []
-    for a, b in pieces:
-        c, d = cut
-        if d <= a or b <= c:
-            out.append((a, b))
-            continue
-        if a < c:
-            out.append((a, c))
-        if d < b:
-            out.append((d, b))
-    return out
-
-
-def _explicit_ranges(raw: Any, n: int) -> list[tuple[float, float]]:
-    """GrowthBook's ``ranges`` as one disjoint range per variation.
-
-    GrowthBook gives a hash the first range containing it: each range loses what earlier
-    ones cover (a range split in two cannot be expressed, and skips the rule); ranges past
-    the last variation assign no one, like hashing outside every range; a variation
-    without a range gets an empty one.
-    """
-    if not isinstance(raw, list):
-        raise _Skip(f"ranges {raw!r} is not a list; rule skipped")
-    given = [_pair(r) for r in raw]
-    out: list[tuple[float, float]] = []
-    earlier: list[tuple[float, float]] = []
-    for start, end in given[:n]:
-        start, end = max(start, 0.0), min(end, 1.0)
-        pieces = [(start, end)] if start < end else []
-        for cut in earlier:
-            pieces = _subtract(pieces, cut)
-        if len(pieces) > 1:
-            raise _Skip(
-                f"ranges {raw!r} overlap so that a variation would own two ranges; rule skipped"
-            )
-        out.append(pieces[0] if pieces else (0.0, 0.0))
-        if start < end:
-            earlier.append((start, end))
-    out.extend([(0.0, 0.0)] * (n - len(out)))
-    return out
-
-
-def rollout_coverage(coverage: float, hash_version: int) -> float:
-    """The assay rollout coverage including exactly the subjects GrowthBook includes.
-
-    GrowthBook includes hash ``n`` when ``n < coverage``; assay when ``n <= coverage``.
-    ``n`` is ``k / 1000`` (v1) or ``k / 10000`` (v2), computed by that float division, so
-    the two agree unless ``coverage`` equals one of those values exactly; then the
-    coverage moves half a step down, strictly between two possible hashes, where ``<`` and
-    ``<=`` agree (and where they would keep agreeing were either side to switch).
-    """
-    if coverage <= 0:
-        return 0.0
-    if coverage >= 1:
-        return 1.0
-    steps = 1000 if hash_version == 1 else 10000
-    k = math.ceil(coverage * steps)
-    # Correct for rounding in the multiplication: k / steps is the smallest hash >= coverage.
-    while k > 0 and (k - 1) / steps >= coverage:
-        k -= 1
-    while k / steps < coverage:
-        k += 1
-    if k / steps != coverage:
-        return coverage
-    return (k - 0.5) / steps
-
-
-def _valid_weights(weights: Any, n: int) -> TypeGuard[list[float]]:
-    # GrowthBook's rule for using the given weights: one finite, non-negative number per
-    # variation, summing to 0.99..1.01; anything else buckets with equal weights.
-    if not isinstance(weights, list) or len(weights) != n:
-        return False
-    if not all(_is_number(w) and math.isfinite(w) and w >= 0 for w in weights):
-        return False
-    total = 0.0
-    for w in weights:
-        total += w
-    return 0.99 <= total <= 1.01
 
 
 def _key_like(text: str) -> str:
@@ -477,15 +364,15 @@ class _Converter:
             rloc = f"{loc}.rules[{i}]"
             try:
                 if not isinstance(rule, Mapping):
-                    raise _Skip("a rule must be an object; rule skipped")
+                    raise Skip("a rule must be an object; rule skipped")
                 converted, rule_values = self._rule(gb_key, rule, rloc, has_experiment)
-            except _NeverApplies:
+            except NeverApplies:
                 # Dropping a rule that applies to no one changes nothing, unless its
                 # parent conditions can end the evaluation (a gate, a cycle): then it is
                 # kept with those alone, and a condition no subject passes.
                 try:
                     parents = self._parents(rule, rloc)
-                except _Skip as skip:
+                except Skip as skip:
                     self.warn(rloc, str(skip))
                     continue
                 if not parents:
@@ -494,7 +381,7 @@ class _Converter:
                     condition={"$not": {}}, value=default, parent_conditions=parents
                 )
                 rule_values = []
-            except _Skip as skip:
+            except Skip as skip:
                 self.warn(rloc, str(skip))
                 continue
             rule_id = rule.get("id")
@@ -554,13 +441,13 @@ class _Converter:
             self._report_unused(rule, used, loc)
             return converted, [rule["force"]]
         if rule.get("contextualVariations") is not None or rule.get("contextualBanditRef"):
-            raise _Skip("contextual bandits are not imported; rule skipped")
+            raise Skip("contextual bandits are not imported; rule skipped")
         if rule.get("variations") is None:
-            raise _NeverApplies
+            raise NeverApplies
         experiment = self._experiment(feature, rule, condition, filters, loc)
         is_holdout = any(v.passthrough for v in experiment.variants)
         if has_experiment is not None and not is_holdout:
-            raise _Skip(
+            raise Skip(
                 f"this flag already runs experiment {has_experiment!r} and assay allows one "
                 "running experiment per flag (besides holdouts); rule skipped"
             )
@@ -602,16 +489,16 @@ class _Converter:
         if not raw:
             return []
         if not isinstance(raw, list):
-            raise _Skip(f"parentConditions {raw!r} is not a list; rule skipped")
+            raise Skip(f"parentConditions {raw!r} is not a list; rule skipped")
         out = []
         for j, pc in enumerate(raw):
             if not isinstance(pc, Mapping):
-                raise _Skip(f"parentConditions[{j}] is not an object; rule skipped")
+                raise Skip(f"parentConditions[{j}] is not an object; rule skipped")
             parent = pc.get("id")
             if parent is None:
                 continue
             if not isinstance(parent, str):
-                raise _Skip(f"parent feature {parent!r} is not a key; rule skipped")
+                raise Skip(f"parent feature {parent!r} is not a key; rule skipped")
             parent = self.flag_keys.get(parent, parent)
             condition = pc.get("condition")
             inlined = (
@@ -619,34 +506,34 @@ class _Converter:
             )
             out.append(
                 ParentCondition(
-                    flag=parent, condition=inlined or {}, gate=_js_truthy(pc.get("gate"))
+                    flag=parent, condition=inlined or {}, gate=js_truthy(pc.get("gate"))
                 )
             )
         return out
 
     def _filters(self, raw: Any, loc: str) -> list[HashFilter]:
-        """GrowthBook's ``filters``; raises ``_NeverApplies`` for a filter no one passes."""
+        """GrowthBook's ``filters``; raises ``NeverApplies`` for a filter no one passes."""
         if not raw:
             return []
         if not isinstance(raw, list):
-            raise _Skip(f"filters {raw!r} is not a list; rule skipped")
+            raise Skip(f"filters {raw!r} is not a list; rule skipped")
         out = []
         for j, f in enumerate(raw):
             if not isinstance(f, Mapping):
-                raise _Skip(f"filters[{j}] is not an object; rule skipped")
+                raise Skip(f"filters[{j}] is not an object; rule skipped")
             attribute = f.get("attribute", "id")
             attribute = "id" if attribute is None else attribute
             seed = f.get("seed", "")
             version = f.get("hashVersion", 2)
             if not isinstance(attribute, str) or not isinstance(seed, str):
-                raise _Skip(f"filters[{j}] has a non-string attribute or seed; rule skipped")
+                raise Skip(f"filters[{j}] has a non-string attribute or seed; rule skipped")
             if attribute == "":
-                raise _NeverApplies  # no subject has a hash value for ""
+                raise NeverApplies  # no subject has a hash value for ""
             if isinstance(version, bool) or version not in (1, 2):
-                raise _NeverApplies  # GrowthBook filters out every subject
-            ranges = [r for r in map(_clamped_range, f.get("ranges") or []) if r is not None]
+                raise NeverApplies  # GrowthBook filters out every subject
+            ranges = [r for r in map(clamped_range, f.get("ranges") or []) if r is not None]
             if not ranges:
-                raise _NeverApplies
+                raise NeverApplies
             out.append(
                 HashFilter(
                     attribute=attribute,
@@ -682,13 +569,13 @@ class _Converter:
         share = 1.0
         if bounds is not None:
             # GrowthBook: a range decides instead of the coverage, ``start <= n < end``.
-            hashed = _clamped_range(bounds)
+            hashed = clamped_range(bounds)
             if hashed is None:
-                raise _NeverApplies
+                raise NeverApplies
         else:
             coverage = rule.get("coverage")
-            if not _is_number(coverage):
-                raise _Skip(f"coverage {coverage!r} is not a number; rule skipped")
+            if not is_number(coverage):
+                raise Skip(f"coverage {coverage!r} is not a number; rule skipped")
             share = rollout_coverage(float(coverage), version)
         return RolloutRule(
             condition=condition,
@@ -713,7 +600,7 @@ class _Converter:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise _Skip(f"{field} {value!r} is not a string; rule skipped")
+            raise Skip(f"{field} {value!r} is not a string; rule skipped")
         return value
 
     @staticmethod
@@ -722,7 +609,7 @@ class _Converter:
         if seed is None or seed == "":
             return None  # ``seed || key`` in both
         if not isinstance(seed, str):
-            raise _Skip(f"seed {seed!r} is not a string; rule skipped")
+            raise Skip(f"seed {seed!r} is not a string; rule skipped")
         return seed
 
     def _experiment(
@@ -735,25 +622,25 @@ class _Converter:
     ) -> ExperimentDefinition:
         variations = rule["variations"]
         if not isinstance(variations, list) or len(variations) < 2:
-            raise _NeverApplies  # fewer than two variations assign no one
+            raise NeverApplies  # fewer than two variations assign no one
         n = len(variations)
         version = _hash_version(rule)
         gb_key = rule.get("key") or feature
         if not isinstance(gb_key, str):
-            raise _Skip(f"experiment key {gb_key!r} is not a string; rule skipped")
+            raise Skip(f"experiment key {gb_key!r} is not a string; rule skipped")
         seed = self._seed(rule) or gb_key
 
         coverage = rule.get("coverage")
         if coverage is None:
             coverage = 1
-        if not _is_number(coverage):
-            raise _Skip(f"coverage {coverage!r} is not a number; rule skipped")
+        if not is_number(coverage):
+            raise Skip(f"coverage {coverage!r} is not a number; rule skipped")
         coverage = min(max(float(coverage), 0.0), 1.0)  # getBucketRanges clamps the same way
         # GrowthBook buckets with equal weights when the given ones are unusable.
         weights = rule.get("weights")
-        shares = [float(w) for w in weights] if _valid_weights(weights, n) else [1 / n] * n
+        shares = [float(w) for w in weights] if valid_weights(weights, n) else [1 / n] * n
         # Explicit ranges (a non-empty list) decide instead of coverage and weights.
-        ranges = _explicit_ranges(rule["ranges"], n) if rule.get("ranges") else None
+        ranges = explicit_ranges(rule["ranges"], n) if rule.get("ranges") else None
 
         meta = rule.get("meta")
         if meta is not None and not isinstance(meta, list):
@@ -770,7 +657,7 @@ class _Converter:
                 value=value,
                 weight=shares[i],
                 name=m["name"][:_NAME_MAX] if isinstance(m.get("name"), str) else "",
-                passthrough=_js_truthy(m.get("passthrough")),
+                passthrough=js_truthy(m.get("passthrough")),
             )
             for i, (value, m) in enumerate(zip(variations, metas, strict=True))
         ]
@@ -865,14 +752,14 @@ class _Converter:
             not isinstance(namespace, list)
             or len(namespace) != 3
             or not isinstance(namespace[0], str)
-            or not all(_is_number(x) for x in namespace[1:])
+            or not all(is_number(x) for x in namespace[1:])
         ):
-            raise _Skip(f"namespace {namespace!r} is not [id, start, end]; rule skipped")
+            raise Skip(f"namespace {namespace!r} is not [id, start, end]; rule skipped")
         ns_id, start, end = namespace[0], float(namespace[1]), float(namespace[2])
         # Hashes lie in [0, 1), so clamping the range to it includes the same subjects.
         start, end = max(start, 0.0), min(end, 1.0)
         if start >= end:
-            raise _NeverApplies
+            raise NeverApplies
         layer = LayerRange(layer=ns_id, start=start, end=end) if _KEY.match(ns_id) else None
         if layer is None:
             return None, self._namespace_filter((ns_id, start, end), hash_attribute)
@@ -898,7 +785,7 @@ class _Converter:
         if condition is None or condition == {}:
             return None
         if not isinstance(condition, Mapping):
-            raise _Skip(f"condition {condition!r} is not an object; rule skipped")
+            raise Skip(f"condition {condition!r} is not an object; rule skipped")
         used: set[str] = set()
         inlined = self._inline(condition, used, frozenset())
         for group in sorted(used):
@@ -911,7 +798,7 @@ class _Converter:
 
     def _group(self, group_id: Any) -> Any:
         if not isinstance(group_id, str):
-            raise _Skip(f"saved group reference {group_id!r} is not an id; rule skipped")
+            raise Skip(f"saved group reference {group_id!r} is not an id; rule skipped")
         if group_id not in self.saved_groups:
             return None
         return self.saved_groups[group_id]
@@ -930,7 +817,7 @@ class _Converter:
             and isinstance(entry.get("values"), list)
         ):
             return list(entry["values"])
-        raise _Skip(f"saved group {group_id!r} is not a list of values; rule skipped")
+        raise Skip(f"saved group {group_id!r} is not a list of values; rule skipped")
 
     def _inline(
         self, condition: Mapping[str, Any], used: set[str], visiting: frozenset[str]
@@ -948,7 +835,7 @@ class _Converter:
             elif key == "$savedGroup":
                 extra.append(self._saved_group(value, used, visiting))
             elif key == "$savedGroups":
-                raise _Skip("$savedGroups conditions are not imported; rule skipped")
+                raise Skip("$savedGroups conditions are not imported; rule skipped")
             else:
                 out[key] = self._inline_value(value, used, visiting)
         if not extra:
@@ -960,20 +847,20 @@ class _Converter:
         self, reference: Any, used: set[str], visiting: frozenset[str]
     ) -> dict[str, Any]:
         if not isinstance(reference, Mapping):
-            raise _Skip(f"$savedGroup {reference!r} is not a reference; rule skipped")
+            raise Skip(f"$savedGroup {reference!r} is not a reference; rule skipped")
         group_id = reference.get("id")
         entry = self._group(group_id)
         if not isinstance(entry, Mapping) or group_id in visiting:
-            raise _Skip(f"saved group {group_id!r} is missing or circular; rule skipped")
+            raise Skip(f"saved group {group_id!r} is missing or circular; rule skipped")
         used.add(str(group_id))
         if entry.get("type") == "list":
             attribute = reference.get("attributeKey", entry.get("attributeKey"))
             if not isinstance(attribute, str):
-                raise _Skip(f"saved group {group_id!r} names no attribute; rule skipped")
+                raise Skip(f"saved group {group_id!r} names no attribute; rule skipped")
             return {attribute: {"$in": self._list_group(group_id, used)}}
         if entry.get("type") == "condition" and isinstance(entry.get("condition"), Mapping):
             return self._inline(entry["condition"], used, visiting | {str(group_id)})
-        raise _Skip(f"saved group {group_id!r} has an unknown type; rule skipped")
+        raise Skip(f"saved group {group_id!r} has an unknown type; rule skipped")
 
     def _inline_value(self, value: Any, used: set[str], visiting: frozenset[str]) -> Any:
         if not isinstance(value, Mapping) or not all(
@@ -986,7 +873,7 @@ class _Converter:
                 # $in/$nin test membership exactly as $inGroup/$notInGroup do.
                 target = "$in" if op == "$inGroup" else "$nin"
                 if target in value:
-                    raise _Skip(f"{op} beside {target} cannot be inlined; rule skipped")
+                    raise Skip(f"{op} beside {target} cannot be inlined; rule skipped")
                 out[target] = self._list_group(argument, used)
             elif op in ("$not", "$size"):
                 out[op] = self._inline_value(argument, used, visiting)

@@ -178,6 +178,8 @@ def ranged(ranges: list[tuple[float, float]], **extra: Any) -> ExperimentSpec:
     ("spec", "code"),
     [
         (ranged([(0.0, 0.6), (0.5, 1.0)]), "overlapping_ranges"),
+        (ranged([(0.0, 0.5), (0.5, 1.5)]), "invalid_body"),  # leaves [0, 1]
+        (two_variants(filters=[HashFilter(ranges=[(-0.1, 0.5)])]), "invalid_body"),
         (ranged([(0.1, 0.5), (0.5, 0.4)]), "invalid_range"),
         (ranged([(0.0, 0.5)]), "invalid_range"),  # one range per variant
         (two_variants(filters=[HashFilter(ranges=[(0.6, 0.2)])]), "invalid_range"),

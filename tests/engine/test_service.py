@@ -183,7 +183,7 @@ def ranged(ranges: list[tuple[float, float]], **extra: Any) -> ExperimentSpec:
         (ranged([(0.1, 0.5), (0.5, 0.4)]), "invalid_range"),
         (ranged([(0.0, 0.5)]), "invalid_range"),  # one range per variant
         (two_variants(filters=[HashFilter(ranges=[(0.6, 0.2)])]), "invalid_range"),
-        (two_variants(filters=[HashFilter(attribute="$or", ranges=[(0, 1)])]), "invalid_attribute"),
+        (two_variants(filters=[HashFilter(attribute="", ranges=[(0, 1)])]), "invalid_body"),
         (
             two_variants(forced_variations=[ForcedVariation(variant="nope", values=["u1"])]),
             "unknown_reference",

@@ -77,13 +77,9 @@ def _check_ranges(
 
 
 def _check_filters(filters: Sequence[HashFilter], where: str) -> None:
+    # Any non-empty attribute name is one (assay keeps no attribute schema, and GrowthBook
+    # hashes whatever the name says), so only the ranges are checked.
     for j, f in enumerate(filters):
-        if f.attribute.startswith("$"):
-            raise _invalid(
-                f"filter attribute {f.attribute!r} is not an attribute name",
-                "invalid_attribute",
-                field=f"{where}[{j}].attribute",
-            )
         _check_ranges(f.ranges, f"{where}[{j}].ranges")
 
 

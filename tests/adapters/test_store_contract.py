@@ -29,6 +29,7 @@ from assay.engine._model import (
     Project,
     Role,
     RolloutRule,
+    Segment,
     Variant,
 )
 
@@ -155,9 +156,27 @@ async def test_insert_then_get_round_trips_every_kind(store: Store) -> None:
     )
     layer = Layer(id="lay_1", project_id=p.id, key="main", created_at=T0, updated_at=T0)
     m = metric(p.id, "revenue")
+    ids = Segment(
+        id="seg_1",
+        project_id=p.id,
+        key="beta",
+        attribute="email",
+        values=["a@x", 7, 2.5, True, None],
+        created_at=T0,
+        updated_at=T0,
+    )
+    cond = Segment(
+        id="seg_2",
+        project_id=p.id,
+        key="eu",
+        type="condition",
+        condition={"country": {"$in": ["FR"]}, "$savedGroup": {"id": "beta"}},
+        created_at=T0,
+        updated_at=T0,
+    )
 
     async with store.transaction() as tx:
-        for obj in (p, f, e, layer, m):
+        for obj in (p, f, e, layer, m, ids, cond):
             await tx.insert(obj)
 
     async with store.transaction() as tx:
@@ -166,6 +185,8 @@ async def test_insert_then_get_round_trips_every_kind(store: Store) -> None:
         assert await tx.get(Experiment, p.id, "exp1") == e
         assert await tx.get(Layer, p.id, "main") == layer
         assert await tx.get(Metric, p.id, "revenue") == m
+        assert await tx.get(Segment, p.id, "beta") == ids
+        assert await tx.get(Segment, p.id, "eu") == cond
         # Lookups are by kind and project as well as key.
         assert await tx.get(Flag, p.id, "nope") is None
         assert await tx.get(Flag, "prj_other", "checkout") is None
@@ -553,6 +574,7 @@ async def test_load_config_returns_every_object_by_kind(store: Store) -> None:
         metric("prj_a", "m"),
         Layer(id="lay_1", project_id="prj_a", key="l", created_at=T0, updated_at=T0),
         Experiment(id="exp_1", project_id="prj_b", key="e", created_at=T0, updated_at=T0),
+        Segment(id="seg_1", project_id="prj_a", key="s", created_at=T0, updated_at=T0),
     ]
     async with store.transaction() as tx:
         for obj in objects:
@@ -569,6 +591,7 @@ async def test_load_config_returns_every_object_by_kind(store: Store) -> None:
     assert list(state.metrics) == [metric("prj_a", "m")]
     assert [layer.id for layer in state.layers] == ["lay_1"]
     assert [e.id for e in state.experiments] == ["exp_1"]
+    assert [s.id for s in state.segments] == ["seg_1"]
 
 
 async def test_watch_config_fires_after_commits_only(store: Store, nursery: trio.Nursery) -> None:

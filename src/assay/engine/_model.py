@@ -281,6 +281,43 @@ class Metric(MetricSpec, frozen=True, kw_only=True):
     updated_at: datetime
 
 
+# --- segments -------------------------------------------------------------------------
+
+
+SegmentType = Literal["list", "condition"]
+
+
+class SegmentSpec(Struct, frozen=True, kw_only=True):
+    """A named audience, per project (GrowthBook's saved group, LaunchDarkly's segment).
+
+    A ``list`` segment is a list of values of one attribute (``attribute``, default ``id``);
+    a condition tests membership with ``{"country": {"$inGroup": "KEY"}}`` (any attribute,
+    as in GrowthBook) or ``{"$savedGroup": {"id": "KEY"}}`` (its own ``attribute``). A
+    ``condition`` segment is a named condition, used through ``{"$savedGroup": {"id":
+    "KEY"}}``. Conditions reach segments by key, so changing a segment changes every rule
+    that uses it, with one audit entry. See docs/definitions.md.
+    """
+
+    key: Key
+    name: Name = ""
+    description: Description = ""
+    type: SegmentType = "list"
+    attribute: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "id"
+    """The attribute a ``list`` segment's values are ids of (GrowthBook's ``attributeKey``)."""
+    values: Annotated[list[JSONValue], msgspec.Meta(max_length=100_000)] = []
+    """A ``list`` segment's members."""
+    condition: Condition | None = None
+    """A ``condition`` segment's condition."""
+
+
+class Segment(SegmentSpec, frozen=True, kw_only=True):
+    id: str
+    project_id: str
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
 # --- access ---------------------------------------------------------------------------
 
 
@@ -315,5 +352,5 @@ class AuditEntry(Struct, frozen=True, kw_only=True):
     after: JSONValue = None
 
 
-ConfigObject = Project | Flag | Experiment | Layer | Metric
-ProjectScoped = Flag | Experiment | Layer | Metric
+ConfigObject = Project | Flag | Experiment | Layer | Metric | Segment
+ProjectScoped = Flag | Experiment | Layer | Metric | Segment

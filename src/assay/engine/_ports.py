@@ -32,9 +32,10 @@ from assay.engine._model import (
     Layer,
     Metric,
     Project,
+    Segment,
 )
 
-ConfigT = TypeVar("ConfigT", Project, Flag, Experiment, Layer, Metric)
+ConfigT = TypeVar("ConfigT", Project, Flag, Experiment, Layer, Metric, Segment)
 
 KIND_NAMES: dict[type[msgspec.Struct], str] = {
     Project: "project",
@@ -42,6 +43,7 @@ KIND_NAMES: dict[type[msgspec.Struct], str] = {
     Experiment: "experiment",
     Layer: "layer",
     Metric: "metric",
+    Segment: "segment",
 }
 
 
@@ -53,6 +55,7 @@ class ConfigState(msgspec.Struct, frozen=True, kw_only=True):
     experiments: Sequence[Experiment]
     layers: Sequence[Layer]
     metrics: Sequence[Metric]
+    segments: Sequence[Segment] = ()
 
 
 class StoreTransaction(Protocol):
@@ -75,14 +78,14 @@ class StoreTransaction(Protocol):
         """Objects ordered by key, strictly after ``after`` (a key), at most ``limit``."""
         ...
 
-    async def insert(self, obj: Project | Flag | Experiment | Layer | Metric) -> None: ...
+    async def insert(self, obj: Project | Flag | Experiment | Layer | Metric | Segment) -> None: ...
 
     async def update(
-        self, obj: Project | Flag | Experiment | Layer | Metric, *, expected_revision: int
+        self, obj: Project | Flag | Experiment | Layer | Metric | Segment, *, expected_revision: int
     ) -> None: ...
 
     async def delete(
-        self, obj: Project | Flag | Experiment | Layer | Metric, *, expected_revision: int
+        self, obj: Project | Flag | Experiment | Layer | Metric | Segment, *, expected_revision: int
     ) -> None: ...
 
     async def append_audit(self, entry: AuditEntry) -> None: ...

@@ -1,5 +1,5 @@
-"""Configuration service: every change to projects, flags, experiments, layers, metrics and
-keys goes through here, so validation, access control, revisions and the audit log are
+"""Configuration service: every change to projects, flags, experiments, layers, metrics,
+segments and keys goes through here, so validation, access control, revisions and the audit log are
 applied the same way whether the change comes from HTTP, the CLI or Python.
 
 Each write runs in one store transaction: the object and its audit entry commit together
@@ -43,10 +43,13 @@ from assay.engine._model import (
     Project,
     ProjectSpec,
     Role,
+    Segment,
+    SegmentSpec,
     Transition,
 )
 from assay.engine._pagination import Page, check_limit, decode_cursor, encode_cursor
 from assay.engine._ports import KIND_NAMES, Store, StoreTransaction
+from assay.engine._segments import segment_users, validate_segment
 from assay.engine._validation import validate_experiment, validate_flag, validate_metric
 
 GuardrailCheck = Callable[[StoreTransaction, Experiment], Awaitable[None]]
@@ -69,21 +72,23 @@ SECRET_PREFIX = "assay_"
 KEY_CACHE_SECONDS = 2.0
 _KEY_CACHE_SIZE = 10_000
 
-Scoped = Flag | Experiment | Layer | Metric
-SpecT = TypeVar("SpecT", FlagSpec, ExperimentSpec, LayerSpec, MetricSpec)
-ScopedT = TypeVar("ScopedT", Flag, Experiment, Layer, Metric)
+Scoped = Flag | Experiment | Layer | Metric | Segment
+SpecT = TypeVar("SpecT", FlagSpec, ExperimentSpec, LayerSpec, MetricSpec, SegmentSpec)
+ScopedT = TypeVar("ScopedT", Flag, Experiment, Layer, Metric, Segment)
 
 _SPEC_OF: dict[type[Scoped], type[msgspec.Struct]] = {
     Flag: FlagSpec,
     Experiment: ExperimentSpec,
     Layer: LayerSpec,
     Metric: MetricSpec,
+    Segment: SegmentSpec,
 }
 _RESOURCE_OF: dict[type[Scoped], Resource] = {
     Flag: Resource.FLAG,
     Experiment: Resource.EXPERIMENT,
     Layer: Resource.LAYER,
     Metric: Resource.METRIC,
+    Segment: Resource.SEGMENT,
 }
 # Experiment fields that decide who gets which variant; changing them after start would
 # silently move subjects between variants, so they are frozen once an experiment runs.
@@ -318,7 +323,7 @@ class ConfigService:
                 raise Conflict(
                     f"{KIND_NAMES[kind]} {obj.key!r} already exists", code="already_exists"
                 )
-            await self._validate(tx, obj)
+            await self._validate(tx, obj, None)
             await tx.insert(obj)
             await self._audit(tx, principal, f"{KIND_NAMES[kind]}.create", obj, None, obj)
         self._on_change()
@@ -350,7 +355,7 @@ class ConfigService:
             )
             if isinstance(current, Experiment) and isinstance(updated, Experiment):
                 _check_experiment_edit(current, updated)
-            await self._validate(tx, updated)
+            await self._validate(tx, updated, current)
             await tx.update(updated, expected_revision=current.revision)
             await self._audit(
                 tx, principal, f"{KIND_NAMES[kind]}.update", updated, current, updated
@@ -586,7 +591,7 @@ class ConfigService:
             raise NotFound(f"{KIND_NAMES[kind]} {key!r} not found")
         return obj
 
-    async def _validate(self, tx: StoreTransaction, obj: Scoped) -> None:
+    async def _validate(self, tx: StoreTransaction, obj: Scoped, previous: Scoped | None) -> None:
         match obj:
             case Flag():
                 await validate_flag(tx, obj, self._validate_condition)
@@ -596,6 +601,9 @@ class ConfigService:
             case Metric():
                 self._validate_metric(obj)
                 await validate_metric(tx, obj)
+            case Segment():
+                assert previous is None or isinstance(previous, Segment)
+                await validate_segment(tx, obj, self._validate_condition, previous)
             case Layer():
                 pass
 
@@ -671,6 +679,13 @@ class ConfigService:
                 for m in await _all(tx, Metric, obj.project_id)
                 if obj.key in (m.numerator, m.denominator)
             ]
+        elif isinstance(obj, Segment):
+            users = segment_users(
+                obj,
+                await _all(tx, Flag, obj.project_id),
+                await _all(tx, Experiment, obj.project_id),
+                await _all(tx, Segment, obj.project_id),
+            )
         if users:
             raise Conflict(
                 f"{KIND_NAMES[type(obj)]} {obj.key!r} is used by {', '.join(users)}",

@@ -18,6 +18,7 @@ from assay.engine._model import (
     RolloutRule,
 )
 from assay.engine._ports import StoreTransaction
+from assay.engine._segments import check_segment_references
 
 ConditionValidator = Callable[[Mapping[str, Any]], None]
 
@@ -75,6 +76,9 @@ async def validate_flag(tx: StoreTransaction, flag: Flag, validate: ConditionVal
             case ForceRule() | RolloutRule():
                 check_value(flag.type, rule.value, f"{where}.value")
                 _check_condition(rule.condition, f"{where}.condition", validate)
+                await check_segment_references(
+                    tx, flag.project_id, rule.condition, f"{where}.condition"
+                )
             case ExperimentRule():
                 experiment = await tx.get(Experiment, flag.project_id, rule.experiment)
                 if experiment is None:
@@ -112,6 +116,7 @@ async def validate_experiment(
     if experiment.variants and sum(v.weight for v in experiment.variants) <= 0:
         raise _invalid("variant weights must not all be zero", "invalid_weights", field="variants")
     _check_condition(experiment.condition, "condition", validate)
+    await check_segment_references(tx, experiment.project_id, experiment.condition, "condition")
     if experiment.layer is not None:
         if experiment.layer.start >= experiment.layer.end:
             raise _invalid("layer range start must be below end", "invalid_range", field="layer")

@@ -23,7 +23,16 @@ from assay.adapters.memory._guardrails import MemoryGuardrailStore
 from assay.adapters.memory._reports import MemoryReportStore
 from assay.engine._core import Decision
 from assay.engine._errors import Conflict, NotFound
-from assay.engine._model import ApiKey, AuditEntry, Experiment, Flag, Layer, Metric, Project
+from assay.engine._model import (
+    ApiKey,
+    AuditEntry,
+    Experiment,
+    Flag,
+    Layer,
+    Metric,
+    Project,
+    Segment,
+)
 from assay.engine._ports import KIND_NAMES, ConfigState, ConfigT
 
 if TYPE_CHECKING:
@@ -34,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("assay.adapters.memory")
 
-ConfigObject = Project | Flag | Experiment | Layer | Metric
+ConfigObject = Project | Flag | Experiment | Layer | Metric | Segment
 
 _NaturalKey = tuple[str, str | None, str]
 """(kind name, project id or None for projects, key): unique, like the SQL index."""
@@ -320,6 +329,7 @@ class MemoryStore(MemoryEventStore, MemoryReportStore, MemoryGuardrailStore):
             experiments=self._decode_all(Experiment),
             layers=self._decode_all(Layer),
             metrics=self._decode_all(Metric),
+            segments=self._decode_all(Segment),
         )
 
     def _decode_all(self, kind: type[ConfigT]) -> list[ConfigT]:

@@ -32,6 +32,7 @@ from assay.engine._model import (
     Metric,
     Project,
     Role,
+    Segment,
 )
 from assay.engine._ports import KIND_NAMES, ConfigState, ConfigT
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("assay.adapters.postgres")
 
-ConfigObject = Project | Flag | Experiment | Layer | Metric
+ConfigObject = Project | Flag | Experiment | Layer | Metric | Segment
 
 CONFIG_LOCK_ID = 0x6173_7361_7900
 """Transaction advisory lock taken by every store transaction, so configuration writers are
@@ -548,6 +549,7 @@ class PostgresStore(PostgresEventStore, PostgresReportStore, PostgresGuardrailSt
             experiments=grouped["experiment"],
             layers=grouped["layer"],
             metrics=grouped["metric"],
+            segments=grouped["segment"],
         )
 
     async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None:

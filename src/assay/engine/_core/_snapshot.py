@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, final
 
 from assay.engine._core._bucketing import get_bucket_ranges
 from assay.engine._core._conditions import AttributesPredicate, ConditionCompiler
+from assay.engine._core._segments import saved_groups, segment_references, segments_version
 from assay.engine._model import (
     Condition,
     Experiment,
@@ -38,6 +39,7 @@ from assay.engine._model import (
     Metric,
     Project,
     RolloutRule,
+    Segment,
 )
 
 if TYPE_CHECKING:
@@ -142,6 +144,8 @@ class CompiledExperiment:
     fingerprint: str = ""
     """Ids and revisions of this experiment, its holdout and its ``prior`` experiments:
     what a cached outcome of this experiment depends on."""
+    segments_mark: str = ""
+    """The project's segments digest when the condition uses segments, else ""."""
 
 
 @final  # lets type checkers narrow ``type(rule) is ...`` dispatch in decide
@@ -244,19 +248,36 @@ EMPTY_SNAPSHOT = Snapshot(version=0)
 
 
 class _Compiler:
-    """One compilation: the condition compiler and the errors recorded so far."""
+    """One compilation: the condition compiler, each project's segments (as GrowthBook
+    saved groups, with a digest of their content) and the errors recorded so far."""
 
-    def __init__(self, conditions: ConditionCompiler) -> None:
+    def __init__(self, conditions: ConditionCompiler, segments: Sequence[Segment] = ()) -> None:
         self.conditions = conditions
         self.errors: list[SnapshotError] = []
+        by_project: dict[str, list[Segment]] = {}
+        for segment in segments:
+            by_project.setdefault(segment.project_id, []).append(segment)
+        self.groups: dict[str, tuple[Mapping[str, Any], str]] = {}
+        for project_id, members in by_project.items():
+            groups = saved_groups(members)
+            self.groups[project_id] = (MappingProxyType(groups), segments_version(groups))
+        self._no_groups: tuple[Mapping[str, Any], str] = (MappingProxyType({}), "")
+
+    def segments_mark(self, project_id: str, *conditions: Condition | None) -> str:
+        """For cache keys: the project's segments digest when any condition uses a segment
+        (so changing a segment misses the decision cache of what uses it), else ""."""
+        if any(c and segment_references(c) for c in conditions):
+            return "seg:" + self.groups.get(project_id, self._no_groups)[1]
+        return ""
 
     def condition(
         self, condition: Condition | None, project_id: str, kind: str, key: str, where: str
     ) -> AttributesPredicate | None:
         if not condition:  # None and {} always hold: no predicate to call at all
             return None
+        groups, version = self.groups.get(project_id, self._no_groups)
         try:
-            return self.conditions.compile(condition)
+            return self.conditions.compile(condition, saved_groups=groups, groups_version=version)
         except Exception as exc:
             # Deliberately broad: a third-party operator factory may raise anything, and
             # one bad rule must not keep every other change from being published.
@@ -314,6 +335,7 @@ def _compile_experiment_base(c: _Compiler, e: Experiment) -> CompiledExperiment:
         assignable=len(variants) >= 2,
         control_value=variants[0].value if variants else None,
         participation_limit=e.participation_limit,
+        segments_mark=c.segments_mark(e.project_id, e.condition),
     )
 
 
@@ -326,7 +348,7 @@ def _start_order(e: Experiment) -> tuple[int, float, str]:
 
 
 def _experiment_id(e: CompiledExperiment) -> str:
-    return f"{e.experiment.id}:{e.revision}"
+    return f"{e.experiment.id}:{e.revision}{e.segments_mark}"
 
 
 def _compile_experiments(
@@ -449,6 +471,11 @@ def _compile_flags(
                     fingerprint.append(
                         f"exp:{rule.experiment}:missing" if exp is None else exp.fingerprint
                     )
+        mark = c.segments_mark(
+            f.project_id, *(r.condition for r in f.rules if not isinstance(r, ExperimentRule))
+        )
+        if mark:
+            fingerprint.append(mark)
         compiled = CompiledFlag(
             flag=f,
             key=f.key,
@@ -476,7 +503,7 @@ def compile_snapshot(state: ConfigSource, version: int, compiler: ConditionCompi
     compiled conditions by content; reusing one across snapshots makes recompiling after
     a small change cheap. Never raises for a bad rule: see ``Snapshot.errors``.
     """
-    c = _Compiler(compiler)
+    c = _Compiler(compiler, getattr(state, "segments", ()))
     experiments = _compile_experiments(c, state.experiments)
     flags = _compile_flags(c, state.flags, experiments)
 

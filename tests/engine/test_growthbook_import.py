@@ -214,11 +214,13 @@ def test_mapping_of_each_rule_kind() -> None:
     banner = flags["banner"]
     assert banner.type is FlagType.BOOLEAN
     assert banner.default_value is False
+    # The saved group stays a reference, to a segment of the same key.
     assert banner.rules[0] == ForceRule(
-        id="fr_beta",
-        condition={"id": {"$in": ["u1", "u2", "u3", "u10", "u11", "u12", "u100"]}},
-        value=True,
+        id="fr_beta", condition={"id": {"$inGroup": "grp_beta"}}, value=True
     )
+    assert [(s.key, s.type, s.values) for s in defs.segments] == [
+        ("grp_beta", "list", ["u1", "u2", "u3", "u10", "u11", "u12", "u100"])
+    ]
 
     roll_v1, roll_v2 = flags["new-checkout"].rules
     assert isinstance(roll_v1, RolloutRule)

@@ -26,8 +26,10 @@ so that decide answers what the GrowthBook SDK answers for the same payload:
   equal weights, as the SDK does at bucketing time.
 - GrowthBook uses an experiment's ``fallbackAttribute`` only with sticky bucketing; assay
   would always use it, so it is left out (and reported).
-- Saved groups referenced by ``$inGroup``/``$notInGroup``/``$savedGroup`` are inlined from
-  the payload's ``savedGroups`` (a group missing from the payload is empty, as in the SDK).
+- Saved groups (the payload's ``savedGroups``) referenced by ``$inGroup``/``$notInGroup``/
+  ``$savedGroup`` become segments of the same key, and the conditions keep their references
+  (``assay.engine._growthbook_segments``). A reference assay cannot keep exactly (a group
+  missing from the payload, which the SDK treats as empty) is inlined instead.
 - Keys assay cannot take as they are (an experiment key with spaces, one experiment key used
   by two features) get a new assay key, and the original key is kept as the hashing seed.
 
@@ -56,6 +58,7 @@ from assay.engine._definitions import (
     load_definitions,
 )
 from assay.engine._errors import ValidationFailed
+from assay.engine._growthbook_segments import SavedGroupSegments
 from assay.engine._model import (
     ApiKey,
     ExperimentRule,
@@ -249,6 +252,7 @@ class _Converter:
         self.experiment_keys: set[str] = set()
         self.layer_ranges: dict[str, list[tuple[float, float, str]]] = {}
         self.saved_groups: Mapping[str, Any] = {}
+        self.segments = SavedGroupSegments({})
 
     def warn(self, location: str, message: str) -> None:
         self.warnings.append(ImportWarning(location=location, message=message))
@@ -261,6 +265,7 @@ class _Converter:
             self._feature(str(key), feature)
         definitions = Definitions(
             layers=list(self.layers.values()),
+            segments=self.segments.segments(),
             experiments=self.experiments,
             flags=self.flags,
         )
@@ -298,6 +303,7 @@ class _Converter:
         groups = payload.get("savedGroups")
         if isinstance(groups, Mapping):
             self.saved_groups = groups
+            self.segments = SavedGroupSegments(groups)
         elif groups is not None:
             self.warn("savedGroups", "not an object; saved groups not imported")
         if features is None:
@@ -672,6 +678,8 @@ class _Converter:
             return None
         if not isinstance(condition, Mapping):
             raise _Skip(f"condition {condition!r} is not an object; rule skipped")
+        if self.segments.keep(condition):
+            return dict(condition)
         used: set[str] = set()
         inlined = self._inline(condition, used, frozenset())
         for group in sorted(used):

@@ -542,9 +542,11 @@ class CompileContext:
         group_id: str = reference["id"]
         entry = self.saved_groups.get(group_id)
         attribute = reference.get("attributeKey", MISSING)
-        if group_id in self._visited or not isinstance(entry, Mapping):
-            return _always_false
         if attribute is not MISSING and not isinstance(attribute, str):
+            if self.strict:
+                raise self.error("invalid_segment_reference", "attributeKey must be a string")
+            return _always_false
+        if group_id in self._visited or not isinstance(entry, Mapping):
             return _always_false
         kind = entry.get("type")
         if kind == "list":

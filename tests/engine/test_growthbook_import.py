@@ -377,9 +377,8 @@ def test_unsupported_parts_are_reported_with_their_location() -> None:
     assert warned("features.gated.rules[4]", "hashVersion", "skipped")
     assert warned("features.gated.rules[5]", "range", "skipped")
     assert warned("features.gated.rules[6]", "$savedGroups", "skipped")
-    assert warned("features.sticky.rules[0]", "bucketVersion", "minBucketVersion")
-    assert warned("features.sticky.rules[0]", "disableStickyBucketing")
-    assert warned("features.sticky.rules[0].fallbackAttribute", "sticky bucketing")
+    # Sticky bucketing is imported (versions, and the fallback attribute with it).
+    assert not warned("features.sticky.rules[0]")
     assert warned("features.sticky.rules[1]", "one running experiment per flag")
     assert warned("features.held.rules[0]", "passthrough", "skipped")
     assert warned("features.bad key!", "not imported")
@@ -394,6 +393,13 @@ def test_unsupported_parts_are_reported_with_their_location() -> None:
         "sticky-exp"
     ]
     assert [e.key for e in result.definitions.experiments] == ["sticky-exp"]
+    [sticky] = result.definitions.experiments
+    assert (
+        sticky.sticky_bucketing,
+        sticky.bucket_version,
+        sticky.min_bucket_version,
+        sticky.fallback_attribute,
+    ) == (True, 2, 1, "anonymousId")
 
 
 def test_encrypted_features_are_reported_not_imported() -> None:

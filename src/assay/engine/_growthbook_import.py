@@ -24,8 +24,11 @@ so that decide answers what the GrowthBook SDK answers for the same payload:
   multiple is moved half a step down, where both comparisons agree (0.5 -> 0.49995 for v2).
 - Experiment weights GrowthBook would reject (wrong count, not summing to ~1) are replaced by
   equal weights, as the SDK does at bucketing time.
+- Sticky bucketing: an experiment rule carrying ``bucketVersion`` or ``minBucketVersion``
+  (GrowthBook sends them when sticky bucketing is on), unless ``disableStickyBucketing``,
+  becomes a sticky experiment with those versions, and keeps its ``fallbackAttribute``.
 - GrowthBook uses an experiment's ``fallbackAttribute`` only with sticky bucketing; assay
-  would always use it, so it is left out (and reported).
+  would always use it, so without sticky bucketing it is left out (and reported).
 - Saved groups (the payload's ``savedGroups``) referenced by ``$inGroup``/``$notInGroup``/
   ``$savedGroup`` become segments of the same key, and the conditions keep their references
   (``assay.engine._growthbook_segments``). A reference assay cannot keep exactly (a group
@@ -58,7 +61,7 @@ from assay.engine._definitions import (
     load_definitions,
 )
 from assay.engine._errors import ValidationFailed
-from assay.engine._growthbook_segments import SavedGroupSegments
+from assay.engine._growthbook_segments import SavedGroupSegments, sticky_bucketing
 from assay.engine._model import (
     ApiKey,
     ExperimentRule,
@@ -93,9 +96,6 @@ _PAYLOAD_METADATA = {"status", "dateUpdated"}
 # stateless SDK (no sticky-bucket service) serves.
 _IGNORED_RULE_FIELDS = {
     "phase": "experiment phase id, only reported with exposures",
-    "bucketVersion": "sticky bucketing (assay has none)",
-    "minBucketVersion": "sticky bucketing (assay has none)",
-    "disableStickyBucketing": "sticky bucketing (assay has none)",
     "tracks": "remote-evaluation tracking callbacks; the value is imported, the tracking not",
     "name": "experiment name (kept as the assay experiment's name)",
 }
@@ -437,6 +437,9 @@ class _Converter:
             "namespace",
             "meta",
             "ranges",
+            "bucketVersion",
+            "minBucketVersion",
+            "disableStickyBucketing",
         }
         self._report_unused(rule, used, loc)
         self.experiments.append(experiment)
@@ -575,7 +578,11 @@ class _Converter:
         ]
 
         layer = self._namespace(rule.get("namespace"), loc)
-        if rule.get("fallbackAttribute"):
+        try:
+            sticky = sticky_bucketing(rule, loc, self.warn)
+        except ValueError as exc:
+            raise _Skip(str(exc)) from None
+        if rule.get("fallbackAttribute") and sticky is None:
             self.warn(
                 f"{loc}.fallbackAttribute",
                 "not imported: GrowthBook uses an experiment's fallback attribute only with "
@@ -606,6 +613,11 @@ class _Converter:
             condition=condition,
             layer=layer,
             status=ExperimentStatus.RUNNING,
+            **(
+                {}
+                if sticky is None
+                else {**sticky, "fallback_attribute": self._attribute(rule, "fallbackAttribute")}
+            ),
         )
 
     def _variant_keys(self, wanted: list[Any], loc: str) -> list[str]:

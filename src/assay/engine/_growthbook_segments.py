@@ -1,4 +1,4 @@
-"""GrowthBook's saved groups imported as assay segments.
+"""GrowthBook's saved groups imported as assay segments, and its sticky-bucketing fields.
 
 A payload's ``savedGroups`` object holds each group by id: a list of values (the legacy
 form), ``{"type": "list", "attributeKey", "values"}`` or ``{"type": "condition",
@@ -19,13 +19,13 @@ references reach become segments.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from assay.engine._core._segments import segment_references
 from assay.engine._model import SegmentSpec
 
-__all__ = ["SavedGroupSegments"]
+__all__ = ["SavedGroupSegments", "sticky_bucketing"]
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _MAX_VALUES = 100_000
@@ -139,3 +139,36 @@ def _mentions_saved_groups_list(condition: Any) -> bool:
     if isinstance(condition, list):
         return any(_mentions_saved_groups_list(item) for item in condition)
     return False
+
+
+def sticky_bucketing(
+    rule: Mapping[str, Any], loc: str, warn: Callable[[str, str], None]
+) -> dict[str, Any] | None:
+    """An experiment rule's sticky-bucketing fields as assay's, or None when it has none.
+
+    GrowthBook sends ``bucketVersion``/``minBucketVersion`` on experiment rules when sticky
+    bucketing is on; ``disableStickyBucketing`` turns it off for one rule. Versions are
+    non-negative integers (``bucketVersion || 0``); anything else is reported and read as 0.
+    Raises ``ValueError`` when ``minBucketVersion`` exceeds ``bucketVersion``.
+    """
+    if rule.get("disableStickyBucketing") or (
+        rule.get("bucketVersion") is None and rule.get("minBucketVersion") is None
+    ):
+        return None
+    versions: dict[str, int] = {}
+    for field, name in (
+        ("bucketVersion", "bucket_version"),
+        ("minBucketVersion", "min_bucket_version"),
+    ):
+        value = rule.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            versions[name] = value
+            continue
+        if value is not None:
+            warn(f"{loc}.{field}", f"{value!r} is not a non-negative integer; read as 0")
+        versions[name] = 0
+    if versions["min_bucket_version"] > versions["bucket_version"]:
+        # GrowthBook would enrol a subject once, then block it at its next evaluation;
+        # assay refuses such an experiment when saved.
+        raise ValueError("minBucketVersion above bucketVersion; rule skipped")
+    return {"sticky_bucketing": True, **versions}

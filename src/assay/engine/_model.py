@@ -220,6 +220,13 @@ class ExperimentSpec(Struct, frozen=True, kw_only=True):
     guardrails: list[Guardrail] = []
     log_exposures_on_assignment: bool = False
     correction: Literal["holm", "benjamini-hochberg", "none"] = "holm"
+    sticky_bucketing: bool = False
+    """Keep each subject in the variant it first got, whatever weights, coverage or
+    targeting do later (GrowthBook's sticky bucketing; see docs/design.md)."""
+    bucket_version: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Raise it to re-bucket everyone: assignments are kept per version."""
+    min_bucket_version: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Subjects assigned under an older version are kept out of the experiment."""
 
 
 class Experiment(ExperimentSpec, frozen=True, kw_only=True):

@@ -803,6 +803,14 @@ def _revalidate(spec: StructT) -> StructT:
 
 
 def _check_experiment_edit(current: Experiment, updated: Experiment) -> None:
+    for field in ("bucket_version", "min_bucket_version"):
+        # Going back would hand subjects assignments they were moved away from.
+        if getattr(updated, field) < getattr(current, field):
+            raise Conflict(
+                f"{field} cannot go down ({getattr(current, field)} -> {getattr(updated, field)})",
+                code="bucket_version_decreased",
+                details={"field": field},
+            )
     if current.status is ExperimentStatus.DRAFT:
         return
     if current.status not in (ExperimentStatus.RUNNING, ExperimentStatus.PAUSED):
@@ -811,9 +819,20 @@ def _check_experiment_edit(current: Experiment, updated: Experiment) -> None:
             code="experiment_locked",
         )
     changed = [f for f in _ASSIGNMENT_FIELDS if getattr(current, f) != getattr(updated, f)]
+    if "variants" in changed and updated.sticky_bucketing and _same_but_weights(current, updated):
+        # Sticky bucketing keeps those already assigned where they are: new weights only
+        # shape where newcomers go.
+        changed.remove("variants")
     if changed:
         raise Conflict(
             "these fields decide assignment and cannot change after start: " + ", ".join(changed),
             code="experiment_locked",
             details={"fields": changed},
         )
+
+
+def _same_but_weights(current: Experiment, updated: Experiment) -> bool:
+    def strip(e: Experiment) -> list[tuple[str, Any, str]]:
+        return [(v.key, msgspec.to_builtins(v.value), v.name) for v in e.variants]
+
+    return strip(current) == strip(updated)

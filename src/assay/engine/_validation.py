@@ -126,6 +126,12 @@ async def validate_experiment(
                 "unknown_reference",
                 field="layer.layer",
             )
+    if experiment.min_bucket_version > experiment.bucket_version:
+        raise _invalid(
+            "min_bucket_version above bucket_version would keep everyone out",
+            "invalid_bucket_version",
+            field="min_bucket_version",
+        )
     if experiment.participation_limit is not None and experiment.participation_limit < 1:
         raise _invalid(
             "participation_limit must be at least 1", "invalid_limit", field="participation_limit"

@@ -785,7 +785,10 @@ def test_every_reason_code_is_reached_by_a_decision() -> None:
         make_experiment("layered", layer=LayerRange(layer="L", start=0.0, end=0.0)),
         make_experiment("novar", ()),
         make_experiment("nobody", coverage=0.0),
+        make_experiment("stuck", sticky_bucketing=True),
+        make_experiment("blocked", sticky_bucketing=True, bucket_version=1, min_bucket_version=1),
     ]
+    docs = {("id", "u"): {"stuck__0": "control", "blocked__0": "control"}}
     flags = [
         make_flag("off", enabled=False),
         gated("ghost"),
@@ -799,7 +802,7 @@ def test_every_reason_code_is_reached_by_a_decision() -> None:
         make_flag("x-ghost", [ExperimentRule(experiment="ghost-exp")]),
     ]
     snap = make_snapshot(flags, experiments)
-    decisions = [decide(snap, PID, f.key, "u", {}) for f in flags]
+    decisions = [decide(snap, PID, f.key, "u", {}, sticky=docs) for f in flags]
     decisions.append(decide(snap, PID, "missing", "u", {}))
     seen = {d.reason for d in decisions} | {d.experiment_reason for d in decisions}
     assert seen - {None} == set(Reason)
@@ -807,7 +810,8 @@ def test_every_reason_code_is_reached_by_a_decision() -> None:
         "flag_not_found", "flag_off", "prerequisite_failed", "forced", "rollout",
         "no_active_experiment", "experiment_not_running", "targeting_mismatch",
         "participation_limit", "layer_conflict", "outside_traffic_allocation", "no_variants",
-        "experiment_assigned", "rolled_back", "default",
+        "experiment_assigned", "rolled_back", "default", "sticky_bucket",
+        "sticky_bucket_blocked",
     ]  # fmt: skip
 
 

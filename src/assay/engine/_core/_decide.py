@@ -84,6 +84,7 @@ from assay.engine._core._snapshot import (
     CompiledRolloutRule,
     Snapshot,
 )
+from assay.engine._core._sticky import StickyAssignment, StickyDocs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -109,6 +110,10 @@ class Reason(enum.StrEnum):
     EXPERIMENT_ASSIGNED = "experiment_assigned"
     ROLLED_BACK = "rolled_back"
     DEFAULT = "default"
+    STICKY_BUCKET = "sticky_bucket"
+    """Assigned from the subject's stored sticky bucket, not by hashing."""
+    STICKY_BUCKET_BLOCKED = "sticky_bucket_blocked"
+    """Kept out: assigned under a bucket version below ``min_bucket_version``."""
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -141,6 +146,9 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     snapshot_version: int
     decided_at: float
     """Epoch seconds."""
+    sticky_bucket: StickyAssignment | None = None
+    """A sticky experiment's assignment that the subject's sticky documents lack: the
+    caller (the engine) stores it so the subject keeps this variant."""
 
 
 # --------------------------------------------------------------------------------------
@@ -193,6 +201,9 @@ _NO_VARIANTS: Final = Reason.NO_VARIANTS
 _EXPERIMENT_ASSIGNED: Final = Reason.EXPERIMENT_ASSIGNED
 _ROLLED_BACK: Final = Reason.ROLLED_BACK
 _DEFAULT: Final = Reason.DEFAULT
+_STICKY_BUCKET: Final = Reason.STICKY_BUCKET
+_STICKY_BUCKET_BLOCKED: Final = Reason.STICKY_BUCKET_BLOCKED
+_NO_DOCS: Final[StickyDocs] = {}
 
 # A prerequisite flag that is off, unknown, or gated itself fails whatever value it serves.
 _GATED: Final = frozenset({_FLAG_OFF, _FLAG_NOT_FOUND, _PREREQUISITE_FAILED})
@@ -290,14 +301,73 @@ def _run(e: CompiledExperiment, attrs: Mapping[str, Any]) -> _Run:
     return (_EXPERIMENT_ASSIGNED, index, hv, e)
 
 
-def _evaluate(cf: CompiledFlag, attrs: Mapping[str, Any]) -> _Outcome:
+def _run_sticky(e: CompiledExperiment, attrs: Mapping[str, Any], docs: StickyDocs) -> _Run:
+    """``_run`` with sticky bucketing, as GrowthBook evaluates an experiment rule with a
+    sticky bucket service: the subject must still have a hash value and pass the targeting
+    condition (GrowthBook checks a rule's condition before the experiment runs); then a
+    stored assignment to a current variant skips the holdout, the participation limit, the
+    layer and the coverage (``sticky_bucket``); one under a version below
+    ``min_bucket_version`` keeps an otherwise eligible subject out
+    (``sticky_bucket_blocked``); else the subject is assigned as without stickiness."""
+    if e.rolled_back or not e.running:
+        return _run(e, attrs)
+    hv = _hash_value(attrs, e.hash_attribute, e.fallback_attribute)
+    if not hv:
+        return (_TARGETING_MISMATCH, -1, None, e)
+    cond = e.condition
+    if cond is not None and not cond(attrs):
+        return (_TARGETING_MISMATCH, -1, hv, e)
+    # The document of the hash attribute, then the fallback's for keys it lacks.
+    own = _hash_value(attrs, e.hash_attribute, None)
+    assignments = docs.get((e.hash_attribute, own)) if own else None
+    fallback = e.fallback_attribute
+    if fallback is not None:
+        other = _hash_value(attrs, fallback, None)
+        extra = docs.get((fallback, other)) if other else None
+        if extra:
+            assignments = {**extra, **assignments} if assignments else extra
+    blocked = False
+    if assignments:
+        for key in e.blocked_keys:
+            if key in assignments:
+                blocked = True
+                break
+        if not blocked:
+            stored = assignments.get(e.sticky_key)
+            if stored is not None and stored in e.variant_keys:
+                return (_STICKY_BUCKET, e.variant_keys.index(stored), hv, e)
+    result = _run(e, attrs)
+    if blocked and result[0] in (_EXPERIMENT_ASSIGNED, _OUTSIDE_TRAFFIC_ALLOCATION):
+        return (_STICKY_BUCKET_BLOCKED, -1, hv, e)
+    return result
+
+
+def _sticky_assignment(
+    e: CompiledExperiment, attrs: Mapping[str, Any], docs: StickyDocs, variant: str
+) -> StickyAssignment | None:
+    """What to store for a subject ``e`` put in ``variant``: under the attribute it hashed
+    (the hash attribute, else the fallback), unless that document holds it already."""
+    attribute = e.hash_attribute
+    value = _hash_value(attrs, attribute, None)
+    if not value and e.fallback_attribute is not None:
+        attribute = e.fallback_attribute
+        value = _hash_value(attrs, attribute, None)
+    doc = docs.get((attribute, value))
+    if doc is not None and doc.get(e.sticky_key) == variant:
+        return None
+    return StickyAssignment(attribute=attribute, value=value, key=e.sticky_key, variant=variant)
+
+
+def _evaluate(
+    cf: CompiledFlag, attrs: Mapping[str, Any], sticky: StickyDocs = _NO_DOCS
+) -> _Outcome:
     if not cf.enabled:
         return (cf.default_value, None, None, _FLAG_OFF, None, None, False, None)
     for pre in cf.prerequisites:
         target = pre.flag
         if target is None:
             return (cf.default_value, None, None, _PREREQUISITE_FAILED, None, None, False, None)
-        outcome = _evaluate(target, attrs)
+        outcome = _evaluate(target, attrs, sticky)
         if outcome[3] in _GATED or not json_equal(outcome[0], pre.value):
             return (cf.default_value, None, None, _PREREQUISITE_FAILED, None, None, False, None)
 
@@ -344,15 +414,17 @@ def _evaluate(cf: CompiledFlag, attrs: Mapping[str, Any]) -> _Outcome:
                 reason: Reason = _NO_ACTIVE_EXPERIMENT
                 key: str = rule.experiment_key
             else:
-                reason, index, hv_used, decided = _run(e, attrs)
-                if reason is _EXPERIMENT_ASSIGNED:
+                reason, index, hv_used, decided = (
+                    _run_sticky(e, attrs, sticky) if e.sticky else _run(e, attrs)
+                )
+                if reason is _EXPERIMENT_ASSIGNED or reason is _STICKY_BUCKET:
                     # Held out: the holdout's group sees the flag's default value.
                     value = e.variant_values[index] if decided is e else cf.default_value
                     return (
                         value,
                         decided.variant_keys[index],
                         rule.rule_id,
-                        _EXPERIMENT_ASSIGNED,
+                        reason,
                         decided.key,
                         experiment_reason,
                         True,
@@ -396,11 +468,13 @@ def decide(
     attributes: Mapping[str, Any] | None = None,
     *,
     new_id: Callable[[], str] | None = None,
+    sticky: StickyDocs | None = None,
 ) -> Decision:
     """Decide ``flag_key`` for ``subject`` (with ``attributes``) in ``project_id``.
 
     Synchronous and pure; see the module docstring for the order of evaluation. The
     subject id is the attribute ``id`` (overriding any ``id`` in ``attributes``).
+    ``sticky``: the subject's sticky bucket documents (none: an empty set).
     """
     flags = snapshot.project_flags.get(project_id)
     cf = None if flags is None else flags.get(flag_key)
@@ -421,9 +495,13 @@ def decide(
         if attributes is not None and attributes.get("id") == subject
         else _subject_attributes(subject, attributes)
     )
+    docs = _NO_DOCS if sticky is None else sticky
     value, variant, rule, reason, experiment, experiment_reason, in_experiment, hv = _evaluate(
-        cf, attrs
+        cf, attrs, docs
     )
+    write = None
+    if in_experiment and project_id in snapshot.sticky_projects:
+        write = _sticky_write(snapshot, project_id, experiment, attrs, docs, variant)
     return Decision(
         decision_id=_next_id() if new_id is None else new_id(),
         project_id=project_id,
@@ -440,7 +518,22 @@ def decide(
         flag_revision=cf.revision,
         snapshot_version=snapshot.version,
         decided_at=time.time(),
+        sticky_bucket=write,
     )
+
+
+def _sticky_write(
+    snapshot: Snapshot,
+    project_id: str,
+    experiment: str | None,
+    attrs: Mapping[str, Any],
+    docs: StickyDocs,
+    variant: str | None,
+) -> StickyAssignment | None:
+    e = snapshot.compiled_experiments.get((project_id, experiment or ""))
+    if e is None or not e.sticky or variant is None:
+        return None
+    return _sticky_assignment(e, attrs, docs, variant)
 
 
 def decide_all(
@@ -450,6 +543,7 @@ def decide_all(
     attributes: Mapping[str, Any] | None = None,
     *,
     new_id: Callable[[], str] | None = None,
+    sticky: StickyDocs | None = None,
 ) -> list[Decision]:
     """Decide every flag of ``project_id`` for ``subject``, in flag-key order."""
     flags = snapshot.project_flags.get(project_id)
@@ -460,10 +554,15 @@ def decide_all(
     now = time.time()
     version = snapshot.version
     decisions: list[Decision] = []
+    docs = _NO_DOCS if sticky is None else sticky
+    any_sticky = project_id in snapshot.sticky_projects
     for cf in flags.values():
         value, variant, rule, reason, experiment, experiment_reason, in_experiment, hv = _evaluate(
-            cf, attrs
+            cf, attrs, docs
         )
+        write = None
+        if in_experiment and any_sticky:
+            write = _sticky_write(snapshot, project_id, experiment, attrs, docs, variant)
         decisions.append(
             Decision(
                 decision_id=next_id(),
@@ -481,6 +580,7 @@ def decide_all(
                 flag_revision=cf.revision,
                 snapshot_version=version,
                 decided_at=now,
+                sticky_bucket=write,
             )
         )
     return decisions

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, final
 from assay.engine._core._bucketing import get_bucket_ranges
 from assay.engine._core._conditions import AttributesPredicate, ConditionCompiler
 from assay.engine._core._segments import saved_groups, segment_references, segments_version
+from assay.engine._core._sticky import sticky_bucket_key
 from assay.engine._model import (
     Condition,
     Experiment,
@@ -146,6 +147,13 @@ class CompiledExperiment:
     what a cached outcome of this experiment depends on."""
     segments_mark: str = ""
     """The project's segments digest when the condition uses segments, else ""."""
+    sticky: bool = False
+    """Sticky bucketing is on (see ``_core._sticky``)."""
+    sticky_key: str = ""
+    """Where a subject's assignment is kept: ``"<key>__<bucket_version>"``, as GrowthBook."""
+    blocked_keys: tuple[str, ...] = ()
+    """Assignments under these keys (versions below ``min_bucket_version``) keep the
+    subject out."""
 
 
 @final  # lets type checkers narrow ``type(rule) is ...`` dispatch in decide
@@ -232,6 +240,9 @@ class Snapshot:
     """Compiled experiments by (project id, key)."""
     errors: tuple[SnapshotError, ...] = ()
     """What did not compile; see the module docstring."""
+    sticky_projects: frozenset[str] = frozenset()
+    """Projects with a sticky-bucketing experiment (decide looks for assignments to store
+    only there)."""
 
     def flag(self, project_id: str, key: str) -> CompiledFlag | None:
         """The compiled flag, or None."""
@@ -336,6 +347,9 @@ def _compile_experiment_base(c: _Compiler, e: Experiment) -> CompiledExperiment:
         control_value=variants[0].value if variants else None,
         participation_limit=e.participation_limit,
         segments_mark=c.segments_mark(e.project_id, e.condition),
+        sticky=e.sticky_bucketing,
+        sticky_key=sticky_bucket_key(e.key, e.bucket_version),
+        blocked_keys=tuple(sticky_bucket_key(e.key, v) for v in range(e.min_bucket_version)),
     )
 
 
@@ -522,6 +536,7 @@ def compile_snapshot(state: ConfigSource, version: int, compiler: ConditionCompi
         project_flags=_frozen((pid, MappingProxyType(fs)) for pid, fs in per_project.items()),
         compiled_experiments=MappingProxyType(experiments),
         errors=tuple(c.errors),
+        sticky_projects=frozenset(e.project_id for e in state.experiments if e.sticky_bucketing),
     )
 
 

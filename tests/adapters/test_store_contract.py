@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from assay.adapters.postgres._decisions import UNNEST_MAX
+from assay.engine._core import StickyAssignment
 from assay.engine._errors import Conflict, NotFound
 from assay.engine._model import (
     ApiKey,
@@ -691,3 +692,38 @@ async def test_decision_records_read_back_as_written(store: Store, size: int) ->
     for d in decisions:
         assert await store.get_decision(d.decision_id) == d
     assert await store.get_decision("dec_missing") is None
+
+
+async def test_sticky_buckets_merge_first_write_wins_per_key_and_project(store: Store) -> None:
+    assert await store.load_sticky_buckets("prj_a", [("id", "u1")]) == {}
+    stored = await store.save_sticky_buckets(
+        "prj_a",
+        [
+            StickyAssignment(attribute="id", value="u1", key="exp__0", variant="b"),
+            StickyAssignment(attribute="id", value="u1", key="other__0", variant="a"),
+            StickyAssignment(attribute="deviceId", value="d1", key="exp__0", variant="a"),
+        ],
+    )
+    assert stored == {
+        ("id", "u1"): {"exp__0": "b", "other__0": "a"},
+        ("deviceId", "d1"): {"exp__0": "a"},
+    }
+    # A second writer of the same key loses; a new key (a new bucket version) merges in.
+    again = await store.save_sticky_buckets(
+        "prj_a",
+        [
+            StickyAssignment(attribute="id", value="u1", key="exp__0", variant="a"),
+            StickyAssignment(attribute="id", value="u1", key="exp__1", variant="a"),
+        ],
+    )
+    assert again == {("id", "u1"): {"exp__0": "b", "exp__1": "a", "other__0": "a"}}
+    loaded = await store.load_sticky_buckets(
+        "prj_a", [("id", "u1"), ("deviceId", "d1"), ("id", "u2"), ("id", "u1")]
+    )
+    assert loaded == {
+        ("id", "u1"): {"exp__0": "b", "exp__1": "a", "other__0": "a"},
+        ("deviceId", "d1"): {"exp__0": "a"},
+    }
+    # Documents are per project.
+    assert await store.load_sticky_buckets("prj_b", [("id", "u1")]) == {}
+    assert await store.save_sticky_buckets("prj_a", []) == {}

@@ -14,7 +14,7 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
-from assay.engine._core import Decision
+from assay.engine._core import Decision, StickyAssignment
 from assay.engine._events import IngestionCounts, StagedEvent
 from assay.engine._guardrails import (
     ActionStatus,
@@ -137,6 +137,25 @@ class Store(Protocol):
         ...
 
     async def get_decision(self, decision_id: str) -> Decision | None: ...
+
+    # --- sticky buckets -----------------------------------------------------------------
+    # Outside ``transaction()``: no configuration lock. One document per (project,
+    # attribute, value) maps ``"<experiment key>__<bucket version>"`` to a variant key.
+
+    async def load_sticky_buckets(
+        self, project_id: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        """The documents of ``keys`` ((attribute, value) pairs) in one read; a key with no
+        document is left out."""
+        ...
+
+    async def save_sticky_buckets(
+        self, project_id: str, assignments: Sequence[StickyAssignment]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        """Merge ``assignments`` into their documents atomically and durably. An assignment
+        already stored under the same key is kept (the first write wins, across processes
+        too). Returns the written documents as now stored."""
+        ...
 
     async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None:
         """The authentication hot path: one indexed lookup, no transaction."""

@@ -21,7 +21,7 @@ import trio
 from assay.adapters.memory._events import MemoryEventStore
 from assay.adapters.memory._guardrails import MemoryGuardrailStore
 from assay.adapters.memory._reports import MemoryReportStore
-from assay.engine._core import Decision
+from assay.engine._core import Decision, StickyAssignment
 from assay.engine._errors import Conflict, NotFound
 from assay.engine._model import (
     ApiKey,
@@ -289,6 +289,7 @@ class MemoryStore(MemoryEventStore, MemoryReportStore, MemoryGuardrailStore):
     def __init__(self) -> None:
         self._tables = _Tables()
         self._decisions: dict[str, bytes] = {}
+        self._sticky: dict[tuple[str, str, str], dict[str, str]] = {}
         self._write_lock = trio.Lock()
         self._watchers: list[Callable[[], None]] = []
 
@@ -315,6 +316,28 @@ class MemoryStore(MemoryEventStore, MemoryReportStore, MemoryGuardrailStore):
         # Encoded like every other stored value, so a caller cannot alter a record later.
         for d in decisions:
             self._decisions[d.decision_id] = msgspec.json.encode(d)
+
+    async def load_sticky_buckets(
+        self, project_id: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        await trio.lowlevel.checkpoint()
+        found = {}
+        for attribute, value in keys:
+            doc = self._sticky.get((project_id, attribute, value))
+            if doc is not None:
+                found[(attribute, value)] = dict(doc)
+        return found
+
+    async def save_sticky_buckets(
+        self, project_id: str, assignments: Sequence[StickyAssignment]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        await trio.lowlevel.checkpoint()
+        stored: dict[tuple[str, str], dict[str, str]] = {}
+        for a in assignments:
+            doc = self._sticky.setdefault((project_id, a.attribute, a.value), {})
+            doc.setdefault(a.key, a.variant)  # the first assignment of a key wins
+            stored[(a.attribute, a.value)] = dict(doc)
+        return stored
 
     async def get_decision(self, decision_id: str) -> Decision | None:
         await trio.lowlevel.checkpoint()

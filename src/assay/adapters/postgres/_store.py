@@ -22,6 +22,7 @@ from assay.adapters.postgres._events import PostgresEventStore
 from assay.adapters.postgres._guardrails import PostgresGuardrailStore
 from assay.adapters.postgres._migrations import aio_migrate
 from assay.adapters.postgres._reports import PostgresReportStore
+from assay.adapters.postgres._sticky import aio_load_sticky, aio_save_sticky
 from assay.engine._errors import Conflict, NotFound
 from assay.engine._model import (
     ApiKey,
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     import builtins
     from collections.abc import AsyncIterator, Callable, Sequence
 
-    from assay.engine._core import Decision
+    from assay.engine._core import Decision, StickyAssignment
     from assay.engine._ports import Store, StoreTransaction
 
 log = logging.getLogger("assay.adapters.postgres")
@@ -536,6 +537,16 @@ class PostgresStore(PostgresEventStore, PostgresReportStore, PostgresGuardrailSt
 
     async def get_decision(self, decision_id: str) -> Decision | None:
         return await self._loop.run(aio_get_decision, self._pool, decision_id)
+
+    async def load_sticky_buckets(
+        self, project_id: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        return await self._loop.run(aio_load_sticky, self._pool, project_id, keys)
+
+    async def save_sticky_buckets(
+        self, project_id: str, assignments: Sequence[StickyAssignment]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        return await self._loop.run(aio_save_sticky, self._pool, project_id, assignments)
 
     async def load_config(self) -> ConfigState:
         rows = await self._loop.run(self._pool.fetch, _LOAD)

@@ -243,6 +243,12 @@ def _hash_value(attrs: Mapping[str, Any], attribute: str, fallback: str | None) 
     return hv
 
 
+def hash_value(attrs: Mapping[str, Any], attribute: str, fallback: str | None) -> str:
+    """The subject's hash value for ``attribute`` (else ``fallback``) as GrowthBook hashes
+    it; "" when missing. Also what sticky documents are keyed by."""
+    return _hash_value(attrs, attribute, fallback)
+
+
 def _bucket(e: CompiledExperiment, attrs: Mapping[str, Any]) -> int:
     """The variant ``e`` assigns on its own (targeting, layer, buckets), or -1."""
     hv = _hash_value(attrs, e.hash_attribute, e.fallback_attribute)

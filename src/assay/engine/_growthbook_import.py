@@ -117,6 +117,10 @@ class GrowthBookImport(Struct, frozen=True, kw_only=True):
     warnings: list[ImportWarning] = []
 
 
+_NEVER: dict[str, Any] = {"$not": {}}
+"""A condition that never holds, in GrowthBook's language as in assay's."""
+
+
 class _Skip(Exception):
     """The rule (or feature) cannot be imported faithfully: skip it, saying why."""
 
@@ -709,7 +713,8 @@ class _Converter:
             return None
         return self.saved_groups[group_id]
 
-    def _list_group(self, group_id: Any, used: set[str]) -> list[Any]:
+    def _list_group(self, group_id: Any, used: set[str]) -> list[Any] | None:
+        """The values of a list group; None for a condition group (never a member)."""
         entry = self._group(group_id)
         used.add(str(group_id))
         if entry is None:
@@ -723,6 +728,8 @@ class _Converter:
             and isinstance(entry.get("values"), list)
         ):
             return list(entry["values"])
+        if isinstance(entry, Mapping) and entry.get("type") == "condition":
+            return None
         raise _Skip(f"saved group {group_id!r} is not a list of values; rule skipped")
 
     def _inline(
@@ -752,17 +759,20 @@ class _Converter:
     def _saved_group(
         self, reference: Any, used: set[str], visiting: frozenset[str]
     ) -> dict[str, Any]:
-        if not isinstance(reference, Mapping):
-            raise _Skip(f"$savedGroup {reference!r} is not a reference; rule skipped")
-        group_id = reference.get("id")
+        # The SDK evaluates a malformed reference, a group missing from the payload or in
+        # the old bare-list form, a group closing a cycle, and a list group with no
+        # attribute as false: so does a condition that never holds.
+        if not isinstance(reference, Mapping) or not isinstance(reference.get("id"), str):
+            return dict(_NEVER)
+        group_id = reference["id"]
         entry = self._group(group_id)
         if not isinstance(entry, Mapping) or group_id in visiting:
-            raise _Skip(f"saved group {group_id!r} is missing or circular; rule skipped")
+            return dict(_NEVER)
         used.add(str(group_id))
         if entry.get("type") == "list":
             attribute = reference.get("attributeKey", entry.get("attributeKey"))
-            if not isinstance(attribute, str):
-                raise _Skip(f"saved group {group_id!r} names no attribute; rule skipped")
+            if not isinstance(attribute, str) or not isinstance(entry.get("values"), list):
+                return dict(_NEVER)
             return {attribute: {"$in": self._list_group(group_id, used)}}
         if entry.get("type") == "condition" and isinstance(entry.get("condition"), Mapping):
             return self._inline(entry["condition"], used, visiting | {str(group_id)})
@@ -776,11 +786,15 @@ class _Converter:
         out: dict[str, Any] = {}
         for op, argument in value.items():
             if op in ("$inGroup", "$notInGroup"):
-                # $in/$nin test membership exactly as $inGroup/$notInGroup do.
+                # $in/$nin test membership exactly as $inGroup/$notInGroup do; on a
+                # condition group both are false in the SDK, as $in: [] is.
                 target = "$in" if op == "$inGroup" else "$nin"
-                if target in value:
+                values = self._list_group(argument, used)
+                if values is None:
+                    target, values = "$in", []
+                if target in value or target in out:
                     raise _Skip(f"{op} beside {target} cannot be inlined; rule skipped")
-                out[target] = self._list_group(argument, used)
+                out[target] = values
             elif op in ("$not", "$size"):
                 out[op] = self._inline_value(argument, used, visiting)
             elif op == "$elemMatch" and isinstance(argument, Mapping):

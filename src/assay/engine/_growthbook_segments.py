@@ -12,8 +12,8 @@ segments of the same key, whenever assay decides the reference exactly as the SD
 
 Anything else (a group missing from the payload, a reference assay would refuse, a cycle,
 a group type this import does not know) is left to the importer's inlining, which
-reproduces the SDK's answer for it or skips the rule, as before. Only the groups kept
-references reach become segments.
+reproduces the SDK's answer for it (or skips the rule for a group type it does not know).
+Only the groups kept references reach become segments.
 """
 
 from __future__ import annotations

@@ -50,6 +50,15 @@ flag's default value with ``experiment_assigned``, the holdout's key and its fir
 variant's key, so the held-out group is tracked as GrowthBook tracks it. Holdouts do not
 nest.
 
+**Sticky bucketing.** An experiment with ``sticky_bucketing`` reads the subject's sticky
+documents (``sticky``, see ``_core._sticky``) once targeting passed: an assignment stored
+under ``<key>__<bucket_version>`` to one of its variants decides at once (``sticky_bucket``),
+skipping the holdout, the participation limit, the layer and the coverage; an assignment
+under a version below ``min_bucket_version`` keeps the subject out
+(``sticky_bucket_blocked``). Otherwise the subject is assigned as usual, and the decision
+carries in ``sticky_bucket`` the assignment to store. This is GrowthBook's sticky
+bucketing, including its use of the fallback attribute's document.
+
 **Participation limit** ("how many concurrent running experiments one subject may be
 in"), made deterministic and stateless so every process agrees without shared state: the
 project's running, non-holdout experiments are ordered by (``started_at``, key). A subject

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
+from _machine import machine_busy_seconds  # benchmarks/ is this script's directory
 
 PROJECT = "bench"
 VARIANTS = ("control", "compact", "express")
@@ -212,7 +213,13 @@ def main() -> None:
     parser.add_argument("--json", default="benchmarks/results/sticky.json")
     args = parser.parse_args()
     users, rounds = (2_000, 3) if args.quick else (10_000, 7)
+    before = machine_busy_seconds()
     result = trio.run(run, users, rounds)
+    after = machine_busy_seconds()
+    if before is not None and after is not None:
+        busy = (after[0] - before[0]) / max(after[1] - before[1], 1e-9)
+        result["machine_busy_share"] = busy
+        print(f"machine busy during the run: {busy:.0%} of all CPUs (this run included)")
     print(f"sticky bucketing on decide: {users} users, {rounds} rounds, CPU us per decision")
     print(f"{'path':<22} {'median us':>10} {'x assay_plain':>14}")
     for k, v in result["median_us"].items():

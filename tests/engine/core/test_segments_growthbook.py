@@ -7,7 +7,8 @@ and missing groups included), and features whose force rules use ``$inGroup``,
 (references kept as segments wherever assay decides them exactly, the rest inlined as the
 SDK evaluates them; no rule skipped), compiled into a snapshot and decided for generated
 attributes; the value must be the one GrowthBook's SDK serves.
-Seeded (``derandomize``), so CI runs the same cases every time.
+Seeded (``derandomize``), so CI runs the same 400 payloads every time; ``pytest -m slow``
+runs 5,000.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from growthbook import GrowthBook
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -134,14 +136,29 @@ def snapshot_of(payload: dict[str, Any]) -> tuple[Any, list[str]]:
     return snapshot, [str(w) for w in result.warnings]
 
 
-@settings(
-    max_examples=400,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-@given(groups=saved_groups, rules=rules, subjects=st.lists(attributes, min_size=1, max_size=4))
+SETTINGS = settings(derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+"""Seeded: every run checks the same cases."""
+SUBJECTS = st.lists(attributes, min_size=1, max_size=4)
+
+
+@settings(SETTINGS, max_examples=400)
+@given(groups=saved_groups, rules=rules, subjects=SUBJECTS)
 def test_segments_decide_as_growthbook_saved_groups(
+    groups: dict[str, Any], rules: list[dict[str, Any]], subjects: list[dict[str, Any]]
+) -> None:
+    compare(groups, rules, subjects)
+
+
+@pytest.mark.slow
+@settings(SETTINGS, max_examples=5_000)
+@given(groups=saved_groups, rules=rules, subjects=SUBJECTS)
+def test_segments_decide_as_growthbook_saved_groups_long(
+    groups: dict[str, Any], rules: list[dict[str, Any]], subjects: list[dict[str, Any]]
+) -> None:
+    compare(groups, rules, subjects)
+
+
+def compare(
     groups: dict[str, Any], rules: list[dict[str, Any]], subjects: list[dict[str, Any]]
 ) -> None:
     payload = {"features": {"f": {"defaultValue": 0, "rules": rules}}, "savedGroups": groups}

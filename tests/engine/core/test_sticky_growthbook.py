@@ -7,7 +7,7 @@ then a run of phases: each phase changes weights, coverage, condition or version
 ``InMemoryStickyBucketService`` across phases; assay imports each phase's payload,
 decides with the subject's sticky documents, and stores what ``Decision.sticky_bucket``
 says to store. Value, enrolment and variant must agree at every evaluation. Seeded
-(``derandomize``), so CI runs the same cases every time.
+(``derandomize``), so CI runs the same 300 cases every time; ``pytest -m slow`` runs 5,000.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from growthbook import GrowthBook, InMemoryStickyBucketService
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -123,17 +124,28 @@ def scenarios(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any
     return phases, subjects
 
 
-@settings(
-    max_examples=300,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+SETTINGS = settings(derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+"""Seeded: every run checks the same cases."""
+
+
+@settings(SETTINGS, max_examples=300)
 @given(scenario=scenarios())
 def test_sticky_bucketing_matches_growthbook(
     scenario: tuple[list[dict[str, Any]], list[dict[str, Any]]],
 ) -> None:
-    phases, subjects = scenario
+    compare(*scenario)
+
+
+@pytest.mark.slow
+@settings(SETTINGS, max_examples=5_000)
+@given(scenario=scenarios())
+def test_sticky_bucketing_matches_growthbook_long(
+    scenario: tuple[list[dict[str, Any]], list[dict[str, Any]]],
+) -> None:
+    compare(*scenario)
+
+
+def compare(phases: list[dict[str, Any]], subjects: list[dict[str, Any]]) -> None:
     service = InMemoryStickyBucketService()
     docs: dict[tuple[str, str], dict[str, str]] = {}
     for rule in phases:

@@ -19,6 +19,7 @@ from assay.engine import (
     ExperimentStatus,
     Flag,
     ProjectSpec,
+    Segment,
 )
 
 P = "shop"
@@ -135,6 +136,45 @@ def test_definitions_load_prints_and_applies(
     assert report["counts"]["flag"] == {"created": 1, "updated": 0, "unchanged": 0}
     assert report["changes"][0]["key"] == "dark-mode"
     assert get(dsn, Flag, "dark-mode").rules[0].value is True
+
+
+def test_definitions_load_segments_and_the_import_keeps_saved_groups(
+    dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toml = write(
+        tmp_path,
+        "segments.toml",
+        """
+[[segments]]
+key = "beta"
+values = ["u1", "u2"]
+
+[[flags]]
+key = "beta-banner"
+rules = [{ type = "force", condition = { id = { "$inGroup" = "beta" } }, value = true }]
+""",
+    )
+    assert run(dsn, "definitions", "load", toml, "--project", P) == 0
+    out = capsys.readouterr().out
+    assert "created segment 'beta'" in out
+    assert "segments: 1 created" in out
+    assert get(dsn, Segment, "beta").values == ["u1", "u2"]
+
+    payload = {
+        "features": {
+            "staff-only": {
+                "defaultValue": False,
+                "rules": [{"condition": {"$savedGroup": {"id": "staff"}}, "force": True}],
+            }
+        },
+        "savedGroups": {"staff": {"type": "list", "attributeKey": "email", "values": ["a@x"]}},
+    }
+    file = write(tmp_path, "gb.json", payload)
+    assert run(dsn, "import", "growthbook", file, "--project", P) == 0
+    capsys.readouterr()
+    staff = get(dsn, Segment, "staff")
+    assert (staff.attribute, staff.values) == ("email", ["a@x"])
+    assert get(dsn, Flag, "staff-only").rules[0].condition == {"$savedGroup": {"id": "staff"}}
 
 
 def test_definitions_dry_run_writes_nothing(

@@ -232,6 +232,7 @@ async def test_load_creates_everything_in_dependency_order(service: ConfigServic
     assert report.counts() == {
         "layer": {"created": 1, "updated": 0, "unchanged": 0},
         "metric": {"created": 3, "updated": 0, "unchanged": 0},
+        "segment": {"created": 0, "updated": 0, "unchanged": 0},
         "experiment": {"created": 2, "updated": 0, "unchanged": 0},
         "flag": {"created": 2, "updated": 0, "unchanged": 0},
     }
@@ -248,6 +249,36 @@ async def test_load_creates_everything_in_dependency_order(service: ConfigServic
     change = next(c for c in report.changes if c.key == "button")
     assert change.transitions == [Transition.START]
     assert change.status is ExperimentStatus.RUNNING
+
+
+async def test_segments_load_before_what_uses_them(service: ConfigService) -> None:
+    data = {
+        "flags": [{"key": "f", "rules": [{"type": "force", "condition": SEG_REF, "value": True}]}],
+        "segments": [
+            # Uses a segment defined after it.
+            {"key": "eu-beta", "type": "condition", "condition": {"$savedGroup": {"id": "beta"}}},
+            {"key": "beta", "values": ["u1", "u2"]},
+        ],
+    }
+    report = await load(service, msgspec.convert(data, Definitions))
+    assert report.counts()["segment"] == {"created": 2, "updated": 0, "unchanged": 0}
+    again = await load(service, msgspec.convert(data, Definitions))
+    assert not again.changed
+    data["segments"][1]["values"] = ["u3"]
+    changed = await load(service, msgspec.convert(data, Definitions))
+    assert [(c.key, c.fields) for c in changed.changes if c.action == "updated"] == [
+        ("beta", ["values"])
+    ]
+    # A reference to a segment neither stored nor in the file fails before writing.
+    data["flags"][0]["rules"][0]["condition"] = {"id": {"$inGroup": "nope"}}
+    data["flags"][0]["key"] = "g"
+    with pytest.raises(ValidationFailed, match=r"flag 'g' \(rules\[0\].condition\)") as info:
+        await load(service, msgspec.convert(data, Definitions))
+    assert info.value.code == "segment_not_found"
+    assert (await service.list_objects(SYSTEM_KEY, Flag, P)).items[-1].key == "f"
+
+
+SEG_REF = {"$savedGroup": {"id": "eu-beta"}}
 
 
 async def test_reload_is_idempotent(service: ConfigService) -> None:

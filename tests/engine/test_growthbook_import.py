@@ -221,11 +221,13 @@ def test_mapping_of_each_rule_kind() -> None:
     banner = flags["banner"]
     assert banner.type is FlagType.BOOLEAN
     assert banner.default_value is False
+    # The saved group stays a reference, to a segment of the same key.
     assert banner.rules[0] == ForceRule(
-        id="fr_beta",
-        condition={"id": {"$in": ["u1", "u2", "u3", "u10", "u11", "u12", "u100"]}},
-        value=True,
+        id="fr_beta", condition={"id": {"$inGroup": "grp_beta"}}, value=True
     )
+    assert [(s.key, s.type, s.values) for s in defs.segments] == [
+        ("grp_beta", "list", ["u1", "u2", "u3", "u10", "u11", "u12", "u100"])
+    ]
 
     roll_v1, roll_v2 = flags["new-checkout"].rules
     assert isinstance(roll_v1, RolloutRule)
@@ -378,7 +380,8 @@ def test_only_what_a_server_cannot_honour_is_reported_with_its_location() -> Non
     assert warned("somethingNew", "unknown")
     assert warned("features.gated.rules[2]", "tracks", "colour")
     assert warned("features.gated.rules[6]", "$savedGroups", "skipped")
-    assert warned("features.sticky.rules[0]", "bucketVersion", "minBucketVersion")
+    # Sticky bucketing is imported (versions, and the fallback attribute with it).
+    assert not warned("features.sticky.rules[0]")
     assert warned("features.sticky.rules[1]", "one running experiment per flag")
     assert warned("features.bad key!", "not imported")
     assert warned("features.bandit.rules[0]", "bandit")
@@ -411,7 +414,14 @@ def test_only_what_a_server_cannot_honour_is_reported_with_its_location() -> Non
     assert [r.experiment for r in flags["sticky"].rules if isinstance(r, ExperimentRule)] == [
         "sticky-exp"
     ]
-    assert experiments["sticky-exp"].fallback_attribute == "anonymousId"
+    sticky = experiments["sticky-exp"]
+    assert (
+        sticky.sticky_bucketing,
+        sticky.bucket_version,
+        sticky.min_bucket_version,
+        sticky.fallback_attribute,
+        sticky.fallback_sticky_only,
+    ) == (True, 2, 1, "anonymousId", True)
 
 
 def test_encrypted_features_are_reported_not_imported() -> None:

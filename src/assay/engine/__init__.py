@@ -52,6 +52,8 @@ from assay.engine._model import (
     Role,
     RolloutRule,
     Rule,
+    Segment,
+    SegmentSpec,
     Transition,
     Variant,
 )
@@ -115,6 +117,8 @@ __all__ = [
     "Role",
     "RolloutRule",
     "Rule",
+    "Segment",
+    "SegmentSpec",
     "SnapshotPublished",
     "Store",
     "StoreFactory",

@@ -30,11 +30,17 @@ so that decide answers what the GrowthBook SDK answers for the same payload:
 - Explicit ranges are made disjoint as GrowthBook's first match reads them, one per
   variation.
 - GrowthBook hashes with an experiment's ``fallbackAttribute`` only under sticky bucketing:
-  it is kept with ``fallback_sticky_only``.
+  it is kept with ``fallback_sticky_only``, which assay honours the same way (the fallback
+  counts only for a sticky experiment).
+- Sticky bucketing: an experiment rule carrying ``bucketVersion`` or ``minBucketVersion``
+  (GrowthBook sends them when sticky bucketing is on), unless ``disableStickyBucketing``,
+  becomes a sticky experiment with those versions.
 - A namespace that is not a valid layer key, or overlaps another imported experiment's
   range of it, becomes the hash filter it is equivalent to.
-- Saved groups referenced by ``$inGroup``/``$notInGroup``/``$savedGroup`` are inlined from
-  the payload's ``savedGroups`` (a group missing from the payload is empty, as in the SDK).
+- Saved groups (the payload's ``savedGroups``) referenced by ``$inGroup``/``$notInGroup``/
+  ``$savedGroup`` become segments of the same key, and the conditions keep their references
+  (``assay.engine._growthbook_segments``). A reference assay cannot keep exactly is inlined
+  instead (a group missing from the payload is empty, as in the SDK).
 - Keys assay cannot take as they are (an experiment key with spaces, one experiment key used
   by two features) get a new assay key, and the original key is kept as the hashing seed.
 - A rule that applies to no one in GrowthBook (an unknown hash version, fewer than two
@@ -63,6 +69,7 @@ from assay.engine._definitions import (
     load_definitions,
 )
 from assay.engine._errors import ValidationFailed
+from assay.engine._growthbook_segments import SavedGroupSegments, sticky_bucketing
 from assay.engine._growthbook_values import (
     NeverApplies,
     Skip,
@@ -109,9 +116,6 @@ _PAYLOAD_METADATA = {"status", "dateUpdated"}
 # stateless SDK (no sticky-bucket service) serves.
 _IGNORED_RULE_FIELDS = {
     "phase": "experiment phase id, only reported with exposures",
-    "bucketVersion": "sticky bucketing (assay has none)",
-    "minBucketVersion": "sticky bucketing (assay has none)",
-    "disableStickyBucketing": "sticky bucketing (assay has none)",
     "tracks": "remote-evaluation tracking callbacks; the value is imported, the tracking not",
     "name": "experiment name (kept as the assay experiment's name)",
 }
@@ -131,6 +135,10 @@ class ImportWarning(Struct, frozen=True, kw_only=True):
 class GrowthBookImport(Struct, frozen=True, kw_only=True):
     definitions: Definitions
     warnings: list[ImportWarning] = []
+
+
+_NEVER: dict[str, Any] = {"$not": {}}
+"""A condition that never holds, in GrowthBook's language as in assay's."""
 
 
 def parse_growthbook_payload(data: bytes | str) -> dict[str, Any]:
@@ -230,6 +238,7 @@ class _Converter:
         self.holdouts: dict[str, bool] = {}
         """Experiment key -> whether it has a passthrough variant (a holdout, which does
         not count as the flag's one running experiment)."""
+        self.segments = SavedGroupSegments({})
 
     def warn(self, location: str, message: str) -> None:
         self.warnings.append(ImportWarning(location=location, message=message))
@@ -243,6 +252,7 @@ class _Converter:
             self._feature(str(key), feature)
         definitions = Definitions(
             layers=list(self.layers.values()),
+            segments=self.segments.segments(),
             experiments=self.experiments,
             flags=self.flags,
         )
@@ -280,6 +290,7 @@ class _Converter:
         groups = payload.get("savedGroups")
         if isinstance(groups, Mapping):
             self.saved_groups = groups
+            self.segments = SavedGroupSegments(groups)
         elif groups is not None:
             self.warn("savedGroups", "not an object; saved groups not imported")
         if features is None:
@@ -464,6 +475,8 @@ class _Converter:
             "namespace",
             "meta",
             "ranges",
+            "bucketVersion",
+            "minBucketVersion",
             "disableStickyBucketing",
         }
         self._report_unused(rule, used, loc)
@@ -669,6 +682,10 @@ class _Converter:
         fallback = None
         if not rule.get("disableStickyBucketing"):
             fallback = self._attribute(rule, "fallbackAttribute") or None
+        try:
+            sticky = sticky_bucketing(rule, loc, self.warn)
+        except ValueError as exc:
+            raise Skip(str(exc)) from None
 
         key = self._experiment_key(gb_key, feature, loc)
         if layer is not None:
@@ -698,6 +715,7 @@ class _Converter:
             ranges=ranges,
             filters=filters,
             status=ExperimentStatus.RUNNING,
+            **(sticky or {}),
         )
 
     def _variant_keys(self, wanted: list[Any], loc: str) -> list[str]:
@@ -786,6 +804,8 @@ class _Converter:
             return None
         if not isinstance(condition, Mapping):
             raise Skip(f"condition {condition!r} is not an object; rule skipped")
+        if self.segments.keep(condition):
+            return dict(condition)
         used: set[str] = set()
         inlined = self._inline(condition, used, frozenset())
         for group in sorted(used):
@@ -803,7 +823,8 @@ class _Converter:
             return None
         return self.saved_groups[group_id]
 
-    def _list_group(self, group_id: Any, used: set[str]) -> list[Any]:
+    def _list_group(self, group_id: Any, used: set[str]) -> list[Any] | None:
+        """The values of a list group; None for a condition group (never a member)."""
         entry = self._group(group_id)
         used.add(str(group_id))
         if entry is None:
@@ -817,6 +838,8 @@ class _Converter:
             and isinstance(entry.get("values"), list)
         ):
             return list(entry["values"])
+        if isinstance(entry, Mapping) and entry.get("type") == "condition":
+            return None
         raise Skip(f"saved group {group_id!r} is not a list of values; rule skipped")
 
     def _inline(
@@ -846,17 +869,20 @@ class _Converter:
     def _saved_group(
         self, reference: Any, used: set[str], visiting: frozenset[str]
     ) -> dict[str, Any]:
-        if not isinstance(reference, Mapping):
-            raise Skip(f"$savedGroup {reference!r} is not a reference; rule skipped")
-        group_id = reference.get("id")
+        # The SDK evaluates a malformed reference, a group missing from the payload or in
+        # the old bare-list form, a group closing a cycle, and a list group with no
+        # attribute as false: so does a condition that never holds.
+        if not isinstance(reference, Mapping) or not isinstance(reference.get("id"), str):
+            return dict(_NEVER)
+        group_id = reference["id"]
         entry = self._group(group_id)
         if not isinstance(entry, Mapping) or group_id in visiting:
-            raise Skip(f"saved group {group_id!r} is missing or circular; rule skipped")
+            return dict(_NEVER)
         used.add(str(group_id))
         if entry.get("type") == "list":
             attribute = reference.get("attributeKey", entry.get("attributeKey"))
-            if not isinstance(attribute, str):
-                raise Skip(f"saved group {group_id!r} names no attribute; rule skipped")
+            if not isinstance(attribute, str) or not isinstance(entry.get("values"), list):
+                return dict(_NEVER)
             return {attribute: {"$in": self._list_group(group_id, used)}}
         if entry.get("type") == "condition" and isinstance(entry.get("condition"), Mapping):
             return self._inline(entry["condition"], used, visiting | {str(group_id)})
@@ -870,11 +896,15 @@ class _Converter:
         out: dict[str, Any] = {}
         for op, argument in value.items():
             if op in ("$inGroup", "$notInGroup"):
-                # $in/$nin test membership exactly as $inGroup/$notInGroup do.
+                # $in/$nin test membership exactly as $inGroup/$notInGroup do; on a
+                # condition group both are false in the SDK, as $in: [] is.
                 target = "$in" if op == "$inGroup" else "$nin"
-                if target in value:
+                values = self._list_group(argument, used)
+                if values is None:
+                    target, values = "$in", []
+                if target in value or target in out:
                     raise Skip(f"{op} beside {target} cannot be inlined; rule skipped")
-                out[target] = self._list_group(argument, used)
+                out[target] = values
             elif op in ("$not", "$size"):
                 out[op] = self._inline_value(argument, used, visiting)
             elif op == "$elemMatch" and isinstance(argument, Mapping):

@@ -282,6 +282,13 @@ class ExperimentSpec(Struct, frozen=True, kw_only=True):
     guardrails: list[Guardrail] = []
     log_exposures_on_assignment: bool = False
     correction: Literal["holm", "benjamini-hochberg", "none"] = "holm"
+    sticky_bucketing: bool = False
+    """Keep each subject in the variant it first got, whatever weights, coverage or
+    targeting do later (GrowthBook's sticky bucketing; see docs/design.md)."""
+    bucket_version: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Raise it to re-bucket everyone: assignments are kept per version."""
+    min_bucket_version: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Subjects assigned under an older version are kept out of the experiment."""
 
 
 class Experiment(ExperimentSpec, frozen=True, kw_only=True):
@@ -343,6 +350,43 @@ class Metric(MetricSpec, frozen=True, kw_only=True):
     updated_at: datetime
 
 
+# --- segments -------------------------------------------------------------------------
+
+
+SegmentType = Literal["list", "condition"]
+
+
+class SegmentSpec(Struct, frozen=True, kw_only=True):
+    """A named audience, per project (GrowthBook's saved group, LaunchDarkly's segment).
+
+    A ``list`` segment is a list of values of one attribute (``attribute``, default ``id``);
+    a condition tests membership with ``{"country": {"$inGroup": "KEY"}}`` (any attribute,
+    as in GrowthBook) or ``{"$savedGroup": {"id": "KEY"}}`` (its own ``attribute``). A
+    ``condition`` segment is a named condition, used through ``{"$savedGroup": {"id":
+    "KEY"}}``. Conditions reach segments by key, so changing a segment changes every rule
+    that uses it, with one audit entry. See docs/definitions.md.
+    """
+
+    key: Key
+    name: Name = ""
+    description: Description = ""
+    type: SegmentType = "list"
+    attribute: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "id"
+    """The attribute a ``list`` segment's values are ids of (GrowthBook's ``attributeKey``)."""
+    values: Annotated[list[JSONValue], msgspec.Meta(max_length=100_000)] = []
+    """A ``list`` segment's members."""
+    condition: Condition | None = None
+    """A ``condition`` segment's condition."""
+
+
+class Segment(SegmentSpec, frozen=True, kw_only=True):
+    id: str
+    project_id: str
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
 # --- access ---------------------------------------------------------------------------
 
 
@@ -377,5 +421,5 @@ class AuditEntry(Struct, frozen=True, kw_only=True):
     after: JSONValue = None
 
 
-ConfigObject = Project | Flag | Experiment | Layer | Metric
-ProjectScoped = Flag | Experiment | Layer | Metric
+ConfigObject = Project | Flag | Experiment | Layer | Metric | Segment
+ProjectScoped = Flag | Experiment | Layer | Metric | Segment

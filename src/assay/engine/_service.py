@@ -1,5 +1,5 @@
-"""Configuration service: every change to projects, flags, experiments, layers, metrics and
-keys goes through here, so validation, access control, revisions and the audit log are
+"""Configuration service: every change to projects, flags, experiments, layers, metrics,
+segments and keys goes through here, so validation, access control, revisions and the audit log are
 applied the same way whether the change comes from HTTP, the CLI or Python.
 
 Each write runs in one store transaction: the object and its audit entry commit together
@@ -43,10 +43,13 @@ from assay.engine._model import (
     Project,
     ProjectSpec,
     Role,
+    Segment,
+    SegmentSpec,
     Transition,
 )
 from assay.engine._pagination import Page, check_limit, decode_cursor, encode_cursor
 from assay.engine._ports import KIND_NAMES, Store, StoreTransaction
+from assay.engine._segments import segment_users, validate_segment
 from assay.engine._validation import (
     flag_references,
     validate_experiment,
@@ -74,21 +77,23 @@ SECRET_PREFIX = "assay_"
 KEY_CACHE_SECONDS = 2.0
 _KEY_CACHE_SIZE = 10_000
 
-Scoped = Flag | Experiment | Layer | Metric
-SpecT = TypeVar("SpecT", FlagSpec, ExperimentSpec, LayerSpec, MetricSpec)
-ScopedT = TypeVar("ScopedT", Flag, Experiment, Layer, Metric)
+Scoped = Flag | Experiment | Layer | Metric | Segment
+SpecT = TypeVar("SpecT", FlagSpec, ExperimentSpec, LayerSpec, MetricSpec, SegmentSpec)
+ScopedT = TypeVar("ScopedT", Flag, Experiment, Layer, Metric, Segment)
 
 _SPEC_OF: dict[type[Scoped], type[msgspec.Struct]] = {
     Flag: FlagSpec,
     Experiment: ExperimentSpec,
     Layer: LayerSpec,
     Metric: MetricSpec,
+    Segment: SegmentSpec,
 }
 _RESOURCE_OF: dict[type[Scoped], Resource] = {
     Flag: Resource.FLAG,
     Experiment: Resource.EXPERIMENT,
     Layer: Resource.LAYER,
     Metric: Resource.METRIC,
+    Segment: Resource.SEGMENT,
 }
 # Experiment fields that decide who gets which variant; changing them after start would
 # silently move subjects between variants, so they are frozen once an experiment runs.
@@ -331,7 +336,7 @@ class ConfigService:
                 raise Conflict(
                     f"{KIND_NAMES[kind]} {obj.key!r} already exists", code="already_exists"
                 )
-            await self._validate(tx, obj)
+            await self._validate(tx, obj, None)
             await tx.insert(obj)
             await self._audit(tx, principal, f"{KIND_NAMES[kind]}.create", obj, None, obj)
         self._on_change()
@@ -363,7 +368,7 @@ class ConfigService:
             )
             if isinstance(current, Experiment) and isinstance(updated, Experiment):
                 _check_experiment_edit(current, updated)
-            await self._validate(tx, updated)
+            await self._validate(tx, updated, current)
             await tx.update(updated, expected_revision=current.revision)
             await self._audit(
                 tx, principal, f"{KIND_NAMES[kind]}.update", updated, current, updated
@@ -599,7 +604,7 @@ class ConfigService:
             raise NotFound(f"{KIND_NAMES[kind]} {key!r} not found")
         return obj
 
-    async def _validate(self, tx: StoreTransaction, obj: Scoped) -> None:
+    async def _validate(self, tx: StoreTransaction, obj: Scoped, previous: Scoped | None) -> None:
         match obj:
             case Flag():
                 await validate_flag(tx, obj, self._validate_condition)
@@ -609,6 +614,9 @@ class ConfigService:
             case Metric():
                 self._validate_metric(obj)
                 await validate_metric(tx, obj)
+            case Segment():
+                assert previous is None or isinstance(previous, Segment)
+                await validate_segment(tx, obj, self._validate_condition, previous)
             case Layer():
                 pass
 
@@ -689,6 +697,13 @@ class ConfigService:
                 for m in await _all(tx, Metric, obj.project_id)
                 if obj.key in (m.numerator, m.denominator)
             ]
+        elif isinstance(obj, Segment):
+            users = segment_users(
+                obj,
+                await _all(tx, Flag, obj.project_id),
+                await _all(tx, Experiment, obj.project_id),
+                await _all(tx, Segment, obj.project_id),
+            )
         if users:
             raise Conflict(
                 f"{KIND_NAMES[type(obj)]} {obj.key!r} is used by {', '.join(users)}",
@@ -806,6 +821,14 @@ def _revalidate(spec: StructT) -> StructT:
 
 
 def _check_experiment_edit(current: Experiment, updated: Experiment) -> None:
+    for field in ("bucket_version", "min_bucket_version"):
+        # Going back would hand subjects assignments they were moved away from.
+        if getattr(updated, field) < getattr(current, field):
+            raise Conflict(
+                f"{field} cannot go down ({getattr(current, field)} -> {getattr(updated, field)})",
+                code="bucket_version_decreased",
+                details={"field": field},
+            )
     if current.status is ExperimentStatus.DRAFT:
         return
     if current.status not in (ExperimentStatus.RUNNING, ExperimentStatus.PAUSED):
@@ -814,9 +837,20 @@ def _check_experiment_edit(current: Experiment, updated: Experiment) -> None:
             code="experiment_locked",
         )
     changed = [f for f in _ASSIGNMENT_FIELDS if getattr(current, f) != getattr(updated, f)]
+    if "variants" in changed and updated.sticky_bucketing and _same_but_weights(current, updated):
+        # Sticky bucketing keeps those already assigned where they are: new weights only
+        # shape where newcomers go.
+        changed.remove("variants")
     if changed:
         raise Conflict(
             "these fields decide assignment and cannot change after start: " + ", ".join(changed),
             code="experiment_locked",
             details={"fields": changed},
         )
+
+
+def _same_but_weights(current: Experiment, updated: Experiment) -> bool:
+    def strip(e: Experiment) -> list[tuple[str, Any, str]]:
+        return [(v.key, msgspec.to_builtins(v.value), v.name) for v in e.variants]
+
+    return strip(current) == strip(updated)

@@ -21,6 +21,7 @@ from assay.engine._model import (
     RolloutRule,
 )
 from assay.engine._ports import StoreTransaction
+from assay.engine._segments import check_segment_references
 
 ConditionValidator = Callable[[Mapping[str, Any]], None]
 
@@ -120,6 +121,9 @@ async def validate_flag(tx: StoreTransaction, flag: Flag, validate: ConditionVal
                 _check_filters(rule.filters, f"{where}.filters")
                 if isinstance(rule, RolloutRule) and rule.range is not None:
                     _check_ranges([rule.range], f"{where}.range")
+                await check_segment_references(
+                    tx, flag.project_id, rule.condition, f"{where}.condition"
+                )
             case ExperimentRule():
                 experiment = await tx.get(Experiment, flag.project_id, rule.experiment)
                 if experiment is None:
@@ -182,6 +186,7 @@ async def validate_experiment(
                     "duplicate_forced_value",
                     field=f"forced_variations[{i}].values",
                 )
+    await check_segment_references(tx, experiment.project_id, experiment.condition, "condition")
     if experiment.layer is not None:
         if experiment.layer.start >= experiment.layer.end:
             raise _invalid("layer range start must be below end", "invalid_range", field="layer")
@@ -191,6 +196,12 @@ async def validate_experiment(
                 "unknown_reference",
                 field="layer.layer",
             )
+    if experiment.min_bucket_version > experiment.bucket_version:
+        raise _invalid(
+            "min_bucket_version above bucket_version would keep everyone out",
+            "invalid_bucket_version",
+            field="min_bucket_version",
+        )
     if experiment.participation_limit is not None and experiment.participation_limit < 1:
         raise _invalid(
             "participation_limit must be at least 1", "invalid_limit", field="participation_limit"

@@ -126,6 +126,7 @@ WRITES = [
     *_object_writes("experiments", "draft", {"coverage": "all"}),
     *_object_writes("layers", "layer", {"name": ["a", "list"]}),
     *_object_writes("metrics", "metric", {"higher_is_better": 1}),
+    *_object_writes("segments", "segment", {"values": "u1"}),
     _transition("start", "draft"),
     _transition("pause", "running"),
     _transition("resume", "paused"),

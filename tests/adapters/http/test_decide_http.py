@@ -179,3 +179,40 @@ async def test_rule_language_over_http(world: Any) -> None:
         json={"requests": [{"flag": "child", "subject": s} for s in (123, "123")]},
     )
     assert [d["reason"] for d in batch.body["decisions"]] == ["forced", "prerequisite_gate"]
+
+
+async def test_sticky_assignments_are_stored_before_the_answer_and_kept(world: Any) -> None:
+    project, flag = await scene(world)
+    experiment = (
+        world.engine.snapshot.flags[(world.engine.project_id(project), flag)].rules[0].experiment
+    )
+    admin = await world.api_as(Role.ADMIN, project)
+    one = f"/api/v1/experiments/{experiment}?project={project}"
+    assert (await admin.patch(one, json={"sticky_bucketing": True})).status == 200
+    await world.engine.refresh()
+    sdk = await world.api_as(Role.SDK, project)
+    requests = [{"flag": flag, "subject": f"u{i}"} for i in range(30)]
+    first = await sdk.post("/api/v1/decide/batch", json={"requests": requests})
+    assert first.status == 200, first.body
+    variants = [d["variant"] for d in first.body["decisions"]]
+    assert {d["reason"] for d in first.body["decisions"]} == {"experiment_assigned"}
+    assert all(d["sticky_bucket"]["key"] == f"{experiment}__0" for d in first.body["decisions"])
+
+    # Everyone new to the treatment now; those assigned keep their variant.
+    moved = [
+        {"key": "control", "value": False, "weight": 0},
+        {"key": "treatment", "value": True, "weight": 1},
+    ]
+    patched = await admin.patch(one, json={"variants": moved, "bucket_version": 0})
+    assert patched.status == 200, patched.body
+    await world.engine.refresh()
+    again = await sdk.post("/api/v1/decide/batch", json={"requests": requests})
+    assert [d["variant"] for d in again.body["decisions"]] == variants
+    assert {d["reason"] for d in again.body["decisions"]} == {"sticky_bucket"}
+    single = await sdk.post("/api/v1/decide", json={"flag": flag, "subject": "u0"})
+    assert (single.body["variant"], single.body["reason"]) == (variants[0], "sticky_bucket")
+
+    down = await admin.patch(one, json={"bucket_version": 2})
+    assert down.status == 200
+    refused = await admin.patch(one, json={"bucket_version": 1})
+    assert (refused.status, refused.code) == (409, "bucket_version_decreased")

@@ -807,7 +807,10 @@ def test_every_reason_code_is_reached_by_a_decision() -> None:
             variants=[Variant(key="a", value="a", passthrough=True), Variant(key="b", value="b")],
             ranges=[(0.0, 1.0), (1.0, 1.0)],
         ),
+        make_experiment("stuck", sticky_bucketing=True),
+        make_experiment("blocked", sticky_bucketing=True, bucket_version=1, min_bucket_version=1),
     ]
+    docs = {("id", "u"): {"stuck__0": "control", "blocked__0": "control"}}
     never = ParentCondition(flag="plain", condition={"value": "nope"}, gate=True)
     loop = ParentCondition(flag="cycle", condition={})
     flags = [
@@ -825,7 +828,7 @@ def test_every_reason_code_is_reached_by_a_decision() -> None:
         make_flag("x-ghost", [ExperimentRule(experiment="ghost-exp")]),
     ]
     snap = make_snapshot(flags, experiments)
-    decisions = [decide(snap, PID, f.key, "u", {}) for f in flags]
+    decisions = [decide(snap, PID, f.key, "u", {}, sticky=docs) for f in flags]
     decisions.append(decide(snap, PID, "missing", "u", {}))
     seen = {d.reason for d in decisions} | {d.experiment_reason for d in decisions}
     assert seen - {None} == set(Reason)
@@ -834,7 +837,7 @@ def test_every_reason_code_is_reached_by_a_decision() -> None:
         "no_active_experiment", "experiment_not_running", "targeting_mismatch",
         "participation_limit", "layer_conflict", "outside_traffic_allocation", "no_variants",
         "experiment_assigned", "rolled_back", "default", "forced_variation", "passthrough",
-        "prerequisite_gate", "prerequisite_cycle",
+        "prerequisite_gate", "prerequisite_cycle", "sticky_bucket", "sticky_bucket_blocked",
     ]  # fmt: skip
 
 

@@ -50,7 +50,8 @@ writes it) assigns no one, the namespace is checked with the hash value, and the
 ``chooseVariation(hash(seed, value, version), getBucketRanges(n, coverage, weights))``.
 One deliberate extension: the fallback attribute applies whenever the hash attribute is
 missing, where GrowthBook only honours it with sticky bucketing enabled, unless the
-experiment says ``fallback_sticky_only`` (the GrowthBook import does).
+experiment says ``fallback_sticky_only`` (the GrowthBook import does): then the fallback
+counts only when the experiment has ``sticky_bucketing``, as in GrowthBook.
 
 **Holdouts.** When an experiment names a running holdout experiment (``is_holdout``) and
 the subject, having passed the experiment's own targeting, is assigned by the holdout
@@ -59,6 +60,17 @@ variant, the subject is held out: the decision is the holdout's assignment, serv
 flag's default value with ``experiment_assigned``, the holdout's key and its first
 variant's key, so the held-out group is tracked as GrowthBook tracks it. Holdouts do not
 nest.
+
+**Sticky bucketing.** An experiment with ``sticky_bucketing`` reads the subject's sticky
+documents (``sticky``, see ``_core._sticky``) once a forced variation did not apply and
+targeting and the filters passed (GrowthBook's order): an assignment stored
+under ``<key>__<bucket_version>`` to one of its variants decides at once (``sticky_bucket``;
+a passthrough variant still lets the next rule decide),
+skipping the holdout, the participation limit, the layer and the coverage; an assignment
+under a version below ``min_bucket_version`` keeps the subject out
+(``sticky_bucket_blocked``). Otherwise the subject is assigned as usual, and the decision
+carries in ``sticky_bucket`` the assignment to store. This is GrowthBook's sticky
+bucketing, including its use of the fallback attribute's document.
 
 **Participation limit** ("how many concurrent running experiments one subject may be
 in"), made deterministic and stateless so every process agrees without shared state: the
@@ -97,6 +109,7 @@ from assay.engine._core._snapshot import (
     Snapshot,
     forced_key,
 )
+from assay.engine._core._sticky import StickyAssignment, StickyDocs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -126,6 +139,10 @@ class Reason(enum.StrEnum):
     PASSTHROUGH = "passthrough"
     PREREQUISITE_GATE = "prerequisite_gate"
     PREREQUISITE_CYCLE = "prerequisite_cycle"
+    STICKY_BUCKET = "sticky_bucket"
+    """Assigned from the subject's stored sticky bucket, not by hashing."""
+    STICKY_BUCKET_BLOCKED = "sticky_bucket_blocked"
+    """Kept out: assigned under a bucket version below ``min_bucket_version``."""
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -158,6 +175,9 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     snapshot_version: int
     decided_at: float
     """Epoch seconds."""
+    sticky_bucket: StickyAssignment | None = None
+    """A sticky experiment's assignment that the subject's sticky documents lack: the
+    caller (the engine) stores it so the subject keeps this variant."""
 
 
 # --------------------------------------------------------------------------------------
@@ -214,6 +234,9 @@ _FORCED_VARIATION: Final = Reason.FORCED_VARIATION
 _PASSTHROUGH: Final = Reason.PASSTHROUGH
 _PREREQUISITE_GATE: Final = Reason.PREREQUISITE_GATE
 _PREREQUISITE_CYCLE: Final = Reason.PREREQUISITE_CYCLE
+_STICKY_BUCKET: Final = Reason.STICKY_BUCKET
+_STICKY_BUCKET_BLOCKED: Final = Reason.STICKY_BUCKET_BLOCKED
+_NO_DOCS: Final[StickyDocs] = {}
 
 # A prerequisite flag that is off, unknown, or gated itself fails whatever value it serves.
 _GATED: Final = frozenset(
@@ -276,6 +299,12 @@ def _filtered_out(filters: tuple[CompiledFilter, ...], attrs: Mapping[str, Any])
         else:
             return True
     return False
+
+
+def hash_value(attrs: Mapping[str, Any], attribute: str, fallback: str | None) -> str:
+    """The subject's hash value for ``attribute`` (else ``fallback``) as GrowthBook hashes
+    it; "" when missing. Also what sticky documents are keyed by."""
+    return _hash_value(attrs, attribute, fallback)
 
 
 def _bucket(e: CompiledExperiment, attrs: Mapping[str, Any]) -> int:
@@ -361,6 +390,7 @@ def _parents_verdict(
     attrs: Mapping[str, Any],
     key: str,
     path: tuple[str, ...] | None,
+    sticky: StickyDocs,
 ) -> int:
     """GrowthBook's ``evalPrereqs`` for one rule of flag ``key``, reached along ``path``.
 
@@ -376,7 +406,7 @@ def _parents_verdict(
         elif target.key in sub:
             return _CYCLE
         else:
-            outcome = _evaluate(target, attrs, sub)
+            outcome = _evaluate(target, attrs, sticky, sub)
             if outcome[3] is _PREREQUISITE_CYCLE:
                 return _CYCLE
             value = outcome[0]
@@ -386,8 +416,77 @@ def _parents_verdict(
     return _PASS
 
 
+def _run_sticky(e: CompiledExperiment, attrs: Mapping[str, Any], docs: StickyDocs) -> _Run:
+    """``_run`` with sticky bucketing, in the order GrowthBook evaluates an experiment rule
+    with a sticky bucket service: a forced variation first (never stored); then the subject
+    must have a hash value (the fallback attribute counts here, as GrowthBook uses it only
+    under sticky bucketing), pass the targeting condition and the filters (GrowthBook checks
+    a rule's condition and filters before the experiment runs); then a stored assignment to
+    a current variant skips the holdout, the participation limit, the layer and the
+    coverage (``sticky_bucket``, or ``passthrough`` for a passthrough variant); one under a
+    version below ``min_bucket_version`` keeps an otherwise eligible subject out
+    (``sticky_bucket_blocked``); else the subject is assigned as without stickiness."""
+    if e.rolled_back or not e.running:
+        return _run(e, attrs)
+    if e.forced:
+        index = _forced_index(e, attrs)
+        if index >= 0:
+            return (_FORCED_VARIATION, index, None, e)
+    hv = _hash_value(attrs, e.hash_attribute, e.fallback_attribute)
+    if not hv:
+        return (_TARGETING_MISMATCH, -1, None, e)
+    cond = e.condition
+    if cond is not None and not cond(attrs):
+        return (_TARGETING_MISMATCH, -1, hv, e)
+    if e.filters and _filtered_out(e.filters, attrs):
+        return (_LAYER_CONFLICT, -1, hv, e)
+    # The document of the hash attribute, then the fallback's for keys it lacks.
+    own = _hash_value(attrs, e.hash_attribute, None)
+    assignments = docs.get((e.hash_attribute, own)) if own else None
+    fallback = e.fallback_attribute
+    if fallback is not None:
+        other = _hash_value(attrs, fallback, None)
+        extra = docs.get((fallback, other)) if other else None
+        if extra:
+            assignments = {**extra, **assignments} if assignments else extra
+    blocked = False
+    if assignments:
+        for key in e.blocked_keys:
+            if key in assignments:
+                blocked = True
+                break
+        if not blocked:
+            stored = assignments.get(e.sticky_key)
+            if stored is not None and stored in e.variant_keys:
+                index = e.variant_keys.index(stored)
+                return (_PASSTHROUGH if e.passthrough[index] else _STICKY_BUCKET, index, hv, e)
+    result = _run(e, attrs)
+    if blocked and result[0] in (_EXPERIMENT_ASSIGNED, _OUTSIDE_TRAFFIC_ALLOCATION, _PASSTHROUGH):
+        return (_STICKY_BUCKET_BLOCKED, -1, hv, e)
+    return result
+
+
+def _sticky_assignment(
+    e: CompiledExperiment, attrs: Mapping[str, Any], docs: StickyDocs, variant: str
+) -> StickyAssignment | None:
+    """What to store for a subject ``e`` put in ``variant``: under the attribute it hashed
+    (the hash attribute, else the fallback), unless that document holds it already."""
+    attribute = e.hash_attribute
+    value = _hash_value(attrs, attribute, None)
+    if not value and e.fallback_attribute is not None:
+        attribute = e.fallback_attribute
+        value = _hash_value(attrs, attribute, None)
+    doc = docs.get((attribute, value))
+    if doc is not None and doc.get(e.sticky_key) == variant:
+        return None
+    return StickyAssignment(attribute=attribute, value=value, key=e.sticky_key, variant=variant)
+
+
 def _evaluate(
-    cf: CompiledFlag, attrs: Mapping[str, Any], path: tuple[str, ...] | None = None
+    cf: CompiledFlag,
+    attrs: Mapping[str, Any],
+    sticky: StickyDocs = _NO_DOCS,
+    path: tuple[str, ...] | None = None,
 ) -> _Outcome:
     # ``path``: the flags being decided above this one (through prerequisites or parent
     # conditions), None at the top; only a flag that has either builds it.
@@ -399,7 +498,7 @@ def _evaluate(
             target = pre.flag
             if target is None or target.key in sub:
                 return (cf.default_value, None, None, _PREREQUISITE_FAILED, None, None, False, None)
-            outcome = _evaluate(target, attrs, sub)
+            outcome = _evaluate(target, attrs, sticky, sub)
             if outcome[3] in _GATED or not json_equal(outcome[0], pre.value):
                 return (cf.default_value, None, None, _PREREQUISITE_FAILED, None, None, False, None)
 
@@ -408,7 +507,7 @@ def _evaluate(
     for rule in cf.rules:
         parents = rule.parents
         if parents:
-            verdict = _parents_verdict(parents, attrs, cf.key, path)
+            verdict = _parents_verdict(parents, attrs, cf.key, path, sticky)
             if verdict == _FAIL:
                 continue
             if verdict != _PASS:
@@ -475,15 +574,17 @@ def _evaluate(
                 reason: Reason = _NO_ACTIVE_EXPERIMENT
                 key: str = rule.experiment_key
             else:
-                reason, index, hv_used, decided = _run(e, attrs)
-                if reason is _EXPERIMENT_ASSIGNED:
+                reason, index, hv_used, decided = (
+                    _run_sticky(e, attrs, sticky) if e.sticky else _run(e, attrs)
+                )
+                if reason is _EXPERIMENT_ASSIGNED or reason is _STICKY_BUCKET:
                     # Held out: the holdout's group sees the flag's default value.
                     value = e.variant_values[index] if decided is e else cf.default_value
                     return (
                         value,
                         decided.variant_keys[index],
                         rule.rule_id,
-                        _EXPERIMENT_ASSIGNED,
+                        reason,
                         decided.key,
                         experiment_reason,
                         True,
@@ -541,12 +642,14 @@ def decide(
     attributes: Mapping[str, Any] | None = None,
     *,
     new_id: Callable[[], str] | None = None,
+    sticky: StickyDocs | None = None,
 ) -> Decision:
     """Decide ``flag_key`` for ``subject`` (with ``attributes``) in ``project_id``.
 
     Synchronous and pure; see the module docstring for the order of evaluation. The
     subject is the attribute ``id`` unless ``attributes`` has an ``id`` of its own, which
-    is then used as given (a numeric id stays a number).
+    is then used as given (a numeric id stays a number). ``sticky``: the subject's sticky
+    bucket documents (none: an empty set).
     """
     flags = snapshot.project_flags.get(project_id)
     cf = None if flags is None else flags.get(flag_key)
@@ -567,9 +670,13 @@ def decide(
         if attributes is not None and "id" in attributes
         else _subject_attributes(subject, attributes)
     )
+    docs = _NO_DOCS if sticky is None else sticky
     value, variant, rule, reason, experiment, experiment_reason, in_experiment, hv = _evaluate(
-        cf, attrs
+        cf, attrs, docs
     )
+    write = None
+    if in_experiment and project_id in snapshot.sticky_projects:
+        write = _sticky_write(snapshot, project_id, experiment, attrs, docs, variant)
     return Decision(
         decision_id=_next_id() if new_id is None else new_id(),
         project_id=project_id,
@@ -586,7 +693,22 @@ def decide(
         flag_revision=cf.revision,
         snapshot_version=snapshot.version,
         decided_at=time.time(),
+        sticky_bucket=write,
     )
+
+
+def _sticky_write(
+    snapshot: Snapshot,
+    project_id: str,
+    experiment: str | None,
+    attrs: Mapping[str, Any],
+    docs: StickyDocs,
+    variant: str | None,
+) -> StickyAssignment | None:
+    e = snapshot.compiled_experiments.get((project_id, experiment or ""))
+    if e is None or not e.sticky or variant is None:
+        return None
+    return _sticky_assignment(e, attrs, docs, variant)
 
 
 def decide_all(
@@ -596,6 +718,7 @@ def decide_all(
     attributes: Mapping[str, Any] | None = None,
     *,
     new_id: Callable[[], str] | None = None,
+    sticky: StickyDocs | None = None,
 ) -> list[Decision]:
     """Decide every flag of ``project_id`` for ``subject``, in flag-key order."""
     flags = snapshot.project_flags.get(project_id)
@@ -606,10 +729,15 @@ def decide_all(
     now = time.time()
     version = snapshot.version
     decisions: list[Decision] = []
+    docs = _NO_DOCS if sticky is None else sticky
+    any_sticky = project_id in snapshot.sticky_projects
     for cf in flags.values():
         value, variant, rule, reason, experiment, experiment_reason, in_experiment, hv = _evaluate(
-            cf, attrs
+            cf, attrs, docs
         )
+        write = None
+        if in_experiment and any_sticky:
+            write = _sticky_write(snapshot, project_id, experiment, attrs, docs, variant)
         decisions.append(
             Decision(
                 decision_id=next_id(),
@@ -627,6 +755,7 @@ def decide_all(
                 flag_revision=cf.revision,
                 snapshot_version=version,
                 decided_at=now,
+                sticky_bucket=write,
             )
         )
     return decisions

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, final
 
 from assay.engine._core._bucketing import get_bucket_ranges
 from assay.engine._core._conditions import AttributesPredicate, ConditionCompiler
+from assay.engine._core._segments import saved_groups, segment_references, segments_version
+from assay.engine._core._sticky import sticky_bucket_key
 from assay.engine._model import (
     Condition,
     Experiment,
@@ -44,6 +46,7 @@ from assay.engine._model import (
     ParentCondition,
     Project,
     RolloutRule,
+    Segment,
 )
 
 if TYPE_CHECKING:
@@ -178,6 +181,15 @@ class CompiledExperiment:
     fingerprint: str = ""
     """Ids and revisions of this experiment, its holdout and its ``prior`` experiments:
     what a cached outcome of this experiment depends on."""
+    segments_mark: str = ""
+    """The project's segments digest when the condition uses segments, else ""."""
+    sticky: bool = False
+    """Sticky bucketing is on (see ``_core._sticky``)."""
+    sticky_key: str = ""
+    """Where a subject's assignment is kept: ``"<key>__<bucket_version>"``, as GrowthBook."""
+    blocked_keys: tuple[str, ...] = ()
+    """Assignments under these keys (versions below ``min_bucket_version``) keep the
+    subject out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +297,9 @@ class Snapshot:
     """Compiled experiments by (project id, key)."""
     errors: tuple[SnapshotError, ...] = ()
     """What did not compile; see the module docstring."""
+    sticky_projects: frozenset[str] = frozenset()
+    """Projects with a sticky-bucketing experiment (decide looks for assignments to store
+    only there)."""
 
     def flag(self, project_id: str, key: str) -> CompiledFlag | None:
         """The compiled flag, or None."""
@@ -301,19 +316,36 @@ EMPTY_SNAPSHOT = Snapshot(version=0)
 
 
 class _Compiler:
-    """One compilation: the condition compiler and the errors recorded so far."""
+    """One compilation: the condition compiler, each project's segments (as GrowthBook
+    saved groups, with a digest of their content) and the errors recorded so far."""
 
-    def __init__(self, conditions: ConditionCompiler) -> None:
+    def __init__(self, conditions: ConditionCompiler, segments: Sequence[Segment] = ()) -> None:
         self.conditions = conditions
         self.errors: list[SnapshotError] = []
+        by_project: dict[str, list[Segment]] = {}
+        for segment in segments:
+            by_project.setdefault(segment.project_id, []).append(segment)
+        self.groups: dict[str, tuple[Mapping[str, Any], str]] = {}
+        for project_id, members in by_project.items():
+            groups = saved_groups(members)
+            self.groups[project_id] = (MappingProxyType(groups), segments_version(groups))
+        self._no_groups: tuple[Mapping[str, Any], str] = (MappingProxyType({}), "")
+
+    def segments_mark(self, project_id: str, *conditions: Condition | None) -> str:
+        """For cache keys: the project's segments digest when any condition uses a segment
+        (so changing a segment misses the decision cache of what uses it), else ""."""
+        if any(c and segment_references(c) for c in conditions):
+            return "seg:" + self.groups.get(project_id, self._no_groups)[1]
+        return ""
 
     def condition(
         self, condition: Condition | None, project_id: str, kind: str, key: str, where: str
     ) -> AttributesPredicate | None:
         if not condition:  # None and {} always hold: no predicate to call at all
             return None
+        groups, version = self.groups.get(project_id, self._no_groups)
         try:
-            return self.conditions.compile(condition)
+            return self.conditions.compile(condition, saved_groups=groups, groups_version=version)
         except Exception as exc:
             # Deliberately broad: a third-party operator factory may raise anything, and
             # one bad rule must not keep every other change from being published.
@@ -393,8 +425,14 @@ def _compile_experiment_base(c: _Compiler, e: Experiment) -> CompiledExperiment:
         seed=e.seed or e.key,
         hash_version=e.hash_version,
         hash_attribute=e.hash_attribute,
-        # GrowthBook hashes with an experiment's fallback only under sticky bucketing.
-        fallback_attribute=None if e.fallback_sticky_only else (e.fallback_attribute or None),
+        # GrowthBook hashes with an experiment's fallback only under sticky bucketing:
+        # ``fallback_sticky_only`` keeps that rule, so such a fallback counts only for a
+        # sticky experiment (for hashing and for the sticky documents read).
+        fallback_attribute=(
+            None
+            if e.fallback_sticky_only and not e.sticky_bucketing
+            else (e.fallback_attribute or None)
+        ),
         condition=c.condition(e.condition, e.project_id, "experiment", e.key, "condition"),
         namespace=None if layer is None else (layer.layer, layer.start, layer.end),
         ranges=ranges,
@@ -406,6 +444,10 @@ def _compile_experiment_base(c: _Compiler, e: Experiment) -> CompiledExperiment:
         assignable=len(variants) >= 2,
         control_value=variants[0].value if variants else None,
         participation_limit=e.participation_limit,
+        segments_mark=c.segments_mark(e.project_id, e.condition),
+        sticky=e.sticky_bucketing,
+        sticky_key=sticky_bucket_key(e.key, e.bucket_version),
+        blocked_keys=tuple(sticky_bucket_key(e.key, v) for v in range(e.min_bucket_version)),
     )
 
 
@@ -418,7 +460,7 @@ def _start_order(e: Experiment) -> tuple[int, float, str]:
 
 
 def _experiment_id(e: CompiledExperiment) -> str:
-    return f"{e.experiment.id}:{e.revision}"
+    return f"{e.experiment.id}:{e.revision}{e.segments_mark}"
 
 
 def _compile_experiments(
@@ -588,6 +630,13 @@ def _compile_flags(
                     parts[ref].append(
                         f"exp:{rule.experiment}:missing" if exp is None else exp.fingerprint
                     )
+        mark = c.segments_mark(
+            f.project_id,
+            *(r.condition for r in f.rules if not isinstance(r, ExperimentRule)),
+            *(pc.condition for r in f.rules for pc in r.parent_conditions),
+        )
+        if mark:
+            parts[ref].append(mark)
         compiled = CompiledFlag(
             flag=f,
             key=f.key,
@@ -633,7 +682,7 @@ def compile_snapshot(state: ConfigSource, version: int, compiler: ConditionCompi
     compiled conditions by content; reusing one across snapshots makes recompiling after
     a small change cheap. Never raises for a bad rule: see ``Snapshot.errors``.
     """
-    c = _Compiler(compiler)
+    c = _Compiler(compiler, getattr(state, "segments", ()))
     experiments = _compile_experiments(c, state.experiments)
     per_project = _compile_flags(c, state.flags, experiments)
 
@@ -648,6 +697,7 @@ def compile_snapshot(state: ConfigSource, version: int, compiler: ConditionCompi
         project_flags=_frozen((pid, MappingProxyType(fs)) for pid, fs in per_project.items()),
         compiled_experiments=MappingProxyType(experiments),
         errors=tuple(c.errors),
+        sticky_projects=frozenset(e.project_id for e in state.experiments if e.sticky_bucketing),
     )
 
 

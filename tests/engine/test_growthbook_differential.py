@@ -6,16 +6,27 @@ rollouts (``coverage`` and ``range``), experiments (weights, coverage, explicit 
 with gaps or not starting at 0, namespaces, passthrough variations and holdouts in
 GrowthBook's form), ``filters``, ``parentConditions`` (gates, parents that are experiments,
 missing parents, cycles), conditions, hash versions 1 and 2, seeds, hash and fallback
-attributes; and subjects whose attributes take every JSON type (a numeric ``id`` included).
-Each payload goes through ``convert_growthbook`` and ``compile_snapshot`` (the pure path,
-no store and no HTTP), and every feature is decided for every subject: the value, whether
-the subject is in an experiment, and the variant must be what the SDK evaluates.
+attributes, saved groups (``savedGroups``: list groups read through ``$inGroup``,
+``$notInGroup`` and ``$savedGroup``, and a condition group, all kept as segments) and
+sticky bucketing; and subjects whose attributes take every JSON type (a numeric ``id``
+included). Each payload goes through ``convert_growthbook`` and ``compile_snapshot`` (the
+pure path, no store and no HTTP), and every feature is decided for every subject: the
+value, whether the subject is in an experiment, and the variant must be what the SDK
+evaluates.
 
 The strategy stays inside what a server can honour: the import must report no warning for
 a generated payload (a warning means the import changed something, and is tested apart),
 except the notice that an experiment key was renamed (its seed, so assignment, is kept).
-Saved groups and sticky bucketing are left out here (another part of the work). The
-default run is seeded and checks at least 10,000 (payload, subject, feature) cases; the
+
+A third of the payloads run with sticky bucketing: GrowthBook's SDK evaluates with one
+``InMemoryStickyBucketService`` (experiments that are not sticky say
+``disableStickyBucketing``), assay decides with the subject's sticky documents and keeps
+what each decision says to store; then the sticky experiments' weights and coverage move
+(and half the time their bucket versions go up, mostly with the minimum) and every subject
+is decided again. Sticky experiments have no passthrough variant (GrowthBook stores a
+passthrough bucket, while assay's decision carries only the final rule's assignment).
+
+The default run is seeded and checks at least 10,000 (payload, subject, feature) cases; the
 ``slow`` run checks ten times as many payloads.
 """
 
@@ -29,7 +40,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from growthbook import GrowthBook
+from growthbook import GrowthBook, InMemoryStickyBucketService
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
@@ -44,6 +55,7 @@ from assay.engine._model import (
     FlagSpec,
     Layer,
     Project,
+    Segment,
 )
 from assay.engine._ports import ConfigState
 from assay.plugins._growthbook_operators import GROWTHBOOK_OPERATORS
@@ -57,6 +69,7 @@ HASH_ATTRIBUTES = ["id", "deviceId", "company"]
 SUBJECTS_PER_PAYLOAD = 50
 DEFAULT_PAYLOADS = 160
 MIN_CASES = 10_000
+SAVED_VALUES: list[Any] = ["a", "b", "0", "u1", 123, 456, -1]
 
 
 @pytest.fixture(autouse=True)
@@ -132,6 +145,12 @@ conditions = st.one_of(
     st.just({"$or": [{"country": "US"}, {"tags": {"$elemMatch": {"$eq": "a"}}}]}),
     st.just({"extra": {"$type": "object"}}),
     st.just({"$not": {"deviceId": {"$exists": True}}}),
+    # Saved groups (kept as segments by the import; see saved_groups()).
+    st.just({"id": {"$inGroup": "ids"}}),
+    st.just({"company": {"$notInGroup": "ids"}}),
+    st.just({"$savedGroup": {"id": "companies"}}),
+    st.just({"$savedGroup": {"id": "fr-or-listed"}}),
+    st.just({"$or": [{"deviceId": {"$inGroup": "companies"}}, {"country": "DE"}]}),
 )
 
 unit = st.integers(0, 100).map(lambda k: k / 100)
@@ -249,7 +268,11 @@ def explicit_ranges(draw: st.DrawFn, n: int) -> list[list[float]]:
 
 @st.composite
 def experiment_rule(
-    draw: st.DrawFn, feature: str, values: st.SearchStrategy[Any], holdout: bool
+    draw: st.DrawFn,
+    feature: str,
+    values: st.SearchStrategy[Any],
+    holdout: bool,
+    sticky_mode: bool = False,
 ) -> dict[str, Any]:
     n = draw(st.integers(2, 4))
     rule: dict[str, Any] = {"variations": draw(st.lists(values, min_size=n, max_size=n))}
@@ -279,13 +302,30 @@ def experiment_rule(
             m["passthrough"] = True
     elif draw(st.integers(0, 4)) == 0:
         meta[draw(st.integers(0, n - 1))]["passthrough"] = True
+    if sticky_mode:
+        if not any(m.get("passthrough") for m in meta) and draw(st.booleans()):
+            # Sticky: variation keys to store (GrowthBook finds a stored bucket by its
+            # meta key), and a key of its own (GrowthBook keys documents by it).
+            for i, m in enumerate(meta):
+                m.setdefault("key", keys[i])
+            rule["key"] = f"sticky-{feature}"
+            if len(rule.get("ranges", ())) > n:
+                # A hash in a range past the last variation: GrowthBook leaves the subject
+                # out but stores variation 0 as its sticky bucket, and serves it from the
+                # next evaluation on (a malformed payload; the import drops such ranges).
+                rule["ranges"] = rule["ranges"][:n]
+            rule["bucketVersion"] = draw(st.integers(0, 1))
+            if draw(st.booleans()):
+                rule["minBucketVersion"] = draw(st.integers(0, rule["bucketVersion"]))
+        else:
+            rule["disableStickyBucketing"] = True
     if any(meta):
         rule["meta"] = meta
     return rule
 
 
 @st.composite
-def feature(draw: st.DrawFn, key: str) -> dict[str, Any]:
+def feature(draw: st.DrawFn, key: str, sticky_mode: bool) -> dict[str, Any]:
     values = draw(
         st.sampled_from(
             [
@@ -312,7 +352,7 @@ def feature(draw: st.DrawFn, key: str) -> dict[str, Any]:
             rules.append(gate)
             continue
         holdout = kind == "holdout"
-        rule = draw(experiment_rule(key, values, holdout))
+        rule = draw(experiment_rule(key, values, holdout, sticky_mode))
         passes = any(m.get("passthrough") for m in rule.get("meta", []))
         if not passes:
             if has_experiment:  # assay runs one experiment per flag, besides holdouts
@@ -326,7 +366,45 @@ def feature(draw: st.DrawFn, key: str) -> dict[str, Any]:
 
 
 @st.composite
-def holdout(draw: st.DrawFn) -> dict[str, Any]:
+def saved_groups(draw: st.DrawFn) -> dict[str, Any]:
+    """Two list groups (with their attribute, as GrowthBook sends them) and a condition
+    group using one of them."""
+    subset = st.lists(st.sampled_from(SAVED_VALUES), max_size=4, unique=True)
+    return {
+        "ids": {"type": "list", "attributeKey": "id", "values": draw(subset)},
+        "companies": {"type": "list", "attributeKey": "company", "values": draw(subset)},
+        "fr-or-listed": {
+            "type": "condition",
+            "condition": {"$or": [{"country": "FR"}, {"$savedGroup": {"id": "ids"}}]},
+        },
+    }
+
+
+def moved(draw: st.DrawFn, payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload a while later: sticky experiments' weights and coverage changed, their
+    bucket versions sometimes up (and the minimum with them)."""
+    features: dict[str, Any] = {}
+    for key, f in payload["features"].items():
+        rules = []
+        for rule in f["rules"]:
+            if "bucketVersion" in rule:
+                rule = dict(rule)
+                n = len(rule["variations"])
+                raw = draw(st.lists(st.integers(0, 9), min_size=n, max_size=n))
+                rule["weights"] = [w / sum(raw) for w in raw] if sum(raw) else [1 / n] * n
+                rule["coverage"] = draw(st.sampled_from([0.0, 0.3, 1.0]))
+                rule.pop("ranges", None)
+                if draw(st.booleans()):
+                    rule["bucketVersion"] += 1
+                    if draw(st.integers(0, 2)):
+                        rule["minBucketVersion"] = rule["bucketVersion"]
+            rules.append(rule)
+        features[key] = {**f, "rules": rules}
+    return {**payload, "features": features}
+
+
+@st.composite
+def holdout(draw: st.DrawFn, sticky_mode: bool) -> dict[str, Any]:
     """A GrowthBook holdout: a feature of its own, read by others as a parent."""
     rule: dict[str, Any] = {
         "key": "h1",
@@ -336,21 +414,26 @@ def holdout(draw: st.DrawFn) -> dict[str, Any]:
         "coverage": draw(unit),
         "hashVersion": draw(st.sampled_from([1, 2])),
     }
+    if sticky_mode:
+        rule["disableStickyBucketing"] = True
     return {"defaultValue": "genpop", "rules": [rule]}
 
 
 @st.composite
-def payloads(draw: st.DrawFn) -> dict[str, Any]:
+def payloads(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """One payload, or with sticky bucketing two: the payload, then the same moved."""
+    sticky_mode = draw(st.integers(0, 2)) == 0
     count = draw(st.integers(1, len(FEATURES)))
-    features = {k: draw(feature(k)) for k in FEATURES[:count]}
+    features = {k: draw(feature(k, sticky_mode)) for k in FEATURES[:count]}
     if draw(st.booleans()):
-        features[HOLDOUT] = draw(holdout())
+        features[HOLDOUT] = draw(holdout(sticky_mode))
         for f in features.values():
             if f is not features[HOLDOUT] and draw(st.booleans()):
                 held = {"value": {"$eq": "holdoutcontrol"}}
                 rule = {"parentConditions": [{"id": HOLDOUT, "condition": held}]}
                 f["rules"].insert(0, {**rule, "force": f["defaultValue"]})
-    return {"features": features}
+    payload = {"features": features, "savedGroups": draw(saved_groups())}
+    return [payload, moved(draw, payload)] if sticky_mode else [payload]
 
 
 # --- the comparison -------------------------------------------------------------------
@@ -383,12 +466,23 @@ def snapshot_of(definitions: Definitions) -> Any:
         Layer(id=f"l-{x.key}", project_id=PID, key=x.key, created_at=NOW, updated_at=NOW)
         for x in definitions.layers
     ]
+    segments = [
+        Segment(
+            id=f"s-{x.key}",
+            project_id=PID,
+            created_at=NOW,
+            updated_at=NOW,
+            **{f: getattr(x, f) for f in x.__struct_fields__},
+        )
+        for x in definitions.segments
+    ]
     state = ConfigState(
         projects=[Project(id=PID, key="proj", created_at=NOW, updated_at=NOW)],
         flags=flags,
         experiments=experiments,
         layers=layers,
         metrics=[],
+        segments=segments,
     )
     snapshot = compile_snapshot(state, 1, COMPILER)
     assert snapshot.errors == ()
@@ -400,15 +494,32 @@ def _json(value: Any) -> bytes:
     return msgspec.json.encode(value)
 
 
-def compare(payload: dict[str, Any], subjects: list[dict[str, Any]]) -> int:
-    """Decide every feature for every subject in both; returns the number of cases."""
+def compare(phases: list[dict[str, Any]], subjects: list[dict[str, Any]]) -> int:
+    """Decide every feature for every subject in both, phase after phase (two phases run
+    with sticky bucketing, sharing the stored buckets); returns the number of cases."""
+    service = InMemoryStickyBucketService() if len(phases) > 1 else None
+    docs: dict[tuple[str, str], dict[str, str]] = {}
+    return sum(compare_phase(payload, subjects, service, docs) for payload in phases)
+
+
+def compare_phase(
+    payload: dict[str, Any],
+    subjects: list[dict[str, Any]],
+    service: InMemoryStickyBucketService | None,
+    docs: dict[tuple[str, str], dict[str, str]],
+) -> int:
     result = convert_growthbook(payload)
     # Renamed experiment keys (spaces, one key on two features) keep their seed: a notice
     # for whoever reads exposures, not a change in assignment.
     changes = [str(w) for w in result.warnings if not w.location.endswith(".key")]
     assert changes == []
+    Counter.segments += len(result.definitions.segments)
     snapshot = snapshot_of(result.definitions)
-    gb = GrowthBook(features=payload["features"])
+    gb = GrowthBook(
+        features=payload["features"],
+        saved_groups=payload["savedGroups"],
+        sticky_bucket_service=service,
+    )
     cases = 0
     for attrs in subjects:
         # The attributes always carry "id" (possibly null), so assay's subject argument
@@ -418,12 +529,15 @@ def compare(payload: dict[str, Any], subjects: list[dict[str, Any]]) -> int:
             if key == HOLDOUT:
                 continue  # not an application feature: decided as a parent only
             expected = gb.eval_feature(key)
-            got = decide(snapshot, PID, key, "subject", attrs)
+            got = decide(snapshot, PID, key, "subject", attrs, sticky=docs)
             er = expected.experimentResult
             in_gb = er is not None and er.inExperiment
             theirs = (_json(expected.value), in_gb, er.key if in_gb and er else None)
             ours = (_json(got.value), got.in_experiment, got.variant if got.in_experiment else None)
             assert ours == theirs, (key, attrs, got, expected.to_dict(), payload)
+            write = got.sticky_bucket
+            if write is not None:
+                docs.setdefault((write.attribute, write.value), {})[write.key] = write.variant
             Counter.reasons.add(got.reason)
             if got.experiment_reason is not None:
                 Counter.reasons.add(got.experiment_reason)
@@ -433,6 +547,7 @@ def compare(payload: dict[str, Any], subjects: list[dict[str, Any]]) -> int:
 
 class Counter:
     cases = 0
+    segments = 0
     reasons: set[Reason] = set()
 
 
@@ -452,16 +567,18 @@ SETTINGS = {
 @seed(20261205)
 @settings(max_examples=DEFAULT_PAYLOADS, **SETTINGS)  # type: ignore[arg-type]
 @given(payload=payloads(), subjects=SUBJECTS)
-def _default_run(payload: dict[str, Any], subjects: list[dict[str, Any]]) -> None:
+def _default_run(payload: list[dict[str, Any]], subjects: list[dict[str, Any]]) -> None:
     Counter.cases += compare(payload, subjects)
 
 
 @pytest.mark.usefixtures("quiet_sdk")
 def test_imported_payloads_decide_as_growthbooks_sdk() -> None:
     Counter.cases = 0
+    Counter.segments = 0
     Counter.reasons = set()
     _default_run()
     assert Counter.cases >= MIN_CASES
+    assert Counter.segments > 0  # saved groups were kept as segments, not inlined
     # Every outcome a GrowthBook payload can lead to was reached, and agreed on.
     assert {
         Reason.FORCED,
@@ -474,6 +591,8 @@ def test_imported_payloads_decide_as_growthbooks_sdk() -> None:
         Reason.LAYER_CONFLICT,
         Reason.OUTSIDE_TRAFFIC_ALLOCATION,
         Reason.DEFAULT,
+        Reason.STICKY_BUCKET,
+        Reason.STICKY_BUCKET_BLOCKED,
     } <= Counter.reasons, Counter.reasons
 
 
@@ -481,6 +600,6 @@ def test_imported_payloads_decide_as_growthbooks_sdk() -> None:
 @settings(max_examples=10 * DEFAULT_PAYLOADS, **SETTINGS)  # type: ignore[arg-type]
 @given(payload=payloads(), subjects=SUBJECTS)
 def test_imported_payloads_decide_as_growthbooks_sdk_at_length(
-    payload: dict[str, Any], subjects: list[dict[str, Any]]
+    payload: list[dict[str, Any]], subjects: list[dict[str, Any]]
 ) -> None:
     compare(payload, subjects)

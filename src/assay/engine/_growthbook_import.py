@@ -69,7 +69,7 @@ from assay.engine._definitions import (
     load_definitions,
 )
 from assay.engine._errors import ValidationFailed
-from assay.engine._growthbook_segments import SavedGroupSegments, sticky_bucketing
+from assay.engine._growthbook_segments import SavedGroupSegments
 from assay.engine._growthbook_values import (
     NeverApplies,
     Skip,
@@ -78,6 +78,7 @@ from assay.engine._growthbook_values import (
     is_number,
     js_truthy,
     rollout_coverage,
+    sticky_bucketing,
     valid_weights,
 )
 from assay.engine._model import (
@@ -135,10 +136,6 @@ class ImportWarning(Struct, frozen=True, kw_only=True):
 class GrowthBookImport(Struct, frozen=True, kw_only=True):
     definitions: Definitions
     warnings: list[ImportWarning] = []
-
-
-_NEVER: dict[str, Any] = {"$not": {}}
-"""A condition that never holds, in GrowthBook's language as in assay's."""
 
 
 def parse_growthbook_payload(data: bytes | str) -> dict[str, Any]:
@@ -230,7 +227,6 @@ class _Converter:
         self.layers: dict[str, LayerSpec] = {}
         self.experiment_keys: set[str] = set()
         self.layer_ranges: dict[str, list[tuple[float, float, str]]] = {}
-        self.saved_groups: Mapping[str, Any] = {}
         self.flag_keys: dict[str, str] = {}
         """GrowthBook feature key -> assay flag key (they differ only for a feature whose
         key assay cannot take but another feature reads as a parent, e.g. a GrowthBook
@@ -289,7 +285,6 @@ class _Converter:
                 self.warn(key, "unknown payload field, not imported")
         groups = payload.get("savedGroups")
         if isinstance(groups, Mapping):
-            self.saved_groups = groups
             self.segments = SavedGroupSegments(groups)
         elif groups is not None:
             self.warn("savedGroups", "not an object; saved groups not imported")
@@ -806,114 +801,11 @@ class _Converter:
             raise Skip(f"condition {condition!r} is not an object; rule skipped")
         if self.segments.keep(condition):
             return dict(condition)
-        used: set[str] = set()
-        inlined = self._inline(condition, used, frozenset())
-        for group in sorted(used):
+        inlined, used = self.segments.inline(condition)
+        for group in used:
             self.warn(
                 f"{loc}.condition",
                 f"saved group {group!r} is inlined: later changes to it in GrowthBook "
                 "will not reach assay",
             )
         return inlined
-
-    def _group(self, group_id: Any) -> Any:
-        if not isinstance(group_id, str):
-            raise Skip(f"saved group reference {group_id!r} is not an id; rule skipped")
-        if group_id not in self.saved_groups:
-            return None
-        return self.saved_groups[group_id]
-
-    def _list_group(self, group_id: Any, used: set[str]) -> list[Any] | None:
-        """The values of a list group; None for a condition group (never a member)."""
-        entry = self._group(group_id)
-        used.add(str(group_id))
-        if entry is None:
-            # The SDK treats a group it does not know as empty; so does the import.
-            return []
-        if isinstance(entry, list):
-            return entry
-        if (
-            isinstance(entry, Mapping)
-            and entry.get("type") == "list"
-            and isinstance(entry.get("values"), list)
-        ):
-            return list(entry["values"])
-        if isinstance(entry, Mapping) and entry.get("type") == "condition":
-            return None
-        raise Skip(f"saved group {group_id!r} is not a list of values; rule skipped")
-
-    def _inline(
-        self, condition: Mapping[str, Any], used: set[str], visiting: frozenset[str]
-    ) -> dict[str, Any]:
-        """``condition`` with every saved-group reference replaced by its content."""
-        out: dict[str, Any] = {}
-        extra: list[dict[str, Any]] = []
-        for key, value in condition.items():
-            if key in ("$or", "$nor", "$and") and isinstance(value, list):
-                out[key] = [
-                    self._inline(c, used, visiting) if isinstance(c, Mapping) else c for c in value
-                ]
-            elif key == "$not" and isinstance(value, Mapping):
-                out[key] = self._inline(value, used, visiting)
-            elif key == "$savedGroup":
-                extra.append(self._saved_group(value, used, visiting))
-            elif key == "$savedGroups":
-                raise Skip("$savedGroups conditions are not imported; rule skipped")
-            else:
-                out[key] = self._inline_value(value, used, visiting)
-        if not extra:
-            return out
-        parts = [out, *extra] if out else extra
-        return parts[0] if len(parts) == 1 else {"$and": parts}
-
-    def _saved_group(
-        self, reference: Any, used: set[str], visiting: frozenset[str]
-    ) -> dict[str, Any]:
-        # The SDK evaluates a malformed reference, a group missing from the payload or in
-        # the old bare-list form, a group closing a cycle, and a list group with no
-        # attribute as false: so does a condition that never holds.
-        if not isinstance(reference, Mapping) or not isinstance(reference.get("id"), str):
-            return dict(_NEVER)
-        group_id = reference["id"]
-        entry = self._group(group_id)
-        if not isinstance(entry, Mapping) or group_id in visiting:
-            return dict(_NEVER)
-        used.add(str(group_id))
-        if entry.get("type") == "list":
-            attribute = reference.get("attributeKey", entry.get("attributeKey"))
-            if not isinstance(attribute, str) or not isinstance(entry.get("values"), list):
-                return dict(_NEVER)
-            return {attribute: {"$in": self._list_group(group_id, used)}}
-        if entry.get("type") == "condition" and isinstance(entry.get("condition"), Mapping):
-            return self._inline(entry["condition"], used, visiting | {str(group_id)})
-        raise Skip(f"saved group {group_id!r} has an unknown type; rule skipped")
-
-    def _inline_value(self, value: Any, used: set[str], visiting: frozenset[str]) -> Any:
-        if not isinstance(value, Mapping) or not all(
-            isinstance(k, str) and k.startswith("$") for k in value
-        ):
-            return value  # a literal, compared as is
-        out: dict[str, Any] = {}
-        for op, argument in value.items():
-            if op in ("$inGroup", "$notInGroup"):
-                # $in/$nin test membership exactly as $inGroup/$notInGroup do; on a
-                # condition group both are false in the SDK, as $in: [] is.
-                target = "$in" if op == "$inGroup" else "$nin"
-                values = self._list_group(argument, used)
-                if values is None:
-                    target, values = "$in", []
-                if target in value or target in out:
-                    raise Skip(f"{op} beside {target} cannot be inlined; rule skipped")
-                out[target] = values
-            elif op in ("$not", "$size"):
-                out[op] = self._inline_value(argument, used, visiting)
-            elif op == "$elemMatch" and isinstance(argument, Mapping):
-                is_operators = all(isinstance(k, str) and k.startswith("$") for k in argument)
-                out[op] = (
-                    self._inline_value(argument, used, visiting)
-                    if is_operators
-                    else self._inline(argument, used, visiting)
-                )
-            else:
-                out[op] = argument
-        return out

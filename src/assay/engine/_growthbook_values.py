@@ -1,12 +1,14 @@
 """Reading GrowthBook payload values as GrowthBook's SDK reads them: numbers, truthiness,
-hash ranges (clamped, made disjoint as first-match bucketing reads them), rollout coverage
-and weights. Pure helpers of the GrowthBook import (``_growthbook_import``), which turns the
-two exceptions here into "rule skipped" warnings or silent omissions.
+hash ranges (clamped, made disjoint as first-match bucketing reads them), rollout coverage,
+weights and sticky-bucketing versions. Pure helpers of the GrowthBook import
+(``_growthbook_import``), which turns the two exceptions here into "rule skipped" warnings
+or silent omissions.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "js_truthy",
     "pair",
     "rollout_coverage",
+    "sticky_bucketing",
     "valid_weights",
 ]
 
@@ -142,3 +145,36 @@ def valid_weights(weights: Any, n: int) -> TypeGuard[list[float]]:
     for w in weights:
         total += w
     return 0.99 <= total <= 1.01
+
+
+def sticky_bucketing(
+    rule: Mapping[str, Any], loc: str, warn: Callable[[str, str], None]
+) -> dict[str, Any] | None:
+    """An experiment rule's sticky-bucketing fields as assay's, or None when it has none.
+
+    GrowthBook sends ``bucketVersion``/``minBucketVersion`` on experiment rules when sticky
+    bucketing is on; ``disableStickyBucketing`` turns it off for one rule. Versions are
+    non-negative integers (``bucketVersion || 0``); anything else is reported and read as 0.
+    Raises ``ValueError`` when ``minBucketVersion`` exceeds ``bucketVersion``.
+    """
+    if rule.get("disableStickyBucketing") or (
+        rule.get("bucketVersion") is None and rule.get("minBucketVersion") is None
+    ):
+        return None
+    versions: dict[str, int] = {}
+    for field, name in (
+        ("bucketVersion", "bucket_version"),
+        ("minBucketVersion", "min_bucket_version"),
+    ):
+        value = rule.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            versions[name] = value
+            continue
+        if value is not None:
+            warn(f"{loc}.{field}", f"{value!r} is not a non-negative integer; read as 0")
+        versions[name] = 0
+    if versions["min_bucket_version"] > versions["bucket_version"]:
+        # GrowthBook would enrol a subject once, then block it at its next evaluation;
+        # assay refuses such an experiment when saved.
+        raise ValueError("minBucketVersion above bucketVersion; rule skipped")
+    return {"sticky_bucketing": True, **versions}

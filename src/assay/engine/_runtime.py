@@ -286,7 +286,12 @@ class Engine(IngestionAPI, ReportAPI, GuardrailAPI):
         names = self._sticky_attributes.get(project_id)
         if not names:
             return []
-        attrs = {**(attributes or {}), "id": subject}
+        # As decide reads them: an id among the attributes is kept as given.
+        attrs = (
+            attributes
+            if attributes is not None and "id" in attributes
+            else {**(attributes or {}), "id": subject}
+        )
         keys = []
         for name in names:
             value = hash_value(attrs, name, None)

@@ -267,3 +267,64 @@ def test_a_change_to_a_parent_changes_the_childs_cache_key() -> None:
     assert after is not None
     assert before.cache_key != after.cache_key
     assert unrelated.flag(PID, "child").cache_key == before.cache_key  # type: ignore[union-attr]
+
+
+# --- the rule language with sticky bucketing (GrowthBook's order) ----------------------
+
+
+def test_sticky_bucketing_comes_after_forced_variations_and_filters() -> None:
+    """A forced variation wins over a stored bucket and is never stored; a subject
+    filtered out is out even with a stored bucket (GrowthBook checks a rule's filters
+    before the experiment reads sticky buckets); otherwise the stored bucket decides."""
+    half = HashFilter(seed="f", ranges=[(0.0, 0.5)])
+    e = make_experiment(
+        "exp",
+        sticky_bucketing=True,
+        filters=[half],
+        forced_variations=[ForcedVariation(variant="control", values=["qa"])],
+    )
+    snap = make_snapshot([make_flag("f", [ExperimentRule(experiment="exp")])], [e])
+    docs = {("id", s): {"exp__0": "treatment"} for s in ("qa", "in", "out")}
+    d = decide(snap, PID, "f", "qa", sticky=docs)
+    assert (d.reason, d.variant, d.sticky_bucket) == (Reason.FORCED_VARIATION, "control", None)
+    inside = find_subject(lambda s: gb_hash("f", s, 2) < 0.5)
+    outside = find_subject(lambda s: gb_hash("f", s, 2) >= 0.5)
+    docs = {("id", s): {"exp__0": "treatment"} for s in (inside, outside)}
+    d = decide(snap, PID, "f", inside, sticky=docs)
+    assert (d.reason, d.variant) == (Reason.STICKY_BUCKET, "treatment")
+    d = decide(snap, PID, "f", outside, sticky=docs)
+    assert (d.in_experiment, d.experiment_reason) == (False, Reason.LAYER_CONFLICT)
+
+
+def test_a_stored_passthrough_bucket_still_passes_through() -> None:
+    e = make_experiment(
+        "exp",
+        sticky_bucketing=True,
+        variants=[
+            Variant(key="held", value="h"),
+            Variant(key="through", value="t", passthrough=True),
+        ],
+    )
+    flag = make_flag("f", [ExperimentRule(experiment="exp"), ForceRule(value="next")])
+    snap = make_snapshot([flag], [e])
+    d = decide(snap, PID, "f", "u", sticky={("id", "u"): {"exp__0": "through"}})
+    assert (d.value, d.reason, d.experiment_reason) == ("next", Reason.FORCED, Reason.PASSTHROUGH)
+    d = decide(snap, PID, "f", "u", sticky={("id", "u"): {"exp__0": "held"}})
+    assert (d.value, d.reason) == ("h", Reason.STICKY_BUCKET)
+
+
+def test_fallback_sticky_only_counts_for_sticky_experiments_only() -> None:
+    """GrowthBook hashes with an experiment's fallback attribute only under sticky
+    bucketing: so does assay with ``fallback_sticky_only``; without it, always."""
+    attrs = {"id": None, "device": "d1"}
+
+    def outcome(**fields: Any) -> tuple[bool, Any]:
+        e = make_experiment("exp", fallback_attribute="device", **fields)
+        snap = make_snapshot([make_flag("f", [ExperimentRule(experiment="exp")])], [e])
+        d = decide(snap, PID, "f", "s", attrs)
+        write = d.sticky_bucket
+        return d.in_experiment, None if write is None else (write.attribute, write.value)
+
+    assert outcome(fallback_sticky_only=True) == (False, None)
+    assert outcome(fallback_sticky_only=True, sticky_bucketing=True) == (True, ("device", "d1"))
+    assert outcome(fallback_sticky_only=False) == (True, None)

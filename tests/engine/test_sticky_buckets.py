@@ -153,3 +153,20 @@ async def test_bucket_versions_are_checked_when_saved(engine: Engine) -> None:
             engine, variants=[{"key": "a", "value": "a", "weight": 3}, {"key": "b", "value": "b"}]
         )
     assert info.value.code == "experiment_locked"
+
+
+async def test_an_id_among_the_attributes_keys_the_documents(engine: Engine) -> None:
+    # decide keeps an id given among the attributes (typed attributes); the documents
+    # read before deciding must be that id's, not the subject's.
+    project_id = engine.project_id(P)
+    assert engine.sticky_keys(project_id, "subject", {"id": 42}) == [("id", "42")]
+    first = await engine.adecide("f", "subject", {"id": 42})
+    assert first.sticky_bucket == StickyAssignment(
+        attribute="id", value="42", key="e__0", variant=first.variant or ""
+    )
+    other = "b" if first.variant == "a" else "a"
+    await engine.store.save_sticky_buckets(
+        project_id, [StickyAssignment(attribute="id", value="77", key="e__0", variant=other)]
+    )
+    d = await engine.adecide("f", "someone-else", {"id": 77})
+    assert (d.variant, d.reason) == (other, Reason.STICKY_BUCKET)

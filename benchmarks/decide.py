@@ -1,8 +1,11 @@
 """Decide benchmark: assay against GrowthBook's and Unleash's SDKs, in process and over HTTP.
 
-    python benchmarks/decide.py [--quick] [--json PATH]
+    python benchmarks/decide.py [--quick] [--json PATH] [--no-rules]
 
-One scenario everywhere: a string flag whose single rule is an experiment with two targeting
+A second, in-process scenario (``_rules_scenario.py``) exercises GrowthBook's rule language
+(a prerequisite, a filter, explicit bucket ranges) against GrowthBook's SDK the same way.
+
+The first scenario, everywhere: a string flag whose single rule is an experiment with two targeting
 conditions (country in a list, app version >= 2.0.0), 90% coverage and three equally
 weighted variants. The same pre-generated users are decided by
 
@@ -49,6 +52,7 @@ from typing import Any
 import trio
 from _machine import machine_busy_seconds  # benchmarks/ is this script's directory
 from _peers import Scenario, build_peers
+from _rules_scenario import print_rules_table, rules_scenario
 
 # --------------------------------------------------------------------------------------
 # The scenario, written once for each of the three systems.
@@ -1204,6 +1208,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="connections for /decide")
     parser.add_argument("--no-http", action="store_true", help="only the in-process part")
     parser.add_argument("--no-postgres", action="store_true", help="HTTP on the memory store only")
+    parser.add_argument("--no-rules", action="store_true", help="skip the rules scenario")
     parser.add_argument("--serve", choices=sorted(SERVERS), help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -1257,6 +1262,10 @@ def main() -> None:
     phase_started = time.perf_counter()
     result.update(trio.run(in_process, users, params["rounds"]))
     phases["in_process"] = time.perf_counter() - phase_started
+    if not args.no_rules:
+        phase_started = time.perf_counter()
+        result["rules_scenario"] = trio.run(rules_scenario, users, params["rounds"])
+        phases["rules_scenario"] = time.perf_counter() - phase_started
     if not args.no_http:
         phase_started = time.perf_counter()
         result["http"] = trio.run(http_part, users, params)
@@ -1265,6 +1274,8 @@ def main() -> None:
     result["targets"] = targets(result)
     result["elapsed_s"] = time.perf_counter() - started
     print_table(result)
+    if "rules_scenario" in result:
+        print_rules_table(result["rules_scenario"])
     print(f"\nTargets: {json.dumps(result['targets'])}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -1277,6 +1288,10 @@ def targets(result: dict[str, Any]) -> dict[str, bool]:
         "yggdrasil_over_assay_5x": result["ratios"]["yggdrasil_over_assay"] >= 5,
         "at_or_below_fastest_peer": result["ratios"]["fastest_peer_over_assay"] >= 1,
     }
+    if "rules_scenario" in result:
+        met["rules_growthbook_over_assay_5x"] = (
+            result["rules_scenario"]["growthbook_over_assay"] >= 5
+        )
     if "http" in result:
         http = result["http"]
         met["decide_80pct_of_raw"] = http["decide_over_raw"] >= 0.8

@@ -19,6 +19,7 @@ from assay.engine import (
     ExperimentStatus,
     Flag,
     ProjectSpec,
+    Segment,
 )
 
 P = "shop"
@@ -137,6 +138,45 @@ def test_definitions_load_prints_and_applies(
     assert get(dsn, Flag, "dark-mode").rules[0].value is True
 
 
+def test_definitions_load_segments_and_the_import_keeps_saved_groups(
+    dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toml = write(
+        tmp_path,
+        "segments.toml",
+        """
+[[segments]]
+key = "beta"
+values = ["u1", "u2"]
+
+[[flags]]
+key = "beta-banner"
+rules = [{ type = "force", condition = { id = { "$inGroup" = "beta" } }, value = true }]
+""",
+    )
+    assert run(dsn, "definitions", "load", toml, "--project", P) == 0
+    out = capsys.readouterr().out
+    assert "created segment 'beta'" in out
+    assert "segments: 1 created" in out
+    assert get(dsn, Segment, "beta").values == ["u1", "u2"]
+
+    payload = {
+        "features": {
+            "staff-only": {
+                "defaultValue": False,
+                "rules": [{"condition": {"$savedGroup": {"id": "staff"}}, "force": True}],
+            }
+        },
+        "savedGroups": {"staff": {"type": "list", "attributeKey": "email", "values": ["a@x"]}},
+    }
+    file = write(tmp_path, "gb.json", payload)
+    assert run(dsn, "import", "growthbook", file, "--project", P) == 0
+    capsys.readouterr()
+    staff = get(dsn, Segment, "staff")
+    assert (staff.attribute, staff.values) == ("email", ["a@x"])
+    assert get(dsn, Flag, "staff-only").rules[0].condition == {"$savedGroup": {"id": "staff"}}
+
+
 def test_definitions_dry_run_writes_nothing(
     dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -215,27 +255,27 @@ def test_import_growthbook(dsn: str, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert run(dsn, "import", "growthbook", file, "--project", P, "--dry-run") == 0
     out = capsys.readouterr().out
     assert "would create flag 'checkout'" in out
-    assert "would create experiment 'checkout-exp-2'; would start -> RUNNING" in out
+    assert "would create experiment 'checkout-exp'; would start -> RUNNING" in out
     assert count(dsn, Flag) == 0
 
     assert run(dsn, "import", "growthbook", file, "--project", P) == 0
     out = capsys.readouterr().out
     assert "created flag 'banner'" in out
     assert "created flag 'checkout'" in out
-    assert "2 warning(s):" in out
-    assert "warning: features.checkout.rules[1]: parentConditions" in out
-    assert "warning: features.checkout.rules[2]: not imported: phase" in out
+    assert "1 warning(s):" in out
+    assert "warning: features.checkout.rules[2]: this flag already runs experiment" in out
     checkout = get(dsn, Flag, "checkout")
     assert [type(r).__name__ for r in checkout.rules] == ["RolloutRule", "ExperimentRule"]
     assert checkout.rules[0].coverage == 0.19995  # GrowthBook's n < 0.2, as assay's n <= c
-    exp = get(dsn, Experiment, "checkout-exp-2")
+    assert [p.flag for p in checkout.rules[1].parent_conditions] == ["banner"]
+    exp = get(dsn, Experiment, "checkout-exp")
     assert exp.status is ExperimentStatus.RUNNING
     assert exp.hash_version == 1
 
     assert run(dsn, "import", "growthbook", file, "--project", P, "--json") == 0
     report = json.loads(capsys.readouterr().out)
     assert {c["action"] for c in report["changes"]} == {"unchanged"}
-    assert len(report["warnings"]) == 2
+    assert len(report["warnings"]) == 1
 
 
 def test_import_growthbook_bad_payload(

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from assay.adapters.postgres._decisions import UNNEST_MAX
+from assay.engine._core import StickyAssignment
 from assay.engine._errors import Conflict, NotFound
 from assay.engine._model import (
     ApiKey,
@@ -29,6 +30,7 @@ from assay.engine._model import (
     Project,
     Role,
     RolloutRule,
+    Segment,
     Variant,
 )
 
@@ -155,9 +157,27 @@ async def test_insert_then_get_round_trips_every_kind(store: Store) -> None:
     )
     layer = Layer(id="lay_1", project_id=p.id, key="main", created_at=T0, updated_at=T0)
     m = metric(p.id, "revenue")
+    ids = Segment(
+        id="seg_1",
+        project_id=p.id,
+        key="beta",
+        attribute="email",
+        values=["a@x", 7, 2.5, True, None],
+        created_at=T0,
+        updated_at=T0,
+    )
+    cond = Segment(
+        id="seg_2",
+        project_id=p.id,
+        key="eu",
+        type="condition",
+        condition={"country": {"$in": ["FR"]}, "$savedGroup": {"id": "beta"}},
+        created_at=T0,
+        updated_at=T0,
+    )
 
     async with store.transaction() as tx:
-        for obj in (p, f, e, layer, m):
+        for obj in (p, f, e, layer, m, ids, cond):
             await tx.insert(obj)
 
     async with store.transaction() as tx:
@@ -166,6 +186,8 @@ async def test_insert_then_get_round_trips_every_kind(store: Store) -> None:
         assert await tx.get(Experiment, p.id, "exp1") == e
         assert await tx.get(Layer, p.id, "main") == layer
         assert await tx.get(Metric, p.id, "revenue") == m
+        assert await tx.get(Segment, p.id, "beta") == ids
+        assert await tx.get(Segment, p.id, "eu") == cond
         # Lookups are by kind and project as well as key.
         assert await tx.get(Flag, p.id, "nope") is None
         assert await tx.get(Flag, "prj_other", "checkout") is None
@@ -553,6 +575,7 @@ async def test_load_config_returns_every_object_by_kind(store: Store) -> None:
         metric("prj_a", "m"),
         Layer(id="lay_1", project_id="prj_a", key="l", created_at=T0, updated_at=T0),
         Experiment(id="exp_1", project_id="prj_b", key="e", created_at=T0, updated_at=T0),
+        Segment(id="seg_1", project_id="prj_a", key="s", created_at=T0, updated_at=T0),
     ]
     async with store.transaction() as tx:
         for obj in objects:
@@ -569,6 +592,7 @@ async def test_load_config_returns_every_object_by_kind(store: Store) -> None:
     assert list(state.metrics) == [metric("prj_a", "m")]
     assert [layer.id for layer in state.layers] == ["lay_1"]
     assert [e.id for e in state.experiments] == ["exp_1"]
+    assert [s.id for s in state.segments] == ["seg_1"]
 
 
 async def test_watch_config_fires_after_commits_only(store: Store, nursery: trio.Nursery) -> None:
@@ -708,3 +732,38 @@ async def test_console_sessions_live_until_expiry_revocation_or_deletion(store: 
     await store.delete_console_session(fresh.token_hash)
     assert await store.get_console_session(fresh.token_hash, now=later) is None
     await store.delete_console_session(fresh.token_hash)  # twice is harmless
+
+
+async def test_sticky_buckets_merge_first_write_wins_per_key_and_project(store: Store) -> None:
+    assert await store.load_sticky_buckets("prj_a", [("id", "u1")]) == {}
+    stored = await store.save_sticky_buckets(
+        "prj_a",
+        [
+            StickyAssignment(attribute="id", value="u1", key="exp__0", variant="b"),
+            StickyAssignment(attribute="id", value="u1", key="other__0", variant="a"),
+            StickyAssignment(attribute="deviceId", value="d1", key="exp__0", variant="a"),
+        ],
+    )
+    assert stored == {
+        ("id", "u1"): {"exp__0": "b", "other__0": "a"},
+        ("deviceId", "d1"): {"exp__0": "a"},
+    }
+    # A second writer of the same key loses; a new key (a new bucket version) merges in.
+    again = await store.save_sticky_buckets(
+        "prj_a",
+        [
+            StickyAssignment(attribute="id", value="u1", key="exp__0", variant="a"),
+            StickyAssignment(attribute="id", value="u1", key="exp__1", variant="a"),
+        ],
+    )
+    assert again == {("id", "u1"): {"exp__0": "b", "exp__1": "a", "other__0": "a"}}
+    loaded = await store.load_sticky_buckets(
+        "prj_a", [("id", "u1"), ("deviceId", "d1"), ("id", "u2"), ("id", "u1")]
+    )
+    assert loaded == {
+        ("id", "u1"): {"exp__0": "b", "exp__1": "a", "other__0": "a"},
+        ("deviceId", "d1"): {"exp__0": "a"},
+    }
+    # Documents are per project.
+    assert await store.load_sticky_buckets("prj_b", [("id", "u1")]) == {}
+    assert await store.save_sticky_buckets("prj_a", []) == {}

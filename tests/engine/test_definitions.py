@@ -232,6 +232,7 @@ async def test_load_creates_everything_in_dependency_order(service: ConfigServic
     assert report.counts() == {
         "layer": {"created": 1, "updated": 0, "unchanged": 0},
         "metric": {"created": 3, "updated": 0, "unchanged": 0},
+        "segment": {"created": 0, "updated": 0, "unchanged": 0},
         "experiment": {"created": 2, "updated": 0, "unchanged": 0},
         "flag": {"created": 2, "updated": 0, "unchanged": 0},
     }
@@ -248,6 +249,36 @@ async def test_load_creates_everything_in_dependency_order(service: ConfigServic
     change = next(c for c in report.changes if c.key == "button")
     assert change.transitions == [Transition.START]
     assert change.status is ExperimentStatus.RUNNING
+
+
+async def test_segments_load_before_what_uses_them(service: ConfigService) -> None:
+    data = {
+        "flags": [{"key": "f", "rules": [{"type": "force", "condition": SEG_REF, "value": True}]}],
+        "segments": [
+            # Uses a segment defined after it.
+            {"key": "eu-beta", "type": "condition", "condition": {"$savedGroup": {"id": "beta"}}},
+            {"key": "beta", "values": ["u1", "u2"]},
+        ],
+    }
+    report = await load(service, msgspec.convert(data, Definitions))
+    assert report.counts()["segment"] == {"created": 2, "updated": 0, "unchanged": 0}
+    again = await load(service, msgspec.convert(data, Definitions))
+    assert not again.changed
+    data["segments"][1]["values"] = ["u3"]
+    changed = await load(service, msgspec.convert(data, Definitions))
+    assert [(c.key, c.fields) for c in changed.changes if c.action == "updated"] == [
+        ("beta", ["values"])
+    ]
+    # A reference to a segment neither stored nor in the file fails before writing.
+    data["flags"][0]["rules"][0]["condition"] = {"id": {"$inGroup": "nope"}}
+    data["flags"][0]["key"] = "g"
+    with pytest.raises(ValidationFailed, match=r"flag 'g' \(rules\[0\].condition\)") as info:
+        await load(service, msgspec.convert(data, Definitions))
+    assert info.value.code == "segment_not_found"
+    assert (await service.list_objects(SYSTEM_KEY, Flag, P)).items[-1].key == "f"
+
+
+SEG_REF = {"$savedGroup": {"id": "eu-beta"}}
 
 
 async def test_reload_is_idempotent(service: ConfigService) -> None:
@@ -394,6 +425,38 @@ async def test_a_file_can_swap_the_running_experiment_of_a_flag(service: ConfigS
             },
             ValidationFailed,
             "prerequisites form a cycle",
+        ),
+        (
+            {
+                "flags": [
+                    {"key": "a", "prerequisites": [{"flag": "b"}]},
+                    {
+                        "key": "b",
+                        "rules": [
+                            {
+                                "type": "force",
+                                "value": True,
+                                "parent_conditions": [{"flag": "a", "condition": {}}],
+                            }
+                        ],
+                    },
+                ]
+            },
+            ValidationFailed,
+            "prerequisites form a cycle",
+        ),
+        (
+            {
+                "experiments": [
+                    {
+                        "key": "e",
+                        "variants": [{"key": "a", "value": 1}, {"key": "b", "value": 2}],
+                        "ranges": [[0, 0.6], [0.5, 1]],
+                    }
+                ]
+            },
+            ValidationFailed,
+            "experiment 'e' (ranges): bucket ranges overlap",
         ),
     ],
 )
@@ -576,3 +639,43 @@ async def test_starts_the_service_would_refuse_are_refused_before_writing(
     await load(service, beside)
     other = await service.get_object(SYSTEM_KEY, Experiment, P, "other")
     assert other.status is ExperimentStatus.RUNNING
+
+
+async def test_the_rule_language_loads_from_a_file_and_decides() -> None:
+    """Parent conditions, filters, explicit ranges, passthrough and forced variations in a
+    file (a child listed before its parent), loaded into an engine and decided."""
+    data = b"""
+    [[experiments]]
+    key = "e"
+    status = "RUNNING"
+    ranges = [[0.0, 0.5], [0.5, 1.0]]
+    filters = [{ attribute = "id", seed = "ns", ranges = [[0.0, 1.0]] }]
+    forced_variations = [{ variant = "b", values = ["qa", 7] }]
+    variants = [{ key = "a", value = "A" }, { key = "b", value = "B" }]
+
+    [[flags]]
+    key = "child"
+    type = "string"
+    default_value = "off"
+    [[flags.rules]]
+    type = "experiment"
+    experiment = "e"
+    parent_conditions = [{ flag = "parent", condition = { value = true }, gate = true }]
+
+    [[flags]]
+    key = "parent"
+    default_value = false
+    rules = [{ type = "force", condition = { beta = true }, value = true }]
+    """
+    config = assay.EngineConfig(store="memory")
+    async with assay.open_engine(config, load_entry_points=False) as engine:
+        await engine.service.create_project(SYSTEM_KEY, ProjectSpec(key=P))
+        await load_definitions(engine.service, SYSTEM_KEY, P, parse_definitions(data, "toml"))
+        await engine.refresh()
+        pid = engine.snapshot.project_ids[P]
+        gated = decide(engine.snapshot, pid, "child", "u1", {"beta": False})
+        assert (gated.value, gated.reason) == (None, Reason.PREREQUISITE_GATE)
+        pinned = decide(engine.snapshot, pid, "child", "u1", {"id": 7, "beta": True})
+        assert (pinned.value, pinned.reason) == ("B", Reason.FORCED_VARIATION)
+        assigned = decide(engine.snapshot, pid, "child", "u1", {"beta": True})
+        assert assigned.reason is Reason.EXPERIMENT_ASSIGNED

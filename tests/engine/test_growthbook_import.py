@@ -27,7 +27,14 @@ from assay.engine._growthbook_import import (
     parse_growthbook_payload,
     rollout_coverage,
 )
-from assay.engine._model import ExperimentRule, FlagType, ForceRule, RolloutRule
+from assay.engine._model import (
+    ExperimentRule,
+    FlagType,
+    ForceRule,
+    HashFilter,
+    ParentCondition,
+    RolloutRule,
+)
 
 P = "shop"
 SUBJECTS = 4000
@@ -214,11 +221,13 @@ def test_mapping_of_each_rule_kind() -> None:
     banner = flags["banner"]
     assert banner.type is FlagType.BOOLEAN
     assert banner.default_value is False
+    # The saved group stays a reference, to a segment of the same key.
     assert banner.rules[0] == ForceRule(
-        id="fr_beta",
-        condition={"id": {"$in": ["u1", "u2", "u3", "u10", "u11", "u12", "u100"]}},
-        value=True,
+        id="fr_beta", condition={"id": {"$inGroup": "grp_beta"}}, value=True
     )
+    assert [(s.key, s.type, s.values) for s in defs.segments] == [
+        ("grp_beta", "list", ["u1", "u2", "u3", "u10", "u11", "u12", "u100"])
+    ]
 
     roll_v1, roll_v2 = flags["new-checkout"].rules
     assert isinstance(roll_v1, RolloutRule)
@@ -259,7 +268,8 @@ def test_mapping_of_each_rule_kind() -> None:
     assert layout.hash_version == 1  # GrowthBook's default
     assert layout.seed == "layout-seed"
     assert layout.hash_attribute == "deviceId"
-    assert layout.fallback_attribute is None  # sticky-bucketing only in GrowthBook
+    # Kept, and used as GrowthBook uses it: by sticky bucketing only.
+    assert (layout.fallback_attribute, layout.fallback_sticky_only) == ("id", True)
     assert flags["layout"].type is FlagType.JSON
 
     # One GrowthBook experiment on two features: two assay experiments, one seed.
@@ -356,7 +366,7 @@ UNSUPPORTED: dict[str, Any] = {
 }
 
 
-def test_unsupported_parts_are_reported_with_their_location() -> None:
+def test_only_what_a_server_cannot_honour_is_reported_with_its_location() -> None:
     result = convert_growthbook(UNSUPPORTED)
     warnings = [str(w) for w in result.warnings]
 
@@ -368,30 +378,50 @@ def test_unsupported_parts_are_reported_with_their_location() -> None:
     assert warned("encryptedSavedGroups", "encrypted")
     assert warned("experiments", "auto experiments")
     assert warned("somethingNew", "unknown")
-    assert warned("features.gated.rules[0]", "parentConditions", "skipped")
-    assert warned("features.gated.rules[1]", "filters", "skipped")
     assert warned("features.gated.rules[2]", "tracks", "colour")
-    assert warned("features.gated.rules[3]", "ranges", "skipped")
-    assert warned("features.gated.rules[4]", "hashVersion", "skipped")
-    assert warned("features.gated.rules[5]", "range", "skipped")
     assert warned("features.gated.rules[6]", "$savedGroups", "skipped")
-    assert warned("features.sticky.rules[0]", "bucketVersion", "minBucketVersion")
-    assert warned("features.sticky.rules[0]", "disableStickyBucketing")
-    assert warned("features.sticky.rules[0].fallbackAttribute", "sticky bucketing")
+    # Sticky bucketing is imported (versions, and the fallback attribute with it).
+    assert not warned("features.sticky.rules[0]")
     assert warned("features.sticky.rules[1]", "one running experiment per flag")
-    assert warned("features.held.rules[0]", "passthrough", "skipped")
     assert warned("features.bad key!", "not imported")
     assert warned("features.bandit.rules[0]", "bandit")
     assert warned("features.odd.project", "unknown")
+    # Everything else is imported as GrowthBook evaluates it, without a word.
+    assert not any(w.startswith("features.held") for w in warnings)
+    for i in (0, 1, 3, 4, 5):
+        assert not warned(f"features.gated.rules[{i}]"), warnings
+    assert not warned("features.sticky.rules[0].fallbackAttribute")
 
     flags = {f.key: f for f in result.definitions.flags}
     assert "bad key!" not in flags
-    # Only the tracks rule survives of "gated": as a plain force rule.
-    assert flags["gated"].rules == [ForceRule(value=3)]
+    gated = flags["gated"].rules
+    # rules[0] does nothing but its gate (on a parent that does not exist, so null, which
+    # fails the condition): kept with a condition no one passes. rules[4] (hashVersion 3)
+    # applies to no one and is left out.
+    assert gated[0] == ForceRule(
+        condition={"$not": {}},
+        value=1,
+        parent_conditions=[ParentCondition(flag="parent", condition={"value": True}, gate=True)],
+    )
+    assert gated[1] == ForceRule(value=2, filters=[HashFilter(seed="s", ranges=[(0.0, 0.5)])])
+    assert gated[2] == ForceRule(value=3)
+    assert isinstance(gated[3], ExperimentRule)
+    assert gated[4] == RolloutRule(value=5, range=(0.2, 0.6), coverage=1.0, hash_version=1)
+    assert len(gated) == 5
+    experiments = {e.key: e for e in result.definitions.experiments}
+    assert experiments[gated[3].experiment].ranges == [(0.0, 0.5), (0.5, 1.0)]
+    assert [v.passthrough for v in experiments["holdout"].variants] == [True, False]
     assert [r.experiment for r in flags["sticky"].rules if isinstance(r, ExperimentRule)] == [
         "sticky-exp"
     ]
-    assert [e.key for e in result.definitions.experiments] == ["sticky-exp"]
+    sticky = experiments["sticky-exp"]
+    assert (
+        sticky.sticky_bucketing,
+        sticky.bucket_version,
+        sticky.min_bucket_version,
+        sticky.fallback_attribute,
+        sticky.fallback_sticky_only,
+    ) == (True, 2, 1, "anonymousId", True)
 
 
 def test_encrypted_features_are_reported_not_imported() -> None:
@@ -411,7 +441,7 @@ def test_bare_features_object_and_payload_file() -> None:
         parse_growthbook_payload(b"{oops")
 
 
-def test_overlapping_namespace_ranges_skip_the_later_experiment() -> None:
+def test_overlapping_namespace_ranges_become_the_filter_they_are_equivalent_to() -> None:
     payload = {
         "features": {
             "a": {
@@ -420,15 +450,23 @@ def test_overlapping_namespace_ranges_skip_the_later_experiment() -> None:
             },
             "b": {
                 "defaultValue": 0,
-                "rules": [{"variations": [0, 1], "namespace": ["ns", 0.5, 1]}],
+                "rules": [
+                    {"variations": [0, 1], "namespace": ["ns", 0.5, 1], "hashAttribute": "dev"}
+                ],
             },
         }
     }
     result = convert_growthbook(payload)
-    assert [e.key for e in result.definitions.experiments] == ["a"]
-    assert any(
-        str(w).startswith("features.b.rules[0]") and "overlaps" in str(w) for w in result.warnings
-    )
+    a, b = result.definitions.experiments
+    assert a.layer is not None
+    assert a.filters == []
+    # Two running experiments may not overlap in an assay layer, so the second one keeps
+    # GrowthBook's namespace test as a filter (hash v1 of its hash value, seed "__ns").
+    assert b.layer is None
+    assert b.filters == [
+        HashFilter(attribute="dev", seed="__ns", hash_version=1, ranges=[(0.5, 1.0)])
+    ]
+    assert result.warnings == []
 
 
 def test_unusable_variation_keys_fall_back_to_unique_indexes() -> None:
@@ -442,3 +480,120 @@ def test_unusable_variation_keys_fall_back_to_unique_indexes() -> None:
         "features.f.rules[0].meta[0].key",
         "features.f.rules[0].meta[2].key",
     ]
+
+
+def test_a_growthbook_holdout_feature_is_imported_under_a_key_assay_takes() -> None:
+    hold = {"key": "h1", "variations": ["holdoutcontrol", "holdouttreatment"], "coverage": 0.1}
+    read = {"id": "$holdout:h1", "condition": {"value": "holdoutcontrol"}}
+    payload = {
+        "features": {
+            "$holdout:h1": {"defaultValue": "genpop", "rules": [hold]},
+            "banner": {
+                "defaultValue": False,
+                "rules": [
+                    {"parentConditions": [read], "force": False},
+                    {"force": True, "coverage": 0.5, "parentConditions": [{"id": "$gone:x"}]},
+                ],
+            },
+        }
+    }
+    result = convert_growthbook(payload)
+    assert result.warnings == []
+    flags = {f.key: f for f in result.definitions.flags}
+    assert set(flags) == {"holdout-h1", "banner"}
+    first, second = flags["banner"].rules
+    assert first.parent_conditions[0].flag == "holdout-h1"
+    # A parent missing from the payload stays missing (reads null) under a key no flag has.
+    assert second.parent_conditions[0].flag == "missing.-gone-x"
+    assert isinstance(second, RolloutRule)
+    assert second.seed is None  # the flag keeps GrowthBook's key, so its seed is unchanged
+    holdout_rule = flags["holdout-h1"].rules[0]
+    assert isinstance(holdout_rule, ExperimentRule)
+
+
+RULES_PAYLOAD: dict[str, Any] = {
+    "features": {
+        "$holdout:h1": {
+            "defaultValue": "genpop",
+            "rules": [
+                {
+                    "key": "h1",
+                    "variations": ["holdoutcontrol", "holdouttreatment"],
+                    "meta": [{"key": "holdoutcontrol"}, {"key": "holdouttreatment"}],
+                    "coverage": 0.2,
+                    "hashVersion": 2,
+                }
+            ],
+        },
+        "gate": {
+            "defaultValue": False,
+            "rules": [{"force": True, "range": [0.1, 0.9], "hashVersion": 2, "seed": "g"}],
+        },
+        "checkout": {
+            "defaultValue": "old",
+            "rules": [
+                {
+                    "parentConditions": [
+                        {"id": "$holdout:h1", "condition": {"value": "holdoutcontrol"}}
+                    ],
+                    "force": "old",
+                },
+                {
+                    "key": "checkout-holdout",
+                    "variations": ["old", "old"],
+                    "meta": [{"key": "held"}, {"key": "rest", "passthrough": True}],
+                    "coverage": 1,
+                    "weights": [0.1, 0.9],
+                    "hashVersion": 2,
+                },
+                {
+                    "key": "checkout-exp",
+                    "parentConditions": [
+                        {"id": "gate", "condition": {"value": {"$eq": True}}, "gate": True}
+                    ],
+                    "variations": ["old", "new", "newer"],
+                    "ranges": [[0.5, 0.7], [0.1, 0.3]],  # gaps, not from 0, one short
+                    "filters": [
+                        {"seed": "ns-a", "ranges": [[0, 0.7]]},
+                        {"attribute": "company", "hashVersion": 1, "ranges": [[0.2, 1.0]]},
+                    ],
+                    "fallbackAttribute": "deviceId",
+                    "hashVersion": 2,
+                },
+                {"force": "fallback", "filters": [{"seed": "x", "ranges": [[0, 0.5]]}]},
+            ],
+        },
+    }
+}
+
+
+async def test_the_rule_language_imports_through_the_service_and_decides_as_growthbook(
+    engine: Engine,
+) -> None:
+    """The import's output passes the service's validation as it is, and the engine then
+    serves what GrowthBook's SDK serves (the differential test covers generated payloads
+    on the pure path)."""
+    report = await import_growthbook(engine.service, SYSTEM_KEY, P, RULES_PAYLOAD)
+    assert report.warnings == []
+    await engine.refresh()
+    snapshot = engine.snapshot
+    assert snapshot.errors == ()
+    project_id = snapshot.project_ids[P]
+    gb = GrowthBook(features=RULES_PAYLOAD["features"])
+    rng = random.Random(7)
+    reasons = set()
+    for i in range(3000):
+        sid, attrs = subject(rng, i)
+        gb.set_attributes(attrs)
+        for key in ("gate", "checkout"):
+            expected = gb.eval_feature(key)
+            er = expected.experimentResult
+            in_gb = er is not None and er.inExperiment
+            got = decide(snapshot, project_id, key, sid, attrs)
+            reasons.add(got.reason)
+            assert (got.value, got.in_experiment, got.variant if got.in_experiment else None) == (
+                expected.value,
+                in_gb,
+                er.key if in_gb and er is not None else None,
+            ), (key, attrs)
+    assert {Reason.PREREQUISITE_GATE, Reason.EXPERIMENT_ASSIGNED, Reason.FORCED} <= reasons

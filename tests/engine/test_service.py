@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from assay.engine import (
@@ -29,7 +30,20 @@ from assay.engine import (
     Unauthenticated,
     ValidationFailed,
 )
-from assay.engine._model import ExperimentRule, ForceRule, LayerRange, Prerequisite, Variant
+from assay.engine._core import ConditionCompiler
+from assay.engine._model import (
+    ExperimentRule,
+    ForcedVariation,
+    ForceRule,
+    HashFilter,
+    LayerRange,
+    ParentCondition,
+    Prerequisite,
+    RolloutRule,
+    Variant,
+)
+from assay.engine._plugins import condition_validator
+from assay.plugins._growthbook_operators import GROWTHBOOK_OPERATORS
 
 P = "shop"
 
@@ -154,6 +168,147 @@ async def test_invalid_experiments_are_refused_with_a_code(
         await service.create_object(SYSTEM_KEY, Experiment, P, spec)
     assert info.value.code == code
     assert (await service.list_objects(SYSTEM_KEY, Experiment, P)).items == []
+
+
+def ranged(ranges: list[tuple[float, float]], **extra: Any) -> ExperimentSpec:
+    return two_variants(ranges=ranges, **extra)
+
+
+@pytest.mark.parametrize(
+    ("spec", "code"),
+    [
+        (ranged([(0.0, 0.6), (0.5, 1.0)]), "overlapping_ranges"),
+        (ranged([(0.0, 0.5), (0.5, 1.5)]), "invalid_body"),  # leaves [0, 1]
+        (two_variants(filters=[HashFilter(ranges=[(-0.1, 0.5)])]), "invalid_body"),
+        (ranged([(0.1, 0.5), (0.5, 0.4)]), "invalid_range"),
+        (ranged([(0.0, 0.5)]), "invalid_range"),  # one range per variant
+        (two_variants(filters=[HashFilter(ranges=[(0.6, 0.2)])]), "invalid_range"),
+        (two_variants(filters=[HashFilter(attribute="", ranges=[(0, 1)])]), "invalid_body"),
+        (
+            two_variants(forced_variations=[ForcedVariation(variant="nope", values=["u1"])]),
+            "unknown_reference",
+        ),
+        (
+            two_variants(
+                forced_variations=[
+                    ForcedVariation(variant="control", values=["u1", 7]),
+                    ForcedVariation(variant="treatment", values=[7.0]),
+                ]
+            ),
+            "duplicate_forced_value",
+        ),
+    ],
+)
+async def test_bad_rule_language_on_experiments_is_refused_when_saved(
+    service: ConfigService, spec: ExperimentSpec, code: str
+) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        await service.create_object(SYSTEM_KEY, Experiment, P, spec)
+    assert info.value.code == code
+    assert (await service.list_objects(SYSTEM_KEY, Experiment, P)).items == []
+
+
+async def test_rule_language_that_is_right_is_stored_as_given(service: ConfigService) -> None:
+    spec = two_variants(
+        ranges=[(0.5, 0.7), (0.1, 0.2)],  # gaps, not from 0, in any order
+        filters=[HashFilter(attribute="company", seed="ns", hash_version=1, ranges=[(0, 0.5)])],
+        forced_variations=[ForcedVariation(variant="treatment", values=["qa-1", 42, True])],
+    )
+    created = await service.create_object(SYSTEM_KEY, Experiment, P, spec)
+    assert (created.ranges, created.filters, created.forced_variations) == (
+        spec.ranges,
+        spec.filters,
+        spec.forced_variations,
+    )
+    gate = ParentCondition(flag="later", condition={"value": {"$eq": True}}, gate=True)
+    flag = FlagSpec(
+        key="f",
+        type=FlagType.JSON,
+        rules=[
+            RolloutRule(value=1, range=(0.25, 0.5), parent_conditions=[gate]),
+            ForceRule(value=2, filters=[HashFilter(ranges=[(0.0, 0.1)])]),
+            ExperimentRule(experiment="exp"),
+        ],
+    )
+    # A parent that does not exist (yet) reads null, as in GrowthBook: allowed.
+    stored = await service.create_object(SYSTEM_KEY, Flag, P, flag)
+    assert stored.rules == flag.rules
+
+
+@pytest.mark.parametrize(
+    ("rule", "code"),
+    [
+        (RolloutRule(value=True, range=(0.6, 0.5)), "invalid_range"),
+        (ForceRule(value=True, filters=[HashFilter(ranges=[(0.5, 0.1)])]), "invalid_range"),
+        (
+            ForceRule(
+                value=True,
+                parent_conditions=[ParentCondition(flag="f", condition={"value": True})],
+            ),
+            "prerequisite_cycle",
+        ),
+        (
+            ForceRule(
+                value=True,
+                parent_conditions=[ParentCondition(flag="p", condition={"value": {"$nope": 1}})],
+            ),
+            "unknown_operator",
+        ),
+    ],
+)
+async def test_bad_rule_language_on_flags_is_refused_when_saved(
+    store: Store, rule: Any, code: str
+) -> None:
+    compiler = ConditionCompiler(GROWTHBOOK_OPERATORS)
+    service = ConfigService(store, validate_condition=condition_validator(compiler))
+    await service.create_project(SYSTEM_KEY, ProjectSpec(key=P))
+    with pytest.raises(ValidationFailed) as info:
+        await service.create_object(SYSTEM_KEY, Flag, P, FlagSpec(key="f", rules=[rule]))
+    assert info.value.code == code
+    assert (await service.list_objects(SYSTEM_KEY, Flag, P)).items == []
+
+
+async def test_parent_condition_cycle_through_other_flags(service: ConfigService) -> None:
+    def on(parent: str) -> FlagSpec:
+        return FlagSpec(
+            key="x",  # replaced below
+            rules=[
+                ForceRule(
+                    value=True,
+                    parent_conditions=[ParentCondition(flag=parent, condition={})],
+                )
+            ],
+        )
+
+    await service.create_object(SYSTEM_KEY, Flag, P, FlagSpec(key="a"))
+    await service.create_object(SYSTEM_KEY, Flag, P, msgspec.structs.replace(on("a"), key="b"))
+    # a -> (prerequisite) c -> (parent condition) b -> (parent condition) a
+    await service.create_object(SYSTEM_KEY, Flag, P, msgspec.structs.replace(on("b"), key="c"))
+    with pytest.raises(ValidationFailed) as info:
+        await service.update_object(
+            SYSTEM_KEY, Flag, P, "a", {"prerequisites": [{"flag": "c", "value": True}]}
+        )
+    assert info.value.code == "prerequisite_cycle"
+    # A flag read by a parent condition cannot be deleted from under it.
+    with pytest.raises(Conflict):
+        await service.delete_object(SYSTEM_KEY, Flag, P, "a")
+
+
+async def test_a_holdout_runs_beside_the_flags_experiment(service: ConfigService) -> None:
+    holdout = ExperimentSpec(
+        key="hold",
+        variants=[
+            Variant(key="held", value=False),
+            Variant(key="rest", value=False, passthrough=True),
+        ],
+    )
+    await service.create_object(SYSTEM_KEY, Experiment, P, holdout)
+    await service.create_object(SYSTEM_KEY, Experiment, P, two_variants(key="a"))
+    rules = [ExperimentRule(experiment="hold"), ExperimentRule(experiment="a")]
+    await service.create_object(SYSTEM_KEY, Flag, P, FlagSpec(key="f", rules=rules))
+    await service.transition_experiment(SYSTEM_KEY, P, "a", Transition.START)
+    started = await service.transition_experiment(SYSTEM_KEY, P, "hold", Transition.START)
+    assert started.status.value == "RUNNING"
 
 
 async def test_layer_range_must_be_ordered(service: ConfigService) -> None:

@@ -30,9 +30,9 @@ def add_definition_commands(
     """Register the commands on ``assay``'s sub-command set."""
     definitions = commands.add_parser(
         "definitions",
-        help="load flags, experiments, layers and metrics from a file",
+        help="load flags, experiments, layers, metrics and segments from a file",
         description="Configuration as code: a JSON or TOML file of layers, metrics, "
-        "experiments and flags.",
+        "segments, experiments and flags.",
     )
     actions = definitions.add_subparsers(
         dest="definitions_command", metavar="ACTION", required=True

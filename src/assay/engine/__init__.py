@@ -60,6 +60,8 @@ from assay.engine._model import (
     Role,
     RolloutRule,
     Rule,
+    Segment,
+    SegmentSpec,
     Transition,
     Variant,
 )
@@ -128,6 +130,8 @@ __all__ = [
     "Role",
     "RolloutRule",
     "Rule",
+    "Segment",
+    "SegmentSpec",
     "SnapshotPublished",
     "Store",
     "StoreFactory",

@@ -20,6 +20,7 @@ class Resource(enum.StrEnum):
     EXPERIMENT = "experiment"
     LAYER = "layer"
     METRIC = "metric"
+    SEGMENT = "segment"
     KEY = "key"
     AUDIT = "audit"
     REPORT = "report"
@@ -34,7 +35,14 @@ class Action(enum.StrEnum):
 
 
 _R, _W = Action.READ, Action.WRITE
-_CONFIG = (Resource.PROJECT, Resource.FLAG, Resource.EXPERIMENT, Resource.LAYER, Resource.METRIC)
+_CONFIG = (
+    Resource.PROJECT,
+    Resource.FLAG,
+    Resource.EXPERIMENT,
+    Resource.LAYER,
+    Resource.METRIC,
+    Resource.SEGMENT,
+)
 
 PERMISSIONS: Final[dict[Role, frozenset[tuple[Resource, Action]]]] = {
     # Everything.

@@ -50,6 +50,9 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     restart_backoff_max_seconds: PositiveFloat = 10.0
     decision_cache_size: Annotated[int, msgspec.Meta(ge=0)] = 100_000
     decision_cache_ttl_seconds: PositiveFloat = 60.0
+    sticky_bucket_cache_size: Annotated[int, msgspec.Meta(ge=0)] = 100_000
+    """Sticky-bucket documents (one per subject and hash attribute) kept in process for the
+    synchronous ``decide``; the least recently used go first (docs/design.md)."""
     decision_records: Literal["sync", "async", "disabled"] = "async"
     decision_records_write_interval_seconds: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.01
     """Shortest time between the starts of two writes of decision records. Every write costs

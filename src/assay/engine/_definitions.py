@@ -1,8 +1,9 @@
-"""Definitions as code: a project's layers, metrics, experiments and flags in one file.
+"""Definitions as code: a project's layers, metrics, segments, experiments and flags in one
+file.
 
 A definitions file is JSON or TOML with the same structure::
 
-    {"layers": [LayerSpec...], "metrics": [MetricSpec...],
+    {"layers": [LayerSpec...], "metrics": [MetricSpec...], "segments": [SegmentSpec...],
      "experiments": [ExperimentSpec + optional "status"...], "flags": [FlagSpec...]}
 
 Each entry is exactly the spec the HTTP API takes, decoded strictly: an unknown field or a
@@ -45,6 +46,7 @@ from typing import Any, Literal, TypeAlias, TypeVar, cast
 import msgspec
 
 from assay.engine._core._lifecycle import TRANSITIONS
+from assay.engine._core._segments import segment_references
 from assay.engine._errors import AssayError, Conflict, NotFound, ValidationFailed
 from assay.engine._model import (
     ApiKey,
@@ -59,11 +61,14 @@ from assay.engine._model import (
     Metric,
     MetricSpec,
     ProjectSpec,
+    Segment,
+    SegmentSpec,
     Struct,
     Transition,
 )
 from assay.engine._ports import StoreTransaction
-from assay.engine._service import ConfigService, ScopedT, _check_experiment_edit
+from assay.engine._segments import validate_segment
+from assay.engine._service import ConfigService, ScopedT, _check_experiment_edit, has_passthrough
 from assay.engine._validation import validate_experiment, validate_flag, validate_metric
 
 __all__ = [
@@ -76,10 +81,10 @@ __all__ = [
 ]
 
 Format: TypeAlias = Literal["json", "toml"]
-KindName: TypeAlias = Literal["layer", "metric", "experiment", "flag"]
+KindName: TypeAlias = Literal["layer", "metric", "segment", "experiment", "flag"]
 Action: TypeAlias = Literal["created", "updated", "unchanged"]
-Scoped: TypeAlias = Flag | Experiment | Layer | Metric
-Spec: TypeAlias = FlagSpec | ExperimentSpec | LayerSpec | MetricSpec
+Scoped: TypeAlias = Flag | Experiment | Layer | Metric | Segment
+Spec: TypeAlias = FlagSpec | ExperimentSpec | LayerSpec | MetricSpec | SegmentSpec
 
 
 class ExperimentDefinition(ExperimentSpec, frozen=True, kw_only=True):
@@ -99,6 +104,7 @@ class Definitions(Struct, frozen=True, kw_only=True):
 
     layers: list[LayerSpec] = []
     metrics: list[MetricSpec] = []
+    segments: list[SegmentSpec] = []
     experiments: list[ExperimentDefinition] = []
     flags: list[FlagSpec] = []
 
@@ -177,22 +183,25 @@ class LoadReport(Struct, frozen=True, kw_only=True):
         return "\n".join(lines)
 
 
-_KIND_ORDER: tuple[KindName, ...] = ("layer", "metric", "experiment", "flag")
+_KIND_ORDER: tuple[KindName, ...] = ("layer", "metric", "segment", "experiment", "flag")
 _SECTION: dict[KindName, str] = {
     "layer": "layers",
     "metric": "metrics",
+    "segment": "segments",
     "experiment": "experiments",
     "flag": "flags",
 }
 _KIND_TYPES: dict[KindName, type[Scoped]] = {
     "layer": Layer,
     "metric": Metric,
+    "segment": Segment,
     "experiment": Experiment,
     "flag": Flag,
 }
 _SPEC_TYPES: dict[KindName, type[Spec]] = {
     "layer": LayerSpec,
     "metric": MetricSpec,
+    "segment": SegmentSpec,
     "experiment": ExperimentSpec,
     "flag": FlagSpec,
 }
@@ -201,7 +210,7 @@ _SPEC_TYPES: dict[KindName, type[Spec]] = {
 # Parsing.
 # --------------------------------------------------------------------------------------
 
-_PATH = re.compile(r"at `\$\.(layers|metrics|experiments|flags)\[(\d+)\]")
+_PATH = re.compile(r"at `\$\.(layers|metrics|segments|experiments|flags)\[(\d+)\]")
 
 
 def parse_definitions(data: bytes | str, fmt: Format) -> Definitions:
@@ -275,9 +284,10 @@ def _check_unique(definitions: Definitions) -> None:
 
 def _sections(
     definitions: Definitions,
-) -> Iterable[tuple[KindName, Sequence[LayerSpec | MetricSpec | ExperimentSpec | FlagSpec]]]:
+) -> Iterable[tuple[KindName, Sequence[Spec]]]:
     yield "layer", definitions.layers
     yield "metric", definitions.metrics
+    yield "segment", definitions.segments
     yield "experiment", definitions.experiments
     yield "flag", definitions.flags
 
@@ -426,6 +436,7 @@ async def _stored_objects(
     # One call per kind: the service's methods are generic over one kind at a time.
     await collect(Layer)
     await collect(Metric)
+    await collect(Segment)
     await collect(Experiment)
     await collect(Flag)
     return stored
@@ -520,6 +531,9 @@ async def _validate(
                         _check_experiment_edit(current, target)
                 case Metric():
                     await validate_metric(tx, target)
+                case Segment():
+                    current_segment = p.current if isinstance(p.current, Segment) else None
+                    await validate_segment(tx, target, validate_condition, current_segment)
                 case _:
                     pass
         except AssayError as exc:
@@ -548,7 +562,8 @@ def _check_running(
         if not isinstance(obj, Flag):
             continue
         keys = [r.experiment for r in obj.rules if isinstance(r, ExperimentRule)]
-        both = [k for k in dict.fromkeys(keys) if k in running]
+        # A holdout in GrowthBook's form (a passthrough variant) does not count.
+        both = [k for k in dict.fromkeys(keys) if k in running and not has_passthrough(running[k])]
         if len(both) > 1:
             # Name an object of the file: that is where the fix goes.
             kind, key = "flag", obj.key
@@ -596,7 +611,7 @@ async def load_definitions(
 ) -> LoadReport:
     """Make ``project`` match ``definitions``; see the module docstring.
 
-    Order: layers, metrics, experiments, flags (each after what it references in the same
+    Order: layers, metrics, segments, experiments, flags (each after what it references in the same
     file), then experiment status transitions (stops before starts, so a file can swap
     which experiment runs on a flag). ``dry_run`` reads and validates everything and
     reports what would change, writing nothing. ``create_project`` creates a missing
@@ -678,6 +693,10 @@ def _write_order(planned: Sequence[_Planned]) -> list[_Planned]:
         spec = cast(MetricSpec, p.spec)
         return [k for k in (spec.numerator, spec.denominator) if k is not None]
 
+    def segment_deps(p: _Planned) -> list[str]:
+        spec = cast(SegmentSpec, p.spec)
+        return [k for _, k in segment_references(spec.condition)] if spec.condition else []
+
     def experiment_deps(p: _Planned) -> list[str]:
         spec = cast(ExperimentSpec, p.spec)
         return [] if spec.holdout is None else [spec.holdout]
@@ -689,6 +708,7 @@ def _write_order(planned: Sequence[_Planned]) -> list[_Planned]:
     ordered = [
         *by_kind["layer"],
         *_dependency_order(by_kind["metric"], key, metric_deps),
+        *_dependency_order(by_kind["segment"], key, segment_deps),
         *_dependency_order(by_kind["experiment"], key, experiment_deps),
         *_dependency_order(by_kind["flag"], key, flag_deps),
     ]
@@ -703,6 +723,8 @@ async def _write(service: ConfigService, principal: ApiKey, project: str, p: _Pl
                 await _write_as(service, principal, project, Layer, p)
             case "metric":
                 await _write_as(service, principal, project, Metric, p)
+            case "segment":
+                await _write_as(service, principal, project, Segment, p)
             case "experiment":
                 await _write_as(service, principal, project, Experiment, p)
             case "flag":

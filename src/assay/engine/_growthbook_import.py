@@ -10,10 +10,13 @@ or the bare ``features`` object. Each feature becomes a flag (type from its valu
 rule becomes a rule of the same kind in the same order:
 
 - ``force`` without ``coverage``/``range``: a ``force`` rule.
-- ``force`` with ``coverage`` (or a ``range`` starting at 0): a ``rollout`` rule.
-- ``variations``: a RUNNING experiment (key, variations, weights, coverage, seed, hash
-  version and attribute, condition, namespace as a layer range, variant keys and names from
-  ``meta``) and an ``experiment`` rule pointing at it.
+- ``force`` with ``coverage`` or ``range``: a ``rollout`` rule (``range`` kept as such).
+- ``variations``: a RUNNING experiment (key, variations, weights, coverage, explicit
+  ``ranges``, seed, hash version and attribute, fallback attribute, condition, ``filters``,
+  namespace as a layer range, variant keys, names and passthrough from ``meta``) and an
+  ``experiment`` rule pointing at it.
+- ``parentConditions`` and ``filters`` on any rule: the rule's parent conditions and
+  filters (an experiment rule's filters go to its experiment).
 
 Where GrowthBook's semantics differ from assay's, the import translates rather than copies,
 so that decide answers what the GrowthBook SDK answers for the same payload:
@@ -24,27 +27,37 @@ so that decide answers what the GrowthBook SDK answers for the same payload:
   multiple is moved half a step down, where both comparisons agree (0.5 -> 0.49995 for v2).
 - Experiment weights GrowthBook would reject (wrong count, not summing to ~1) are replaced by
   equal weights, as the SDK does at bucketing time.
-- GrowthBook uses an experiment's ``fallbackAttribute`` only with sticky bucketing; assay
-  would always use it, so it is left out (and reported).
-- Saved groups referenced by ``$inGroup``/``$notInGroup``/``$savedGroup`` are inlined from
-  the payload's ``savedGroups`` (a group missing from the payload is empty, as in the SDK).
+- Explicit ranges are made disjoint as GrowthBook's first match reads them, one per
+  variation.
+- GrowthBook hashes with an experiment's ``fallbackAttribute`` only under sticky bucketing:
+  it is kept with ``fallback_sticky_only``, which assay honours the same way (the fallback
+  counts only for a sticky experiment).
+- Sticky bucketing: an experiment rule carrying ``bucketVersion`` or ``minBucketVersion``
+  (GrowthBook sends them when sticky bucketing is on), unless ``disableStickyBucketing``,
+  becomes a sticky experiment with those versions.
+- A namespace that is not a valid layer key, or overlaps another imported experiment's
+  range of it, becomes the hash filter it is equivalent to.
+- Saved groups (the payload's ``savedGroups``) referenced by ``$inGroup``/``$notInGroup``/
+  ``$savedGroup`` become segments of the same key, and the conditions keep their references
+  (``assay.engine._growthbook_segments``). A reference assay cannot keep exactly is inlined
+  instead (a group missing from the payload is empty, as in the SDK).
 - Keys assay cannot take as they are (an experiment key with spaces, one experiment key used
   by two features) get a new assay key, and the original key is kept as the hashing seed.
+- A rule that applies to no one in GrowthBook (an unknown hash version, fewer than two
+  variations, a filter with no range) is left out, or kept for its parent conditions.
 
-What cannot be represented is never dropped silently: it is returned as a warning with its
-location (``features.checkout.rules[2]``), and a rule whose audience or assignment would
-change (prerequisites, ``filters``, explicit ``ranges``, passthrough variations, bandits,
-a second experiment on one flag, overlapping namespace ranges) is skipped as a whole.
-Things that do not change a stateless evaluation (sticky-bucketing versions, ``phase``,
-``tracks``) are imported without and reported.
+Only what a server cannot honour is reported, as a warning naming its location
+(``features.checkout.rules[2]``); a rule whose audience or assignment would change
+(bandits, ``$savedGroups``, a second experiment on one flag, ranges a variation would own
+in two pieces) is skipped as a whole. Things that do not change a stateless evaluation
+(sticky-bucketing versions, ``phase``, ``tracks``) are imported without and reported.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
-from typing import Any, TypeGuard
+from typing import Any
 
 import msgspec
 
@@ -56,6 +69,18 @@ from assay.engine._definitions import (
     load_definitions,
 )
 from assay.engine._errors import ValidationFailed
+from assay.engine._growthbook_segments import SavedGroupSegments
+from assay.engine._growthbook_values import (
+    NeverApplies,
+    Skip,
+    clamped_range,
+    explicit_ranges,
+    is_number,
+    js_truthy,
+    rollout_coverage,
+    sticky_bucketing,
+    valid_weights,
+)
 from assay.engine._model import (
     ApiKey,
     ExperimentRule,
@@ -63,8 +88,10 @@ from assay.engine._model import (
     FlagSpec,
     FlagType,
     ForceRule,
+    HashFilter,
     LayerRange,
     LayerSpec,
+    ParentCondition,
     RolloutRule,
     Rule,
     Struct,
@@ -90,9 +117,6 @@ _PAYLOAD_METADATA = {"status", "dateUpdated"}
 # stateless SDK (no sticky-bucket service) serves.
 _IGNORED_RULE_FIELDS = {
     "phase": "experiment phase id, only reported with exposures",
-    "bucketVersion": "sticky bucketing (assay has none)",
-    "minBucketVersion": "sticky bucketing (assay has none)",
-    "disableStickyBucketing": "sticky bucketing (assay has none)",
     "tracks": "remote-evaluation tracking callbacks; the value is imported, the tracking not",
     "name": "experiment name (kept as the assay experiment's name)",
 }
@@ -112,10 +136,6 @@ class ImportWarning(Struct, frozen=True, kw_only=True):
 class GrowthBookImport(Struct, frozen=True, kw_only=True):
     definitions: Definitions
     warnings: list[ImportWarning] = []
-
-
-class _Skip(Exception):
-    """The rule (or feature) cannot be imported faithfully: skip it, saying why."""
 
 
 def parse_growthbook_payload(data: bytes | str) -> dict[str, Any]:
@@ -173,64 +193,23 @@ async def import_growthbook(
 # --------------------------------------------------------------------------------------
 
 
-def _is_number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _flag_type(value: Any) -> FlagType:
     if isinstance(value, bool):
         return FlagType.BOOLEAN
     if isinstance(value, str):
         return FlagType.STRING
-    if _is_number(value):
+    if is_number(value):
         return FlagType.NUMBER
     return FlagType.JSON
 
 
 def _hash_version(rule: Mapping[str, Any]) -> int:
-    # GrowthBook: ``hashVersion || 1``; any other version hashes to nothing.
+    # GrowthBook: ``hashVersion || 1``; any other version hashes to nothing, so the rule
+    # applies to no one.
     version = rule.get("hashVersion") or 1
     if version not in (1, 2) or isinstance(version, bool):
-        raise _Skip(f"hashVersion {version!r} never assigns anyone in GrowthBook; rule skipped")
+        raise NeverApplies
     return int(version)
-
-
-def rollout_coverage(coverage: float, hash_version: int) -> float:
-    """The assay rollout coverage including exactly the subjects GrowthBook includes.
-
-    GrowthBook includes hash ``n`` when ``n < coverage``; assay when ``n <= coverage``.
-    ``n`` is ``k / 1000`` (v1) or ``k / 10000`` (v2), computed by that float division, so
-    the two agree unless ``coverage`` equals one of those values exactly; then the
-    coverage moves half a step down, strictly between two possible hashes, where ``<`` and
-    ``<=`` agree (and where they would keep agreeing were either side to switch).
-    """
-    if coverage <= 0:
-        return 0.0
-    if coverage >= 1:
-        return 1.0
-    steps = 1000 if hash_version == 1 else 10000
-    k = math.ceil(coverage * steps)
-    # Correct for rounding in the multiplication: k / steps is the smallest hash >= coverage.
-    while k > 0 and (k - 1) / steps >= coverage:
-        k -= 1
-    while k / steps < coverage:
-        k += 1
-    if k / steps != coverage:
-        return coverage
-    return (k - 0.5) / steps
-
-
-def _valid_weights(weights: Any, n: int) -> TypeGuard[list[float]]:
-    # GrowthBook's rule for using the given weights: one finite, non-negative number per
-    # variation, summing to 0.99..1.01; anything else buckets with equal weights.
-    if not isinstance(weights, list) or len(weights) != n:
-        return False
-    if not all(_is_number(w) and math.isfinite(w) and w >= 0 for w in weights):
-        return False
-    total = 0.0
-    for w in weights:
-        total += w
-    return 0.99 <= total <= 1.01
 
 
 def _key_like(text: str) -> str:
@@ -248,7 +227,14 @@ class _Converter:
         self.layers: dict[str, LayerSpec] = {}
         self.experiment_keys: set[str] = set()
         self.layer_ranges: dict[str, list[tuple[float, float, str]]] = {}
-        self.saved_groups: Mapping[str, Any] = {}
+        self.flag_keys: dict[str, str] = {}
+        """GrowthBook feature key -> assay flag key (they differ only for a feature whose
+        key assay cannot take but another feature reads as a parent, e.g. a GrowthBook
+        holdout, ``$holdout:...``)."""
+        self.holdouts: dict[str, bool] = {}
+        """Experiment key -> whether it has a passthrough variant (a holdout, which does
+        not count as the flag's one running experiment)."""
+        self.segments = SavedGroupSegments({})
 
     def warn(self, location: str, message: str) -> None:
         self.warnings.append(ImportWarning(location=location, message=message))
@@ -257,10 +243,12 @@ class _Converter:
 
     def run(self) -> GrowthBookImport:
         features = self._features()
+        self.flag_keys = self._flag_keys(features)
         for key, feature in features.items():
             self._feature(str(key), feature)
         definitions = Definitions(
             layers=list(self.layers.values()),
+            segments=self.segments.segments(),
             experiments=self.experiments,
             flags=self.flags,
         )
@@ -297,7 +285,7 @@ class _Converter:
                 self.warn(key, "unknown payload field, not imported")
         groups = payload.get("savedGroups")
         if isinstance(groups, Mapping):
-            self.saved_groups = groups
+            self.segments = SavedGroupSegments(groups)
         elif groups is not None:
             self.warn("savedGroups", "not an object; saved groups not imported")
         if features is None:
@@ -322,15 +310,47 @@ class _Converter:
 
     # -- features -----------------------------------------------------------------------
 
-    def _feature(self, key: str, feature: Any) -> None:
-        loc = f"features.{key}"
-        if not _KEY.match(key):
+    @staticmethod
+    def _flag_keys(features: Mapping[str, Any]) -> dict[str, str]:
+        keys = {str(k): str(k) for k in features if _KEY.match(str(k))}
+        parents: set[str] = set()
+        for feature in features.values():
+            rules = feature.get("rules") if isinstance(feature, Mapping) else None
+            for rule in rules if isinstance(rules, list) else []:
+                pcs = rule.get("parentConditions") if isinstance(rule, Mapping) else None
+                for pc in pcs if isinstance(pcs, list) else []:
+                    if isinstance(pc, Mapping) and isinstance(pc.get("id"), str):
+                        parents.add(pc["id"])
+        taken = set(keys.values())
+        # GrowthBook's holdouts are features only ever read as parents. A parent that is
+        # not a feature of the payload reads null; one whose key assay cannot take gets a
+        # key no flag has, so it stays missing.
+        holdouts = {str(k) for k in features if str(k).startswith("$holdout:")}
+        for k in sorted(k for k in (parents | holdouts) - set(keys) if not _KEY.match(k)):
+            base = _key_like(k) if k in features else _key_like("missing." + k)
+            new = base
+            while new in taken:
+                new = f"{new}_"
+            keys[k] = new
+            taken.add(new)
+        return keys
+
+    def _feature(self, gb_key: str, feature: Any) -> None:
+        loc = f"features.{gb_key}"
+        key = self.flag_keys.get(gb_key)
+        if key is None:
             self.warn(
                 loc,
                 "feature key is not a valid assay flag key (letters, digits, '_', '.', '-'); "
                 "feature not imported",
             )
             return
+        if key != gb_key and not gb_key.startswith("$holdout:"):
+            self.warn(
+                loc,
+                f"imported as flag {key!r} (not a valid assay key), so that the features "
+                "reading it as a parent keep their rules; callers decide it by that key",
+            )
         if not isinstance(feature, Mapping):
             self.warn(loc, "a feature must be an object; feature not imported")
             return
@@ -350,9 +370,24 @@ class _Converter:
             rloc = f"{loc}.rules[{i}]"
             try:
                 if not isinstance(rule, Mapping):
-                    raise _Skip("a rule must be an object; rule skipped")
-                converted, rule_values = self._rule(key, rule, rloc, has_experiment)
-            except _Skip as skip:
+                    raise Skip("a rule must be an object; rule skipped")
+                converted, rule_values = self._rule(gb_key, rule, rloc, has_experiment)
+            except NeverApplies:
+                # Dropping a rule that applies to no one changes nothing, unless its
+                # parent conditions can end the evaluation (a gate, a cycle): then it is
+                # kept with those alone, and a condition no subject passes.
+                try:
+                    parents = self._parents(rule, rloc)
+                except Skip as skip:
+                    self.warn(rloc, str(skip))
+                    continue
+                if not parents:
+                    continue
+                converted = ForceRule(
+                    condition={"$not": {}}, value=default, parent_conditions=parents
+                )
+                rule_values = []
+            except Skip as skip:
                 self.warn(rloc, str(skip))
                 continue
             rule_id = rule.get("id")
@@ -361,7 +396,9 @@ class _Converter:
                 converted = msgspec.structs.replace(converted, id=rule_id)
             elif rule_id is not None:
                 self.warn(f"{rloc}.id", f"rule id {rule_id!r} is not a valid or unique key")
-            if isinstance(converted, ExperimentRule):
+            if isinstance(converted, ExperimentRule) and not self.holdouts.get(
+                converted.experiment
+            ):
                 has_experiment = converted.experiment
             rules.append(converted)
             values.extend(rule_values)
@@ -384,40 +421,42 @@ class _Converter:
     def _rule(
         self, feature: str, rule: Mapping[str, Any], loc: str, has_experiment: str | None
     ) -> tuple[Rule, list[Any]]:
-        if rule.get("parentConditions"):
-            raise _Skip(
-                "parentConditions (prerequisite features) are not imported: GrowthBook "
-                "evaluates them per rule and gates the whole feature to null, which assay's "
-                "flag prerequisites do not reproduce; rule skipped"
-            )
-        if rule.get("filters"):
-            raise _Skip(
-                "filters (hash-range exclusions) cannot be expressed in assay; rule skipped"
-            )
+        parents = self._parents(rule, loc)
+        filters = self._filters(rule.get("filters"), loc)
         condition = self._condition(rule.get("condition"), loc)
         used = {"id", "condition", "parentConditions", "filters"}
         if rule.get("force") is not None:
             converted: Rule
             if rule.get("coverage") is None and rule.get("range") is None:
-                converted = ForceRule(condition=condition, value=rule["force"])
+                converted = ForceRule(
+                    condition=condition,
+                    value=rule["force"],
+                    filters=filters,
+                    parent_conditions=parents,
+                )
                 # GrowthBook ignores hashing fields on a rule that does not hash.
                 used |= {"force", "hashAttribute", "fallbackAttribute", "seed", "hashVersion"}
             else:
-                converted = self._rollout(rule, condition)
+                converted = self._rollout(rule, condition, filters, parents)
+                if converted.seed is None and self.flag_keys.get(feature) != feature:
+                    # GrowthBook seeds with the feature key: keep it under the new key.
+                    converted = msgspec.structs.replace(converted, seed=feature)
                 used |= {"force", "coverage", "range", "hashAttribute", "fallbackAttribute"}
                 used |= {"seed", "hashVersion"}
+            used |= {"namespace", "disableStickyBucketing"}  # not read by a force rule
             self._report_unused(rule, used, loc)
             return converted, [rule["force"]]
         if rule.get("contextualVariations") is not None or rule.get("contextualBanditRef"):
-            raise _Skip("contextual bandits are not imported; rule skipped")
+            raise Skip("contextual bandits are not imported; rule skipped")
         if rule.get("variations") is None:
-            raise _Skip("a rule with neither force nor variations does nothing; skipped")
-        if has_experiment is not None:
-            raise _Skip(
+            raise NeverApplies
+        experiment = self._experiment(feature, rule, condition, filters, loc)
+        is_holdout = any(v.passthrough for v in experiment.variants)
+        if has_experiment is not None and not is_holdout:
+            raise Skip(
                 f"this flag already runs experiment {has_experiment!r} and assay allows one "
-                "running experiment per flag; rule skipped"
+                "running experiment per flag (besides holdouts); rule skipped"
             )
-        experiment = self._experiment(feature, rule, condition, loc)
         used |= {
             "force",
             "variations",
@@ -431,17 +470,87 @@ class _Converter:
             "namespace",
             "meta",
             "ranges",
+            "bucketVersion",
+            "minBucketVersion",
+            "disableStickyBucketing",
         }
         self._report_unused(rule, used, loc)
         self.experiments.append(experiment)
         self.experiment_keys.add(experiment.key)
+        self.holdouts[experiment.key] = is_holdout
         if experiment.layer is not None:
             r = experiment.layer
             self.layer_ranges.setdefault(r.layer, []).append((r.start, r.end, experiment.key))
             self.layers.setdefault(
                 r.layer, LayerSpec(key=r.layer, description="GrowthBook namespace.")
             )
-        return ExperimentRule(experiment=experiment.key), [v.value for v in experiment.variants]
+        return (
+            ExperimentRule(experiment=experiment.key, parent_conditions=parents),
+            [v.value for v in experiment.variants],
+        )
+
+    def _parents(self, rule: Mapping[str, Any], loc: str) -> list[ParentCondition]:
+        """``parentConditions`` as assay parent conditions (GrowthBook's ``evalPrereqs``:
+        an entry without an id is passed over; one without a condition still decides its
+        parent, which matters only to end a cycle)."""
+        raw = rule.get("parentConditions")
+        if not raw:
+            return []
+        if not isinstance(raw, list):
+            raise Skip(f"parentConditions {raw!r} is not a list; rule skipped")
+        out = []
+        for j, pc in enumerate(raw):
+            if not isinstance(pc, Mapping):
+                raise Skip(f"parentConditions[{j}] is not an object; rule skipped")
+            parent = pc.get("id")
+            if parent is None:
+                continue
+            if not isinstance(parent, str):
+                raise Skip(f"parent feature {parent!r} is not a key; rule skipped")
+            parent = self.flag_keys.get(parent, parent)
+            condition = pc.get("condition")
+            inlined = (
+                {} if condition is None else self._condition(condition, f"{loc}.parentConditions")
+            )
+            out.append(
+                ParentCondition(
+                    flag=parent, condition=inlined or {}, gate=js_truthy(pc.get("gate"))
+                )
+            )
+        return out
+
+    def _filters(self, raw: Any, loc: str) -> list[HashFilter]:
+        """GrowthBook's ``filters``; raises ``NeverApplies`` for a filter no one passes."""
+        if not raw:
+            return []
+        if not isinstance(raw, list):
+            raise Skip(f"filters {raw!r} is not a list; rule skipped")
+        out = []
+        for j, f in enumerate(raw):
+            if not isinstance(f, Mapping):
+                raise Skip(f"filters[{j}] is not an object; rule skipped")
+            attribute = f.get("attribute", "id")
+            attribute = "id" if attribute is None else attribute
+            seed = f.get("seed", "")
+            version = f.get("hashVersion", 2)
+            if not isinstance(attribute, str) or not isinstance(seed, str):
+                raise Skip(f"filters[{j}] has a non-string attribute or seed; rule skipped")
+            if attribute == "":
+                raise NeverApplies  # no subject has a hash value for ""
+            if isinstance(version, bool) or version not in (1, 2):
+                raise NeverApplies  # GrowthBook filters out every subject
+            ranges = [r for r in map(clamped_range, f.get("ranges") or []) if r is not None]
+            if not ranges:
+                raise NeverApplies
+            out.append(
+                HashFilter(
+                    attribute=attribute,
+                    seed=seed,
+                    hash_version=2 if version == 2 else 1,
+                    ranges=ranges,
+                )
+            )
+        return out
 
     def _report_unused(self, rule: Mapping[str, Any], used: set[str], loc: str) -> None:
         notes = []
@@ -455,37 +564,42 @@ class _Converter:
         if notes:
             self.warn(loc, "not imported: " + "; ".join(notes))
 
-    def _rollout(self, rule: Mapping[str, Any], condition: dict[str, Any] | None) -> RolloutRule:
+    def _rollout(
+        self,
+        rule: Mapping[str, Any],
+        condition: dict[str, Any] | None,
+        filters: list[HashFilter],
+        parents: list[ParentCondition],
+    ) -> RolloutRule:
         version = _hash_version(rule)
         bounds = rule.get("range")
+        hashed: tuple[float, float] | None = None
+        share = 1.0
         if bounds is not None:
             # GrowthBook: a range decides instead of the coverage, ``start <= n < end``.
-            if (
-                not isinstance(bounds, list)
-                or len(bounds) != 2
-                or not all(_is_number(b) for b in bounds)
-            ):
-                raise _Skip(f"range {bounds!r} is not [start, end]; rule skipped")
-            if bounds[0] > 0:
-                raise _Skip(
-                    f"range {bounds!r} does not start at 0: assay rollouts cover [0, coverage); "
-                    "rule skipped"
-                )
-            share = float(bounds[1])
+            hashed = clamped_range(bounds)
+            if hashed is None:
+                raise NeverApplies
         else:
             coverage = rule.get("coverage")
-            if not _is_number(coverage):
-                raise _Skip(f"coverage {coverage!r} is not a number; rule skipped")
-            share = float(coverage)
+            if not is_number(coverage):
+                raise Skip(f"coverage {coverage!r} is not a number; rule skipped")
+            share = rollout_coverage(float(coverage), version)
         return RolloutRule(
             condition=condition,
-            coverage=rollout_coverage(share, version),
+            coverage=share,
+            range=hashed,
             value=rule["force"],
             hash_attribute=self._attribute(rule, "hashAttribute") or "id",
-            # GrowthBook's Python SDK uses a rollout's fallback attribute as assay does.
-            fallback_attribute=self._attribute(rule, "fallbackAttribute"),
+            # GrowthBook uses a rollout's fallback attribute as assay does (and drops it,
+            # like any rule's, under ``disableStickyBucketing``).
+            fallback_attribute=None
+            if rule.get("disableStickyBucketing")
+            else self._attribute(rule, "fallbackAttribute"),
             seed=self._seed(rule),
             hash_version=2 if version == 2 else 1,
+            filters=filters,
+            parent_conditions=parents,
         )
 
     @staticmethod
@@ -494,7 +608,7 @@ class _Converter:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise _Skip(f"{field} {value!r} is not a string; rule skipped")
+            raise Skip(f"{field} {value!r} is not a string; rule skipped")
         return value
 
     @staticmethod
@@ -503,7 +617,7 @@ class _Converter:
         if seed is None or seed == "":
             return None  # ``seed || key`` in both
         if not isinstance(seed, str):
-            raise _Skip(f"seed {seed!r} is not a string; rule skipped")
+            raise Skip(f"seed {seed!r} is not a string; rule skipped")
         return seed
 
     def _experiment(
@@ -511,38 +625,30 @@ class _Converter:
         feature: str,
         rule: Mapping[str, Any],
         condition: dict[str, Any] | None,
+        filters: list[HashFilter],
         loc: str,
     ) -> ExperimentDefinition:
         variations = rule["variations"]
         if not isinstance(variations, list) or len(variations) < 2:
-            raise _Skip("fewer than two variations never assign anyone; rule skipped")
-        if rule.get("ranges"):
-            raise _Skip(
-                "explicit bucket ranges are not imported (assay derives them from coverage "
-                "and weights); rule skipped"
-            )
+            raise NeverApplies  # fewer than two variations assign no one
         n = len(variations)
         version = _hash_version(rule)
         gb_key = rule.get("key") or feature
         if not isinstance(gb_key, str):
-            raise _Skip(f"experiment key {gb_key!r} is not a string; rule skipped")
+            raise Skip(f"experiment key {gb_key!r} is not a string; rule skipped")
         seed = self._seed(rule) or gb_key
 
         coverage = rule.get("coverage")
         if coverage is None:
             coverage = 1
-        if not _is_number(coverage):
-            raise _Skip(f"coverage {coverage!r} is not a number; rule skipped")
+        if not is_number(coverage):
+            raise Skip(f"coverage {coverage!r} is not a number; rule skipped")
         coverage = min(max(float(coverage), 0.0), 1.0)  # getBucketRanges clamps the same way
-
+        # GrowthBook buckets with equal weights when the given ones are unusable.
         weights = rule.get("weights")
-        if weights is not None and not _valid_weights(weights, n):
-            self.warn(
-                f"{loc}.weights",
-                f"weights {weights!r} are not {n} shares summing to 1; GrowthBook buckets "
-                "with equal weights, and so does the import",
-            )
-        shares = [float(w) for w in weights] if _valid_weights(weights, n) else [1 / n] * n
+        shares = [float(w) for w in weights] if valid_weights(weights, n) else [1 / n] * n
+        # Explicit ranges (a non-empty list) decide instead of coverage and weights.
+        ranges = explicit_ranges(rule["ranges"], n) if rule.get("ranges") else None
 
         meta = rule.get("meta")
         if meta is not None and not isinstance(meta, list):
@@ -552,11 +658,6 @@ class _Converter:
         for i in range(n):
             m = meta[i] if meta is not None and i < len(meta) else None
             metas.append(m if isinstance(m, Mapping) else {})
-            if metas[i].get("passthrough"):
-                raise _Skip(
-                    f"variation {i} is a passthrough (holdout) variation, which assay does not "
-                    "have; rule skipped"
-                )
         keys = self._variant_keys([m.get("key") for m in metas], loc)
         variants = [
             Variant(
@@ -564,28 +665,32 @@ class _Converter:
                 value=value,
                 weight=shares[i],
                 name=m["name"][:_NAME_MAX] if isinstance(m.get("name"), str) else "",
+                passthrough=js_truthy(m.get("passthrough")),
             )
             for i, (value, m) in enumerate(zip(variations, metas, strict=True))
         ]
 
-        layer = self._namespace(rule.get("namespace"), loc)
-        if rule.get("fallbackAttribute"):
-            self.warn(
-                f"{loc}.fallbackAttribute",
-                "not imported: GrowthBook uses an experiment's fallback attribute only with "
-                "sticky bucketing, and assay would use it always, enrolling subjects "
-                "GrowthBook leaves out",
-            )
+        hash_attribute = self._attribute(rule, "hashAttribute") or "id"
+        layer = None
+        if not filters:  # GrowthBook ignores the namespace of an experiment with filters
+            layer, filters = self._namespace(rule.get("namespace"), hash_attribute)
+        fallback = None
+        if not rule.get("disableStickyBucketing"):
+            fallback = self._attribute(rule, "fallbackAttribute") or None
+        try:
+            sticky = sticky_bucketing(rule, loc, self.warn)
+        except ValueError as exc:
+            raise Skip(str(exc)) from None
 
         key = self._experiment_key(gb_key, feature, loc)
         if layer is not None:
-            for start, end, other in self.layer_ranges.get(layer.layer, []):
+            for start, end, _other in self.layer_ranges.get(layer.layer, []):
                 if start < layer.end and layer.start < end:
-                    raise _Skip(
-                        f"namespace {layer.layer!r} range [{layer.start}, {layer.end}) overlaps "
-                        f"experiment {other!r}, and assay refuses overlapping running "
-                        "experiments in a layer; rule skipped"
-                    )
+                    # assay refuses overlapping running experiments in a layer; the same
+                    # namespace as a filter includes the same subjects.
+                    filters = self._namespace_filter(layer, hash_attribute)
+                    layer = None
+                    break
         name = rule.get("name")
         return ExperimentDefinition(
             key=key,
@@ -596,10 +701,16 @@ class _Converter:
             coverage=coverage,
             seed=None if seed == key else seed,
             hash_version=2 if version == 2 else 1,
-            hash_attribute=self._attribute(rule, "hashAttribute") or "id",
+            hash_attribute=hash_attribute,
+            fallback_attribute=fallback,
+            # GrowthBook hashes with it only under sticky bucketing.
+            fallback_sticky_only=fallback is not None,
             condition=condition,
             layer=layer,
+            ranges=ranges,
+            filters=filters,
             status=ExperimentStatus.RUNNING,
+            **(sticky or {}),
         )
 
     def _variant_keys(self, wanted: list[Any], loc: str) -> list[str]:
@@ -643,27 +754,43 @@ class _Converter:
             )
         return key
 
-    def _namespace(self, namespace: Any, loc: str) -> LayerRange | None:
+    def _namespace(
+        self, namespace: Any, hash_attribute: str
+    ) -> tuple[LayerRange | None, list[HashFilter]]:
+        """A namespace as a layer range, or, when its id is not a valid layer key, as the
+        filter it is equivalent to."""
         if namespace is None:
-            return None
+            return None, []
         if (
             not isinstance(namespace, list)
             or len(namespace) != 3
             or not isinstance(namespace[0], str)
-            or not all(_is_number(x) for x in namespace[1:])
+            or not all(is_number(x) for x in namespace[1:])
         ):
-            raise _Skip(f"namespace {namespace!r} is not [id, start, end]; rule skipped")
+            raise Skip(f"namespace {namespace!r} is not [id, start, end]; rule skipped")
         ns_id, start, end = namespace[0], float(namespace[1]), float(namespace[2])
-        if not _KEY.match(ns_id):
-            raise _Skip(
-                f"namespace id {ns_id!r} is not a valid assay layer key, and the id is what "
-                "hashes into the namespace; rule skipped"
-            )
         # Hashes lie in [0, 1), so clamping the range to it includes the same subjects.
         start, end = max(start, 0.0), min(end, 1.0)
         if start >= end:
-            raise _Skip(f"namespace range {namespace!r} includes no one; rule skipped")
-        return LayerRange(layer=ns_id, start=start, end=end)
+            raise NeverApplies
+        layer = LayerRange(layer=ns_id, start=start, end=end) if _KEY.match(ns_id) else None
+        if layer is None:
+            return None, self._namespace_filter((ns_id, start, end), hash_attribute)
+        return layer, []
+
+    @staticmethod
+    def _namespace_filter(
+        namespace: LayerRange | tuple[str, float, float], hash_attribute: str
+    ) -> list[HashFilter]:
+        # GrowthBook's inNamespace: hash v1 of the hash value with seed "__" + the id.
+        if isinstance(namespace, LayerRange):
+            namespace = (namespace.layer, namespace.start, namespace.end)
+        ns_id, start, end = namespace
+        return [
+            HashFilter(
+                attribute=hash_attribute, seed="__" + ns_id, hash_version=1, ranges=[(start, end)]
+            )
+        ]
 
     # -- conditions ---------------------------------------------------------------------
 
@@ -671,105 +798,14 @@ class _Converter:
         if condition is None or condition == {}:
             return None
         if not isinstance(condition, Mapping):
-            raise _Skip(f"condition {condition!r} is not an object; rule skipped")
-        used: set[str] = set()
-        inlined = self._inline(condition, used, frozenset())
-        for group in sorted(used):
+            raise Skip(f"condition {condition!r} is not an object; rule skipped")
+        if self.segments.keep(condition):
+            return dict(condition)
+        inlined, used = self.segments.inline(condition)
+        for group in used:
             self.warn(
                 f"{loc}.condition",
                 f"saved group {group!r} is inlined: later changes to it in GrowthBook "
                 "will not reach assay",
             )
         return inlined
-
-    def _group(self, group_id: Any) -> Any:
-        if not isinstance(group_id, str):
-            raise _Skip(f"saved group reference {group_id!r} is not an id; rule skipped")
-        if group_id not in self.saved_groups:
-            return None
-        return self.saved_groups[group_id]
-
-    def _list_group(self, group_id: Any, used: set[str]) -> list[Any]:
-        entry = self._group(group_id)
-        used.add(str(group_id))
-        if entry is None:
-            # The SDK treats a group it does not know as empty; so does the import.
-            return []
-        if isinstance(entry, list):
-            return entry
-        if (
-            isinstance(entry, Mapping)
-            and entry.get("type") == "list"
-            and isinstance(entry.get("values"), list)
-        ):
-            return list(entry["values"])
-        raise _Skip(f"saved group {group_id!r} is not a list of values; rule skipped")
-
-    def _inline(
-        self, condition: Mapping[str, Any], used: set[str], visiting: frozenset[str]
-    ) -> dict[str, Any]:
-        """``condition`` with every saved-group reference replaced by its content."""
-        out: dict[str, Any] = {}
-        extra: list[dict[str, Any]] = []
-        for key, value in condition.items():
-            if key in ("$or", "$nor", "$and") and isinstance(value, list):
-                out[key] = [
-                    self._inline(c, used, visiting) if isinstance(c, Mapping) else c for c in value
-                ]
-            elif key == "$not" and isinstance(value, Mapping):
-                out[key] = self._inline(value, used, visiting)
-            elif key == "$savedGroup":
-                extra.append(self._saved_group(value, used, visiting))
-            elif key == "$savedGroups":
-                raise _Skip("$savedGroups conditions are not imported; rule skipped")
-            else:
-                out[key] = self._inline_value(value, used, visiting)
-        if not extra:
-            return out
-        parts = [out, *extra] if out else extra
-        return parts[0] if len(parts) == 1 else {"$and": parts}
-
-    def _saved_group(
-        self, reference: Any, used: set[str], visiting: frozenset[str]
-    ) -> dict[str, Any]:
-        if not isinstance(reference, Mapping):
-            raise _Skip(f"$savedGroup {reference!r} is not a reference; rule skipped")
-        group_id = reference.get("id")
-        entry = self._group(group_id)
-        if not isinstance(entry, Mapping) or group_id in visiting:
-            raise _Skip(f"saved group {group_id!r} is missing or circular; rule skipped")
-        used.add(str(group_id))
-        if entry.get("type") == "list":
-            attribute = reference.get("attributeKey", entry.get("attributeKey"))
-            if not isinstance(attribute, str):
-                raise _Skip(f"saved group {group_id!r} names no attribute; rule skipped")
-            return {attribute: {"$in": self._list_group(group_id, used)}}
-        if entry.get("type") == "condition" and isinstance(entry.get("condition"), Mapping):
-            return self._inline(entry["condition"], used, visiting | {str(group_id)})
-        raise _Skip(f"saved group {group_id!r} has an unknown type; rule skipped")
-
-    def _inline_value(self, value: Any, used: set[str], visiting: frozenset[str]) -> Any:
-        if not isinstance(value, Mapping) or not all(
-            isinstance(k, str) and k.startswith("$") for k in value
-        ):
-            return value  # a literal, compared as is
-        out: dict[str, Any] = {}
-        for op, argument in value.items():
-            if op in ("$inGroup", "$notInGroup"):
-                # $in/$nin test membership exactly as $inGroup/$notInGroup do.
-                target = "$in" if op == "$inGroup" else "$nin"
-                if target in value:
-                    raise _Skip(f"{op} beside {target} cannot be inlined; rule skipped")
-                out[target] = self._list_group(argument, used)
-            elif op in ("$not", "$size"):
-                out[op] = self._inline_value(argument, used, visiting)
-            elif op == "$elemMatch" and isinstance(argument, Mapping):
-                is_operators = all(isinstance(k, str) and k.startswith("$") for k in argument)
-                out[op] = (
-                    self._inline_value(argument, used, visiting)
-                    if is_operators
-                    else self._inline(argument, used, visiting)
-                )
-            else:
-                out[op] = argument
-        return out

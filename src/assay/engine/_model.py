@@ -29,6 +29,8 @@ Share = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Weight = Annotated[float, msgspec.Meta(ge=0.0, le=1e6)]
 """Relative: only ratios matter. Bounded so that no sum of weights overflows."""
 Condition = dict[str, Any]
+BucketRange = tuple[Share, Share]
+"""A half-open range ``[start, end)`` of the hash space [0, 1)."""
 
 
 class Role(enum.StrEnum):
@@ -95,16 +97,48 @@ class Prerequisite(Struct, frozen=True, kw_only=True):
     value: JSONValue = True
 
 
+class ParentCondition(Struct, frozen=True, kw_only=True):
+    """A rule's prerequisite (GrowthBook's ``parentConditions``): ``condition`` is tested
+    against ``{"value": <the parent flag's value for the subject>}``.
+
+    When it fails the rule is skipped, or, with ``gate``, the whole flag evaluates to no
+    value (``prerequisite_gate``). A parent that does not exist evaluates to null.
+    """
+
+    flag: Key
+    condition: Condition
+    gate: bool = False
+
+
+class HashFilter(Struct, frozen=True, kw_only=True):
+    """A hash-range filter (GrowthBook's ``filters``): the subject passes when
+    ``hash(seed, attribute value, hash_version)`` falls in one of ``ranges``.
+
+    A subject without a usable ``attribute`` value does not pass. Several filters on one
+    rule must all pass; this is how GrowthBook keeps experiments mutually exclusive across
+    more than one namespace.
+    """
+
+    attribute: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "id"
+    seed: str = ""
+    hash_version: Literal[1, 2] = 2
+    ranges: Annotated[list[BucketRange], msgspec.Meta(min_length=1, max_length=100)]
+
+
 class ForceRule(Struct, frozen=True, kw_only=True, tag="force", tag_field="type"):
-    """When the condition matches, serve ``value``."""
+    """When the condition matches (and the filters and parent conditions pass), serve
+    ``value``."""
 
     id: Key | None = None
     condition: Condition | None = None
     value: JSONValue
+    filters: list[HashFilter] = []
+    parent_conditions: list[ParentCondition] = []
 
 
 class RolloutRule(Struct, frozen=True, kw_only=True, tag="rollout", tag_field="type"):
-    """When the condition matches and the subject hashes inside ``coverage``, serve ``value``.
+    """When the condition matches and the subject hashes inside ``coverage`` (or inside
+    ``range`` when one is given), serve ``value``.
 
     The subject's hash does not depend on the coverage, so raising it only adds subjects.
     """
@@ -112,11 +146,15 @@ class RolloutRule(Struct, frozen=True, kw_only=True, tag="rollout", tag_field="t
     id: Key | None = None
     condition: Condition | None = None
     coverage: Share = 1.0
+    range: BucketRange | None = None
+    """When set, decides instead of ``coverage``: the subject's hash lies in [start, end)."""
     value: JSONValue
     hash_attribute: str = "id"
     fallback_attribute: str | None = None
     seed: str | None = None
     hash_version: Literal[1, 2] = 2
+    filters: list[HashFilter] = []
+    parent_conditions: list[ParentCondition] = []
 
 
 class ExperimentRule(Struct, frozen=True, kw_only=True, tag="experiment", tag_field="type"):
@@ -124,6 +162,7 @@ class ExperimentRule(Struct, frozen=True, kw_only=True, tag="experiment", tag_fi
 
     id: Key | None = None
     experiment: Key
+    parent_conditions: list[ParentCondition] = []
 
 
 Rule = ForceRule | RolloutRule | ExperimentRule
@@ -155,6 +194,18 @@ class Variant(Struct, frozen=True, kw_only=True):
     value: JSONValue
     weight: Weight = 1.0
     name: Name = ""
+    passthrough: bool = False
+    """GrowthBook's passthrough variation: a subject bucketed here is in the experiment
+    (a holdout's "not held out" group), but the flag goes on to its next rule."""
+
+
+class ForcedVariation(Struct, frozen=True, kw_only=True):
+    """Individual targeting: subjects whose ``attribute`` equals one of ``values`` (JSON
+    equality, types kept) get ``variant`` (``forced_variation``), not a hashed bucket."""
+
+    variant: Key
+    attribute: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "id"
+    values: Annotated[list[str | int | float | bool], msgspec.Meta(max_length=10_000)]
 
 
 class LayerRange(Struct, frozen=True, kw_only=True):
@@ -225,8 +276,19 @@ class ExperimentSpec(Struct, frozen=True, kw_only=True):
     hash_version: Literal[1, 2] = 2
     hash_attribute: str = "id"
     fallback_attribute: str | None = None
+    fallback_sticky_only: bool = False
+    """GrowthBook's rule: the fallback attribute serves sticky bucketing only and never
+    hashes a stateless assignment (set by the GrowthBook import). False: assay's own rule,
+    the fallback hashes whenever the hash attribute is missing."""
     condition: Condition | None = None
     layer: LayerRange | None = None
+    ranges: list[BucketRange] | None = None
+    """Explicit bucket ranges, one per variant (GrowthBook's ``ranges``): when set, they
+    decide instead of coverage and weights, and may leave gaps or not start at 0."""
+    filters: list[HashFilter] = []
+    """Hash-range filters the subject must pass (GrowthBook's ``filters``), checked with
+    the layer (the import drops a namespace beside filters, as GrowthBook ignores it)."""
+    forced_variations: list[ForcedVariation] = []
     participation_limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
     holdout: Key | None = None
     is_holdout: bool = False
@@ -237,6 +299,13 @@ class ExperimentSpec(Struct, frozen=True, kw_only=True):
     log_exposures_on_assignment: bool = False
     correction: Literal["holm", "benjamini-hochberg", "none"] = "holm"
     plan: ExperimentPlan | None = None
+    sticky_bucketing: bool = False
+    """Keep each subject in the variant it first got, whatever weights, coverage or
+    targeting do later (GrowthBook's sticky bucketing; see docs/design.md)."""
+    bucket_version: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Raise it to re-bucket everyone: assignments are kept per version."""
+    min_bucket_version: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Subjects assigned under an older version are kept out of the experiment."""
 
 
 class Experiment(ExperimentSpec, frozen=True, kw_only=True):
@@ -300,6 +369,43 @@ class Metric(MetricSpec, frozen=True, kw_only=True):
     updated_at: datetime
 
 
+# --- segments -------------------------------------------------------------------------
+
+
+SegmentType = Literal["list", "condition"]
+
+
+class SegmentSpec(Struct, frozen=True, kw_only=True):
+    """A named audience, per project (GrowthBook's saved group, LaunchDarkly's segment).
+
+    A ``list`` segment is a list of values of one attribute (``attribute``, default ``id``);
+    a condition tests membership with ``{"country": {"$inGroup": "KEY"}}`` (any attribute,
+    as in GrowthBook) or ``{"$savedGroup": {"id": "KEY"}}`` (its own ``attribute``). A
+    ``condition`` segment is a named condition, used through ``{"$savedGroup": {"id":
+    "KEY"}}``. Conditions reach segments by key, so changing a segment changes every rule
+    that uses it, with one audit entry. See docs/definitions.md.
+    """
+
+    key: Key
+    name: Name = ""
+    description: Description = ""
+    type: SegmentType = "list"
+    attribute: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "id"
+    """The attribute a ``list`` segment's values are ids of (GrowthBook's ``attributeKey``)."""
+    values: Annotated[list[JSONValue], msgspec.Meta(max_length=100_000)] = []
+    """A ``list`` segment's members."""
+    condition: Condition | None = None
+    """A ``condition`` segment's condition."""
+
+
+class Segment(SegmentSpec, frozen=True, kw_only=True):
+    id: str
+    project_id: str
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
 # --- access ---------------------------------------------------------------------------
 
 
@@ -334,5 +440,5 @@ class AuditEntry(Struct, frozen=True, kw_only=True):
     after: JSONValue = None
 
 
-ConfigObject = Project | Flag | Experiment | Layer | Metric
-ProjectScoped = Flag | Experiment | Layer | Metric
+ConfigObject = Project | Flag | Experiment | Layer | Metric | Segment
+ProjectScoped = Flag | Experiment | Layer | Metric | Segment

@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar
 import msgspec
 
 from assay.engine._console_sessions import ConsoleSession
-from assay.engine._core import Decision
+from assay.engine._core import Decision, StickyAssignment
 from assay.engine._events import IngestionCounts, StagedEvent
 from assay.engine._guardrails import (
     ActionStatus,
@@ -33,11 +33,12 @@ from assay.engine._model import (
     Layer,
     Metric,
     Project,
+    Segment,
 )
 from assay.engine._planned_verdict import PlannedLook
 from assay.engine._retention import Expired, RetentionPolicy, RetentionStats
 
-ConfigT = TypeVar("ConfigT", Project, Flag, Experiment, Layer, Metric)
+ConfigT = TypeVar("ConfigT", Project, Flag, Experiment, Layer, Metric, Segment)
 
 KIND_NAMES: dict[type[msgspec.Struct], str] = {
     Project: "project",
@@ -45,6 +46,7 @@ KIND_NAMES: dict[type[msgspec.Struct], str] = {
     Experiment: "experiment",
     Layer: "layer",
     Metric: "metric",
+    Segment: "segment",
 }
 
 
@@ -56,6 +58,7 @@ class ConfigState(msgspec.Struct, frozen=True, kw_only=True):
     experiments: Sequence[Experiment]
     layers: Sequence[Layer]
     metrics: Sequence[Metric]
+    segments: Sequence[Segment] = ()
 
 
 class StoreTransaction(Protocol):
@@ -78,14 +81,14 @@ class StoreTransaction(Protocol):
         """Objects ordered by key, strictly after ``after`` (a key), at most ``limit``."""
         ...
 
-    async def insert(self, obj: Project | Flag | Experiment | Layer | Metric) -> None: ...
+    async def insert(self, obj: Project | Flag | Experiment | Layer | Metric | Segment) -> None: ...
 
     async def update(
-        self, obj: Project | Flag | Experiment | Layer | Metric, *, expected_revision: int
+        self, obj: Project | Flag | Experiment | Layer | Metric | Segment, *, expected_revision: int
     ) -> None: ...
 
     async def delete(
-        self, obj: Project | Flag | Experiment | Layer | Metric, *, expected_revision: int
+        self, obj: Project | Flag | Experiment | Layer | Metric | Segment, *, expected_revision: int
     ) -> None: ...
 
     async def append_audit(self, entry: AuditEntry) -> None: ...
@@ -139,6 +142,25 @@ class Store(Protocol):
         ...
 
     async def get_decision(self, decision_id: str) -> Decision | None: ...
+
+    # --- sticky buckets -----------------------------------------------------------------
+    # Outside ``transaction()``: no configuration lock. One document per (project,
+    # attribute, value) maps ``"<experiment key>__<bucket version>"`` to a variant key.
+
+    async def load_sticky_buckets(
+        self, project_id: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        """The documents of ``keys`` ((attribute, value) pairs) in one read; a key with no
+        document is left out."""
+        ...
+
+    async def save_sticky_buckets(
+        self, project_id: str, assignments: Sequence[StickyAssignment]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        """Merge ``assignments`` into their documents atomically and durably. An assignment
+        already stored under the same key is kept (the first write wins, across processes
+        too). Returns the written documents as now stored."""
+        ...
 
     async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None:
         """The authentication hot path: one indexed lookup, no transaction."""

@@ -27,9 +27,11 @@ from assay.engine._core import (
     DecisionCache,
     Reason,
     Snapshot,
+    StickyDocs,
     compile_snapshot,
 )
 from assay.engine._core import decide as decide_core
+from assay.engine._core._decide import hash_value
 from assay.engine._core._stats_sufficient import MetricStats
 from assay.engine._errors import AssayError, EngineOverloaded, ValidationFailed
 from assay.engine._events import Exposure
@@ -61,6 +63,7 @@ from assay.engine._ports import ConfigState, Store
 from assay.engine._reports import ReportAPI
 from assay.engine._retention import Retention, RetentionPolicy
 from assay.engine._service import ConfigService
+from assay.engine._sticky_buckets import StickyBuckets
 
 log = logging.getLogger("assay.engine")
 
@@ -183,6 +186,9 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
         """Whether any experiment in the snapshot logs exposures on assignment: when none
         does (the usual case), decide skips looking for one on every assignment."""
         self._records_on = config.decision_records != "disabled"
+        self.sticky_buckets = StickyBuckets(store, config.sticky_bucket_cache_size)
+        self._sticky_attributes: dict[str, tuple[str, ...]] = {}
+        """Per project with sticky experiments: the attributes their documents are kept by."""
         # With the cache off, decide straight from the core (no wrapper call per decision).
         self._decide_one = (
             self.decision_cache.get_or_decide if self.decision_cache.enabled else decide_core
@@ -227,10 +233,15 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
         attributes: Mapping[str, Any] | None = None,
         *,
         project: str | None = None,
+        sticky: StickyDocs | None = None,
     ) -> Decision:
         """Decide one flag for one subject: synchronous, no I/O, from the snapshot in
         force. Its record is queued to the decision actor (``decision_records`` mode);
-        use ``adecide`` when the record must be durable before you act on it."""
+        use ``adecide`` when the record must be durable before you act on it.
+
+        Sticky experiments read the subject's sticky documents from ``sticky`` if given,
+        else from the engine's cache (see ``load_sticky_buckets``); a new assignment is
+        cached and written behind."""
         # The hot path: every attribute read here is precomputed, and latency is timed on
         # one decision in LATENCY_SAMPLE (quantiles of a uniform sample are unbiased; two
         # clock reads per decision would cost a tenth of the decision).
@@ -242,7 +253,9 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
         else:
             project_id = snapshot.project_ids.get(project, "")
         self.decisions_made = n = self.decisions_made + 1
-        if n % LATENCY_SAMPLE:
+        if project_id in snapshot.sticky_projects:
+            decision = self._decide_sticky(snapshot, project_id, flag, subject, attributes, sticky)
+        elif n % LATENCY_SAMPLE:
             decision = self._decide_one(snapshot, project_id, flag, subject, attributes)
         else:
             started = perf_counter()
@@ -267,6 +280,87 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
         subject out must not enter it into an experiment's data."""
         return decide_core(self._snapshot, project_id, flag, subject, attributes)
 
+    def _decide_sticky(
+        self,
+        snapshot: Snapshot,
+        project_id: str,
+        flag: str,
+        subject: str,
+        attributes: Mapping[str, Any] | None,
+        sticky: StickyDocs | None,
+    ) -> Decision:
+        """Decide in a project with sticky experiments: past the decision cache (an outcome
+        depends on the subject's documents too), from ``sticky`` or the engine's cache; a
+        new assignment is cached and written behind."""
+        started = perf_counter()
+        docs = self.sticky_buckets.view(project_id) if sticky is None else sticky
+        decision = decide_core(snapshot, project_id, flag, subject, attributes, sticky=docs)
+        if decision.sticky_bucket is not None:
+            self.sticky_buckets.note(project_id, decision.sticky_bucket)
+        self._decide_latency.observe(perf_counter() - started)
+        return decision
+
+    def sticky_keys(
+        self, project_id: str, subject: str, attributes: Mapping[str, Any] | None
+    ) -> list[tuple[str, str]]:
+        """The (attribute, value) pairs whose sticky documents deciding this subject in
+        this project may read."""
+        names = self._sticky_attributes.get(project_id)
+        if not names:
+            return []
+        # As decide reads them: an id among the attributes is kept as given.
+        attrs = (
+            attributes
+            if attributes is not None and "id" in attributes
+            else {**(attributes or {}), "id": subject}
+        )
+        keys = []
+        for name in names:
+            value = hash_value(attrs, name, None)
+            if value:
+                keys.append((name, value))
+        return keys
+
+    async def load_sticky_buckets(
+        self,
+        subjects: Sequence[tuple[str, Mapping[str, Any] | None]],
+        *,
+        project: str | None = None,
+    ) -> None:
+        """Read the sticky documents of these (subject, attributes) pairs that are not
+        cached yet, in one batch, so the synchronous ``decide`` finds them. Call it once per
+        request (or user session) before deciding, where an ``await`` is cheap."""
+        project_id = self.project_id(project)
+        keys = [k for s, a in subjects for k in self.sticky_keys(project_id, s, a)]
+        await self.sticky_buckets.load(project_id, keys)
+
+    async def _adecide_sticky(
+        self,
+        snapshot: Snapshot,
+        project_id: str,
+        requests: Sequence[tuple[str, str, Mapping[str, Any] | None]],
+    ) -> list[Decision]:
+        """The durable path: documents read first (cache misses, one batch), decisions
+        made, new assignments stored before returning; a subject another process assigned
+        meanwhile is decided again from the stored document (the first write wins)."""
+        keys = [k for _, s, a in requests for k in self.sticky_keys(project_id, s, a)]
+        await self.sticky_buckets.load(project_id, keys)
+        docs = self.sticky_buckets.view(project_id)
+        decisions = [
+            decide_core(snapshot, project_id, f, s, a, sticky=docs) for f, s, a in requests
+        ]
+        writes = [d.sticky_bucket for d in decisions if d.sticky_bucket is not None]
+        if not writes:
+            return decisions
+        stored = await self.sticky_buckets.persist(project_id, writes)
+        out = []
+        for (f, s, a), d in zip(requests, decisions, strict=True):
+            w = d.sticky_bucket
+            if w is not None and stored.get((w.attribute, w.value), {}).get(w.key) != w.variant:
+                d = decide_core(snapshot, project_id, f, s, a, sticky=docs)
+            out.append(d)
+        return out
+
     def decide_all(
         self,
         subject: str,
@@ -276,9 +370,17 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
     ) -> list[Decision]:
         """Every flag of the project for one subject (synchronous, like ``decide``)."""
         started = perf_counter()
-        decisions = self.decision_cache.get_or_decide_all(
-            self._snapshot, self.project_id(project), subject, attributes
-        )
+        project_id = self.project_id(project)
+        snapshot = self._snapshot
+        if project_id in snapshot.sticky_projects:
+            decisions = [
+                self._decide_sticky(snapshot, project_id, key, subject, attributes, None)
+                for key in snapshot.project_flags.get(project_id, {})
+            ]
+        else:
+            decisions = self.decision_cache.get_or_decide_all(
+                snapshot, project_id, subject, attributes
+            )
         self._decide_latency.observe(perf_counter() - started)
         self.decisions_made += len(decisions)
         self._queue_records(decisions)
@@ -296,9 +398,16 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
         """``decide``, returning only once the record is durable where it must be: every
         ``experiment_assigned`` decision, and every decision in ``sync`` mode."""
         started = perf_counter()
-        decision = self.decision_cache.get_or_decide(
-            self._snapshot, self.project_id(project), flag, subject, attributes
-        )
+        snapshot = self._snapshot
+        project_id = self.project_id(project)
+        if project_id in snapshot.sticky_projects:
+            [decision] = await self._adecide_sticky(
+                snapshot, project_id, [(flag, subject, attributes)]
+            )
+        else:
+            decision = self.decision_cache.get_or_decide(
+                snapshot, project_id, flag, subject, attributes
+            )
         self._decide_latency.observe(perf_counter() - started)
         self.decisions_made += 1
         await self.record_decisions([decision])
@@ -313,8 +422,11 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
         ``adecide`` does, written in one batch."""
         started = perf_counter()
         snapshot = self._snapshot
-        get = self.decision_cache.get_or_decide
-        decisions = [get(snapshot, project_id, f, s, a) for f, s, a in requests]
+        if project_id in snapshot.sticky_projects:
+            decisions = await self._adecide_sticky(snapshot, project_id, requests)
+        else:
+            get = self.decision_cache.get_or_decide
+            decisions = [get(snapshot, project_id, f, s, a) for f, s, a in requests]
         if decisions:
             per = (perf_counter() - started) / len(decisions)
             for _ in decisions:
@@ -356,7 +468,7 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
         snapshot = self._snapshot
         by_project: dict[str, list[Exposure]] = {}
         for d in decisions:
-            if d.reason is not Reason.EXPERIMENT_ASSIGNED or d.experiment is None:
+            if not d.in_experiment or d.experiment is None:
                 continue
             experiment = snapshot.experiments.get((d.project_id, d.experiment))
             if experiment is None or not experiment.log_exposures_on_assignment:
@@ -420,6 +532,14 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
         return snapshot
 
     def _publish(self, snapshot: Snapshot) -> None:
+        sticky: dict[str, set[str]] = {}
+        for (project_id, _), e in snapshot.compiled_experiments.items():
+            if e.sticky:
+                names = sticky.setdefault(project_id, set())
+                names.add(e.hash_attribute)
+                if e.fallback_attribute is not None:
+                    names.add(e.fallback_attribute)
+        self._sticky_attributes = {p: tuple(sorted(n)) for p, n in sticky.items()}
         self._snapshot = snapshot
         self._logs_exposures = any(
             e.log_exposures_on_assignment for e in snapshot.experiments.values()
@@ -464,6 +584,7 @@ async def open_engine(
     async with store_factory() as store:
         engine = Engine(config, store, plugins)
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(engine.sticky_buckets.run)
             for mailbox in engine.mailboxes:
                 await nursery.start(
                     _run_actor,
@@ -476,6 +597,7 @@ async def open_engine(
             finally:
                 for mailbox in engine.mailboxes:
                     await mailbox.send_channel.aclose()
+                engine.sticky_buckets.close()
 
 
 async def _run_actor(

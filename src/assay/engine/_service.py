@@ -1,5 +1,5 @@
-"""Configuration service: every change to projects, flags, experiments, layers, metrics and
-keys goes through here, so validation, access control, revisions and the audit log are
+"""Configuration service: every change to projects, flags, experiments, layers, metrics,
+segments and keys goes through here, so validation, access control, revisions and the audit log are
 applied the same way whether the change comes from HTTP, the CLI or Python.
 
 Each write runs in one store transaction: the object and its audit entry commit together
@@ -46,11 +46,19 @@ from assay.engine._model import (
     Project,
     ProjectSpec,
     Role,
+    Segment,
+    SegmentSpec,
     Transition,
 )
 from assay.engine._pagination import Page, check_limit, decode_cursor, encode_cursor
 from assay.engine._ports import KIND_NAMES, Store, StoreTransaction
-from assay.engine._validation import validate_experiment, validate_flag, validate_metric
+from assay.engine._segments import segment_users, validate_segment
+from assay.engine._validation import (
+    flag_references,
+    validate_experiment,
+    validate_flag,
+    validate_metric,
+)
 
 GuardrailCheck = Callable[[StoreTransaction, Experiment], Awaitable[None]]
 """Save-time check of an experiment's guardrails (``_guardrails.GuardrailValidator``)."""
@@ -75,21 +83,23 @@ KEY_OUTAGE_SECONDS = 3600.0
 accepted as it was then (see ``ConfigService.authenticate``)."""
 _KEY_CACHE_SIZE = 10_000
 
-Scoped = Flag | Experiment | Layer | Metric
-SpecT = TypeVar("SpecT", FlagSpec, ExperimentSpec, LayerSpec, MetricSpec)
-ScopedT = TypeVar("ScopedT", Flag, Experiment, Layer, Metric)
+Scoped = Flag | Experiment | Layer | Metric | Segment
+SpecT = TypeVar("SpecT", FlagSpec, ExperimentSpec, LayerSpec, MetricSpec, SegmentSpec)
+ScopedT = TypeVar("ScopedT", Flag, Experiment, Layer, Metric, Segment)
 
 _SPEC_OF: dict[type[Scoped], type[msgspec.Struct]] = {
     Flag: FlagSpec,
     Experiment: ExperimentSpec,
     Layer: LayerSpec,
     Metric: MetricSpec,
+    Segment: SegmentSpec,
 }
 _RESOURCE_OF: dict[type[Scoped], Resource] = {
     Flag: Resource.FLAG,
     Experiment: Resource.EXPERIMENT,
     Layer: Resource.LAYER,
     Metric: Resource.METRIC,
+    Segment: Resource.SEGMENT,
 }
 # Experiment fields that decide who gets which variant; changing them after start would
 # silently move subjects between variants, so they are frozen once an experiment runs.
@@ -99,7 +109,9 @@ _ASSIGNMENT_FIELDS = (
     "hash_version",
     "hash_attribute",
     "fallback_attribute",
+    "fallback_sticky_only",
     "layer",
+    "ranges",
 )
 
 
@@ -130,6 +142,12 @@ def _builtins(obj: msgspec.Struct | None) -> Any:
 
 def _spec_fields(kind: type[msgspec.Struct]) -> tuple[str, ...]:
     return kind.__struct_fields__
+
+
+def has_passthrough(experiment: Experiment) -> bool:
+    """A holdout in GrowthBook's form: an experiment with a passthrough variant, which
+    lets the flag go on to its next rule, so it may run beside the flag's experiment."""
+    return any(v.passthrough for v in experiment.variants)
 
 
 class ConfigService:
@@ -377,7 +395,7 @@ class ConfigService:
                 raise Conflict(
                     f"{KIND_NAMES[kind]} {obj.key!r} already exists", code="already_exists"
                 )
-            await self._validate(tx, obj)
+            await self._validate(tx, obj, None)
             await tx.insert(obj)
             await self._audit(tx, principal, f"{KIND_NAMES[kind]}.create", obj, None, obj)
         await self._changed()
@@ -409,7 +427,7 @@ class ConfigService:
             )
             if isinstance(current, Experiment) and isinstance(updated, Experiment):
                 _check_experiment_edit(current, updated)
-            await self._validate(tx, updated)
+            await self._validate(tx, updated, current)
             await tx.update(updated, expected_revision=current.revision)
             await self._audit(
                 tx, principal, f"{KIND_NAMES[kind]}.update", updated, current, updated
@@ -645,7 +663,7 @@ class ConfigService:
             raise NotFound(f"{KIND_NAMES[kind]} {key!r} not found")
         return obj
 
-    async def _validate(self, tx: StoreTransaction, obj: Scoped) -> None:
+    async def _validate(self, tx: StoreTransaction, obj: Scoped, previous: Scoped | None) -> None:
         match obj:
             case Flag():
                 await validate_flag(tx, obj, self._validate_condition)
@@ -655,19 +673,27 @@ class ConfigService:
             case Metric():
                 self._validate_metric(obj)
                 await validate_metric(tx, obj)
+            case Segment():
+                assert previous is None or isinstance(previous, Segment)
+                await validate_segment(tx, obj, self._validate_condition, previous)
             case Layer():
                 pass
 
     async def _check_can_run(self, tx: StoreTransaction, experiment: Experiment) -> None:
-        """At most one running experiment per flag; no overlapping layer ranges."""
+        """At most one running experiment per flag (holdouts in GrowthBook's form, with a
+        passthrough variant, aside); no overlapping layer ranges."""
         experiments = {e.key: e for e in await _all(tx, Experiment, experiment.project_id)}
         for flag in await _all(tx, Flag, experiment.project_id):
             refs = {r.experiment for r in flag.rules if isinstance(r, ExperimentRule)}
-            if experiment.key not in refs:
+            if experiment.key not in refs or has_passthrough(experiment):
                 continue
             for other in refs - {experiment.key}:
                 o = experiments.get(other)
-                if o is not None and o.status is ExperimentStatus.RUNNING:
+                if (
+                    o is not None
+                    and o.status is ExperimentStatus.RUNNING
+                    and not has_passthrough(o)
+                ):
                     raise Conflict(
                         f"flag {flag.key!r} already has a running experiment {other!r}",
                         code="flag_has_running_experiment",
@@ -696,7 +722,7 @@ class ConfigService:
             users = [
                 f"flag {f.key}"
                 for f in await _all(tx, Flag, obj.project_id)
-                if any(pr.flag == obj.key for pr in f.prerequisites)
+                if obj.key in flag_references(f) and f.key != obj.key
             ]
         elif isinstance(obj, Experiment):
             users = [
@@ -730,6 +756,13 @@ class ConfigService:
                 for m in await _all(tx, Metric, obj.project_id)
                 if obj.key in (m.numerator, m.denominator)
             ]
+        elif isinstance(obj, Segment):
+            users = segment_users(
+                obj,
+                await _all(tx, Flag, obj.project_id),
+                await _all(tx, Experiment, obj.project_id),
+                await _all(tx, Segment, obj.project_id),
+            )
         if users:
             raise Conflict(
                 f"{KIND_NAMES[type(obj)]} {obj.key!r} is used by {', '.join(users)}",
@@ -847,6 +880,14 @@ def _revalidate(spec: StructT) -> StructT:
 
 
 def _check_experiment_edit(current: Experiment, updated: Experiment) -> None:
+    for field in ("bucket_version", "min_bucket_version"):
+        # Going back would hand subjects assignments they were moved away from.
+        if getattr(updated, field) < getattr(current, field):
+            raise Conflict(
+                f"{field} cannot go down ({getattr(current, field)} -> {getattr(updated, field)})",
+                code="bucket_version_decreased",
+                details={"field": field},
+            )
     if current.status is ExperimentStatus.DRAFT:
         return
     if current.status not in (ExperimentStatus.RUNNING, ExperimentStatus.PAUSED):
@@ -855,9 +896,20 @@ def _check_experiment_edit(current: Experiment, updated: Experiment) -> None:
             code="experiment_locked",
         )
     changed = [f for f in _ASSIGNMENT_FIELDS if getattr(current, f) != getattr(updated, f)]
+    if "variants" in changed and updated.sticky_bucketing and _same_but_weights(current, updated):
+        # Sticky bucketing keeps those already assigned where they are: new weights only
+        # shape where newcomers go.
+        changed.remove("variants")
     if changed:
         raise Conflict(
             "these fields decide assignment and cannot change after start: " + ", ".join(changed),
             code="experiment_locked",
             details={"fields": changed},
         )
+
+
+def _same_but_weights(current: Experiment, updated: Experiment) -> bool:
+    def strip(e: Experiment) -> list[tuple[str, Any, str]]:
+        return [(v.key, msgspec.to_builtins(v.value), v.name) for v in e.variants]
+
+    return strip(current) == strip(updated)

@@ -3,10 +3,12 @@ bad configuration is a 422 when it is written, never a surprise when it is evalu
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from assay.engine._core._snapshot import forced_key
 from assay.engine._errors import ValidationFailed
 from assay.engine._model import (
     Experiment,
@@ -14,11 +16,13 @@ from assay.engine._model import (
     Flag,
     FlagType,
     ForceRule,
+    HashFilter,
     Layer,
     Metric,
     RolloutRule,
 )
 from assay.engine._ports import StoreTransaction
+from assay.engine._segments import check_segment_references
 
 ConditionValidator = Callable[[Mapping[str, Any]], None]
 
@@ -53,11 +57,47 @@ def _check_condition(
         raise
 
 
+def _check_ranges(
+    ranges: Sequence[tuple[float, float]], where: str, *, disjoint: bool = False
+) -> None:
+    for j, (start, end) in enumerate(ranges):
+        if start > end:
+            raise _invalid(
+                f"range [{start}, {end}) starts after it ends",
+                "invalid_range",
+                field=f"{where}[{j}]",
+            )
+    if disjoint:
+        ordered = sorted((r for r in ranges if r[0] < r[1]), key=lambda r: r[0])
+        for (_, end), (start, _) in itertools.pairwise(ordered):
+            if start < end:
+                raise _invalid(
+                    "bucket ranges overlap: a subject would be in two variants",
+                    "overlapping_ranges",
+                    field=where,
+                )
+
+
+def _check_filters(filters: Sequence[HashFilter], where: str) -> None:
+    # Any non-empty attribute name is one (assay keeps no attribute schema, and GrowthBook
+    # hashes whatever the name says), so only the ranges are checked.
+    for j, f in enumerate(filters):
+        _check_ranges(f.ranges, f"{where}[{j}].ranges")
+
+
+def flag_references(flag: Flag) -> set[str]:
+    """The flags ``flag``'s outcome reads: its prerequisites and its rules' parents."""
+    refs = {p.flag for p in flag.prerequisites}
+    for rule in flag.rules:
+        refs.update(pc.flag for pc in rule.parent_conditions)
+    return refs
+
+
 async def validate_flag(tx: StoreTransaction, flag: Flag, validate: ConditionValidator) -> None:
     check_value(flag.type, flag.default_value, "default_value")
+    if flag.key in flag_references(flag):
+        raise _invalid("a flag cannot be its own prerequisite", "prerequisite_cycle")
     for i, pre in enumerate(flag.prerequisites):
-        if pre.flag == flag.key:
-            raise _invalid("a flag cannot be its own prerequisite", "prerequisite_cycle")
         if await tx.get(Flag, flag.project_id, pre.flag) is None:
             raise _invalid(
                 f"prerequisite flag {pre.flag!r} does not exist",
@@ -72,10 +112,19 @@ async def validate_flag(tx: StoreTransaction, flag: Flag, validate: ConditionVal
             if rule.id in rule_ids:
                 raise _invalid(f"duplicate rule id {rule.id!r}", "duplicate_rule_id", field=where)
             rule_ids.add(rule.id)
+        # A parent that does not exist reads null (GrowthBook's rule), so it is allowed.
+        for j, pc in enumerate(rule.parent_conditions):
+            _check_condition(pc.condition, f"{where}.parent_conditions[{j}].condition", validate)
         match rule:
             case ForceRule() | RolloutRule():
                 check_value(flag.type, rule.value, f"{where}.value")
                 _check_condition(rule.condition, f"{where}.condition", validate)
+                _check_filters(rule.filters, f"{where}.filters")
+                if isinstance(rule, RolloutRule) and rule.range is not None:
+                    _check_ranges([rule.range], f"{where}.range")
+                await check_segment_references(
+                    tx, flag.project_id, rule.condition, f"{where}.condition"
+                )
             case ExperimentRule():
                 experiment = await tx.get(Experiment, flag.project_id, rule.experiment)
                 if experiment is None:
@@ -89,9 +138,11 @@ async def validate_flag(tx: StoreTransaction, flag: Flag, validate: ConditionVal
 
 
 async def _check_prerequisite_cycle(tx: StoreTransaction, flag: Flag) -> None:
-    """Walk prerequisites from ``flag``; reaching it again is a cycle decide could not end."""
+    """Walk prerequisites and parent conditions from ``flag``; reaching it again is a
+    cycle (decide would end it as GrowthBook does, with no value, but one made here is a
+    mistake)."""
     seen: set[str] = set()
-    stack = [p.flag for p in flag.prerequisites]
+    stack = list(flag_references(flag))
     while stack:
         key = stack.pop()
         if key == flag.key:
@@ -101,7 +152,7 @@ async def _check_prerequisite_cycle(tx: StoreTransaction, flag: Flag) -> None:
         seen.add(key)
         other = await tx.get(Flag, flag.project_id, key)
         if other is not None:
-            stack.extend(p.flag for p in other.prerequisites)
+            stack.extend(flag_references(other))
 
 
 MAX_WEIGHT = 1e6
@@ -125,6 +176,30 @@ async def validate_experiment(
     if experiment.variants and sum(v.weight for v in experiment.variants) <= 0:
         raise _invalid("variant weights must not all be zero", "invalid_weights", field="variants")
     _check_condition(experiment.condition, "condition", validate)
+    if experiment.ranges is not None:
+        if len(experiment.ranges) != len(experiment.variants):
+            raise _invalid(
+                "explicit ranges need one range per variant", "invalid_range", field="ranges"
+            )
+        _check_ranges(experiment.ranges, "ranges", disjoint=True)
+    _check_filters(experiment.filters, "filters")
+    forced: dict[tuple[str, tuple[int, Any] | None], str] = {}
+    for i, fv in enumerate(experiment.forced_variations):
+        if fv.variant not in keys:
+            raise _invalid(
+                f"forced variant {fv.variant!r} is not a variant of the experiment",
+                "unknown_reference",
+                field=f"forced_variations[{i}].variant",
+            )
+        for value in fv.values:
+            previous = forced.setdefault((fv.attribute, forced_key(value)), fv.variant)
+            if previous != fv.variant:
+                raise _invalid(
+                    f"{fv.attribute} {value!r} is forced into both {previous!r} and {fv.variant!r}",
+                    "duplicate_forced_value",
+                    field=f"forced_variations[{i}].values",
+                )
+    await check_segment_references(tx, experiment.project_id, experiment.condition, "condition")
     if experiment.layer is not None:
         if experiment.layer.start >= experiment.layer.end:
             raise _invalid("layer range start must be below end", "invalid_range", field="layer")
@@ -134,6 +209,12 @@ async def validate_experiment(
                 "unknown_reference",
                 field="layer.layer",
             )
+    if experiment.min_bucket_version > experiment.bucket_version:
+        raise _invalid(
+            "min_bucket_version above bucket_version would keep everyone out",
+            "invalid_bucket_version",
+            field="min_bucket_version",
+        )
     limit = experiment.participation_limit
     if limit is not None and not 1 <= limit <= MAX_PARTICIPATION_LIMIT:
         raise _invalid(

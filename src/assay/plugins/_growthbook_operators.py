@@ -233,17 +233,24 @@ def _membership(op: str, *, case_insensitive: bool, negate: bool) -> OperatorFac
 
 
 def _group_membership(op: str, *, negate: bool) -> OperatorFactory:
-    """``$inGroup``/``$notInGroup``: membership in a saved group (a list of ids).
+    """``$inGroup``/``$notInGroup``: membership in a saved group's values.
 
-    An unknown group is an empty list, as in the SDK: a group deleted after the rule was
-    written matches nobody for ``$inGroup`` and everybody for ``$notInGroup``.
+    The group is a list of values, or a typed ``{"type": "list", "values": [...]}`` entry
+    (an assay list segment), tested on the attribute the operator is applied to, as in the
+    SDK. An unknown group is an empty list, as in the SDK: it matches nobody for
+    ``$inGroup`` and everybody for ``$notInGroup``. A group that is not a list (a condition
+    group) matches nobody for either, as in the SDK; saving refuses both cases.
     """
 
     def factory(argument: Any, ctx: CompileContext) -> ValuePredicate:
         if not isinstance(argument, str):
             _refuse(ctx, op, f"takes a saved group id, not {js_type(argument)}")
-        group = ctx.saved_groups.get(argument) if isinstance(argument, str) else None
-        member = _Membership(group if isinstance(group, (list, tuple)) else ())
+        group = ctx.saved_groups.get(argument, ()) if isinstance(argument, str) else None
+        if isinstance(group, Mapping) and group.get("type") == "list":
+            group = group.get("values")
+        if not isinstance(group, (list, tuple)):
+            return _never
+        member = _Membership(group)
         if negate:
 
             def not_in_group(value: Any) -> bool:

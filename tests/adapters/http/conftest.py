@@ -37,6 +37,8 @@ from assay.engine import (
     MetricSpec,
     ProjectSpec,
     Role,
+    Segment,
+    SegmentSpec,
     Transition,
     Variant,
 )
@@ -195,6 +197,13 @@ class World:
         await self.engine.service.create_object(SYSTEM_KEY, Metric, project, MetricSpec(key=key))
         return key
 
+    async def segment(self, project: str) -> str:
+        key = unique("segment")
+        await self.engine.service.create_object(
+            SYSTEM_KEY, Segment, project, SegmentSpec(key=key, values=["u1"])
+        )
+        return key
+
     async def experiment(self, project: str, *transitions: Transition) -> str:
         """A two-variant experiment, taken through ``transitions`` from DRAFT."""
         key = unique("exp")
@@ -241,7 +250,7 @@ class World:
 class Scene:
     """Fills ``{placeholders}`` in a request template with objects made for it, in one
     project: {project}, {archived_project} (the project, archived), {fresh} (an unused
-    key), {flag}, {layer}, {metric}, {draft}, {running}, {paused}, {completed}
+    key), {flag}, {layer}, {metric}, {segment}, {draft}, {running}, {paused}, {completed}
     (experiments in that status) and {key_id} (a VIEWER key of the project)."""
 
     def __init__(self, world: World, project: str) -> None:
@@ -273,6 +282,8 @@ class Scene:
                 return await world.layer(project)
             case "metric":
                 return await world.metric(project)
+            case "segment":
+                return await world.segment(project)
             case "draft":
                 return await world.experiment(project)
             case "running":

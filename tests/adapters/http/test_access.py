@@ -68,6 +68,12 @@ MATRIX: list[tuple[str, str, Any, int, int, int, int, int]] = [
     ("GET", "/api/v1/metrics/{metric}" + P, None, 200, 200, 200, 200, 404),
     ("PATCH", "/api/v1/metrics/{metric}" + P, {"name": "renamed"}, 200, 200, 403, 403, 404),
     ("DELETE", "/api/v1/metrics/{metric}" + P, None, 204, 204, 403, 403, 404),
+    # segments
+    ("GET", "/api/v1/segments" + P, None, 200, 200, 200, 200, 404),
+    ("POST", "/api/v1/segments" + P, {"key": "{fresh}"}, 201, 201, 403, 403, 404),
+    ("GET", "/api/v1/segments/{segment}" + P, None, 200, 200, 200, 200, 404),
+    ("PATCH", "/api/v1/segments/{segment}" + P, {"name": "renamed"}, 200, 200, 403, 403, 404),
+    ("DELETE", "/api/v1/segments/{segment}" + P, None, 204, 204, 403, 403, 404),
     # keys
     ("GET", "/api/v1/keys", None, 200, 404, 404, 404, 404),
     ("POST", "/api/v1/keys", {"role": "VIEWER", "project": "{project}"}, 201, 404, 404, 404, 404),
@@ -195,6 +201,7 @@ async def test_another_projects_resources_are_invisible(world, role: Role) -> No
     experiment = await world.experiment(theirs)
     layer = await world.layer(theirs)
     metric = await world.metric(theirs)
+    segment = await world.segment(theirs)
     their_key, _ = await world.key(Role.VIEWER, theirs)
     before = await world.stored_state()
 
@@ -214,6 +221,7 @@ async def test_another_projects_resources_are_invisible(world, role: Role) -> No
         ("experiments", experiment),
         ("layers", layer),
         ("metrics", metric),
+        ("segments", segment),
     ):
         requests += [
             ("GET", f"/api/v1/{kind}{q}", None),

@@ -71,6 +71,7 @@ async def test_flag_rules_keep_their_order_and_patch_replaces_them(admin, world)
         ("experiments", {"variants": [{"key": "a", "value": 1}]}, {"coverage": 0.25}),
         ("layers", {"name": "checkout"}, {"description": "one at a time"}),
         ("metrics", {"kind": "count"}, {"higher_is_better": False}),
+        ("segments", {"values": ["u1", 2]}, {"values": ["u3"], "attribute": "email"}),
     ],
 )
 async def test_crud_round_trip(admin, world, kind: str, body: dict, patch: dict) -> None:
@@ -86,6 +87,31 @@ async def test_crud_round_trip(admin, world, kind: str, body: dict, patch: dict)
     assert [item["key"] for item in listed.body["items"]] == [key]
     assert (await admin.delete(one)).status == 204
     assert (await admin.get(f"/api/v1/{kind}?project={project}")).body["items"] == []
+
+
+async def test_segment_references_are_checked_when_saved(admin, world) -> None:
+    project = await world.project()
+    flags = f"/api/v1/flags?project={project}"
+    rule = {"type": "force", "condition": {"id": {"$inGroup": "beta"}}, "value": True}
+    before = await world.stored_state()
+    missing = await admin.post(flags, json={"key": "f", "rules": [rule]})
+    assert (missing.status, missing.code) == (422, "segment_not_found")
+    assert missing.body["error"]["details"]["field"] == "rules[0].condition"
+    assert await world.stored_state() == before
+
+    segments = f"/api/v1/segments?project={project}"
+    assert (await admin.post(segments, json={"key": "beta", "values": ["u1"]})).status == 201
+    assert (await admin.post(flags, json={"key": "f", "rules": [rule]})).status == 201
+    in_use = await admin.delete(f"/api/v1/segments/beta?project={project}")
+    assert (in_use.status, in_use.code) == (409, "in_use")
+    assert in_use.body["error"]["details"] == {"used_by": ["flag f"]}
+    bad = await admin.post(segments, json={"key": "c", "type": "condition"})
+    assert (bad.status, bad.code) == (422, "invalid_segment")
+
+    decided = await admin.post(
+        f"/api/v1/decide?project={project}", json={"flag": "f", "subject": "u1"}
+    )
+    assert decided.body["reason"] == "forced", decided.body
 
 
 async def test_a_key_secret_is_shown_once_and_its_hash_never(admin, world) -> None:

@@ -132,3 +132,99 @@ async def test_a_fresh_engine_has_no_nan_metrics(engine, anonymous) -> None:
     # (after this answer, so not in it).
     assert "assay_decide_latency_seconds_count 0.0" in text
     assert "assay_http_request_latency_seconds{" not in text
+
+
+async def test_rule_language_over_http(world: Any) -> None:
+    """Parent conditions and typed ids through the API: saved, refused when they make a
+    cycle, and decided with their reason codes."""
+    project = await world.project()
+    admin = await world.api_as(Role.ADMIN, project)
+    url = f"/api/v1/flags?project={project}"
+    parent = {
+        "key": "parent",
+        "type": "string",
+        "default_value": "off",
+        "rules": [{"type": "force", "condition": {"id": {"$in": [123, 456]}}, "value": "on"}],
+    }
+    child = {
+        "key": "child",
+        "type": "string",
+        "default_value": "default",
+        "rules": [
+            {
+                "type": "force",
+                "value": "child-on",
+                "parent_conditions": [
+                    {"flag": "parent", "condition": {"value": "on"}, "gate": True}
+                ],
+            }
+        ],
+    }
+    assert (await admin.post(url, json=parent)).status == 201
+    assert (await admin.post(url, json=child)).status == 201
+    loop = {"rules": [{"type": "force", "value": "x", "parent_conditions": [
+        {"flag": "child", "condition": {}}
+    ]}]}  # fmt: skip
+    refused = await admin.patch(f"/api/v1/flags/parent?project={project}", json=loop)
+    assert (refused.status, refused.code) == (422, "prerequisite_cycle")
+    await world.engine.refresh()
+
+    sdk = await world.api_as(Role.SDK, project)
+
+    async def decide(attributes: dict[str, Any]) -> dict[str, Any]:
+        answer = await sdk.post(
+            "/api/v1/decide", json={"flag": "child", "subject": "123", "attributes": attributes}
+        )
+        assert answer.status == 200, answer.body
+        return dict(answer.body)
+
+    # The id keeps its JSON type: 123 is listed, "123" (the subject string) is not.
+    on = await decide({"id": 123})
+    assert (on["value"], on["reason"]) == ("child-on", "forced")
+    gated = await decide({})
+    assert (gated["value"], gated["reason"]) == (None, "prerequisite_gate")
+    # A numeric subject is the id as a number.
+    answer = await sdk.post("/api/v1/decide", json={"flag": "child", "subject": 456})
+    assert (answer.status, answer.body["value"], answer.body["subject"]) == (200, "child-on", "456")
+    batch = await sdk.post(
+        "/api/v1/decide/batch",
+        json={"requests": [{"flag": "child", "subject": s} for s in (123, "123")]},
+    )
+    assert [d["reason"] for d in batch.body["decisions"]] == ["forced", "prerequisite_gate"]
+
+
+async def test_sticky_assignments_are_stored_before_the_answer_and_kept(world: Any) -> None:
+    project, flag = await scene(world)
+    experiment = (
+        world.engine.snapshot.flags[(world.engine.project_id(project), flag)].rules[0].experiment
+    )
+    admin = await world.api_as(Role.ADMIN, project)
+    one = f"/api/v1/experiments/{experiment}?project={project}"
+    assert (await admin.patch(one, json={"sticky_bucketing": True})).status == 200
+    await world.engine.refresh()
+    sdk = await world.api_as(Role.SDK, project)
+    requests = [{"flag": flag, "subject": f"u{i}"} for i in range(30)]
+    first = await sdk.post("/api/v1/decide/batch", json={"requests": requests})
+    assert first.status == 200, first.body
+    variants = [d["variant"] for d in first.body["decisions"]]
+    assert {d["reason"] for d in first.body["decisions"]} == {"experiment_assigned"}
+    assert all(d["sticky_bucket"]["key"] == f"{experiment}__0" for d in first.body["decisions"])
+
+    # Everyone new to the treatment now; those assigned keep their variant.
+    moved = [
+        {"key": "control", "value": False, "weight": 0},
+        {"key": "treatment", "value": True, "weight": 1},
+    ]
+    patched = await admin.patch(one, json={"variants": moved, "bucket_version": 0})
+    assert patched.status == 200, patched.body
+    await world.engine.refresh()
+    again = await sdk.post("/api/v1/decide/batch", json={"requests": requests})
+    assert [d["variant"] for d in again.body["decisions"]] == variants
+    assert {d["reason"] for d in again.body["decisions"]} == {"sticky_bucket"}
+    single = await sdk.post("/api/v1/decide", json={"flag": flag, "subject": "u0"})
+    assert (single.body["variant"], single.body["reason"]) == (variants[0], "sticky_bucket")
+
+    down = await admin.patch(one, json={"bucket_version": 2})
+    assert down.status == 200
+    refused = await admin.patch(one, json={"bucket_version": 1})
+    assert (refused.status, refused.code) == (409, "bucket_version_decreased")

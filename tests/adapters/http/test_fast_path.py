@@ -48,7 +48,7 @@ async def test_the_fast_path_answers_exactly_as_the_app(world: Any) -> None:
         ("malformed", "/api/v1/decide", sdk, b'{"flag": '),
         ("empty", "/api/v1/decide", sdk, b""),
         ("unknown field", "/api/v1/decide", sdk, msgspec.json.encode({**good, "x": 1})),
-        ("wrong type", "/api/v1/decide", sdk, b'{"flag": "f", "subject": 5}'),
+        ("wrong type", "/api/v1/decide", sdk, b'{"flag": "f", "subject": true}'),
         ("oversize", "/api/v1/decide", sdk, msgspec.json.encode(good) + b" " * limit),
         ("no key", "/api/v1/decide", None, msgspec.json.encode(good)),
         ("bad key", "/api/v1/decide", "assay_nope", msgspec.json.encode(good)),

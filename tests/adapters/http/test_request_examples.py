@@ -33,6 +33,8 @@ ORDER = [
     "updateLayer",
     "createMetric",
     "updateMetric",
+    "createSegment",
+    "updateSegment",
     "createExperiment",
     "updateExperiment",
     "createFlag",
@@ -54,6 +56,7 @@ ORDER = [
     "deleteExperiment",
     "deleteLayer",
     "deleteMetric",
+    "deleteSegment",
     "createKey",
     "revokeKey",
     "archiveProject",
@@ -69,6 +72,7 @@ PATH_KEYS = {
     "metrics": "purchase",
     "experiments": "checkout-button",
     "flags": "checkout-color",
+    "segments": "beta-testers",
 }
 OVERRIDES = {
     "completeExperiment": "other-experiment",

@@ -37,8 +37,10 @@ from assay.engine._model import (
     ExperimentStatus,
     Flag,
     FlagType,
+    ForcedVariation,
     ForceRule,
     LayerRange,
+    ParentCondition,
     Prerequisite,
     Project,
     RolloutRule,
@@ -706,13 +708,25 @@ def test_non_ascii_subject_ids_bucket_over_utf16_units(subject: str) -> None:
     assert (d.variant, d.hash_value, d.subject) == (e.variants[index].key, subject, subject)
 
 
-def test_subject_argument_is_the_id_and_attributes_are_not_mutated() -> None:
+def test_subject_is_the_id_unless_the_attributes_carry_one_and_they_are_not_mutated() -> None:
     snap = make_snapshot([make_flag("f", [ForceRule(condition={"id": "alice"}, value="is-alice")])])
-    attrs = {"id": "mallory", "plan": "pro"}
-    d = decide(snap, PID, "f", "alice", attrs)
-    assert d.value == "is-alice"
-    assert attrs == {"id": "mallory", "plan": "pro"}
+    attrs = {"plan": "pro"}
+    assert decide(snap, PID, "f", "alice", attrs).value == "is-alice"
+    assert attrs == {"plan": "pro"}
     assert decide(snap, PID, "f", "bob", None).reason is Reason.DEFAULT
+    # An id among the attributes is kept as given, not overwritten by the subject string.
+    with_id = {"id": "mallory", "plan": "pro"}
+    assert decide(snap, PID, "f", "alice", with_id).reason is Reason.DEFAULT
+    assert with_id == {"id": "mallory", "plan": "pro"}
+
+
+def test_a_numeric_id_keeps_its_type_as_in_growthbook() -> None:
+    snap = make_snapshot(
+        [make_flag("f", [ForceRule(condition={"id": {"$in": [123, 456]}}, value="listed")])]
+    )
+    assert decide(snap, PID, "f", "123", {"id": 123}).value == "listed"
+    assert decide(snap, PID, "f", "123", {"id": "123"}).reason is Reason.DEFAULT
+    assert decide(snap, PID, "f", "123", None).reason is Reason.DEFAULT
 
 
 # --- compile errors, decide_all, the decision object -----------------------------------
@@ -785,8 +799,23 @@ def test_every_reason_code_is_reached_by_a_decision() -> None:
         make_experiment("layered", layer=LayerRange(layer="L", start=0.0, end=0.0)),
         make_experiment("novar", ()),
         make_experiment("nobody", coverage=0.0),
+        make_experiment(
+            "pinned", forced_variations=[ForcedVariation(variant="treatment", values=["u"])]
+        ),
+        msgspec.structs.replace(
+            make_experiment("through"),
+            variants=[Variant(key="a", value="a", passthrough=True), Variant(key="b", value="b")],
+            ranges=[(0.0, 1.0), (1.0, 1.0)],
+        ),
+        make_experiment("stuck", sticky_bucketing=True),
+        make_experiment("blocked", sticky_bucketing=True, bucket_version=1, min_bucket_version=1),
     ]
+    docs = {("id", "u"): {"stuck__0": "control", "blocked__0": "control"}}
+    never = ParentCondition(flag="plain", condition={"value": "nope"}, gate=True)
+    loop = ParentCondition(flag="cycle", condition={})
     flags = [
+        make_flag("gate", [ForceRule(value=1, parent_conditions=[never])]),
+        make_flag("cycle", [ForceRule(value=1, parent_conditions=[loop])]),
         make_flag("off", enabled=False),
         gated("ghost"),
         make_flag("forced", [ForceRule(value=1)]),
@@ -799,7 +828,7 @@ def test_every_reason_code_is_reached_by_a_decision() -> None:
         make_flag("x-ghost", [ExperimentRule(experiment="ghost-exp")]),
     ]
     snap = make_snapshot(flags, experiments)
-    decisions = [decide(snap, PID, f.key, "u", {}) for f in flags]
+    decisions = [decide(snap, PID, f.key, "u", {}, sticky=docs) for f in flags]
     decisions.append(decide(snap, PID, "missing", "u", {}))
     seen = {d.reason for d in decisions} | {d.experiment_reason for d in decisions}
     assert seen - {None} == set(Reason)
@@ -807,7 +836,8 @@ def test_every_reason_code_is_reached_by_a_decision() -> None:
         "flag_not_found", "flag_off", "prerequisite_failed", "forced", "rollout",
         "no_active_experiment", "experiment_not_running", "targeting_mismatch",
         "participation_limit", "layer_conflict", "outside_traffic_allocation", "no_variants",
-        "experiment_assigned", "rolled_back", "default",
+        "experiment_assigned", "rolled_back", "default", "forced_variation", "passthrough",
+        "prerequisite_gate", "prerequisite_cycle", "sticky_bucket", "sticky_bucket_blocked",
     ]  # fmt: skip
 
 

@@ -179,6 +179,8 @@ def _type(schema: dict[str, Any]) -> str:
         if combinator in schema:
             return " | ".join(_type(s) for s in schema[combinator])
     kind = schema.get("type")
+    if kind == "array" and "prefixItems" in schema:  # a tuple, e.g. a [start, end] range
+        return "[" + ", ".join(_type(s) for s in schema["prefixItems"]) + "]"
     if kind == "array":
         return f"array of {_type(schema.get('items', {}))}"
     label = escape(" | ".join(kind) if isinstance(kind, list) else str(kind or "any JSON"))

@@ -55,6 +55,8 @@ TAG_DESCRIPTIONS = {
     "COMPLETED -> ARCHIVED, and ROLLED_BACK from RUNNING or PAUSED.",
     "layers": "Namespaces in which experiments are mutually exclusive.",
     "metrics": "What experiments measure.",
+    "segments": "Named audiences (GrowthBook's saved groups): a list of attribute values or "
+    "a condition, used by conditions through `$inGroup`, `$notInGroup` and `$savedGroup`.",
     "keys": "Bearer API keys with a role and an optional project scope.",
     "audit": "Every change: who, when, what, before and after.",
     "guardrails": "Breaches judged with the sequential test, health checks, the actions "

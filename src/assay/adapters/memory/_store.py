@@ -23,9 +23,18 @@ from assay.adapters.memory._guardrails import MemoryGuardrailStore
 from assay.adapters.memory._reports import MemoryReportStore
 from assay.adapters.memory._retention import MemoryRetentionStore
 from assay.adapters.memory._sessions import MemorySessionStore
-from assay.engine._core import Decision
+from assay.engine._core import Decision, StickyAssignment
 from assay.engine._errors import Conflict, NotFound
-from assay.engine._model import ApiKey, AuditEntry, Experiment, Flag, Layer, Metric, Project
+from assay.engine._model import (
+    ApiKey,
+    AuditEntry,
+    Experiment,
+    Flag,
+    Layer,
+    Metric,
+    Project,
+    Segment,
+)
 from assay.engine._ports import KIND_NAMES, ConfigState, ConfigT
 
 if TYPE_CHECKING:
@@ -36,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("assay.adapters.memory")
 
-ConfigObject = Project | Flag | Experiment | Layer | Metric
+ConfigObject = Project | Flag | Experiment | Layer | Metric | Segment
 
 _NaturalKey = tuple[str, str | None, str]
 """(kind name, project id or None for projects, key): unique, like the SQL index."""
@@ -288,6 +297,7 @@ class MemoryStore(
     def __init__(self) -> None:
         self._tables = _Tables()
         self._decisions: dict[str, bytes] = {}
+        self._sticky: dict[tuple[str, str, str], dict[str, str]] = {}
         self._write_lock = trio.Lock()
         self._watchers: list[Callable[[], None]] = []
 
@@ -315,6 +325,28 @@ class MemoryStore(
         for d in decisions:
             self._decisions[d.decision_id] = msgspec.json.encode(d)
 
+    async def load_sticky_buckets(
+        self, project_id: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        await trio.lowlevel.checkpoint()
+        found = {}
+        for attribute, value in keys:
+            doc = self._sticky.get((project_id, attribute, value))
+            if doc is not None:
+                found[(attribute, value)] = dict(doc)
+        return found
+
+    async def save_sticky_buckets(
+        self, project_id: str, assignments: Sequence[StickyAssignment]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        await trio.lowlevel.checkpoint()
+        stored: dict[tuple[str, str], dict[str, str]] = {}
+        for a in assignments:
+            doc = self._sticky.setdefault((project_id, a.attribute, a.value), {})
+            doc.setdefault(a.key, a.variant)  # the first assignment of a key wins
+            stored[(a.attribute, a.value)] = dict(doc)
+        return stored
+
     async def get_decision(self, decision_id: str) -> Decision | None:
         await trio.lowlevel.checkpoint()
         raw = self._decisions.get(decision_id)
@@ -328,6 +360,7 @@ class MemoryStore(
             experiments=self._decode_all(Experiment),
             layers=self._decode_all(Layer),
             metrics=self._decode_all(Metric),
+            segments=self._decode_all(Segment),
         )
 
     def _decode_all(self, kind: type[ConfigT]) -> list[ConfigT]:

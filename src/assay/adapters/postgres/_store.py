@@ -24,6 +24,7 @@ from assay.adapters.postgres._migrations import CONNECT_ERRORS, aio_migrate, unr
 from assay.adapters.postgres._reports import PostgresReportStore
 from assay.adapters.postgres._retention import PostgresRetentionStore
 from assay.adapters.postgres._sessions import PostgresSessionStore
+from assay.adapters.postgres._sticky import aio_load_sticky, aio_save_sticky
 from assay.engine._errors import Conflict, NotFound
 from assay.engine._model import (
     ApiKey,
@@ -34,6 +35,7 @@ from assay.engine._model import (
     Metric,
     Project,
     Role,
+    Segment,
 )
 from assay.engine._ports import KIND_NAMES, ConfigState, ConfigT
 
@@ -41,12 +43,12 @@ if TYPE_CHECKING:
     import builtins
     from collections.abc import AsyncIterator, Callable, Sequence
 
-    from assay.engine._core import Decision
+    from assay.engine._core import Decision, StickyAssignment
     from assay.engine._ports import Store, StoreTransaction
 
 log = logging.getLogger("assay.adapters.postgres")
 
-ConfigObject = Project | Flag | Experiment | Layer | Metric
+ConfigObject = Project | Flag | Experiment | Layer | Metric | Segment
 
 CONFIG_LOCK_ID = 0x6173_7361_7900
 """Transaction advisory lock taken by every store transaction, so configuration writers are
@@ -548,6 +550,16 @@ class PostgresStore(
     async def get_decision(self, decision_id: str) -> Decision | None:
         return await self._loop.run(aio_get_decision, self._pool, decision_id)
 
+    async def load_sticky_buckets(
+        self, project_id: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        return await self._loop.run(aio_load_sticky, self._pool, project_id, keys)
+
+    async def save_sticky_buckets(
+        self, project_id: str, assignments: Sequence[StickyAssignment]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        return await self._loop.run(aio_save_sticky, self._pool, project_id, assignments)
+
     async def load_config(self) -> ConfigState:
         rows = await self._loop.run(self._pool.fetch, _LOAD)
         grouped: dict[str, list[Any]] = {name: [] for name in KIND_NAMES.values()}
@@ -560,6 +572,7 @@ class PostgresStore(
             experiments=grouped["experiment"],
             layers=grouped["layer"],
             metrics=grouped["metric"],
+            segments=grouped["segment"],
         )
 
     async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None:

@@ -35,6 +35,7 @@ from assay.engine._core._snapshot import (
     SnapshotError,
     compile_snapshot,
 )
+from assay.engine._core._sticky import StickyAssignment, StickyDocs, sticky_bucket_key
 
 __all__ = [
     "EMPTY_SNAPSHOT",
@@ -57,6 +58,8 @@ __all__ = [
     "Reason",
     "Snapshot",
     "SnapshotError",
+    "StickyAssignment",
+    "StickyDocs",
     "ValuePredicate",
     "attribute_digest",
     "choose_variation",
@@ -71,4 +74,5 @@ __all__ = [
     "in_namespace",
     "in_range",
     "new_decision_id",
+    "sticky_bucket_key",
 ]

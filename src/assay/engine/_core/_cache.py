@@ -2,7 +2,8 @@
 
 Entries are keyed by the compiled flag's ``cache_key`` (project, flag key, and the ids and
 revisions of the flag and of everything its outcome depends on: the experiments its rules
-reach, their holdouts and participation-limit predecessors, its prerequisites), the subject
+reach, their holdouts and participation-limit predecessors, the flags its prerequisites and
+parent conditions reach), the subject
 and a digest of the attributes. The snapshot version is deliberately not part of the key:
 a new snapshot that leaves a flag's dependencies alone keeps its cached outcomes, while any
 relevant change gives the flag a new ``cache_key`` and so misses.

@@ -45,6 +45,7 @@ __all__ = [
     "js_truthy",
     "js_type",
     "json_equal",
+    "mentions_saved_groups",
 ]
 
 
@@ -442,23 +443,26 @@ class CompileContext:
     groups, and entry points to compile nested conditions (for ``$not``, ``$elemMatch``,
     ``$all``, ``$size``, ...)."""
 
-    __slots__ = ("_location", "_operators", "saved_groups", "strict")
+    __slots__ = ("_location", "_operators", "_visited", "saved_groups", "strict")
 
     def __init__(
         self,
         operators: Mapping[str, OperatorFactory],
         *,
         strict: bool = True,
-        saved_groups: Mapping[str, Sequence[Any]] | None = None,
+        saved_groups: Mapping[str, Any] | None = None,
     ) -> None:
         self._operators = operators
         self.strict = strict
         """When False, invalid operators and arguments evaluate to false instead of raising."""
-        self.saved_groups: Mapping[str, Sequence[Any]] = (
+        self.saved_groups: Mapping[str, Any] = (
             saved_groups if saved_groups is not None else MappingProxyType({})
         )
-        """Saved groups by id, for ``$inGroup``/``$notInGroup``; fixed for this compilation."""
+        """Saved groups by id, as a GrowthBook payload's ``savedGroups`` holds them (a list
+        of values, or ``{"type": "list"|"condition", ...}``), for ``$inGroup``,
+        ``$notInGroup`` and ``$savedGroup``; fixed for this compilation."""
         self._location: list[str | int] = []
+        self._visited: list[str] = []
 
     @property
     def operators(self) -> Mapping[str, OperatorFactory]:
@@ -517,8 +521,47 @@ class CompileContext:
             # an empty $nor (its negation) fails.
             either = _any_of(subs) if subs else _always_true
             return either if key == "$or" else _negate(either)
+        if key == "$savedGroup":
+            return self._compile_saved_group(value)
         # Any other key, even one starting with "$" (e.g. "$groups"), is an attribute path.
         return _path_predicate(key, self.compile_value_condition(value))
+
+    def _compile_saved_group(self, reference: Any) -> Callable[[Any], bool]:
+        """GrowthBook's ``$savedGroup`` reference (``{"id": KEY, "attributeKey"?: PATH}``).
+
+        A ``list`` group holds when the attribute (the reference's ``attributeKey``, else the
+        group's) is ``$in`` its values; a ``condition`` group holds when its condition does.
+        As in the SDK, a missing group, a malformed reference and a group already being
+        expanded on this branch (a cycle) never hold. Saving refuses all three (see
+        ``assay.engine._segments``); here they only compile to what the SDK evaluates.
+        """
+        if not isinstance(reference, Mapping) or not isinstance(reference.get("id"), str):
+            if self.strict:
+                raise self.error("invalid_segment_reference", '$savedGroup takes {"id": KEY}')
+            return _always_false
+        group_id: str = reference["id"]
+        entry = self.saved_groups.get(group_id)
+        attribute = reference.get("attributeKey", MISSING)
+        if attribute is not MISSING and not isinstance(attribute, str):
+            if self.strict:
+                raise self.error("invalid_segment_reference", "attributeKey must be a string")
+            return _always_false
+        if group_id in self._visited or not isinstance(entry, Mapping):
+            return _always_false
+        kind = entry.get("type")
+        if kind == "list":
+            path = attribute if isinstance(attribute, str) else entry.get("attributeKey")
+            values = entry.get("values")
+            if not isinstance(path, str) or not isinstance(values, _ARRAY_TYPES):
+                return _always_false
+            return _path_predicate(path, self._compile_operator("$in", list(values)))
+        if kind == "condition" and isinstance(entry.get("condition"), Mapping):
+            self._visited.append(group_id)
+            try:
+                return self.compile_condition(entry["condition"])
+            finally:
+                self._visited.pop()
+        return _always_false
 
     def _compile_condition_list(self, key: str, value: Any) -> list[Callable[[Any], bool]]:
         if not isinstance(value, _ARRAY_TYPES):
@@ -639,12 +682,21 @@ def _string_equality(expected: str, case_insensitive: bool) -> ValuePredicate:
     return equals
 
 
+_GROUP_MARKERS: Final = ('"$inGroup"', '"$notInGroup"', '"$savedGroup"')
+
+
+def mentions_saved_groups(condition_json: str) -> bool:
+    """Whether a condition's JSON text may refer to saved groups (a cheap, safe superset:
+    a string value spelling an operator name also counts)."""
+    return any(marker in condition_json for marker in _GROUP_MARKERS)
+
+
 def compile_condition(
     condition: Mapping[str, Any] | None,
     operators: Mapping[str, OperatorFactory],
     *,
     strict: bool = True,
-    saved_groups: Mapping[str, Sequence[Any]] | None = None,
+    saved_groups: Mapping[str, Any] | None = None,
 ) -> AttributesPredicate:
     """Compile ``condition`` into a predicate over a subject's attributes.
 
@@ -674,11 +726,11 @@ class ConditionCompiler:
         operators: Mapping[str, OperatorFactory],
         *,
         strict: bool = True,
-        saved_groups: Mapping[str, Sequence[Any]] | None = None,
+        saved_groups: Mapping[str, Any] | None = None,
         max_entries: int = 10_000,
     ) -> None:
         self._operators: Mapping[str, OperatorFactory] = MappingProxyType(dict(operators))
-        self._saved_groups: Mapping[str, Sequence[Any]] = MappingProxyType(dict(saved_groups or {}))
+        self._saved_groups: Mapping[str, Any] = MappingProxyType(dict(saved_groups or {}))
         self._strict = strict
         self._max_entries = max_entries
         self._cache: dict[str, AttributesPredicate] = {}
@@ -698,18 +750,30 @@ class ConditionCompiler:
     def clear(self) -> None:
         self._cache.clear()
 
-    def compile(self, condition: Mapping[str, Any] | None) -> AttributesPredicate:
-        """The compiled predicate for ``condition``, compiled at most once per content."""
+    def compile(
+        self,
+        condition: Mapping[str, Any] | None,
+        *,
+        saved_groups: Mapping[str, Any] | None = None,
+        groups_version: str = "",
+    ) -> AttributesPredicate:
+        """The compiled predicate for ``condition``, compiled at most once per content.
+
+        ``saved_groups`` replaces the compiler's own for this call (a snapshot passes each
+        project's segments); ``groups_version`` must then name their content, because a
+        condition that refers to a group is cached under it too.
+        """
         if condition is None:
             return _always_true
         try:
             key = self._cache_key(condition)
+            groups = self._saved_groups if saved_groups is None else saved_groups
+            if saved_groups is not None and mentions_saved_groups(key):
+                key = f"{groups_version}\x00{key}"
             cached = self._cache.get(key)
             if cached is not None:
                 return cached
-            ctx = CompileContext(
-                self._operators, strict=self._strict, saved_groups=self._saved_groups
-            )
+            ctx = CompileContext(self._operators, strict=self._strict, saved_groups=groups)
             predicate = ctx.compile_condition(condition)
         except RecursionError:
             # Nested past the interpreter's limit (e.g. $and inside $and, hundreds deep,

@@ -11,10 +11,16 @@ Order of evaluation (DESIGN, "Decide"):
 3. Prerequisites: each prerequisite flag is decided for the same subject; it must not be
    off, unknown or itself gated by a failing prerequisite, and its value must equal the
    expected one (JSON equality), else ``prerequisite_failed`` with the default value.
-4. Rules in order, the first that applies wins:
+4. Rules in order, the first that applies wins. A rule's parent conditions come first
+   (GrowthBook's ``evalPrereqs``): each parent flag is decided in full for the subject (a
+   missing one reads null) and its value tested as ``{"value": v}``; a failure skips the
+   rule, or with ``gate`` ends the flag with no value (``prerequisite_gate``). A parent
+   already being decided along the current path is a cycle, which ends every flag on the
+   path with no value (``prerequisite_cycle``), as GrowthBook ends it. Then:
 
-   - ``force``: the condition holds -> ``forced``.
-   - ``rollout``: the condition holds and the subject hashes inside the coverage ->
+   - ``force``: the condition holds and the subject passes the filters -> ``forced``.
+   - ``rollout``: the condition holds, the filters pass, and the subject hashes inside
+     ``range`` (``start <= n < end``) or, without one, inside the coverage ->
      ``rollout``. GrowthBook's ``isIncludedInRollout``: coverage 0 excludes everyone,
      otherwise ``hash(seed or flag key, hash value, hash version) <= coverage``, where
      the hash value is the ``hash_attribute`` (else the ``fallback_attribute``); a
@@ -22,11 +28,14 @@ Order of evaluation (DESIGN, "Decide"):
    - ``experiment``: the referenced experiment must exist (``no_active_experiment``). A
      rolled-back experiment serves its first (control) variant's value to everyone with
      ``rolled_back`` and assigns no one. Otherwise it must be running
-     (``experiment_not_running``); the subject must have a hash value and pass the
-     condition (``targeting_mismatch``); then the holdout, the participation limit
-     (``participation_limit``), the layer (``layer_conflict``), at least two variants
-     (``no_variants``), and the bucket from coverage and weights
-     (``outside_traffic_allocation``) decide; else ``experiment_assigned``.
+     (``experiment_not_running``); a subject listed in its forced variations gets that
+     variant (``forced_variation``, not enrolled); the subject must have a hash value and
+     pass the condition (``targeting_mismatch``); then the holdout, the participation
+     limit (``participation_limit``), the layer and the filters (``layer_conflict``), at
+     least two variants (``no_variants``), and the bucket from the explicit ranges, else
+     from coverage and weights (``outside_traffic_allocation``) decide; else
+     ``experiment_assigned``. A passthrough variant enrols the subject but lets the next
+     rule decide (``passthrough``).
 
    An experiment rule that does not assign lets evaluation go on with the next rule; the
    final decision then carries the first such reason in ``experiment_reason`` (and that
@@ -40,7 +49,9 @@ fewer than two variations assign no one, a missing or empty hash value (GrowthBo
 writes it) assigns no one, the namespace is checked with the hash value, and the variant is
 ``chooseVariation(hash(seed, value, version), getBucketRanges(n, coverage, weights))``.
 One deliberate extension: the fallback attribute applies whenever the hash attribute is
-missing, where GrowthBook only honours it with sticky bucketing enabled.
+missing, where GrowthBook only honours it with sticky bucketing enabled, unless the
+experiment says ``fallback_sticky_only`` (the GrowthBook import does): then the fallback
+counts only when the experiment has ``sticky_bucketing``, as in GrowthBook.
 
 **Holdouts.** When an experiment names a running holdout experiment (``is_holdout``) and
 the subject, having passed the experiment's own targeting, is assigned by the holdout
@@ -49,6 +60,17 @@ variant, the subject is held out: the decision is the holdout's assignment, serv
 flag's default value with ``experiment_assigned``, the holdout's key and its first
 variant's key, so the held-out group is tracked as GrowthBook tracks it. Holdouts do not
 nest.
+
+**Sticky bucketing.** An experiment with ``sticky_bucketing`` reads the subject's sticky
+documents (``sticky``, see ``_core._sticky``) once a forced variation did not apply and
+targeting and the filters passed (GrowthBook's order): an assignment stored
+under ``<key>__<bucket_version>`` to one of its variants decides at once (``sticky_bucket``;
+a passthrough variant still lets the next rule decide),
+skipping the holdout, the participation limit, the layer and the coverage; an assignment
+under a version below ``min_bucket_version`` keeps the subject out
+(``sticky_bucket_blocked``). Otherwise the subject is assigned as usual, and the decision
+carries in ``sticky_bucket`` the assignment to store. This is GrowthBook's sticky
+bucketing, including its use of the fallback attribute's document.
 
 **Participation limit** ("how many concurrent running experiments one subject may be
 in"), made deterministic and stateless so every process agrees without shared state: the
@@ -79,11 +101,15 @@ from assay.engine._core._bucketing import choose_variation, gb_hash, in_namespac
 from assay.engine._core._conditions import js_string, json_equal
 from assay.engine._core._snapshot import (
     CompiledExperiment,
+    CompiledFilter,
     CompiledFlag,
     CompiledForceRule,
+    CompiledParent,
     CompiledRolloutRule,
     Snapshot,
+    forced_key,
 )
+from assay.engine._core._sticky import StickyAssignment, StickyDocs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -109,6 +135,14 @@ class Reason(enum.StrEnum):
     EXPERIMENT_ASSIGNED = "experiment_assigned"
     ROLLED_BACK = "rolled_back"
     DEFAULT = "default"
+    FORCED_VARIATION = "forced_variation"
+    PASSTHROUGH = "passthrough"
+    PREREQUISITE_GATE = "prerequisite_gate"
+    PREREQUISITE_CYCLE = "prerequisite_cycle"
+    STICKY_BUCKET = "sticky_bucket"
+    """Assigned from the subject's stored sticky bucket, not by hashing."""
+    STICKY_BUCKET_BLOCKED = "sticky_bucket_blocked"
+    """Kept out: assigned under a bucket version below ``min_bucket_version``."""
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -141,6 +175,9 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     snapshot_version: int
     decided_at: float
     """Epoch seconds."""
+    sticky_bucket: StickyAssignment | None = None
+    """A sticky experiment's assignment that the subject's sticky documents lack: the
+    caller (the engine) stores it so the subject keeps this variant."""
 
 
 # --------------------------------------------------------------------------------------
@@ -193,9 +230,23 @@ _NO_VARIANTS: Final = Reason.NO_VARIANTS
 _EXPERIMENT_ASSIGNED: Final = Reason.EXPERIMENT_ASSIGNED
 _ROLLED_BACK: Final = Reason.ROLLED_BACK
 _DEFAULT: Final = Reason.DEFAULT
+_FORCED_VARIATION: Final = Reason.FORCED_VARIATION
+_PASSTHROUGH: Final = Reason.PASSTHROUGH
+_PREREQUISITE_GATE: Final = Reason.PREREQUISITE_GATE
+_PREREQUISITE_CYCLE: Final = Reason.PREREQUISITE_CYCLE
+_STICKY_BUCKET: Final = Reason.STICKY_BUCKET
+_STICKY_BUCKET_BLOCKED: Final = Reason.STICKY_BUCKET_BLOCKED
+_NO_DOCS: Final[StickyDocs] = {}
 
 # A prerequisite flag that is off, unknown, or gated itself fails whatever value it serves.
-_GATED: Final = frozenset({_FLAG_OFF, _FLAG_NOT_FOUND, _PREREQUISITE_FAILED})
+_GATED: Final = frozenset(
+    {_FLAG_OFF, _FLAG_NOT_FOUND, _PREREQUISITE_FAILED, _PREREQUISITE_GATE, _PREREQUISITE_CYCLE}
+)
+# Verdicts of a rule's parent conditions.
+_PASS: Final = 0
+_FAIL: Final = 1
+_GATE: Final = 2
+_CYCLE: Final = 3
 
 _Outcome: TypeAlias = tuple[
     Any,  # value
@@ -232,8 +283,32 @@ def _hash_value(attrs: Mapping[str, Any], attribute: str, fallback: str | None) 
     return hv
 
 
+def _filtered_out(filters: tuple[CompiledFilter, ...], attrs: Mapping[str, Any]) -> bool:
+    """GrowthBook's ``isFilteredOut``: every filter must hash the subject into one of its
+    ranges; a subject without the filter's attribute (no fallback) is filtered out."""
+    for f in filters:
+        hv = _hash_value(attrs, f.attribute, None)
+        if not hv:
+            return True
+        n = gb_hash(f.seed, hv, f.hash_version)
+        if n is None:
+            return True
+        for start, end in f.ranges:
+            if start <= n < end:
+                break
+        else:
+            return True
+    return False
+
+
+def hash_value(attrs: Mapping[str, Any], attribute: str, fallback: str | None) -> str:
+    """The subject's hash value for ``attribute`` (else ``fallback``) as GrowthBook hashes
+    it; "" when missing. Also what sticky documents are keyed by."""
+    return _hash_value(attrs, attribute, fallback)
+
+
 def _bucket(e: CompiledExperiment, attrs: Mapping[str, Any]) -> int:
-    """The variant ``e`` assigns on its own (targeting, layer, buckets), or -1."""
+    """The variant ``e`` assigns on its own (targeting, layer, filters, buckets), or -1."""
     hv = _hash_value(attrs, e.hash_attribute, e.fallback_attribute)
     if not hv:
         return -1
@@ -243,8 +318,20 @@ def _bucket(e: CompiledExperiment, attrs: Mapping[str, Any]) -> int:
     ns = e.namespace
     if (ns is not None and not in_namespace(hv, ns)) or not e.assignable:
         return -1
+    if e.filters and _filtered_out(e.filters, attrs):
+        return -1
     n = gb_hash(e.seed, hv, e.hash_version)
     return -1 if n is None else choose_variation(n, e.ranges)
+
+
+def _forced_index(e: CompiledExperiment, attrs: Mapping[str, Any]) -> int:
+    for attribute, table in e.forced:
+        k = forced_key(attrs.get(attribute))
+        if k is not None:
+            index = table.get(k)
+            if index is not None:
+                return index
+    return -1
 
 
 def _run(e: CompiledExperiment, attrs: Mapping[str, Any]) -> _Run:
@@ -256,6 +343,10 @@ def _run(e: CompiledExperiment, attrs: Mapping[str, Any]) -> _Run:
         return (_ROLLED_BACK if e.variant_keys else _NO_VARIANTS, -1, None, e)
     if not e.running:
         return (_EXPERIMENT_NOT_RUNNING, -1, None, e)
+    if e.forced:
+        index = _forced_index(e, attrs)
+        if index >= 0:
+            return (_FORCED_VARIATION, index, None, e)
     hv = _hash_value(attrs, e.hash_attribute, e.fallback_attribute)
     if not hv:
         return (_TARGETING_MISMATCH, -1, None, e)
@@ -281,32 +372,160 @@ def _run(e: CompiledExperiment, attrs: Mapping[str, Any]) -> _Run:
     ns = e.namespace
     if ns is not None and not in_namespace(hv, ns):
         return (_LAYER_CONFLICT, -1, hv, e)
+    if e.filters and _filtered_out(e.filters, attrs):
+        return (_LAYER_CONFLICT, -1, hv, e)
     if not e.assignable:
         return (_NO_VARIANTS, -1, hv, e)
     n = gb_hash(e.seed, hv, e.hash_version)
     index = -1 if n is None else choose_variation(n, e.ranges)
     if index < 0:
         return (_OUTSIDE_TRAFFIC_ALLOCATION, -1, hv, e)
+    if e.passthrough[index]:
+        return (_PASSTHROUGH, index, hv, e)
     return (_EXPERIMENT_ASSIGNED, index, hv, e)
 
 
-def _evaluate(cf: CompiledFlag, attrs: Mapping[str, Any]) -> _Outcome:
+def _parents_verdict(
+    parents: tuple[CompiledParent, ...],
+    attrs: Mapping[str, Any],
+    key: str,
+    path: tuple[str, ...] | None,
+    sticky: StickyDocs,
+) -> int:
+    """GrowthBook's ``evalPrereqs`` for one rule of flag ``key``, reached along ``path``.
+
+    Each parent is decided in full for the same subject; reaching a flag already on the
+    path (or a parent that did) is a cycle, which ends the evaluation as GrowthBook ends
+    it. A missing parent's value is null.
+    """
+    sub = (key,) if path is None else (*path, key)
+    for p in parents:
+        target = p.flags.get(p.flag_key)
+        if target is None:
+            value = None
+        elif target.key in sub:
+            return _CYCLE
+        else:
+            outcome = _evaluate(target, attrs, sticky, sub)
+            if outcome[3] is _PREREQUISITE_CYCLE:
+                return _CYCLE
+            value = outcome[0]
+        cond = p.condition
+        if cond is not None and not cond({"value": value}):
+            return _GATE if p.gate else _FAIL
+    return _PASS
+
+
+def _run_sticky(e: CompiledExperiment, attrs: Mapping[str, Any], docs: StickyDocs) -> _Run:
+    """``_run`` with sticky bucketing, in the order GrowthBook evaluates an experiment rule
+    with a sticky bucket service: a forced variation first (never stored); then the subject
+    must have a hash value (the fallback attribute counts here, as GrowthBook uses it only
+    under sticky bucketing), pass the targeting condition and the filters (GrowthBook checks
+    a rule's condition and filters before the experiment runs); then a stored assignment to
+    a current variant skips the holdout, the participation limit, the layer and the
+    coverage (``sticky_bucket``, or ``passthrough`` for a passthrough variant); one under a
+    version below ``min_bucket_version`` keeps an otherwise eligible subject out
+    (``sticky_bucket_blocked``); else the subject is assigned as without stickiness."""
+    if e.rolled_back or not e.running:
+        return _run(e, attrs)
+    if e.forced:
+        index = _forced_index(e, attrs)
+        if index >= 0:
+            return (_FORCED_VARIATION, index, None, e)
+    hv = _hash_value(attrs, e.hash_attribute, e.fallback_attribute)
+    if not hv:
+        return (_TARGETING_MISMATCH, -1, None, e)
+    cond = e.condition
+    if cond is not None and not cond(attrs):
+        return (_TARGETING_MISMATCH, -1, hv, e)
+    if e.filters and _filtered_out(e.filters, attrs):
+        return (_LAYER_CONFLICT, -1, hv, e)
+    # The document of the hash attribute, then the fallback's for keys it lacks.
+    own = _hash_value(attrs, e.hash_attribute, None)
+    assignments = docs.get((e.hash_attribute, own)) if own else None
+    fallback = e.fallback_attribute
+    if fallback is not None:
+        other = _hash_value(attrs, fallback, None)
+        extra = docs.get((fallback, other)) if other else None
+        if extra:
+            assignments = {**extra, **assignments} if assignments else extra
+    blocked = False
+    if assignments:
+        for key in e.blocked_keys:
+            if key in assignments:
+                blocked = True
+                break
+        if not blocked:
+            stored = assignments.get(e.sticky_key)
+            if stored is not None and stored in e.variant_keys:
+                index = e.variant_keys.index(stored)
+                return (_PASSTHROUGH if e.passthrough[index] else _STICKY_BUCKET, index, hv, e)
+    result = _run(e, attrs)
+    if blocked and result[0] in (_EXPERIMENT_ASSIGNED, _OUTSIDE_TRAFFIC_ALLOCATION, _PASSTHROUGH):
+        return (_STICKY_BUCKET_BLOCKED, -1, hv, e)
+    return result
+
+
+def _sticky_assignment(
+    e: CompiledExperiment, attrs: Mapping[str, Any], docs: StickyDocs, variant: str
+) -> StickyAssignment | None:
+    """What to store for a subject ``e`` put in ``variant``: under the attribute it hashed
+    (the hash attribute, else the fallback), unless that document holds it already."""
+    attribute = e.hash_attribute
+    value = _hash_value(attrs, attribute, None)
+    if not value and e.fallback_attribute is not None:
+        attribute = e.fallback_attribute
+        value = _hash_value(attrs, attribute, None)
+    doc = docs.get((attribute, value))
+    if doc is not None and doc.get(e.sticky_key) == variant:
+        return None
+    return StickyAssignment(attribute=attribute, value=value, key=e.sticky_key, variant=variant)
+
+
+def _evaluate(
+    cf: CompiledFlag,
+    attrs: Mapping[str, Any],
+    sticky: StickyDocs = _NO_DOCS,
+    path: tuple[str, ...] | None = None,
+) -> _Outcome:
+    # ``path``: the flags being decided above this one (through prerequisites or parent
+    # conditions), None at the top; only a flag that has either builds it.
     if not cf.enabled:
         return (cf.default_value, None, None, _FLAG_OFF, None, None, False, None)
-    for pre in cf.prerequisites:
-        target = pre.flag
-        if target is None:
-            return (cf.default_value, None, None, _PREREQUISITE_FAILED, None, None, False, None)
-        outcome = _evaluate(target, attrs)
-        if outcome[3] in _GATED or not json_equal(outcome[0], pre.value):
-            return (cf.default_value, None, None, _PREREQUISITE_FAILED, None, None, False, None)
+    if cf.prerequisites:
+        sub = (cf.key,) if path is None else (*path, cf.key)
+        for pre in cf.prerequisites:
+            target = pre.flag
+            if target is None or target.key in sub:
+                return (cf.default_value, None, None, _PREREQUISITE_FAILED, None, None, False, None)
+            outcome = _evaluate(target, attrs, sticky, sub)
+            if outcome[3] in _GATED or not json_equal(outcome[0], pre.value):
+                return (cf.default_value, None, None, _PREREQUISITE_FAILED, None, None, False, None)
 
     experiment_reason: Reason | None = None
     experiment_key: str | None = None
     for rule in cf.rules:
+        parents = rule.parents
+        if parents:
+            verdict = _parents_verdict(parents, attrs, cf.key, path, sticky)
+            if verdict == _FAIL:
+                continue
+            if verdict != _PASS:
+                return (
+                    None,
+                    None,
+                    rule.rule_id,
+                    _PREREQUISITE_GATE if verdict == _GATE else _PREREQUISITE_CYCLE,
+                    experiment_key,
+                    experiment_reason,
+                    False,
+                    None,
+                )
         if type(rule) is CompiledForceRule:
             cond = rule.condition
-            if cond is None or cond(attrs):
+            if (cond is None or cond(attrs)) and not (
+                rule.filters and _filtered_out(rule.filters, attrs)
+            ):
                 return (
                     rule.value,
                     None,
@@ -320,44 +539,70 @@ def _evaluate(cf: CompiledFlag, attrs: Mapping[str, Any]) -> _Outcome:
         elif type(rule) is CompiledRolloutRule:
             r = rule
             cond = r.condition
-            if (cond is None or cond(attrs)) and r.coverage > 0:
-                hv = _hash_value(attrs, r.hash_attribute, r.fallback_attribute)
-                if hv:
-                    # Every hash is below 1, so full coverage needs no hashing at all.
-                    if r.coverage < 1:
-                        n = gb_hash(r.seed, hv, r.hash_version)
-                        if n is None or n > r.coverage:
-                            continue
-                    return (
-                        r.value,
-                        None,
-                        r.rule_id,
-                        _ROLLOUT,
-                        experiment_key,
-                        experiment_reason,
-                        False,
-                        hv,
-                    )
+            if cond is not None and not cond(attrs):
+                continue
+            if r.filters and _filtered_out(r.filters, attrs):
+                continue
+            bounds = r.range
+            if bounds is None and r.coverage <= 0:
+                continue
+            hv = _hash_value(attrs, r.hash_attribute, r.fallback_attribute)
+            if not hv:
+                continue
+            if bounds is not None:
+                n = gb_hash(r.seed, hv, r.hash_version)
+                if n is None or not bounds[0] <= n < bounds[1]:
+                    continue
+            elif r.coverage < 1:
+                # Every hash is below 1, so full coverage needs no hashing at all.
+                n = gb_hash(r.seed, hv, r.hash_version)
+                if n is None or n > r.coverage:
+                    continue
+            return (
+                r.value,
+                None,
+                r.rule_id,
+                _ROLLOUT,
+                experiment_key,
+                experiment_reason,
+                False,
+                hv,
+            )
         else:
             e = rule.experiment
             if e is None:
                 reason: Reason = _NO_ACTIVE_EXPERIMENT
                 key: str = rule.experiment_key
             else:
-                reason, index, hv_used, decided = _run(e, attrs)
-                if reason is _EXPERIMENT_ASSIGNED:
+                reason, index, hv_used, decided = (
+                    _run_sticky(e, attrs, sticky) if e.sticky else _run(e, attrs)
+                )
+                if reason is _EXPERIMENT_ASSIGNED or reason is _STICKY_BUCKET:
                     # Held out: the holdout's group sees the flag's default value.
                     value = e.variant_values[index] if decided is e else cf.default_value
                     return (
                         value,
                         decided.variant_keys[index],
                         rule.rule_id,
-                        _EXPERIMENT_ASSIGNED,
+                        reason,
                         decided.key,
                         experiment_reason,
                         True,
                         hv_used,
                     )
+                if reason is _FORCED_VARIATION:
+                    if not e.passthrough[index]:
+                        return (
+                            e.variant_values[index],
+                            e.variant_keys[index],
+                            rule.rule_id,
+                            _FORCED_VARIATION,
+                            e.key,
+                            experiment_reason,
+                            False,
+                            None,
+                        )
+                    reason = _PASSTHROUGH
                 if reason is _ROLLED_BACK:
                     return (
                         e.control_value,
@@ -377,11 +622,12 @@ def _evaluate(cf: CompiledFlag, attrs: Mapping[str, Any]) -> _Outcome:
 
 
 def _subject_attributes(subject: str, attributes: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    # The subject argument is authoritative for "id"; the caller's mapping is never
-    # mutated, and is used as is (no copy) when it already carries the same id.
+    # The subject is the ``id`` attribute unless the caller's attributes carry one, which
+    # is kept as given (with its JSON type: a numeric id stays a number, as in GrowthBook).
+    # The caller's mapping is never mutated, and is used as is when it has an id.
     if attributes is None:
         return {"id": subject}
-    if attributes.get("id") == subject:
+    if "id" in attributes:
         return attributes
     merged = dict(attributes)
     merged["id"] = subject
@@ -396,11 +642,14 @@ def decide(
     attributes: Mapping[str, Any] | None = None,
     *,
     new_id: Callable[[], str] | None = None,
+    sticky: StickyDocs | None = None,
 ) -> Decision:
     """Decide ``flag_key`` for ``subject`` (with ``attributes``) in ``project_id``.
 
     Synchronous and pure; see the module docstring for the order of evaluation. The
-    subject id is the attribute ``id`` (overriding any ``id`` in ``attributes``).
+    subject is the attribute ``id`` unless ``attributes`` has an ``id`` of its own, which
+    is then used as given (a numeric id stays a number). ``sticky``: the subject's sticky
+    bucket documents (none: an empty set).
     """
     flags = snapshot.project_flags.get(project_id)
     cf = None if flags is None else flags.get(flag_key)
@@ -415,16 +664,17 @@ def decide(
             snapshot_version=snapshot.version,
             decided_at=time.time(),
         )
-    # The caller's mapping as is when it already names the subject (see _subject_attributes).
+    # The caller's mapping as is when it carries an id (see _subject_attributes).
     attrs = (
         attributes
-        if attributes is not None and attributes.get("id") == subject
+        if attributes is not None and "id" in attributes
         else _subject_attributes(subject, attributes)
     )
+    docs = _NO_DOCS if sticky is None else sticky
     value, variant, rule, reason, experiment, experiment_reason, in_experiment, hv = _evaluate(
-        cf, attrs
+        cf, attrs, docs
     )
-    return Decision(
+    decision = Decision(
         decision_id=_next_id() if new_id is None else new_id(),
         project_id=project_id,
         flag=flag_key,
@@ -441,6 +691,27 @@ def decide(
         snapshot_version=snapshot.version,
         decided_at=time.time(),
     )
+    if in_experiment and project_id in snapshot.sticky_projects:
+        write = _sticky_write(snapshot, project_id, experiment, attrs, docs, variant)
+        if write is not None:
+            # Rare (a first assignment), so the common path passes no sticky_bucket: that
+            # keyword alone made Decision() measurably slower on every decision.
+            return msgspec.structs.replace(decision, sticky_bucket=write)
+    return decision
+
+
+def _sticky_write(
+    snapshot: Snapshot,
+    project_id: str,
+    experiment: str | None,
+    attrs: Mapping[str, Any],
+    docs: StickyDocs,
+    variant: str | None,
+) -> StickyAssignment | None:
+    e = snapshot.compiled_experiments.get((project_id, experiment or ""))
+    if e is None or not e.sticky or variant is None:
+        return None
+    return _sticky_assignment(e, attrs, docs, variant)
 
 
 def decide_all(
@@ -450,6 +721,7 @@ def decide_all(
     attributes: Mapping[str, Any] | None = None,
     *,
     new_id: Callable[[], str] | None = None,
+    sticky: StickyDocs | None = None,
 ) -> list[Decision]:
     """Decide every flag of ``project_id`` for ``subject``, in flag-key order."""
     flags = snapshot.project_flags.get(project_id)
@@ -460,27 +732,32 @@ def decide_all(
     now = time.time()
     version = snapshot.version
     decisions: list[Decision] = []
+    docs = _NO_DOCS if sticky is None else sticky
+    any_sticky = project_id in snapshot.sticky_projects
     for cf in flags.values():
         value, variant, rule, reason, experiment, experiment_reason, in_experiment, hv = _evaluate(
-            cf, attrs
+            cf, attrs, docs
         )
-        decisions.append(
-            Decision(
-                decision_id=next_id(),
-                project_id=project_id,
-                flag=cf.key,
-                subject=subject,
-                value=value,
-                variant=variant,
-                rule=rule,
-                reason=reason,
-                experiment=experiment,
-                experiment_reason=experiment_reason,
-                in_experiment=in_experiment,
-                hash_value=hv,
-                flag_revision=cf.revision,
-                snapshot_version=version,
-                decided_at=now,
-            )
+        decision = Decision(
+            decision_id=next_id(),
+            project_id=project_id,
+            flag=cf.key,
+            subject=subject,
+            value=value,
+            variant=variant,
+            rule=rule,
+            reason=reason,
+            experiment=experiment,
+            experiment_reason=experiment_reason,
+            in_experiment=in_experiment,
+            hash_value=hv,
+            flag_revision=cf.revision,
+            snapshot_version=version,
+            decided_at=now,
         )
+        if in_experiment and any_sticky:
+            write = _sticky_write(snapshot, project_id, experiment, attrs, docs, variant)
+            if write is not None:
+                decision = msgspec.structs.replace(decision, sticky_bucket=write)
+        decisions.append(decision)
     return decisions

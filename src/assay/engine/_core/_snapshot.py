@@ -16,6 +16,10 @@ Compiling never fails because of one bad object. A condition that does not compi
 should not happen: conditions are validated when saved, but a plugin may have gone away)
 makes its rule never match, and a prerequisite cycle makes the flags on it fail their
 prerequisites; both are recorded in ``Snapshot.errors`` so the runtime can log them.
+Rules' parent conditions are the exception to resolving by reference: they hold the
+project's mapping of compiled flags and look the parent up when decided, because
+GrowthBook lets them form cycles, which decide ends as GrowthBook does (saving refuses
+them, but an imported payload decided as is may hold one).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, final
 
 from assay.engine._core._bucketing import get_bucket_ranges
 from assay.engine._core._conditions import AttributesPredicate, ConditionCompiler
+from assay.engine._core._segments import saved_groups, segment_references, segments_version
+from assay.engine._core._sticky import sticky_bucket_key
 from assay.engine._model import (
     Condition,
     Experiment,
@@ -34,10 +40,13 @@ from assay.engine._model import (
     ExperimentStatus,
     Flag,
     ForceRule,
+    HashFilter,
     Layer,
     Metric,
+    ParentCondition,
     Project,
     RolloutRule,
+    Segment,
 )
 
 if TYPE_CHECKING:
@@ -47,8 +56,10 @@ __all__ = [
     "EMPTY_SNAPSHOT",
     "CompiledExperiment",
     "CompiledExperimentRule",
+    "CompiledFilter",
     "CompiledFlag",
     "CompiledForceRule",
+    "CompiledParent",
     "CompiledPrerequisite",
     "CompiledRolloutRule",
     "CompiledRule",
@@ -56,6 +67,7 @@ __all__ = [
     "Snapshot",
     "SnapshotError",
     "compile_snapshot",
+    "forced_key",
     "index_snapshot",
 ]
 
@@ -103,6 +115,28 @@ class SnapshotError:
 
 
 @dataclass(frozen=True, slots=True)
+class CompiledFilter:
+    """A hash-range filter: ``hash(seed, attribute value, hash_version)`` in a range."""
+
+    attribute: str
+    seed: str
+    hash_version: int
+    ranges: tuple[tuple[float, float], ...]
+
+
+def forced_key(value: Any) -> tuple[int, Any] | None:
+    """A dictionary key for an attribute value under JSON equality (1 == 1.0, true != 1,
+    "1" != 1); None for values that cannot be listed (objects, arrays, null)."""
+    if type(value) is str:
+        return (0, value)
+    if type(value) is bool:
+        return (1, value)
+    if type(value) is int or type(value) is float:
+        return (2, value)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledExperiment:
     """An experiment ready to assign: everything decide needs, precomputed."""
 
@@ -122,9 +156,14 @@ class CompiledExperiment:
     namespace: tuple[str, float, float] | None
     """The layer as GrowthBook's namespace tuple ``(layer key, start, end)``."""
     ranges: tuple[tuple[float, float], ...]
-    """Bucket ranges from coverage and weights, one per variant."""
+    """Bucket ranges, one per variant: the explicit ones, else from coverage and weights."""
     variant_keys: tuple[str, ...]
     variant_values: tuple[Any, ...]
+    passthrough: tuple[bool, ...]
+    """Per variant: a passthrough variant lets the flag go on to its next rule."""
+    filters: tuple[CompiledFilter, ...]
+    forced: tuple[tuple[str, Mapping[tuple[int, Any], int]], ...]
+    """Individual targeting: (attribute, {forced_key(value): variant index}), in order."""
     assignable: bool
     """At least two variants: like GrowthBook, fewer is not an experiment."""
     control_value: Any
@@ -142,6 +181,28 @@ class CompiledExperiment:
     fingerprint: str = ""
     """Ids and revisions of this experiment, its holdout and its ``prior`` experiments:
     what a cached outcome of this experiment depends on."""
+    segments_mark: str = ""
+    """The project's segments digest when the condition uses segments, else ""."""
+    sticky: bool = False
+    """Sticky bucketing is on (see ``_core._sticky``)."""
+    sticky_key: str = ""
+    """Where a subject's assignment is kept: ``"<key>__<bucket_version>"``, as GrowthBook."""
+    blocked_keys: tuple[str, ...] = ()
+    """Assignments under these keys (versions below ``min_bucket_version``) keep the
+    subject out."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledParent:
+    """A rule's parent condition, resolved when decided: ``flags`` is the project's
+    compiled flags (complete once the snapshot is), so parents may form cycles, which
+    decide breaks as GrowthBook does."""
+
+    flag_key: str
+    flags: Mapping[str, CompiledFlag]
+    condition: AttributesPredicate | None
+    """Tested on ``{"value": parent value}``; None always holds."""
+    gate: bool
 
 
 @final  # lets type checkers narrow ``type(rule) is ...`` dispatch in decide
@@ -150,6 +211,8 @@ class CompiledForceRule:
     rule_id: str
     condition: AttributesPredicate | None
     value: Any
+    filters: tuple[CompiledFilter, ...] = ()
+    parents: tuple[CompiledParent, ...] = ()
 
 
 @final  # lets type checkers narrow ``type(rule) is ...`` dispatch in decide
@@ -163,6 +226,10 @@ class CompiledRolloutRule:
     hash_version: int
     hash_attribute: str
     fallback_attribute: str | None
+    range: tuple[float, float] | None = None
+    """When set, decides instead of ``coverage``: ``start <= hash < end``."""
+    filters: tuple[CompiledFilter, ...] = ()
+    parents: tuple[CompiledParent, ...] = ()
 
 
 @final  # lets type checkers narrow ``type(rule) is ...`` dispatch in decide
@@ -172,6 +239,7 @@ class CompiledExperimentRule:
     experiment_key: str
     experiment: CompiledExperiment | None
     """None when the referenced experiment does not exist (``no_active_experiment``)."""
+    parents: tuple[CompiledParent, ...] = ()
 
 
 CompiledRule: TypeAlias = CompiledForceRule | CompiledRolloutRule | CompiledExperimentRule
@@ -199,7 +267,8 @@ class CompiledFlag:
     cache_key: str
     """A string naming everything this flag's outcome depends on: project, key, the flag's
     id and revision, and the ids and revisions of every experiment it reaches (rules,
-    holdouts, participation-limit predecessors) and of its prerequisites, recursively.
+    holdouts, participation-limit predecessors) and of every flag it reaches through
+    prerequisites and parent conditions, transitively (missing ones by name).
     Decision-cache entries are keyed by it, so any relevant change misses the cache while
     unrelated changes (a new snapshot version) do not. Ids, not just revisions, so a flag
     deleted and re-created at revision 1 cannot hit an old entry."""
@@ -228,6 +297,9 @@ class Snapshot:
     """Compiled experiments by (project id, key)."""
     errors: tuple[SnapshotError, ...] = ()
     """What did not compile; see the module docstring."""
+    sticky_projects: frozenset[str] = frozenset()
+    """Projects with a sticky-bucketing experiment (decide looks for assignments to store
+    only there)."""
 
     def flag(self, project_id: str, key: str) -> CompiledFlag | None:
         """The compiled flag, or None."""
@@ -244,19 +316,36 @@ EMPTY_SNAPSHOT = Snapshot(version=0)
 
 
 class _Compiler:
-    """One compilation: the condition compiler and the errors recorded so far."""
+    """One compilation: the condition compiler, each project's segments (as GrowthBook
+    saved groups, with a digest of their content) and the errors recorded so far."""
 
-    def __init__(self, conditions: ConditionCompiler) -> None:
+    def __init__(self, conditions: ConditionCompiler, segments: Sequence[Segment] = ()) -> None:
         self.conditions = conditions
         self.errors: list[SnapshotError] = []
+        by_project: dict[str, list[Segment]] = {}
+        for segment in segments:
+            by_project.setdefault(segment.project_id, []).append(segment)
+        self.groups: dict[str, tuple[Mapping[str, Any], str]] = {}
+        for project_id, members in by_project.items():
+            groups = saved_groups(members)
+            self.groups[project_id] = (MappingProxyType(groups), segments_version(groups))
+        self._no_groups: tuple[Mapping[str, Any], str] = (MappingProxyType({}), "")
+
+    def segments_mark(self, project_id: str, *conditions: Condition | None) -> str:
+        """For cache keys: the project's segments digest when any condition uses a segment
+        (so changing a segment misses the decision cache of what uses it), else ""."""
+        if any(c and segment_references(c) for c in conditions):
+            return "seg:" + self.groups.get(project_id, self._no_groups)[1]
+        return ""
 
     def condition(
         self, condition: Condition | None, project_id: str, kind: str, key: str, where: str
     ) -> AttributesPredicate | None:
         if not condition:  # None and {} always hold: no predicate to call at all
             return None
+        groups, version = self.groups.get(project_id, self._no_groups)
         try:
-            return self.conditions.compile(condition)
+            return self.conditions.compile(condition, saved_groups=groups, groups_version=version)
         except Exception as exc:
             # Deliberately broad: a third-party operator factory may raise anything, and
             # one bad rule must not keep every other change from being published.
@@ -290,10 +379,41 @@ def _normalised_weights(weights: Sequence[float]) -> list[float] | None:
     return [w / total for w in weights]
 
 
+def _compile_filters(filters: Sequence[HashFilter]) -> tuple[CompiledFilter, ...]:
+    return tuple(
+        CompiledFilter(
+            attribute=f.attribute,
+            seed=f.seed,
+            hash_version=f.hash_version,
+            ranges=tuple((float(a), float(b)) for a, b in f.ranges),
+        )
+        for f in filters
+    )
+
+
+def _compile_forced(e: Experiment) -> tuple[tuple[str, Mapping[tuple[int, Any], int]], ...]:
+    index = {v.key: i for i, v in enumerate(e.variants)}
+    per_attribute: dict[str, dict[tuple[int, Any], int]] = {}
+    for forced in e.forced_variations:
+        i = index.get(forced.variant)
+        if i is None:  # refused when saved; ignored should one slip through
+            continue
+        table = per_attribute.setdefault(forced.attribute, {})
+        for value in forced.values:
+            k = forced_key(value)
+            if k is not None:
+                table.setdefault(k, i)  # the first entry listing a value wins
+    return tuple((a, MappingProxyType(t)) for a, t in per_attribute.items())
+
+
 def _compile_experiment_base(c: _Compiler, e: Experiment) -> CompiledExperiment:
     variants = e.variants
     weights = _normalised_weights([v.weight for v in variants])
     layer = e.layer
+    if e.ranges is not None:
+        ranges = tuple((float(a), float(b)) for a, b in e.ranges)
+    else:
+        ranges = tuple(get_bucket_ranges(len(variants), e.coverage, weights))
     return CompiledExperiment(
         experiment=e,
         key=e.key,
@@ -305,15 +425,29 @@ def _compile_experiment_base(c: _Compiler, e: Experiment) -> CompiledExperiment:
         seed=e.seed or e.key,
         hash_version=e.hash_version,
         hash_attribute=e.hash_attribute,
-        fallback_attribute=e.fallback_attribute or None,
+        # GrowthBook hashes with an experiment's fallback only under sticky bucketing:
+        # ``fallback_sticky_only`` keeps that rule, so such a fallback counts only for a
+        # sticky experiment (for hashing and for the sticky documents read).
+        fallback_attribute=(
+            None
+            if e.fallback_sticky_only and not e.sticky_bucketing
+            else (e.fallback_attribute or None)
+        ),
         condition=c.condition(e.condition, e.project_id, "experiment", e.key, "condition"),
         namespace=None if layer is None else (layer.layer, layer.start, layer.end),
-        ranges=tuple(get_bucket_ranges(len(variants), e.coverage, weights)),
+        ranges=ranges,
         variant_keys=tuple(v.key for v in variants),
         variant_values=tuple(v.value for v in variants),
+        passthrough=tuple(v.passthrough for v in variants),
+        filters=_compile_filters(e.filters),
+        forced=_compile_forced(e),
         assignable=len(variants) >= 2,
         control_value=variants[0].value if variants else None,
         participation_limit=e.participation_limit,
+        segments_mark=c.segments_mark(e.project_id, e.condition),
+        sticky=e.sticky_bucketing,
+        sticky_key=sticky_bucket_key(e.key, e.bucket_version),
+        blocked_keys=tuple(sticky_bucket_key(e.key, v) for v in range(e.min_bucket_version)),
     )
 
 
@@ -326,7 +460,7 @@ def _start_order(e: Experiment) -> tuple[int, float, str]:
 
 
 def _experiment_id(e: CompiledExperiment) -> str:
-    return f"{e.experiment.id}:{e.revision}"
+    return f"{e.experiment.id}:{e.revision}{e.segments_mark}"
 
 
 def _compile_experiments(
@@ -384,10 +518,38 @@ def _compile_flags(
     c: _Compiler,
     flags: Sequence[Flag],
     experiments: Mapping[tuple[str, str], CompiledExperiment],
-) -> dict[tuple[str, str], CompiledFlag]:
+) -> dict[str, dict[str, CompiledFlag]]:
+    """Every flag compiled, by project id then key (in key order)."""
     by_key = {(f.project_id, f.key): f for f in flags}
     done: dict[tuple[str, str], CompiledFlag] = {}
     visiting: set[tuple[str, str]] = set()
+    # Filled in key order once every flag is compiled; rules' parent conditions hold these
+    # very dictionaries, so they resolve parents (cycles included) when decided.
+    per_project: dict[str, dict[str, CompiledFlag]] = {f.project_id: {} for f in flags}
+    # What each flag's outcome depends on: its own parts, and the flags it reaches
+    # (prerequisites and parent conditions), closed transitively below.
+    parts: dict[tuple[str, str], list[str]] = {}
+    edges: dict[tuple[str, str], set[tuple[str, str]]] = {}
+
+    def parents(
+        f: Flag, conditions: Sequence[ParentCondition], where: str
+    ) -> tuple[CompiledParent, ...]:
+        out = []
+        for j, pc in enumerate(conditions):
+            pref = (f.project_id, pc.flag)
+            if pref in by_key:
+                edges[(f.project_id, f.key)].add(pref)
+            else:
+                parts[(f.project_id, f.key)].append(f"parent:{pc.flag}:missing")
+            cond = c.condition(
+                pc.condition,
+                f.project_id,
+                "flag",
+                f.key,
+                f"{where}.parent_conditions[{j}].condition",
+            )
+            out.append(CompiledParent(pc.flag, per_project[f.project_id], cond, pc.gate))
+        return tuple(out)
 
     # Prerequisites are compiled depth first so each one holds a direct reference to the
     # compiled prerequisite flag. Saving refuses cycles; one that slips through anyway
@@ -399,8 +561,9 @@ def _compile_flags(
             return compiled
         f = by_key[ref]
         visiting.add(ref)
+        parts[ref] = [f"{f.project_id}/{f.key}#{f.id}:{f.revision}"]
+        edges[ref] = set()
         prerequisites: list[CompiledPrerequisite] = []
-        fingerprint = [f"{f.project_id}/{f.key}#{f.id}:{f.revision}"]
         for i, pre in enumerate(f.prerequisites):
             target: CompiledFlag | None = None
             pre_ref = (f.project_id, pre.flag)
@@ -413,12 +576,12 @@ def _compile_flags(
                     "prerequisite_cycle",
                     f"prerequisite {pre.flag!r} closes a cycle; it always fails",
                 )
-                fingerprint.append(f"pre:{pre.flag}:cycle")
+                parts[ref].append(f"pre:{pre.flag}:cycle")
             elif pre_ref in by_key:
                 target = compile_flag(pre_ref)
-                fingerprint.append(f"pre:({target.cache_key})")
+                edges[ref].add(pre_ref)
             else:
-                fingerprint.append(f"pre:{pre.flag}:missing")
+                parts[ref].append(f"pre:{pre.flag}:missing")
             prerequisites.append(CompiledPrerequisite(pre.flag, target, pre.value))
         rules: list[CompiledRule] = []
         for i, rule in enumerate(f.rules):
@@ -427,7 +590,15 @@ def _compile_flags(
             match rule:
                 case ForceRule():
                     cond = c.condition(rule.condition, f.project_id, "flag", f.key, where)
-                    rules.append(CompiledForceRule(rid, cond, rule.value))
+                    rules.append(
+                        CompiledForceRule(
+                            rid,
+                            cond,
+                            rule.value,
+                            _compile_filters(rule.filters),
+                            parents(f, rule.parent_conditions, f"rules[{i}]"),
+                        )
+                    )
                 case RolloutRule():
                     cond = c.condition(rule.condition, f.project_id, "flag", f.key, where)
                     rules.append(
@@ -441,14 +612,31 @@ def _compile_flags(
                             hash_version=rule.hash_version,
                             hash_attribute=rule.hash_attribute,
                             fallback_attribute=rule.fallback_attribute or None,
+                            range=None if rule.range is None else (rule.range[0], rule.range[1]),
+                            filters=_compile_filters(rule.filters),
+                            parents=parents(f, rule.parent_conditions, f"rules[{i}]"),
                         )
                     )
                 case ExperimentRule():
                     exp = experiments.get((f.project_id, rule.experiment))
-                    rules.append(CompiledExperimentRule(rid, rule.experiment, exp))
-                    fingerprint.append(
+                    rules.append(
+                        CompiledExperimentRule(
+                            rid,
+                            rule.experiment,
+                            exp,
+                            parents(f, rule.parent_conditions, f"rules[{i}]"),
+                        )
+                    )
+                    parts[ref].append(
                         f"exp:{rule.experiment}:missing" if exp is None else exp.fingerprint
                     )
+        mark = c.segments_mark(
+            f.project_id,
+            *(r.condition for r in f.rules if not isinstance(r, ExperimentRule)),
+            *(pc.condition for r in f.rules for pc in r.parent_conditions),
+        )
+        if mark:
+            parts[ref].append(mark)
         compiled = CompiledFlag(
             flag=f,
             key=f.key,
@@ -458,7 +646,7 @@ def _compile_flags(
             default_value=f.default_value,
             prerequisites=tuple(prerequisites),
             rules=tuple(rules),
-            cache_key="|".join(fingerprint),
+            cache_key="",
         )
         visiting.discard(ref)
         done[ref] = compiled
@@ -466,7 +654,25 @@ def _compile_flags(
 
     for ref in by_key:
         compile_flag(ref)
-    return done
+
+    for ref in sorted(done):
+        # The cache key names the flag's own parts and those of every flag it reaches,
+        # so a change anywhere along its prerequisites or parents misses the cache.
+        reached: set[tuple[str, str]] = set()
+        stack = list(edges[ref])
+        while stack:
+            other = stack.pop()
+            if other != ref and other not in reached:
+                reached.add(other)
+                stack.extend(edges[other])
+        key = "|".join(parts[ref])
+        for other in sorted(reached):
+            key += "|dep:(" + "|".join(parts[other]) + ")"
+        # Compiled objects are frozen, and rules and prerequisites hold them by
+        # reference: the key is set in place rather than by copying the flag.
+        object.__setattr__(done[ref], "cache_key", key)
+        per_project[ref[0]][ref[1]] = done[ref]
+    return per_project
 
 
 def compile_snapshot(state: ConfigSource, version: int, compiler: ConditionCompiler) -> Snapshot:
@@ -476,13 +682,9 @@ def compile_snapshot(state: ConfigSource, version: int, compiler: ConditionCompi
     compiled conditions by content; reusing one across snapshots makes recompiling after
     a small change cheap. Never raises for a bad rule: see ``Snapshot.errors``.
     """
-    c = _Compiler(compiler)
+    c = _Compiler(compiler, getattr(state, "segments", ()))
     experiments = _compile_experiments(c, state.experiments)
-    flags = _compile_flags(c, state.flags, experiments)
-
-    per_project: dict[str, dict[str, CompiledFlag]] = {}
-    for (project_id, key), compiled in sorted(flags.items()):
-        per_project.setdefault(project_id, {})[key] = compiled
+    per_project = _compile_flags(c, state.flags, experiments)
 
     return Snapshot(
         version=version,
@@ -495,6 +697,7 @@ def compile_snapshot(state: ConfigSource, version: int, compiler: ConditionCompi
         project_flags=_frozen((pid, MappingProxyType(fs)) for pid, fs in per_project.items()),
         compiled_experiments=MappingProxyType(experiments),
         errors=tuple(c.errors),
+        sticky_projects=frozenset(e.project_id for e in state.experiments if e.sticky_bucketing),
     )
 
 

@@ -19,7 +19,7 @@ from assay.adapters.http._errors import HttpError, describe
 from assay.adapters.http._request import decode_body
 from assay.adapters.http._routing import JsonBody
 from assay.adapters.http.console._web import Console
-from assay.adapters.http.routes.decisions import DecideRequest
+from assay.adapters.http.routes.decisions import DecideRequest, decide_arguments
 from assay.engine import (
     AssayError,
     AuditEntry,
@@ -183,7 +183,8 @@ def _playground(
     body: DecideRequest = decode_body(JsonBody(DecideRequest), raw)
     if not isinstance(body.attributes, dict):
         raise ValidationFailed("attributes must be a JSON object", code="invalid_body")
-    return console.engine.explain(body.flag, body.subject, body.attributes, project_id=project.id)
+    flag_key, subject_id, attrs = decide_arguments(body)
+    return console.engine.explain(flag_key, subject_id, attrs, project_id=project.id)
 
 
 __all__ = ["register"]

@@ -20,14 +20,33 @@ SubjectId = Annotated[
 FlagKey = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Attributes = Annotated[
     dict[str, Any],
-    msgspec.Meta(description="Targeting attributes; `id` is always the subject."),
+    msgspec.Meta(
+        description="Targeting attributes, of any JSON type; `id` is the subject unless "
+        "given here (then kept as given, a number stays a number)."
+    ),
+]
+
+
+NumericSubject = Annotated[
+    int,
+    msgspec.Meta(description="A numeric subject id: it is the `id` attribute as a number."),
 ]
 
 
 class DecideRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     flag: FlagKey
-    subject: SubjectId
+    subject: SubjectId | NumericSubject
     attributes: Attributes = {}
+
+
+def decide_arguments(r: DecideRequest) -> tuple[str, str, dict[str, Any]]:
+    # A numeric subject keeps its type as the ``id`` attribute (conditions such as
+    # ``{"id": {"$in": [123]}}`` match it, as in GrowthBook); the decision names it as text.
+    subject = r.subject
+    if type(subject) is str:
+        return (r.flag, subject, r.attributes)
+    attributes = r.attributes if "id" in r.attributes else {**r.attributes, "id": subject}
+    return (r.flag, str(subject), attributes)
 
 
 class BatchDecideRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -48,9 +67,7 @@ async def _project_id(call: Call) -> str:
 async def decide(call: Call) -> Decision:
     body: DecideRequest = call.body
     project_id = await _project_id(call)
-    decisions = await call.engine.adecide_many(
-        [(body.flag, body.subject, body.attributes)], project_id=project_id
-    )
+    decisions = await call.engine.adecide_many([decide_arguments(body)], project_id=project_id)
     return decisions[0]
 
 
@@ -64,7 +81,7 @@ async def decide_batch(call: Call) -> BatchDecideResponse:
         )
     project_id = await _project_id(call)
     decisions = await call.engine.adecide_many(
-        [(r.flag, r.subject, r.attributes) for r in body.requests], project_id=project_id
+        [decide_arguments(r) for r in body.requests], project_id=project_id
     )
     return BatchDecideResponse(decisions=decisions)
 

@@ -1,5 +1,5 @@
-"""Flags, experiments, layers and metrics: the same five operations for each, in the
-project the API key addresses."""
+"""Flags, experiments, layers, metrics and segments: the same five operations for each, in
+the project the API key addresses."""
 
 from __future__ import annotations
 
@@ -27,12 +27,14 @@ from assay.engine import (
     Metric,
     MetricSpec,
     Page,
+    Segment,
+    SegmentSpec,
 )
 
 if TYPE_CHECKING:
     import msgspec
 
-ObjectT = TypeVar("ObjectT", Flag, Experiment, Layer, Metric)
+ObjectT = TypeVar("ObjectT", Flag, Experiment, Layer, Metric, Segment)
 
 
 def object_routes(
@@ -194,5 +196,15 @@ ROUTES = (
         description="Metrics: what experiments measure.",
         example={"key": "purchase", "kind": "proportion", "attribution_window_hours": 72},
         patch_example={"name": "Purchased within 3 days"},
+    ),
+    *object_routes(
+        Segment,
+        SegmentSpec,
+        name="segment",
+        description="Segments: named audiences (a list of attribute values, or a condition) "
+        "that conditions use through `$inGroup`, `$notInGroup` and `$savedGroup`; "
+        "GrowthBook's saved groups. A change reaches every rule using the segment.",
+        example={"key": "beta-testers", "attribute": "id", "values": ["user-1", "user-2"]},
+        patch_example={"values": ["user-1", "user-2", "user-3"]},
     ),
 )

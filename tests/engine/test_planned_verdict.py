@@ -110,6 +110,7 @@ async def test_looks_are_taken_as_information_grows_and_decisions_stick(engine: 
     assert decided.planned is not None
     assert decided.planned.decided_at_look == 1
     assert "planned" in first.verdict_basis
+    assert "boundaries spend 95% of it" in first.verdict_basis
 
     # Reading again takes no look; new data that erases the effect cannot undo it.
     again = await engine.report(P, E)

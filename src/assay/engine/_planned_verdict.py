@@ -4,7 +4,8 @@ group-sequential test that stays valid however often the report is read.
 The design (``_core._stats_group_sequential``): analyses ("looks") at information fractions
 ``t = analysed subjects / planned subjects`` (or elapsed days / planned days), boundaries
 from the Lan-DeMets O'Brien-Fleming-like spending function, alpha split equally (Bonferroni)
-over the primary metrics x treatments.
+over the primary metrics x treatments, of which the boundaries spend 95% (a margin for the
+normal approximation on count data, ``SPENT_SHARE``).
 
 The rules this module keeps, and why:
 
@@ -31,7 +32,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from assay.engine._core._stats_group_sequential import DESIGN_LOOKS, two_sided_boundaries
+from assay.engine._core._stats_group_sequential import DESIGN_LOOKS, planned_boundaries
 from assay.engine._model import Experiment
 
 __all__ = [
@@ -115,7 +116,7 @@ def take_look(
     """The next look at ``fraction`` (from ``look_due``) over the comparisons in ``z``
     (``(metric, variant) -> z``), carrying forward every earlier decision."""
     fractions = [look.fraction for look in looks] + [fraction]
-    boundary = two_sided_boundaries(fractions, alpha)[-1]
+    boundary = planned_boundaries(fractions, alpha)[-1]
     index = len(looks) + 1
     earlier: dict[tuple[str, str], LookDecision] = {}
     if looks:

@@ -47,6 +47,7 @@ from assay.engine._core._stats import (
     sequential_srm,
     srm_check,
 )
+from assay.engine._core._stats_group_sequential import SPENT_SHARE
 from assay.engine._errors import AssayError, ValidationFailed
 from assay.engine._metric_kinds import (
     MetricKind,
@@ -640,8 +641,10 @@ def apply_plan(
         metrics=metrics,
         plan=status,
         verdict_basis=f"planned: primary metrics are judged by a {PLANNED_METHOD} at alpha "
-        f"{alpha:.3g} per comparison; a look is taken every {LOOK_STEP:.0%} of the plan and "
-        "its decision shown until the next, so reading the report does not spend alpha",
+        f"{alpha:.3g} per comparison (its boundaries spend {SPENT_SHARE:.0%} of it, a margin "
+        f"for the normal approximation on counts); a look is taken every {LOOK_STEP:.0%} of "
+        "the plan and its decision shown until the next, so reading the report does not "
+        "spend alpha",
     )
 
 

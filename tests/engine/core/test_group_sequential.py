@@ -3,7 +3,7 @@
 Boundaries are checked against published values (gsDesign's ``sfLDOF``, 5 looks); the
 error rate and power are checked two ways: exactly (the numerical recursion) and by seeded
 simulation of conversion data analysed as a report analyses it, with Monte Carlo standard
-errors printed (``pytest -s``). The default run uses 10,000 A/A and 2,000 powered
+errors printed (``pytest -s``). The default run uses 200,000 A/A and 2,000 powered
 experiments; ``-m slow`` runs ten times as many.
 """
 
@@ -26,8 +26,10 @@ from assay.engine._core._stats_frequentist import (
     welch_dof,
 )
 from assay.engine._core._stats_group_sequential import (
+    SPENT_SHARE,
     crossing_probability,
     obf_spending,
+    planned_boundaries,
     sequential_inflation,
     two_sided_boundaries,
 )
@@ -69,8 +71,10 @@ def test_bad_looks_are_refused() -> None:
 
 def test_the_design_loses_little_power_at_the_planned_size() -> None:
     """Exactly (no simulation): with 20 looks and the fixed-horizon size, the chance of a
-    decision by the planned size is over 90% of the fixed test's 80%."""
-    bounds = two_sided_boundaries(TWENTY, ALPHA)
+    decision by the planned size is over 90% of the fixed test's 80%; the planned verdict's
+    boundaries spend 95% of alpha."""
+    bounds = planned_boundaries(TWENTY, ALPHA)
+    assert crossing_probability(TWENTY, bounds, 0.0) == pytest.approx(SPENT_SHARE * ALPHA)
     drift = float(1.959964 + 0.841621)  # E[Z(1)] at which a fixed test has 80% power
     power = crossing_probability(TWENTY, bounds, drift)
     print(f"exact power at the fixed-horizon size: {power:.4f} (fixed test 0.8000)")
@@ -80,6 +84,8 @@ def test_the_design_loses_little_power_at_the_planned_size() -> None:
 
 # --- simulations, analysed as a report analyses them --------------------------------------
 
+CHUNK = 50_000  # experiments simulated at once (bounds memory at ~100 MB)
+
 
 def planned_and_fixed(
     rng: np.random.Generator,
@@ -87,48 +93,65 @@ def planned_and_fixed(
     per_arm: int,
     rate_a: float,
     rate_b: float,
-) -> tuple[Floats, Floats]:
+) -> tuple[Floats, Floats, Floats]:
     """For each experiment: did the planned verdict (20 looks, the absolute lift's z against
-    the boundaries, as ``_reports._z``) decide, and did a fixed-horizon Welch test of the
-    relative lift (what a report shows) at the planned size reject?"""
+    ``planned_boundaries``, as ``_reports._z``) decide, did the same looks against
+    boundaries spending all of alpha decide (for comparison), and did a fixed-horizon Welch
+    test of the relative lift (what a report shows) at the planned size reject?"""
     chunk = per_arm // 20
     n = chunk * np.arange(1, 21, dtype=np.float64)
-    pa = rng.binomial(chunk, rate_a, size=(experiments, 20)).cumsum(axis=1) / n
-    pb = rng.binomial(chunk, rate_b, size=(experiments, 20)).cumsum(axis=1) / n
-    va, vb = pa * (1 - pa), pb * (1 - pb)
-    est = relative_lift(pa, pb, pa)
-    var = lift_variance(va, pa, n, vb, pb, n, relative=True)
-    z = absolute_lift(pa, pb) / np.sqrt(lift_variance(va, pa, n, vb, pb, n, relative=False))
-    bounds = np.array(two_sided_boundaries(TWENTY, ALPHA))
-    planned = (np.abs(z) >= bounds).any(axis=1)
-    dof = welch_dof(va[:, -1], n[-1], vb[:, -1], n[-1])
-    fixed = t_test(est[:, -1], var[:, -1], dof, ALPHA).p_value < ALPHA
-    return planned.astype(float), fixed.astype(float)
+    planned_bounds = np.array(planned_boundaries(TWENTY, ALPHA))
+    full_bounds = np.array(two_sided_boundaries(TWENTY, ALPHA))
+    planned, full, fixed = [], [], []
+    for start in range(0, experiments, CHUNK):
+        size = min(CHUNK, experiments - start)
+        with np.errstate(divide="ignore", invalid="ignore"):  # no conversions yet: no z
+            pa = rng.binomial(chunk, rate_a, size=(size, 20)).cumsum(axis=1) / n
+            pb = rng.binomial(chunk, rate_b, size=(size, 20)).cumsum(axis=1) / n
+            va, vb = pa * (1 - pa), pb * (1 - pb)
+            z = np.abs(
+                absolute_lift(pa, pb) / np.sqrt(lift_variance(va, pa, n, vb, pb, n, relative=False))
+            )
+            planned.append((z >= planned_bounds).any(axis=1))
+            full.append((z >= full_bounds).any(axis=1))
+            est = relative_lift(pa[:, -1], pb[:, -1], pa[:, -1])
+            var = lift_variance(
+                va[:, -1], pa[:, -1], n[-1], vb[:, -1], pb[:, -1], n[-1], relative=True
+            )
+            dof = welch_dof(va[:, -1], n[-1], vb[:, -1], n[-1])
+            fixed.append(t_test(est, var, dof, ALPHA).p_value < ALPHA)
+    return tuple(np.concatenate(x).astype(float) for x in (planned, full, fixed))  # type: ignore[return-value]
 
 
 def _rate(label: str, hits: Floats) -> tuple[float, float]:
     rate = float(hits.mean())
     se = math.sqrt(max(rate * (1 - rate), 1e-12) / hits.size)
-    print(f"{label}: {rate:.4f} +- {se:.4f} (Monte Carlo SE, {hits.size} replications)")
+    print(f"{label}: {rate:.4%} +- {se:.4%} (Monte Carlo SE, {hits.size} replications)")
     return rate, se
 
 
-def check_aa(experiments: int, seed: int) -> None:
+def check_aa(experiments: int, seed: int, per_arm: int = 20_000, base: float = 0.10) -> None:
     rng = np.random.default_rng(seed)
-    planned, fixed = planned_and_fixed(rng, experiments, 20_000, 0.10, 0.10)
-    rate, se = _rate("A/A, 20 looks: planned verdict false positives", planned)
+    planned, full, fixed = planned_and_fixed(rng, experiments, per_arm, base, base)
+    label = f"A/A, 20 looks, {per_arm} per arm at {base:.0%}: planned verdict false positives"
+    rate, se = _rate(label, planned)
+    _rate("A/A, 20 looks: boundaries spending all of alpha (comparison)", full)
     _rate("A/A: fixed-horizon Welch at the end (one look)", fixed)
-    # The design spends exactly alpha on normal z statistics (checked above to 1e-6); on
-    # binomial data the estimate must not be significantly (3 SE) above it.
-    assert rate <= ALPHA + 3 * se
+    # The target is the rate at or under alpha: the estimate plus two Monte Carlo standard
+    # errors (a one-sided 97.7% upper bound) must be. The boundaries spend 95% of alpha,
+    # so the true rate is about 4.6-4.8% (20,000 per arm at 10% down to 1,000 at 1%) and
+    # this holds with room in the seeded run.
+    print(f"upper bound (estimate + 2 SE): {rate + 2 * se:.4%} (alpha {ALPHA:.2%})")
+    assert rate + 2 * se <= ALPHA
 
 
 def check_power(experiments: int, seed: int) -> None:
     plan = plan_sample_size(PlanInput(baseline_rate=0.10, mde=0.05, power=0.8))
     per_arm = plan.fixed_subjects_per_variant // 20 * 20
     rng = np.random.default_rng(seed)
-    planned, fixed = planned_and_fixed(rng, experiments, per_arm, 0.10, 0.105)
+    planned, full, fixed = planned_and_fixed(rng, experiments, per_arm, 0.10, 0.105)
     p_rate, p_se = _rate(f"planned verdict power at {per_arm} per arm", planned)
+    _rate("boundaries spending all of alpha (comparison)", full)
     f_rate, f_se = _rate("fixed-horizon Welch power at the same size", fixed)
     ratio = p_rate / f_rate
     # Paired on the same data, so the ratio's error is below the independent bound.
@@ -138,7 +161,13 @@ def check_power(experiments: int, seed: int) -> None:
 
 
 def test_aa_with_twenty_looks_keeps_alpha() -> None:
-    check_aa(10_000, 1205)
+    check_aa(200_000, 1205)
+
+
+def test_aa_at_a_small_planned_size_keeps_alpha() -> None:
+    """Few conversions per look (2 expected at the first): the normal approximation is at
+    its worst, and a fixed Welch test of the relative lift rejects in about 5.5%."""
+    check_aa(200_000, 1207, per_arm=2_000, base=0.02)
 
 
 def test_power_at_the_planned_size_is_near_fixed_horizon() -> None:
@@ -147,7 +176,9 @@ def test_power_at_the_planned_size_is_near_fixed_horizon() -> None:
 
 @pytest.mark.slow
 def test_aa_and_power_large() -> None:
-    check_aa(100_000, 2205)
+    check_aa(2_000_000, 2205)
+    check_aa(1_000_000, 2207, per_arm=2_000, base=0.02)
+    check_aa(1_000_000, 2208, per_arm=1_000, base=0.01)
     check_power(20_000, 2206)
 
 
@@ -176,7 +207,7 @@ def test_looks_are_taken_every_five_percent_and_decisions_stick() -> None:
     assert look_due(looks, 2.0) is None
     # The boundary of each look is computed from the looks actually taken.
     assert looks[2].decisions[0].boundary == pytest.approx(
-        two_sided_boundaries([0.05, 0.4, 1.0], ALPHA)[-1]
+        planned_boundaries([0.05, 0.4, 1.0], ALPHA)[-1]
     )
 
 

@@ -14,7 +14,7 @@ from assay.engine._core._planning import PlanInput, plan_sample_size
 from assay.engine._core._stats_group_sequential import (
     DESIGN_LOOKS,
     crossing_probability,
-    two_sided_boundaries,
+    planned_boundaries,
 )
 from assay.engine._errors import ValidationFailed
 
@@ -89,7 +89,7 @@ def test_variants_split_alpha_and_traffic_gives_days() -> None:
 def test_the_sequential_size_reaches_the_power_of_the_design(power: float) -> None:
     plan = plan_sample_size(PlanInput(baseline_rate=0.1, mde=0.05, power=power))
     fractions = [(k + 1) / DESIGN_LOOKS for k in range(DESIGN_LOOKS)]
-    bounds = two_sided_boundaries(fractions, 0.05)
+    bounds = planned_boundaries(fractions, 0.05)
     # E[Z] at the planned size grows with sqrt(n): the fixed size gives z_a + z_b.
     z = sps.norm.isf(0.025) + sps.norm.ppf(power)
     at_fixed = crossing_probability(fractions, bounds, z)

@@ -29,7 +29,7 @@ from tests.faults.support import (
     serving,
 )
 
-OUTAGE_SECONDS = 3.0
+OUTAGE_SECONDS = 10.0
 """Long enough for every kind of request to meet the outage; the issue's 10 s outage adds
 nothing here but CI time."""
 

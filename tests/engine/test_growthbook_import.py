@@ -111,12 +111,12 @@ PAYLOAD: dict[str, Any] = {
         },
         "shared-a": {
             "defaultValue": 0,
-            "rules": [{"key": "shared", "variations": [0, 1], "weights": [0.5, 0.5]}],
+            "rules": [{"key": "common", "variations": [0, 1], "weights": [0.5, 0.5]}],
         },
         "shared-b": {
             "defaultValue": "x",
             # Weights GrowthBook rejects (sum 2): it buckets with equal weights.
-            "rules": [{"key": "shared", "variations": ["x", "y", "z"], "weights": [1, 0.5, 0.5]}],
+            "rules": [{"key": "common", "variations": ["x", "y", "z"], "weights": [1, 0.5, 0.5]}],
         },
         "company-plan": {
             "defaultValue": "free",
@@ -273,9 +273,9 @@ def test_mapping_of_each_rule_kind() -> None:
     assert flags["layout"].type is FlagType.JSON
 
     # One GrowthBook experiment on two features: two assay experiments, one seed.
-    assert experiments["shared"].seed is None
-    shared_b = experiments["shared.shared-b"]
-    assert shared_b.seed == "shared"
+    assert experiments["common"].seed is None
+    shared_b = experiments["common.shared-b"]
+    assert shared_b.seed == "common"
     assert [v.weight for v in shared_b.variants] == [1 / 3] * 3
 
 

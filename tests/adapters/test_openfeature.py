@@ -86,7 +86,8 @@ async def engine() -> AsyncIterator[Engine]:
 def client_for(provider: Any) -> OpenFeatureClient:
     # A domain of its own per test: OpenFeature's registry is global to the process.
     domain = f"assay-test-{uuid.uuid4().hex}"
-    api.set_provider(provider, domain=domain)
+    # Initialised in a background thread otherwise: evaluating at once could see NOT_READY.
+    api.set_provider_and_wait(provider, domain=domain)
     return api.get_client(domain=domain)
 
 

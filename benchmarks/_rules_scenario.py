@@ -7,11 +7,18 @@ is to GrowthBook's Python SDK:
 - ``checkout-rules``: an experiment rule with a prerequisite on ``beta-gate``
   (``parentConditions``), a targeting condition, a hash-range filter (mutual exclusion
   across namespaces, GrowthBook's way) and explicit bucket ranges with gaps (three
-  variations over [0, 0.3), [0.35, 0.65) and [0.7, 1)).
+  variations over [0, 0.3), [0.35, 0.65) and [0.7, 1)), with sticky bucketing
+  (``bucketVersion``: the import makes it a sticky experiment; GrowthBook is given an
+  ``InMemoryStickyBucketService``).
 
-Every user's value and variant are checked equal between the two before anything is timed;
-then both decide every user in interleaved rounds, this process's CPU time per decision is
-recorded, and the median and the paired ratio (median of per-round ratios) are reported.
+Both sides' sticky documents are filled the same way: one warm-up pass decides every user,
+which assigns everyone enrolled (assay keeps the documents in its cache and writes them
+behind, GrowthBook in its in-memory service). The timed rounds then read existing
+documents, the common case. Every user's value and variant are checked equal between the
+two, on the warm-up pass and again on a pass that reads the documents, before anything is
+timed; then both decide every user in interleaved rounds, this process's CPU time per
+decision is recorded, and the median and the paired ratio (median of per-round ratios) are
+reported.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ PAYLOAD: dict[str, Any] = {
                     "ranges": [[0, 0.3], [0.35, 0.65], [0.7, 1.0]],
                     "meta": [{"key": v} for v in VARIANTS],
                     "hashVersion": 2,
+                    "bucketVersion": 0,
                 }
             ],
         },
@@ -53,13 +61,15 @@ PAYLOAD: dict[str, Any] = {
 
 
 async def rules_scenario(users: Sequence[dict[str, str]], rounds: int) -> dict[str, Any]:
-    from growthbook import GrowthBook
+    import trio
+    from growthbook import GrowthBook, InMemoryStickyBucketService
 
     import assay
-    from assay.engine import SYSTEM_KEY, ProjectSpec
+    from assay.engine import SYSTEM_KEY, Experiment, ProjectSpec
     from assay.engine._growthbook_import import import_growthbook
 
-    gb = GrowthBook(features=PAYLOAD["features"])
+    sticky_service = InMemoryStickyBucketService()
+    gb = GrowthBook(features=PAYLOAD["features"], sticky_bucket_service=sticky_service)
 
     def growthbook() -> list[tuple[Any, str | None]]:
         out: list[tuple[Any, str | None]] = []
@@ -91,10 +101,23 @@ async def rules_scenario(users: Sequence[dict[str, str]], rounds: int) -> dict[s
             "assay": assay_decide,
             "growthbook_instance": growthbook,
         }
-        ours, theirs = assay_decide(), growthbook()
-        differ = sum(a != b for a, b in zip(ours, theirs, strict=True))
-        if differ:
-            raise SystemExit(f"rules scenario: assay disagrees with GrowthBook on {differ} users")
+        imported = await engine.service.list_objects(SYSTEM_KEY, Experiment, PROJECT)
+        if [e.sticky_bucketing for e in imported.items] != [True]:
+            raise SystemExit("rules scenario: the imported experiment is not sticky")
+        # The warm-up pass assigns everyone enrolled (first decisions, documents written);
+        # the second pass reads those documents, as every timed round will.
+        for phase in ("assigning", "reading documents"):
+            ours, theirs = assay_decide(), growthbook()
+            differ = sum(a != b for a, b in zip(ours, theirs, strict=True))
+            if differ:
+                raise SystemExit(
+                    f"rules scenario ({phase}): assay disagrees with GrowthBook on {differ} users"
+                )
+            await trio.sleep(0.1)  # let assay's write-behind empty outside the timed part
+        documents = {
+            "assay_written": engine.sticky_buckets.written,
+            "growthbook_stored": len(sticky_service.docs),
+        }
         enrolled = sum(v is not None for _, v in ours)
         if not 0.05 * len(users) < enrolled < 0.5 * len(users):
             raise SystemExit(f"rules scenario: {enrolled} users enrolled, expected ~15-25%")
@@ -118,6 +141,7 @@ async def rules_scenario(users: Sequence[dict[str, str]], rounds: int) -> dict[s
             "in_experiment": enrolled,
             "variant_split": split,
             "same_value_and_variant_as_growthbook": 1.0,
+            "sticky_documents": documents,
         },
         "us": medians,
         "rounds_us": samples,
@@ -129,8 +153,8 @@ async def rules_scenario(users: Sequence[dict[str, str]], rounds: int) -> dict[s
 def print_rules_table(rules: dict[str, Any]) -> None:
     v = rules["verification"]
     print(
-        "\nRules scenario (a prerequisite, a filter, explicit ranges with gaps), in process,"
-        " CPU microseconds per decision:"
+        "\nRules scenario (a prerequisite, a filter, explicit ranges with gaps, sticky"
+        " bucketing reading existing documents), in process, CPU microseconds per decision:"
     )
     for name, us in rules["us"].items():
         print(f"  {name:24} {us:7.2f}")
@@ -138,5 +162,6 @@ def print_rules_table(rules: dict[str, Any]) -> None:
         f"  growthbook/assay {rules['growthbook_over_assay']:.2f}x"
         f" (paired rounds {rules['growthbook_over_assay_paired']:.2f}x);"
         f" checked: {v['in_experiment']:,} of {v['users']:,} users enrolled, split"
-        f" {v['variant_split']}; assay = GrowthBook on every user"
+        f" {v['variant_split']}; assay = GrowthBook on every user;"
+        f" sticky documents {v['sticky_documents']}"
     )

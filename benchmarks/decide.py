@@ -3,7 +3,8 @@
     python benchmarks/decide.py [--quick] [--json PATH] [--no-rules]
 
 A second, in-process scenario (``_rules_scenario.py``) exercises GrowthBook's rule language
-(a prerequisite, a filter, explicit bucket ranges) against GrowthBook's SDK the same way.
+(a prerequisite, a filter, explicit bucket ranges, sticky bucketing) against GrowthBook's SDK
+the same way.
 
 The first scenario, everywhere: a string flag whose single rule is an experiment with two targeting
 conditions (country in a list, app version >= 2.0.0), 90% coverage and three equally

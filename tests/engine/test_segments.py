@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
 
 import assay
@@ -31,6 +32,7 @@ from assay.engine import (
     ValidationFailed,
     Variant,
 )
+from assay.engine._model import ParentCondition
 
 P = "shop"
 
@@ -176,6 +178,51 @@ async def test_segment_in_use_cannot_be_deleted_and_type_cannot_change(engine: E
     await engine.service.delete_object(SYSTEM_KEY, Segment, P, "wrap")
     await engine.service.delete_object(SYSTEM_KEY, Segment, P, "beta")
     assert (await engine.service.list_objects(SYSTEM_KEY, Segment, P)).items == []
+
+
+async def test_parent_condition_segments_checked_when_saved_and_kept_from_deletion(
+    engine: Engine,
+) -> None:
+    await create(engine, Flag, FlagSpec(key="parent", type="string", default_value="u1"))  # type: ignore[arg-type]
+
+    def child(segment: str) -> FlagSpec:
+        rule = ForceRule(
+            value=True,
+            parent_conditions=[
+                ParentCondition(flag="parent", condition={"value": {"$inGroup": segment}})
+            ],
+        )
+        return FlagSpec(key="child", rules=[rule])
+
+    with pytest.raises(ValidationFailed) as info:
+        await create(engine, Flag, child("beta"))
+    assert info.value.code == "segment_not_found"
+    assert info.value.details == {
+        "field": "rules[0].parent_conditions[0].condition",
+        "segment": "beta",
+    }
+    page = await engine.service.list_objects(SYSTEM_KEY, Flag, P)
+    assert [f.key for f in page.items] == ["parent"]
+
+    await create(engine, Segment, SegmentSpec(key="beta", values=["u1"]))
+    await create(engine, Flag, child("beta"))
+    await engine.refresh()
+    assert engine.decide("child", "s").reason is Reason.FORCED
+
+    # Used only from the parent condition, the segment cannot be deleted.
+    with pytest.raises(Conflict) as conflict:
+        await engine.service.delete_object(SYSTEM_KEY, Segment, P, "beta")
+    assert conflict.value.code == "in_use"
+    assert conflict.value.details == {"used_by": ["flag child"]}
+    assert (await engine.service.get_object(SYSTEM_KEY, Segment, P, "beta")).revision == 1
+
+    # An update naming a missing segment is refused too, and leaves the flag as it was.
+    with pytest.raises(ValidationFailed) as info:
+        await engine.service.update_object(
+            SYSTEM_KEY, Flag, P, "child", {"rules": [msgspec.to_builtins(child("gone").rules[0])]}
+        )
+    assert info.value.code == "segment_not_found"
+    assert (await engine.service.get_object(SYSTEM_KEY, Flag, P, "child")).revision == 1
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@ A segment is a project's named audience (``Segment``); conditions name it by key
 check that keeps those names valid runs when something is saved, so decide never meets a
 dangling reference:
 
-- a condition may only name segments that exist in its project (``segment_not_found``),
+- a condition (a rule's, a rule's parent conditions', an experiment's or a condition
+  segment's) may only name segments that exist in its project (``segment_not_found``),
   and ``$inGroup``/``$notInGroup`` only ``list`` segments (``segment_type_mismatch``);
 - a ``list`` segment has values and no condition, a ``condition`` segment a condition and
   no values (``invalid_segment``); condition segments may use other segments but never
@@ -126,12 +127,15 @@ def segment_users(
     def uses(condition: Mapping[str, Any] | None) -> bool:
         return bool(condition) and any(k == segment.key for _, k in segment_references(condition))
 
+    def flag_uses(flag: Flag) -> bool:
+        return any(
+            (not isinstance(r, ExperimentRule) and uses(r.condition))
+            or any(uses(pc.condition) for pc in r.parent_conditions)
+            for r in flag.rules
+        )
+
     return (
-        [
-            f"flag {f.key}"
-            for f in flags
-            if any(not isinstance(r, ExperimentRule) and uses(r.condition) for r in f.rules)
-        ]
+        [f"flag {f.key}" for f in flags if flag_uses(f)]
         + [f"experiment {e.key}" for e in experiments if uses(e.condition)]
         + [f"segment {s.key}" for s in segments if s.key != segment.key and uses(s.condition)]
     )

@@ -114,7 +114,9 @@ async def validate_flag(tx: StoreTransaction, flag: Flag, validate: ConditionVal
             rule_ids.add(rule.id)
         # A parent that does not exist reads null (GrowthBook's rule), so it is allowed.
         for j, pc in enumerate(rule.parent_conditions):
-            _check_condition(pc.condition, f"{where}.parent_conditions[{j}].condition", validate)
+            at = f"{where}.parent_conditions[{j}].condition"
+            _check_condition(pc.condition, at, validate)
+            await check_segment_references(tx, flag.project_id, pc.condition, at)
         match rule:
             case ForceRule() | RolloutRule():
                 check_value(flag.type, rule.value, f"{where}.value")

@@ -352,10 +352,61 @@ async def test_while_writes_keep_failing_durable_callers_get_store_unavailable()
             await engine.adecide("color", "f1", {"country": "DE"}, project=P)
         down[0] = False
         with trio.fail_after(5):
+            # Durable callers are refused until the writer's back-off ends; the kept
+            # record is written by the first attempt after it.
+            while await engine.get_decision(queued.decision_id) is None:  # noqa: ASYNC110
+                await trio.sleep(0.01)
             decision = await engine.adecide("color", "f2", {"country": "DE"}, project=P)
         assert same_record(await engine.get_decision(decision.decision_id), decision)
         assert same_record(await engine.get_decision(queued.decision_id), queued)
         assert engine.decision_stats["records_dropped"] == 0
+
+
+async def test_a_durable_caller_arriving_during_the_back_off_is_refused_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Virtual time: the writer's back-off is skipped over, and current_time() says how
+    # long each caller waited; the attempts say whether it waited for another write.
+    async with assay.open_engine(config_for(None, decision_cache_size=0)) as engine:
+        await populate(engine)
+        store: Any = engine.store
+        real = store.record_decisions
+        down = [True]
+        attempts: list[int] = []
+
+        async def outage(decisions: Any, *, again: bool = False) -> None:
+            attempts.append(len(decisions))
+            if down[0]:
+                raise StoreUnavailable("the database is away")
+            await real(decisions, again=again)
+
+        store.record_decisions = outage
+        # A fire-and-forget record keeps the writer retrying; the first durable caller
+        # waits for the immediate retries and is told.
+        queued = engine.decide("color", "q1", {"country": "US"}, project=P)
+        with trio.fail_after(5), pytest.raises(StoreUnavailable):
+            await engine.adecide("color", "f1", {"country": "DE"}, project=P)
+        tried = len(attempts)
+        # The writer now backs off (0.4 s and more): the next durable caller is answered
+        # without waiting for the next attempt, and its record is not queued.
+        started = trio.current_time()
+        with trio.fail_after(5), pytest.raises(StoreUnavailable):
+            await engine.adecide("color", "f2", {"country": "DE"}, project=P)
+        assert trio.current_time() == started
+        assert len(attempts) == tried
+        # The database returns: the kept fire-and-forget record is written after the
+        # back-off, and a durable write succeeds at its first attempt.
+        down[0] = False
+        await trio.sleep(5)
+        assert same_record(await engine.get_decision(queued.decision_id), queued)
+        tried = len(attempts)
+        started = trio.current_time()
+        decision = await engine.adecide("color", "f3", {"country": "DE"}, project=P)
+        assert trio.current_time() == started
+        assert attempts[tried:] == [1]
+        assert same_record(await engine.get_decision(decision.decision_id), decision)
+        assert engine.decision_stats["records_dropped"] == 0
+        assert engine.decision_stats["records_written"] == 2  # q1 and f3; f1, f2 refused
 
 
 async def test_a_record_the_store_refuses_fails_only_its_own_caller() -> None:

@@ -20,8 +20,10 @@ records (``async`` mode) ride along in the same batches.
 Faults: the change feed, the record writer and snapshot reloads each retry on their own, so
 none stops another. A failed write is retried at once; while the database stays away the
 durable callers get ``StoreUnavailable`` and fire-and-forget records wait (bounded) for it
-to return. A record the database refuses (what it holds) is isolated by splitting its batch:
-only its own caller learns of it.
+to return. A durable caller arriving while the writer backs off is told at once rather
+than after the next attempt: the writer has just learnt the database is away. A record
+the database refuses (what it holds) is isolated by splitting its batch: only its own
+caller learns of it.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ _IMMEDIATE_RETRIES = 3
 server closed every pooled connection, the pool may hand out one it has not noticed yet."""
 _DRAIN_GIVE_UP = 5
 """Failed writes in a row after which stopping gives up what is left."""
+_NOT_RECORDED = "the database is unavailable: the decision was not recorded"
 
 
 def _backoff(failures: int) -> float:
@@ -99,6 +102,8 @@ class DecisionActor(Actor[DecisionMessage]):
         self._waiters: list[tuple[int, int, trio.MemorySendChannel[Any]]] = []
         self._failures = 0
         """Failed writes in a row."""
+        self._backing_off = False
+        """The writer is waiting out a back-off: the last attempts found the database away."""
         self._records_ready = trio.Event()
         self._batch_done = trio.Event()
         self.records_written = 0
@@ -227,6 +232,12 @@ class DecisionActor(Actor[DecisionMessage]):
         if reply is None and len(self._pending) >= MAX_PENDING:
             self.records_dropped += len(decisions)
             return
+        if reply is not None and self._backing_off:
+            # The writer just found the database away and waits before trying again:
+            # waiting for that attempt would only delay the same answer (up to a second).
+            # Not queued, so nothing of the caller's is written later behind its back.
+            answer(reply, StoreUnavailable(_NOT_RECORDED))
+            return
         if reply is not None:
             # Answered when every record up to its end has been written; [start, end) are
             # its own records, given up if it is told that writing failed.
@@ -239,7 +250,8 @@ class DecisionActor(Actor[DecisionMessage]):
         """Write what is pending, batch after batch. A failed batch is written again (on a
         fresh connection: the pool replaces a lost one), so a dropped connection costs
         nobody anything. When the third attempt fails too (the database is away), the
-        durable callers are told (``StoreUnavailable``) and their records given up; the
+        durable callers are told (``StoreUnavailable``) and their records given up, as are
+        those of durable callers arriving during the back-off before the next attempt; the
         fire-and-forget ones stay queued (up to ``MAX_PENDING``) and are written once the
         database is back. Writes after a failure skip records already there: the failed
         attempt may have committed without the answer reaching us."""
@@ -273,7 +285,13 @@ class DecisionActor(Actor[DecisionMessage]):
                         self._fail_waiters(keep_async=True)
                     self._batch_done.set()
                     if self._failures >= _IMMEDIATE_RETRIES:
-                        await trio.sleep(_backoff(self._failures))
+                        # Only for the wait itself: the next attempt is made as before,
+                        # and durable callers arriving during it wait for its outcome.
+                        self._backing_off = True
+                        try:
+                            await trio.sleep(_backoff(self._failures))
+                        finally:
+                            self._backing_off = False
                     continue
                 self._failures = 0
                 first = self.records_written
@@ -329,7 +347,7 @@ class DecisionActor(Actor[DecisionMessage]):
         """The database is away: nobody waiting may be told their records are safe. The
         durable callers' records are given up (they were not acknowledged; the callers
         may retry), fire-and-forget ones are kept for later when ``keep_async``."""
-        error = StoreUnavailable("the database is unavailable: the decision was not recorded")
+        error = StoreUnavailable(_NOT_RECORDED)
         base = self.records_written
         given_up = [False] * len(self._pending)
         for start, end, reply in self._waiters:

@@ -3,7 +3,8 @@ segments and keys goes through here, so validation, access control, revisions an
 applied the same way whether the change comes from HTTP, the CLI or Python.
 
 Each write runs in one store transaction: the object and its audit entry commit together
-or not at all.
+or not at all. The rules across objects (what may run at once, what may be deleted, what a
+started experiment may change) are in ``_integrity``.
 """
 
 from __future__ import annotations
@@ -30,11 +31,17 @@ from assay.engine._errors import (
     ValidationFailed,
 )
 from assay.engine._guardrails import GuardrailValidator
+from assay.engine._integrity import (
+    Scoped,
+    ScopedT,
+    check_can_run,
+    check_experiment_edit,
+    check_unreferenced,
+)
 from assay.engine._model import (
     ApiKey,
     AuditEntry,
     Experiment,
-    ExperimentRule,
     ExperimentSpec,
     ExperimentStatus,
     Flag,
@@ -52,9 +59,8 @@ from assay.engine._model import (
 )
 from assay.engine._pagination import Page, check_limit, decode_cursor, encode_cursor
 from assay.engine._ports import KIND_NAMES, Store, StoreTransaction
-from assay.engine._segments import segment_users, validate_segment
+from assay.engine._segments import validate_segment
 from assay.engine._validation import (
-    flag_references,
     validate_experiment,
     validate_flag,
     validate_metric,
@@ -83,9 +89,7 @@ KEY_OUTAGE_SECONDS = 3600.0
 accepted as it was then (see ``ConfigService.authenticate``)."""
 _KEY_CACHE_SIZE = 10_000
 
-Scoped = Flag | Experiment | Layer | Metric | Segment
 SpecT = TypeVar("SpecT", FlagSpec, ExperimentSpec, LayerSpec, MetricSpec, SegmentSpec)
-ScopedT = TypeVar("ScopedT", Flag, Experiment, Layer, Metric, Segment)
 
 _SPEC_OF: dict[type[Scoped], type[msgspec.Struct]] = {
     Flag: FlagSpec,
@@ -101,18 +105,6 @@ _RESOURCE_OF: dict[type[Scoped], Resource] = {
     Metric: Resource.METRIC,
     Segment: Resource.SEGMENT,
 }
-# Experiment fields that decide who gets which variant; changing them after start would
-# silently move subjects between variants, so they are frozen once an experiment runs.
-_ASSIGNMENT_FIELDS = (
-    "variants",
-    "seed",
-    "hash_version",
-    "hash_attribute",
-    "fallback_attribute",
-    "fallback_sticky_only",
-    "layer",
-    "ranges",
-)
 
 
 async def _nothing() -> None:
@@ -142,12 +134,6 @@ def _builtins(obj: msgspec.Struct | None) -> Any:
 
 def _spec_fields(kind: type[msgspec.Struct]) -> tuple[str, ...]:
     return kind.__struct_fields__
-
-
-def has_passthrough(experiment: Experiment) -> bool:
-    """A holdout in GrowthBook's form: an experiment with a passthrough variant, which
-    lets the flag go on to its next rule, so it may run beside the flag's experiment."""
-    return any(v.passthrough for v in experiment.variants)
 
 
 class ConfigService:
@@ -426,7 +412,7 @@ class ConfigService:
                 updated_at=now(),
             )
             if isinstance(current, Experiment) and isinstance(updated, Experiment):
-                _check_experiment_edit(current, updated)
+                check_experiment_edit(current, updated)
             await self._validate(tx, updated, current)
             await tx.update(updated, expected_revision=current.revision)
             await self._audit(
@@ -453,7 +439,7 @@ class ConfigService:
                     f"experiment {key!r} is {current.status.value}; only a DRAFT may be deleted",
                     code="experiment_not_deletable",
                 )
-            await self._check_unreferenced(tx, current)
+            await check_unreferenced(tx, current)
             await tx.delete(current, expected_revision=current.revision)
             await self._audit(tx, principal, f"{KIND_NAMES[kind]}.delete", current, current, None)
         await self._changed()
@@ -480,7 +466,7 @@ class ConfigService:
                     details={"status": current.status.value, "transition": transition.value},
                 )
             if target is ExperimentStatus.RUNNING:
-                await self._check_can_run(tx, current)
+                await check_can_run(tx, current)
             t = now()
             updated = msgspec.structs.replace(
                 current,
@@ -679,97 +665,6 @@ class ConfigService:
             case Layer():
                 pass
 
-    async def _check_can_run(self, tx: StoreTransaction, experiment: Experiment) -> None:
-        """At most one running experiment per flag (holdouts in GrowthBook's form, with a
-        passthrough variant, aside); no overlapping layer ranges."""
-        experiments = {e.key: e for e in await _all(tx, Experiment, experiment.project_id)}
-        for flag in await _all(tx, Flag, experiment.project_id):
-            refs = {r.experiment for r in flag.rules if isinstance(r, ExperimentRule)}
-            if experiment.key not in refs or has_passthrough(experiment):
-                continue
-            for other in refs - {experiment.key}:
-                o = experiments.get(other)
-                if (
-                    o is not None
-                    and o.status is ExperimentStatus.RUNNING
-                    and not has_passthrough(o)
-                ):
-                    raise Conflict(
-                        f"flag {flag.key!r} already has a running experiment {other!r}",
-                        code="flag_has_running_experiment",
-                        details={"flag": flag.key, "experiment": other},
-                    )
-        if experiment.layer is not None:
-            mine = experiment.layer
-            for o in experiments.values():
-                if (
-                    o.key != experiment.key
-                    and o.status is ExperimentStatus.RUNNING
-                    and o.layer is not None
-                    and o.layer.layer == mine.layer
-                    and o.layer.start < mine.end
-                    and mine.start < o.layer.end
-                ):
-                    raise Conflict(
-                        f"layer range overlaps running experiment {o.key!r}",
-                        code="layer_range_overlap",
-                        details={"layer": mine.layer, "experiment": o.key},
-                    )
-
-    async def _check_unreferenced(self, tx: StoreTransaction, obj: Scoped) -> None:
-        users: list[str] = []
-        if isinstance(obj, Flag):
-            users = [
-                f"flag {f.key}"
-                for f in await _all(tx, Flag, obj.project_id)
-                if obj.key in flag_references(f) and f.key != obj.key
-            ]
-        elif isinstance(obj, Experiment):
-            users = [
-                f"flag {f.key}"
-                for f in await _all(tx, Flag, obj.project_id)
-                if any(isinstance(r, ExperimentRule) and r.experiment == obj.key for r in f.rules)
-            ] + [
-                f"experiment {e.key}"
-                for e in await _all(tx, Experiment, obj.project_id)
-                if e.holdout == obj.key
-            ]
-        elif isinstance(obj, Layer):
-            users = [
-                f"experiment {e.key}"
-                for e in await _all(tx, Experiment, obj.project_id)
-                if e.layer is not None and e.layer.layer == obj.key
-            ]
-        elif isinstance(obj, Metric):
-            users = [
-                f"experiment {e.key}"
-                for e in await _all(tx, Experiment, obj.project_id)
-                if obj.key
-                in (
-                    *e.primary_metrics,
-                    *e.secondary_metrics,
-                    *e.guardrail_metrics,
-                    *(g.metric for g in e.guardrails),
-                )
-            ] + [
-                f"metric {m.key}"
-                for m in await _all(tx, Metric, obj.project_id)
-                if obj.key in (m.numerator, m.denominator)
-            ]
-        elif isinstance(obj, Segment):
-            users = segment_users(
-                obj,
-                await _all(tx, Flag, obj.project_id),
-                await _all(tx, Experiment, obj.project_id),
-                await _all(tx, Segment, obj.project_id),
-            )
-        if users:
-            raise Conflict(
-                f"{KIND_NAMES[type(obj)]} {obj.key!r} is used by {', '.join(users)}",
-                code="in_use",
-                details={"used_by": users},
-            )
-
     async def _audit(
         self,
         tx: StoreTransaction,
@@ -821,17 +716,6 @@ def _public_key(key: ApiKey) -> dict[str, Any]:
     return data
 
 
-async def _all(tx: StoreTransaction, kind: type[ScopedT], project_id: str) -> list[ScopedT]:
-    out: list[ScopedT] = []
-    after: str | None = None
-    while True:
-        batch = await tx.list(kind, project_id, after=after, limit=500)
-        out.extend(batch)
-        if len(batch) < 500:
-            return out
-        after = batch[-1].key
-
-
 T = TypeVar("T")
 
 
@@ -877,39 +761,3 @@ def _revalidate(spec: StructT) -> StructT:
         return msgspec.convert(msgspec.to_builtins(spec), type(spec))
     except msgspec.ValidationError as exc:
         raise ValidationFailed(str(exc), code="invalid_body") from exc
-
-
-def _check_experiment_edit(current: Experiment, updated: Experiment) -> None:
-    for field in ("bucket_version", "min_bucket_version"):
-        # Going back would hand subjects assignments they were moved away from.
-        if getattr(updated, field) < getattr(current, field):
-            raise Conflict(
-                f"{field} cannot go down ({getattr(current, field)} -> {getattr(updated, field)})",
-                code="bucket_version_decreased",
-                details={"field": field},
-            )
-    if current.status is ExperimentStatus.DRAFT:
-        return
-    if current.status not in (ExperimentStatus.RUNNING, ExperimentStatus.PAUSED):
-        raise Conflict(
-            f"experiment {current.key!r} is {current.status.value} and can no longer change",
-            code="experiment_locked",
-        )
-    changed = [f for f in _ASSIGNMENT_FIELDS if getattr(current, f) != getattr(updated, f)]
-    if "variants" in changed and updated.sticky_bucketing and _same_but_weights(current, updated):
-        # Sticky bucketing keeps those already assigned where they are: new weights only
-        # shape where newcomers go.
-        changed.remove("variants")
-    if changed:
-        raise Conflict(
-            "these fields decide assignment and cannot change after start: " + ", ".join(changed),
-            code="experiment_locked",
-            details={"fields": changed},
-        )
-
-
-def _same_but_weights(current: Experiment, updated: Experiment) -> bool:
-    def strip(e: Experiment) -> list[tuple[str, Any, str]]:
-        return [(v.key, msgspec.to_builtins(v.value), v.name) for v in e.variants]
-
-    return strip(current) == strip(updated)

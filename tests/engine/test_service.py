@@ -447,11 +447,11 @@ async def test_keys_are_checked_against_their_last_reading_while_the_store_is_aw
     import time as time_module
 
     from assay.engine import StoreUnavailable, Unauthenticated
-    from assay.engine import _service as service_module
+    from assay.engine import _api_keys as keys_module
     from assay.engine._model import Role
 
     clock = [time_module.monotonic()]
-    monkeypatch.setattr(service_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(keys_module.time, "monotonic", lambda: clock[0])
     service = ConfigService(store)
     key, secret = await service.create_key(SYSTEM_KEY, role=Role.VIEWER, project=None)
     _, unseen = await service.create_key(SYSTEM_KEY, role=Role.VIEWER, project=None)
@@ -467,7 +467,7 @@ async def test_keys_are_checked_against_their_last_reading_while_the_store_is_aw
     assert (await service.authenticate(secret)).id == key.id
     with pytest.raises(StoreUnavailable):
         await service.authenticate(unseen)
-    clock[0] += service_module.KEY_OUTAGE_SECONDS
+    clock[0] += keys_module.KEY_OUTAGE_SECONDS
     with pytest.raises(StoreUnavailable):  # past the staleness bound: not taken any more
         await service.authenticate(secret)
 

@@ -48,6 +48,7 @@ import msgspec
 from assay.engine._core._lifecycle import TRANSITIONS
 from assay.engine._core._segments import segment_references
 from assay.engine._errors import AssayError, Conflict, NotFound, ValidationFailed
+from assay.engine._integrity import ScopedT, check_experiment_edit, has_passthrough
 from assay.engine._model import (
     ApiKey,
     Experiment,
@@ -68,7 +69,7 @@ from assay.engine._model import (
 )
 from assay.engine._ports import StoreTransaction
 from assay.engine._segments import validate_segment
-from assay.engine._service import ConfigService, ScopedT, _check_experiment_edit, has_passthrough
+from assay.engine._service import ConfigService
 from assay.engine._validation import validate_experiment, validate_flag, validate_metric
 
 __all__ = [
@@ -528,7 +529,7 @@ async def _validate(
                     await validate_experiment(tx, target, validate_condition)
                     current = p.current
                     if isinstance(current, Experiment) and p.fields:
-                        _check_experiment_edit(current, target)
+                        check_experiment_edit(current, target)
                 case Metric():
                     await validate_metric(tx, target)
                 case Segment():

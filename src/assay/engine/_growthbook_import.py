@@ -75,11 +75,13 @@ from assay.engine._growthbook_values import (
     Skip,
     clamped_range,
     explicit_ranges,
+    hash_version,
     is_number,
     js_truthy,
     rollout_coverage,
     sticky_bucketing,
     valid_weights,
+    value_flag_type,
 )
 from assay.engine._model import (
     ApiKey,
@@ -191,25 +193,6 @@ async def import_growthbook(
 # --------------------------------------------------------------------------------------
 # Conversion.
 # --------------------------------------------------------------------------------------
-
-
-def _flag_type(value: Any) -> FlagType:
-    if isinstance(value, bool):
-        return FlagType.BOOLEAN
-    if isinstance(value, str):
-        return FlagType.STRING
-    if is_number(value):
-        return FlagType.NUMBER
-    return FlagType.JSON
-
-
-def _hash_version(rule: Mapping[str, Any]) -> int:
-    # GrowthBook: ``hashVersion || 1``; any other version hashes to nothing, so the rule
-    # applies to no one.
-    version = rule.get("hashVersion") or 1
-    if version not in (1, 2) or isinstance(version, bool):
-        raise NeverApplies
-    return int(version)
 
 
 def _key_like(text: str) -> str:
@@ -402,8 +385,8 @@ class _Converter:
                 has_experiment = converted.experiment
             rules.append(converted)
             values.extend(rule_values)
-        flag_type = _flag_type(default)
-        if any(_flag_type(v) is not flag_type for v in values):
+        flag_type = value_flag_type(default)
+        if any(value_flag_type(v) is not flag_type for v in values):
             # Values of mixed kinds (GrowthBook does not check them): JSON holds any value.
             flag_type = FlagType.JSON
         self.flags.append(
@@ -571,7 +554,7 @@ class _Converter:
         filters: list[HashFilter],
         parents: list[ParentCondition],
     ) -> RolloutRule:
-        version = _hash_version(rule)
+        version = hash_version(rule)
         bounds = rule.get("range")
         hashed: tuple[float, float] | None = None
         share = 1.0
@@ -632,7 +615,7 @@ class _Converter:
         if not isinstance(variations, list) or len(variations) < 2:
             raise NeverApplies  # fewer than two variations assign no one
         n = len(variations)
-        version = _hash_version(rule)
+        version = hash_version(rule)
         gb_key = rule.get("key") or feature
         if not isinstance(gb_key, str):
             raise Skip(f"experiment key {gb_key!r} is not a string; rule skipped")

@@ -1,8 +1,8 @@
 """Reading GrowthBook payload values as GrowthBook's SDK reads them: numbers, truthiness,
-hash ranges (clamped, made disjoint as first-match bucketing reads them), rollout coverage,
-weights and sticky-bucketing versions. Pure helpers of the GrowthBook import
-(``_growthbook_import``), which turns the two exceptions here into "rule skipped" warnings
-or silent omissions.
+flag types, hash versions, hash ranges (clamped, made disjoint as first-match bucketing
+reads them), rollout coverage, weights and sticky-bucketing versions. Pure helpers of the
+GrowthBook import (``_growthbook_import``), which turns the two exceptions here into "rule
+skipped" warnings or silent omissions.
 """
 
 from __future__ import annotations
@@ -11,17 +11,21 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
 
+from assay.engine._model import FlagType
+
 __all__ = [
     "NeverApplies",
     "Skip",
     "clamped_range",
     "explicit_ranges",
+    "hash_version",
     "is_number",
     "js_truthy",
     "pair",
     "rollout_coverage",
     "sticky_bucketing",
     "valid_weights",
+    "value_flag_type",
 ]
 
 
@@ -178,3 +182,23 @@ def sticky_bucketing(
         # assay refuses such an experiment when saved.
         raise ValueError("minBucketVersion above bucketVersion; rule skipped")
     return {"sticky_bucketing": True, **versions}
+
+
+def value_flag_type(value: Any) -> FlagType:
+    """The assay flag type of a feature's value."""
+    if isinstance(value, bool):
+        return FlagType.BOOLEAN
+    if isinstance(value, str):
+        return FlagType.STRING
+    if is_number(value):
+        return FlagType.NUMBER
+    return FlagType.JSON
+
+
+def hash_version(rule: Mapping[str, Any]) -> int:
+    # GrowthBook: ``hashVersion || 1``; any other version hashes to nothing, so the rule
+    # applies to no one.
+    version = rule.get("hashVersion") or 1
+    if version not in (1, 2) or isinstance(version, bool):
+        raise NeverApplies
+    return int(version)

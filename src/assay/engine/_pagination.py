@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import msgspec
@@ -48,3 +49,12 @@ def check_limit(limit: int | None) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise ValidationFailed(f"limit must be between 1 and {MAX_LIMIT}", code="invalid_limit")
     return limit
+
+
+def page_of(items: list[T], limit: int, position: Callable[[T], str | int]) -> Page[T]:
+    """The page for ``limit + 1`` items read from a store: the first ``limit``, with a
+    cursor at the last of them when there were more."""
+    if len(items) > limit:
+        items = items[:limit]
+        return Page(items=items, next_cursor=encode_cursor(position(items[-1])))
+    return Page(items=items)

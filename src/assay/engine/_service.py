@@ -3,38 +3,47 @@ segments and keys goes through here, so validation, access control, revisions an
 applied the same way whether the change comes from HTTP, the CLI or Python.
 
 Each write runs in one store transaction: the object and its audit entry commit together
-or not at all.
+or not at all. The rules across objects (what may run at once, what may be deleted, what a
+started experiment may change) are in ``_integrity``; authentication and API keys in
+``_api_keys``, mixed in here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
 
 from assay.engine._access import Action, Resource, authorize
+from assay.engine._api_keys import KEY_CACHE_SECONDS as KEY_CACHE_SECONDS
+from assay.engine._api_keys import KEY_OUTAGE_SECONDS as KEY_OUTAGE_SECONDS
+from assay.engine._api_keys import SECRET_PREFIX as SECRET_PREFIX
+from assay.engine._api_keys import SYSTEM_KEY as SYSTEM_KEY
+from assay.engine._api_keys import KeyManagement
+from assay.engine._api_keys import hash_secret as hash_secret
 from assay.engine._core._lifecycle import DELETABLE, next_status
 from assay.engine._errors import (
     Conflict,
     NotFound,
     PermissionDenied,
-    StoreUnavailable,
-    Unauthenticated,
     ValidationFailed,
 )
 from assay.engine._guardrails import GuardrailValidator
+from assay.engine._ids import new_id, now
+from assay.engine._integrity import (
+    Scoped,
+    ScopedT,
+    check_can_run,
+    check_experiment_edit,
+    check_unreferenced,
+)
 from assay.engine._model import (
     ApiKey,
     AuditEntry,
     Experiment,
-    ExperimentRule,
     ExperimentSpec,
     ExperimentStatus,
     Flag,
@@ -45,16 +54,14 @@ from assay.engine._model import (
     MetricSpec,
     Project,
     ProjectSpec,
-    Role,
     Segment,
     SegmentSpec,
     Transition,
 )
-from assay.engine._pagination import Page, check_limit, decode_cursor, encode_cursor
+from assay.engine._pagination import Page, check_limit, decode_cursor, page_of
 from assay.engine._ports import KIND_NAMES, Store, StoreTransaction
-from assay.engine._segments import segment_users, validate_segment
+from assay.engine._segments import validate_segment
 from assay.engine._validation import (
-    flag_references,
     validate_experiment,
     validate_flag,
     validate_metric,
@@ -65,27 +72,7 @@ GuardrailCheck = Callable[[StoreTransaction, Experiment], Awaitable[None]]
 
 ConditionValidator = Callable[[Mapping[str, Any]], None]
 
-SYSTEM_KEY = ApiKey(
-    id="system",
-    name="local administrator (CLI and embedded use)",
-    role=Role.ADMIN,
-    project_id=None,
-    prefix="",
-    secret_hash="",
-    created_at=datetime(2000, 1, 1, tzinfo=UTC),
-)
-"""The principal for trusted local callers: the CLI and code embedding the engine."""
-
-SECRET_PREFIX = "assay_"
-KEY_CACHE_SECONDS = 2.0
-KEY_OUTAGE_SECONDS = 3600.0
-"""While the store is unavailable, how old the last reading of a key may be for it to be
-accepted as it was then (see ``ConfigService.authenticate``)."""
-_KEY_CACHE_SIZE = 10_000
-
-Scoped = Flag | Experiment | Layer | Metric | Segment
 SpecT = TypeVar("SpecT", FlagSpec, ExperimentSpec, LayerSpec, MetricSpec, SegmentSpec)
-ScopedT = TypeVar("ScopedT", Flag, Experiment, Layer, Metric, Segment)
 
 _SPEC_OF: dict[type[Scoped], type[msgspec.Struct]] = {
     Flag: FlagSpec,
@@ -101,18 +88,6 @@ _RESOURCE_OF: dict[type[Scoped], Resource] = {
     Metric: Resource.METRIC,
     Segment: Resource.SEGMENT,
 }
-# Experiment fields that decide who gets which variant; changing them after start would
-# silently move subjects between variants, so they are frozen once an experiment runs.
-_ASSIGNMENT_FIELDS = (
-    "variants",
-    "seed",
-    "hash_version",
-    "hash_attribute",
-    "fallback_attribute",
-    "fallback_sticky_only",
-    "layer",
-    "ranges",
-)
 
 
 async def _nothing() -> None:
@@ -123,19 +98,6 @@ _batched: ContextVar[list[bool] | None] = ContextVar("assay_changes_batched", de
 """Inside ``ConfigService.batched_changes()``: a flag set when a change waits for the end."""
 
 
-def hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def new_id(prefix: str) -> str:
-    """Time-ordered, so ids sort by creation: 12 hex digits of ms, then 8 random."""
-    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(4)}"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _builtins(obj: msgspec.Struct | None) -> Any:
     return None if obj is None else msgspec.to_builtins(obj)
 
@@ -144,13 +106,7 @@ def _spec_fields(kind: type[msgspec.Struct]) -> tuple[str, ...]:
     return kind.__struct_fields__
 
 
-def has_passthrough(experiment: Experiment) -> bool:
-    """A holdout in GrowthBook's form: an experiment with a passthrough variant, which
-    lets the flag go on to its next rule, so it may run beside the flag's experiment."""
-    return any(v.passthrough for v in experiment.variants)
-
-
-class ConfigService:
+class ConfigService(KeyManagement):
     """Create, read, update and delete configuration, checked and audited."""
 
     def __init__(
@@ -176,8 +132,7 @@ class ConfigService:
         # Recently authenticated keys, so a busy SDK does not cost a database lookup per
         # request. A revocation here takes effect at once; one made by another process
         # within KEY_CACHE_SECONDS.
-        self._keys_seen: dict[str, tuple[ApiKey, float]] = {}
-        """digest -> (key, when it was last read from the store)."""
+        self._keys_seen = {}
 
     async def _changed(self) -> None:
         """After a committed change: wait until it is visible here (or, inside
@@ -208,36 +163,6 @@ class ConfigService:
     def validate_condition(self, condition: Mapping[str, Any]) -> None:
         """Check a targeting condition as a save would (raises ``ValidationFailed``)."""
         self._validate_condition(condition)
-
-    # --- authentication -------------------------------------------------------------
-
-    async def authenticate(self, secret: str) -> ApiKey:
-        """The active key with this secret. Keys read in the last ``KEY_CACHE_SECONDS`` are
-        not read again. While the store is unavailable, a key read in the last
-        ``KEY_OUTAGE_SECONDS`` is taken as it was then (decide keeps answering from the
-        snapshot through an outage); once the store answers again every key is read again
-        within ``KEY_CACHE_SECONDS``, so one revoked meanwhile is refused from then on. A key
-        not read before the outage gets ``StoreUnavailable``."""
-        if not secret.startswith(SECRET_PREFIX):
-            raise Unauthenticated("invalid API key")
-        digest = hash_secret(secret)
-        cached = self._keys_seen.get(digest)
-        now = time.monotonic()
-        if cached is not None and now - cached[1] < KEY_CACHE_SECONDS:
-            return cached[0]
-        try:
-            key = await self._store.get_key_by_hash(digest)
-        except StoreUnavailable:
-            if cached is not None and now - cached[1] < KEY_OUTAGE_SECONDS:
-                return cached[0]
-            raise
-        if key is None or not key.active:
-            self._keys_seen.pop(digest, None)
-            raise Unauthenticated("invalid or revoked API key")
-        if len(self._keys_seen) >= _KEY_CACHE_SIZE:
-            self._keys_seen.clear()
-        self._keys_seen[digest] = (key, now)
-        return key
 
     # --- projects -------------------------------------------------------------------
 
@@ -280,7 +205,7 @@ class ConfigService:
                 return Page(items=items)
             authorize(principal, Resource.PROJECT, Action.READ, project_id=None)
             items = await tx.list(Project, None, after=after, limit=limit + 1)
-        return _page(items, limit, lambda p: p.key)
+        return page_of(items, limit, lambda p: p.key)
 
     async def get_project(self, principal: ApiKey, key: str) -> Project:
         async with self._store.read() as tx:
@@ -365,7 +290,7 @@ class ConfigService:
             p = await self._resolve_project(tx, principal, project)
             authorize(principal, _RESOURCE_OF[kind], Action.READ, project_id=p.id)
             items = await tx.list(kind, p.id, after=after, limit=limit + 1)
-        return _page(items, limit, lambda o: o.key)
+        return page_of(items, limit, lambda o: o.key)
 
     async def get_object(
         self, principal: ApiKey, kind: type[ScopedT], project: str | None, key: str
@@ -426,7 +351,7 @@ class ConfigService:
                 updated_at=now(),
             )
             if isinstance(current, Experiment) and isinstance(updated, Experiment):
-                _check_experiment_edit(current, updated)
+                check_experiment_edit(current, updated)
             await self._validate(tx, updated, current)
             await tx.update(updated, expected_revision=current.revision)
             await self._audit(
@@ -453,7 +378,7 @@ class ConfigService:
                     f"experiment {key!r} is {current.status.value}; only a DRAFT may be deleted",
                     code="experiment_not_deletable",
                 )
-            await self._check_unreferenced(tx, current)
+            await check_unreferenced(tx, current)
             await tx.delete(current, expected_revision=current.revision)
             await self._audit(tx, principal, f"{KIND_NAMES[kind]}.delete", current, current, None)
         await self._changed()
@@ -480,7 +405,7 @@ class ConfigService:
                     details={"status": current.status.value, "transition": transition.value},
                 )
             if target is ExperimentStatus.RUNNING:
-                await self._check_can_run(tx, current)
+                await check_can_run(tx, current)
             t = now()
             updated = msgspec.structs.replace(
                 current,
@@ -507,111 +432,6 @@ class ConfigService:
             )
         await self._changed()
         return updated
-
-    # --- keys -----------------------------------------------------------------------
-
-    async def create_key(
-        self,
-        principal: ApiKey,
-        *,
-        role: Role,
-        project: str | None,
-        name: str = "",
-    ) -> tuple[ApiKey, str]:
-        """Create a key and return it with its secret, which is never stored or shown
-        again."""
-        async with self._store.transaction() as tx:
-            project_id: str | None = None
-            if project is not None:
-                project_id = (await self._resolve_project(tx, principal, project)).id
-            # Read before write: a key that may not see keys at all is told there is
-            # nothing there; one that may, but asks beyond its scope, is refused.
-            authorize(
-                principal, Resource.KEY, Action.READ, project_id=project_id or principal.project_id
-            )
-            if project_id is None and principal.project_id is not None:
-                raise PermissionDenied("a project-scoped key may only create keys in its project")
-            authorize(principal, Resource.KEY, Action.WRITE, project_id=project_id)
-            if role is Role.SDK and project_id is None:
-                raise ValidationFailed(
-                    "an SDK key must be scoped to a project", code="project_required"
-                )
-            secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-            key = ApiKey(
-                id=new_id("key"),
-                name=name,
-                role=role,
-                project_id=project_id,
-                prefix=secret[: len(SECRET_PREFIX) + 6],
-                secret_hash=hash_secret(secret),
-                created_at=now(),
-                created_by=principal.id,
-            )
-            await tx.insert_key(key)
-            await self._audit_raw(
-                tx, principal, "key.create", _key_ref(key), None, _public_key(key)
-            )
-        return key, secret
-
-    async def list_keys(
-        self,
-        principal: ApiKey,
-        project: str | None,
-        *,
-        cursor: str | None = None,
-        limit: int | None = None,
-    ) -> Page[ApiKey]:
-        limit = check_limit(limit)
-        after = decode_cursor(cursor, str)
-        assert after is None or isinstance(after, str)
-        async with self._store.read() as tx:
-            project_id: str | None = None
-            if project is not None or principal.project_id is not None:
-                project_id = (await self._resolve_project(tx, principal, project)).id
-            authorize(principal, Resource.KEY, Action.READ, project_id=project_id)
-            items = await tx.list_keys(project_id, after=after, limit=limit + 1)
-        return _page(items, limit, lambda k: k.id)
-
-    async def revoke_key(self, principal: ApiKey, key_id: str) -> ApiKey:
-        async with self._store.transaction() as tx:
-            key = await tx.get_key(key_id)
-            if key is None:
-                raise NotFound(f"key {key_id!r} not found")
-            authorize(principal, Resource.KEY, Action.READ, project_id=key.project_id)
-            authorize(principal, Resource.KEY, Action.WRITE, project_id=key.project_id)
-            if not key.active:
-                return key
-            revoked = msgspec.structs.replace(key, revoked_at=now())
-            self._keys_seen.pop(key.secret_hash, None)
-            await tx.update_key(revoked)
-            await self._audit_raw(
-                tx, principal, "key.revoke", _key_ref(key), _public_key(key), _public_key(revoked)
-            )
-        return revoked
-
-    async def ensure_bootstrap_key(self) -> tuple[ApiKey, str] | None:
-        """On an empty database, create the first admin key and return it with its secret.
-        Serialised by the store's write lock, so two processes starting at once create one.
-        """
-        async with self._store.transaction() as tx:
-            if await tx.count_keys() > 0:
-                return None
-            secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-            key = ApiKey(
-                id=new_id("key"),
-                name="bootstrap admin",
-                role=Role.ADMIN,
-                project_id=None,
-                prefix=secret[: len(SECRET_PREFIX) + 6],
-                secret_hash=hash_secret(secret),
-                created_at=now(),
-                created_by=SYSTEM_KEY.id,
-            )
-            await tx.insert_key(key)
-            await self._audit_raw(
-                tx, SYSTEM_KEY, "key.create", _key_ref(key), None, _public_key(key)
-            )
-        return key, secret
 
     # --- audit ----------------------------------------------------------------------
 
@@ -642,7 +462,7 @@ class ConfigService:
                 before_id=before,
                 limit=limit + 1,
             )
-        return _page(items, limit, lambda e: e.id)
+        return page_of(items, limit, lambda e: e.id)
 
     # --- internals ------------------------------------------------------------------
 
@@ -678,97 +498,6 @@ class ConfigService:
                 await validate_segment(tx, obj, self._validate_condition, previous)
             case Layer():
                 pass
-
-    async def _check_can_run(self, tx: StoreTransaction, experiment: Experiment) -> None:
-        """At most one running experiment per flag (holdouts in GrowthBook's form, with a
-        passthrough variant, aside); no overlapping layer ranges."""
-        experiments = {e.key: e for e in await _all(tx, Experiment, experiment.project_id)}
-        for flag in await _all(tx, Flag, experiment.project_id):
-            refs = {r.experiment for r in flag.rules if isinstance(r, ExperimentRule)}
-            if experiment.key not in refs or has_passthrough(experiment):
-                continue
-            for other in refs - {experiment.key}:
-                o = experiments.get(other)
-                if (
-                    o is not None
-                    and o.status is ExperimentStatus.RUNNING
-                    and not has_passthrough(o)
-                ):
-                    raise Conflict(
-                        f"flag {flag.key!r} already has a running experiment {other!r}",
-                        code="flag_has_running_experiment",
-                        details={"flag": flag.key, "experiment": other},
-                    )
-        if experiment.layer is not None:
-            mine = experiment.layer
-            for o in experiments.values():
-                if (
-                    o.key != experiment.key
-                    and o.status is ExperimentStatus.RUNNING
-                    and o.layer is not None
-                    and o.layer.layer == mine.layer
-                    and o.layer.start < mine.end
-                    and mine.start < o.layer.end
-                ):
-                    raise Conflict(
-                        f"layer range overlaps running experiment {o.key!r}",
-                        code="layer_range_overlap",
-                        details={"layer": mine.layer, "experiment": o.key},
-                    )
-
-    async def _check_unreferenced(self, tx: StoreTransaction, obj: Scoped) -> None:
-        users: list[str] = []
-        if isinstance(obj, Flag):
-            users = [
-                f"flag {f.key}"
-                for f in await _all(tx, Flag, obj.project_id)
-                if obj.key in flag_references(f) and f.key != obj.key
-            ]
-        elif isinstance(obj, Experiment):
-            users = [
-                f"flag {f.key}"
-                for f in await _all(tx, Flag, obj.project_id)
-                if any(isinstance(r, ExperimentRule) and r.experiment == obj.key for r in f.rules)
-            ] + [
-                f"experiment {e.key}"
-                for e in await _all(tx, Experiment, obj.project_id)
-                if e.holdout == obj.key
-            ]
-        elif isinstance(obj, Layer):
-            users = [
-                f"experiment {e.key}"
-                for e in await _all(tx, Experiment, obj.project_id)
-                if e.layer is not None and e.layer.layer == obj.key
-            ]
-        elif isinstance(obj, Metric):
-            users = [
-                f"experiment {e.key}"
-                for e in await _all(tx, Experiment, obj.project_id)
-                if obj.key
-                in (
-                    *e.primary_metrics,
-                    *e.secondary_metrics,
-                    *e.guardrail_metrics,
-                    *(g.metric for g in e.guardrails),
-                )
-            ] + [
-                f"metric {m.key}"
-                for m in await _all(tx, Metric, obj.project_id)
-                if obj.key in (m.numerator, m.denominator)
-            ]
-        elif isinstance(obj, Segment):
-            users = segment_users(
-                obj,
-                await _all(tx, Flag, obj.project_id),
-                await _all(tx, Experiment, obj.project_id),
-                await _all(tx, Segment, obj.project_id),
-            )
-        if users:
-            raise Conflict(
-                f"{KIND_NAMES[type(obj)]} {obj.key!r} is used by {', '.join(users)}",
-                code="in_use",
-                details={"used_by": users},
-            )
 
     async def _audit(
         self,
@@ -810,38 +539,6 @@ class ConfigService:
         )
 
 
-def _key_ref(key: ApiKey) -> tuple[str | None, str, str, str]:
-    return (key.project_id, "key", key.id, key.id)
-
-
-def _public_key(key: ApiKey) -> dict[str, Any]:
-    """What the audit log may say about a key: everything but the secret's digest."""
-    data: dict[str, Any] = msgspec.to_builtins(key)
-    data.pop("secret_hash", None)
-    return data
-
-
-async def _all(tx: StoreTransaction, kind: type[ScopedT], project_id: str) -> list[ScopedT]:
-    out: list[ScopedT] = []
-    after: str | None = None
-    while True:
-        batch = await tx.list(kind, project_id, after=after, limit=500)
-        out.extend(batch)
-        if len(batch) < 500:
-            return out
-        after = batch[-1].key
-
-
-T = TypeVar("T")
-
-
-def _page(items: list[T], limit: int, position: Callable[[T], str | int]) -> Page[T]:
-    if len(items) > limit:
-        items = items[:limit]
-        return Page(items=items, next_cursor=encode_cursor(position(items[-1])))
-    return Page(items=items)
-
-
 def _check_revision(current: int, expected: int | None) -> None:
     if expected is not None and expected != current:
         raise Conflict(
@@ -877,39 +574,3 @@ def _revalidate(spec: StructT) -> StructT:
         return msgspec.convert(msgspec.to_builtins(spec), type(spec))
     except msgspec.ValidationError as exc:
         raise ValidationFailed(str(exc), code="invalid_body") from exc
-
-
-def _check_experiment_edit(current: Experiment, updated: Experiment) -> None:
-    for field in ("bucket_version", "min_bucket_version"):
-        # Going back would hand subjects assignments they were moved away from.
-        if getattr(updated, field) < getattr(current, field):
-            raise Conflict(
-                f"{field} cannot go down ({getattr(current, field)} -> {getattr(updated, field)})",
-                code="bucket_version_decreased",
-                details={"field": field},
-            )
-    if current.status is ExperimentStatus.DRAFT:
-        return
-    if current.status not in (ExperimentStatus.RUNNING, ExperimentStatus.PAUSED):
-        raise Conflict(
-            f"experiment {current.key!r} is {current.status.value} and can no longer change",
-            code="experiment_locked",
-        )
-    changed = [f for f in _ASSIGNMENT_FIELDS if getattr(current, f) != getattr(updated, f)]
-    if "variants" in changed and updated.sticky_bucketing and _same_but_weights(current, updated):
-        # Sticky bucketing keeps those already assigned where they are: new weights only
-        # shape where newcomers go.
-        changed.remove("variants")
-    if changed:
-        raise Conflict(
-            "these fields decide assignment and cannot change after start: " + ", ".join(changed),
-            code="experiment_locked",
-            details={"fields": changed},
-        )
-
-
-def _same_but_weights(current: Experiment, updated: Experiment) -> bool:
-    def strip(e: Experiment) -> list[tuple[str, Any, str]]:
-        return [(v.key, msgspec.to_builtins(v.value), v.name) for v in e.variants]
-
-    return strip(current) == strip(updated)

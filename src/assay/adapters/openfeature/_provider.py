@@ -19,7 +19,6 @@ Rules it keeps:
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -33,8 +32,10 @@ from openfeature.provider import AbstractProvider, Metadata
 from openfeature.track import TrackingEventDetails
 
 from assay.adapters.openfeature._resolution import (
+    Assignments,
     Context,
     ContextError,
+    conversions_of,
     details_from_decision,
     error_details,
     exposure_event_id,
@@ -72,8 +73,7 @@ class AssayProvider(AbstractProvider):
         self._project = project
         self._send = send
         self._send_exposures = send_exposures
-        self._remembered = remembered_subjects
-        self._assigned: OrderedDict[str, set[str]] = OrderedDict()
+        self._assignments = Assignments(remembered_subjects)
         self._token = trio.lowlevel.current_trio_token()
         self.dropped = 0
         """Events dropped because the queue was full or the provider closed."""
@@ -165,19 +165,17 @@ class AssayProvider(AbstractProvider):
         tracking_event_details: TrackingEventDetails | None = None,
     ) -> None:
         """A conversion of metric ``tracking_event_name`` (see the module's rules)."""
-        subject, _ = subject_and_attributes(evaluation_context)
-        details = tracking_event_details or TrackingEventDetails()
-        named = details.attributes.get("experiment")
-        experiments = [str(named)] if named is not None else sorted(self._experiments_of(subject))
-        key = details.attributes.get("idempotency_key")
-        for experiment in experiments:
+        c = conversions_of(
+            tracking_event_name, evaluation_context, tracking_event_details, self._assignments
+        )
+        for experiment in c.experiments:
             self._enqueue(
                 Conversion(
                     experiment=experiment,
-                    metric=tracking_event_name,
-                    subject=subject,
-                    value=1.0 if details.value is None else float(details.value),
-                    idempotency_key=None if key is None else str(key),
+                    metric=c.metric,
+                    subject=c.subject,
+                    value=c.value,
+                    idempotency_key=c.idempotency_key,
                 )
             )
 
@@ -188,15 +186,7 @@ class AssayProvider(AbstractProvider):
         await done.wait()
 
     def _assigned_to(self, subject: str, experiment: str, variant: str) -> None:
-        experiments = self._assigned.get(subject)
-        if experiments is None:
-            experiments = self._assigned[subject] = set()
-            if len(self._assigned) > self._remembered:
-                self._assigned.popitem(last=False)
-        if experiment in experiments:
-            return
-        experiments.add(experiment)
-        if self._send_exposures:
+        if self._assignments.note(subject, experiment) and self._send_exposures:
             self._enqueue(
                 Exposure(
                     experiment=experiment,
@@ -205,9 +195,6 @@ class AssayProvider(AbstractProvider):
                     event_id=exposure_event_id(experiment, subject, variant),
                 )
             )
-
-    def _experiments_of(self, subject: str) -> set[str]:
-        return set(self._assigned.get(subject, ()))
 
     def _enqueue(self, event: Exposure | Conversion) -> None:
         try:

@@ -16,7 +16,6 @@ Rules it keeps:
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,8 +27,10 @@ from openfeature.provider import AbstractProvider, Metadata
 from openfeature.track import TrackingEventDetails
 
 from assay.adapters.openfeature._resolution import (
+    Assignments,
     Context,
     ContextError,
+    conversions_of,
     details_from_decision,
     error_details,
     exposure_event_id,
@@ -64,8 +65,7 @@ class RemoteAssayProvider(AbstractProvider):
             base_url=url, headers=headers, params=params, timeout=timeout
         )
         self._send_exposures = send_exposures
-        self._remembered = remembered_subjects
-        self._assigned: OrderedDict[str, set[str]] = OrderedDict()
+        self._assignments = Assignments(remembered_subjects)
 
     def get_metadata(self) -> Metadata:
         return Metadata(name="assay-remote")
@@ -204,34 +204,26 @@ class RemoteAssayProvider(AbstractProvider):
     ) -> None:
         """A conversion of metric ``tracking_event_name`` for the experiment named in
         ``details.attributes["experiment"]``, or every experiment the subject was seen in."""
-        subject, _ = subject_and_attributes(evaluation_context)
-        details = tracking_event_details or TrackingEventDetails()
-        named = details.attributes.get("experiment")
-        experiments = [str(named)] if named is not None else sorted(self._assigned.get(subject, ()))
-        key = details.attributes.get("idempotency_key")
-        events = [
-            {
-                "type": "conversion",
-                "experiment": experiment,
-                "metric": tracking_event_name,
-                "subject": subject,
-                "value": 1.0 if details.value is None else float(details.value),
-                **({} if key is None else {"idempotency_key": str(key)}),
-            }
-            for experiment in experiments
-        ]
-        self._post_events(events)
+        c = conversions_of(
+            tracking_event_name, evaluation_context, tracking_event_details, self._assignments
+        )
+        key = {} if c.idempotency_key is None else {"idempotency_key": c.idempotency_key}
+        self._post_events(
+            [
+                {
+                    "type": "conversion",
+                    "experiment": experiment,
+                    "metric": c.metric,
+                    "subject": c.subject,
+                    "value": c.value,
+                    **key,
+                }
+                for experiment in c.experiments
+            ]
+        )
 
     def _assigned_to(self, subject: str, experiment: str, variant: str) -> None:
-        experiments = self._assigned.get(subject)
-        if experiments is None:
-            experiments = self._assigned[subject] = set()
-            if len(self._assigned) > self._remembered:
-                self._assigned.popitem(last=False)
-        if experiment in experiments:
-            return
-        experiments.add(experiment)
-        if self._send_exposures:
+        if self._assignments.note(subject, experiment) and self._send_exposures:
             self._post_events(
                 [
                     {

@@ -1,4 +1,6 @@
-"""What both providers share: an OpenFeature evaluation context in, assay's answer out.
+"""What both providers share: an OpenFeature evaluation context in, assay's answer out; the
+assignments they remember (for exposures once each, and for ``track``) and how ``track``'s
+arguments read as conversions.
 
 Rules kept here:
 - the subject is the context's targeting key; a missing one is OpenFeature's
@@ -14,12 +16,15 @@ Rules kept here:
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagType, Reason
+from openfeature.track import TrackingEventDetails
 
 Context = EvaluationContext | None
 """OpenFeature's optional evaluation context, as every resolve method takes it."""
@@ -120,3 +125,57 @@ def exposure_event_id(experiment: str, subject: str, variant: str) -> str:
     same exposure, which ingestion counts once. Hashed to stay within the id length."""
     digest = hashlib.sha256(f"{experiment}\0{subject}\0{variant}".encode()).hexdigest()
     return f"openfeature-{digest[:48]}"
+
+
+class Assignments:
+    """The experiments this provider saw each recent subject assigned to (the last
+    ``limit`` subjects): whether an exposure is new, and where ``track`` sends conversions."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._of: OrderedDict[str, set[str]] = OrderedDict()
+
+    def note(self, subject: str, experiment: str) -> bool:
+        """Remember the assignment; whether it is new (its exposure is to be sent)."""
+        experiments = self._of.get(subject)
+        if experiments is None:
+            experiments = self._of[subject] = set()
+            if len(self._of) > self._limit:
+                self._of.popitem(last=False)
+        if experiment in experiments:
+            return False
+        experiments.add(experiment)
+        return True
+
+    def experiments_of(self, subject: str) -> list[str]:
+        return sorted(self._of.get(subject, ()))
+
+
+@dataclass(frozen=True)
+class Conversions:
+    """What one ``track`` call records: metric ``metric`` for ``subject`` in each of
+    ``experiments``, with ``value`` and an optional idempotency key."""
+
+    metric: str
+    subject: str
+    experiments: list[str]
+    value: float
+    idempotency_key: str | None
+
+
+def conversions_of(
+    name: str, context: Context, details: TrackingEventDetails | None, assignments: Assignments
+) -> Conversions:
+    """``track``'s arguments read as conversions: the experiment named in
+    ``details.attributes["experiment"]``, else every experiment the subject was seen in."""
+    subject, _ = subject_and_attributes(context)
+    details = details or TrackingEventDetails()
+    named = details.attributes.get("experiment")
+    key = details.attributes.get("idempotency_key")
+    return Conversions(
+        metric=name,
+        subject=subject,
+        experiments=[str(named)] if named is not None else assignments.experiments_of(subject),
+        value=1.0 if details.value is None else float(details.value),
+        idempotency_key=None if key is None else str(key),
+    )

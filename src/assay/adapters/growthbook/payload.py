@@ -67,6 +67,11 @@ Reason codes (``remote_only``):
   a fallback attribute or is sticky (written as a filter, the layer would not be exact).
 - ``sticky_passthrough``: a sticky experiment has a passthrough variant (the SDKs store a
   passthrough assignment, assay stores only the assignment that decided the flag).
+- ``sticky_parent``: a prerequisite or parent flag runs a sticky experiment (the SDKs
+  store the assignment a parent's evaluation makes, decide stores only the decided flag's,
+  so after a change the two could read the parent differently).
+- ``forced_attribute_path``: a forced variation's attribute has a dot (a condition would
+  read it as a path into the attributes).
 - ``null_value``: a ``force``, rollout, rolled-back or forced-variation value is null
   (GrowthBook's SDKs skip ``force: null`` and go on to the next rule).
 - ``prerequisite_value``: a flag prerequisite expects null, an array or an object (the
@@ -124,6 +129,8 @@ REMOTE_ONLY_REASONS: dict[str, str] = {
     "namespace_with_filters": "An experiment with a layer and filters that is sticky or "
     "hashes with a fallback attribute.",
     "sticky_passthrough": "A sticky experiment has a passthrough variant.",
+    "sticky_parent": "A prerequisite or parent flag runs a sticky experiment.",
+    "forced_attribute_path": "A forced variation's attribute name has a dot.",
     "null_value": "A forced, rollout, rolled-back or forced-variation value is null, which "
     "the SDKs skip.",
     "prerequisite_value": "A flag prerequisite expects null, an array or an object.",
@@ -336,6 +343,17 @@ class _Exporter:
                 for rule in feature.get("rules", ())
                 for pc in rule.get("parentConditions", ())
             }
+        # The SDKs store a sticky assignment made while deciding a parent; decide stores only
+        # the decided flag's, so a flag reading a sticky flag could drift from the SDK's.
+        sticky = {
+            key
+            for key, feature in features.items()
+            if any("bucketVersion" in rule for rule in feature.get("rules", ()))
+        }
+        for key in list(features):
+            if depends[key] & sticky:
+                del features[key]
+                remote[key] = "sticky_parent"
         changed = True
         while changed:
             changed = False
@@ -531,6 +549,9 @@ class _Exporter:
         the first listing a value wins); values are matched with their JSON type."""
         rules: list[dict[str, Any]] = []
         for attribute, table in e.forced:
+            if "." in attribute:
+                # A condition reads "a.b" as a path; assay's forced variations as a name.
+                raise _Remote("forced_attribute_path")
             by_variant: dict[int, dict[str, list[Any]]] = {}
             for (kind, value), index in table.items():
                 group = ("string", "boolean", "number")[kind]

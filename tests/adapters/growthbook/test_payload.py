@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from growthbook import GrowthBook
+from growthbook import GrowthBook, InMemoryStickyBucketService
 
 import assay
 from assay.adapters.growthbook import (
@@ -149,23 +149,31 @@ CASES: dict[str, tuple[list[Flag], list[Experiment], list[Segment], str]] = {
         "out",
     ),
     "fallback_attribute": (
-        [flag("out", uses("e1")), flag("in", uses("e2")), flag("sticky", uses("e3"))],
         [
-            experiment("e1", fallback_attribute="deviceId"),
-            # GrowthBook's own rule (imported experiments): no fallback without stickiness.
-            experiment("e2", fallback_attribute="deviceId", fallback_sticky_only=True),
+            flag("out", uses("e1")),
+            flag("rollout", RolloutRule(value="on", hash_attribute="a.b", fallback_attribute="c")),
+            flag("in", uses("e2")),
+            flag("sticky", uses("e3")),
+        ],
+        [
+            # A condition would read "a.b" as a path: "has no hash value" cannot be said.
+            experiment("e1", hash_attribute="user.id", fallback_attribute="deviceId"),
+            # A second rule hashes the fallback for subjects without the hash attribute.
+            experiment("e2", fallback_attribute="deviceId"),
             experiment("e3", fallback_attribute="deviceId", sticky_bucketing=True),
         ],
         [],
         "out",
     ),
     "holdout": (
-        [flag("out", uses("e1")), flag("in", uses("e2"))],
+        [flag("out", uses("e1")), flag("in", uses("e2")), flag("other", uses("e3"))],
         [
-            experiment("h1", is_holdout=True, hash_attribute="company"),
-            experiment("h2", is_holdout=True),
-            experiment("e1", holdout="h1"),
-            experiment("e2", holdout="h2"),
+            experiment("h1", is_holdout=True),
+            experiment("h2", is_holdout=True, hash_attribute="company"),
+            # assay keeps a sticky experiment's stored assignments ahead of the holdout.
+            experiment("e1", holdout="h1", sticky_bucketing=True),
+            experiment("e2", holdout="h1", fallback_attribute="deviceId"),
+            experiment("e3", holdout="h2"),
         ],
         [],
         "out",
@@ -299,9 +307,16 @@ def test_a_flag_is_remote_only_exactly_for_its_reason(reason: str) -> None:
     payload = build_payload(snap, PROJECT)
     assert payload.remote_only.get(out) == reason, payload.remote_only
     assert out not in payload.features
+    if reason == "fallback_attribute":
+        assert payload.remote_only["rollout"] == reason
     # The twins are written, and the SDK decides them as decide does.
     assert "in" in payload.features, payload.remote_only
-    gb = GrowthBook(features=payload.features, saved_groups=payload.saved_groups)
+    gb = GrowthBook(
+        features=payload.features,
+        saved_groups=payload.saved_groups,
+        # Sticky experiments are exact with a sticky bucket service (each subject is new).
+        sticky_bucket_service=InMemoryStickyBucketService(),
+    )
     for attrs in subjects():
         gb.set_attributes(attrs)
         for key in payload.features:
@@ -314,10 +329,15 @@ def test_a_flag_is_remote_only_exactly_for_its_reason(reason: str) -> None:
 
 
 def subjects() -> list[dict[str, Any]]:
-    return [
-        {"id": f"u{i}", "company": f"c{i % 7}", "country": c, "user_id": i % 3}
-        for i, c in zip(range(200), itertools.cycle(["FR", "DE", None]), strict=False)
-    ]
+    out: list[dict[str, Any]] = []
+    for i, c in zip(range(300), itertools.cycle(["FR", "DE", None]), strict=False):
+        attrs = {"id": f"u{i}" if i % 5 else "", "country": c, "deviceId": f"d{i}"}
+        if i % 4:
+            attrs["company"] = f"c{i % 7}"
+        if i % 3:
+            attrs["user_id"] = i % 3
+        out.append(attrs)
+    return out
 
 
 # --- the parts of a payload -----------------------------------------------------------

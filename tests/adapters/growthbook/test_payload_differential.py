@@ -504,6 +504,17 @@ def round_trip(snapshot: Snapshot, payload: SdkPayload, subjects: list[dict[str,
     # Where the import supports it: it warns about what it leaves out or changes (e.g. a
     # second running experiment on one flag, which assay's model refuses).
     warned = {w.location.split(".")[1] for w in imported.warnings}
+    reads = {
+        key: {pc["id"] for r in f.get("rules", ()) for pc in r.get("parentConditions", ())}
+        for key, f in payload.features.items()
+    }
+    grown = True
+    while grown:  # and what reads them, which the import keeps as it is
+        grown = False
+        for key, parents in reads.items():
+            if key not in warned and parents & warned:
+                warned.add(key)
+                grown = True
     for key, feature in payload.features.items():
         if key in warned or any("bucketVersion" in r for r in feature.get("rules", ())):
             continue

@@ -659,60 +659,22 @@ class _Exporter:
             for rule in cf.rules:
                 out.update(p.flag_key for p in rule.parents if p.flag_key in self.flags)
             edges[key] = out
-        # Tarjan's strongly connected components, iteratively.
-        index: dict[str, int] = {}
-        low: dict[str, int] = {}
-        on_stack: set[str] = set()
-        stack: list[str] = []
-        cyclic: set[str] = set()
-        counter = 0
-        for root in edges:
-            if root in index:
-                continue
-            work = [(root, iter(sorted(edges[root])))]
-            index[root] = low[root] = counter
-            counter += 1
-            stack.append(root)
-            on_stack.add(root)
-            while work:
-                node, it = work[-1]
-                advanced = False
-                for nxt in it:
-                    if nxt not in index:
-                        index[nxt] = low[nxt] = counter
-                        counter += 1
-                        stack.append(nxt)
-                        on_stack.add(nxt)
-                        work.append((nxt, iter(sorted(edges[nxt]))))
-                        advanced = True
-                        break
-                    if nxt in on_stack:
-                        low[node] = min(low[node], index[nxt])
-                if advanced:
-                    continue
-                work.pop()
-                if work:
-                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
-                if low[node] == index[node]:
-                    component = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        component.append(member)
-                        if member == node:
-                            break
-                    if len(component) > 1 or node in edges[node]:
-                        cyclic.update(component)
-        # Everything that reaches a cyclic flag.
-        reaching = set(cyclic)
-        changed = True
-        while changed:
-            changed = False
-            for key, out in edges.items():
-                if key not in reaching and out & reaching:
-                    reaching.add(key)
-                    changed = True
-        return reaching
+        # Peel off flags that reach no cycle (those whose every edge leads to a flag
+        # already peeled, sinks first); what is left reaches a cycle.
+        readers: dict[str, set[str]] = {key: set() for key in edges}
+        for key, out in edges.items():
+            for other in out:
+                readers[other].add(key)
+        pending = {key: len(out) for key, out in edges.items()}
+        ready = [key for key, n in pending.items() if n == 0]
+        while ready:
+            done = ready.pop()
+            del pending[done]
+            for reader in readers[done]:
+                pending[reader] -= 1
+                if pending[reader] == 0:
+                    ready.append(reader)
+        return set(pending)
 
     # -- segments and dates -----------------------------------------------------------
 

@@ -288,6 +288,8 @@ class Gen:
                 coverage=self.rng.choice([0.2, 0.5, 1.0]),
                 hash_attribute=attribute,
                 condition=self.condition() if self.chance(0.3) else None,
+                layer=LayerRange(layer="ns1", start=0.1, end=0.9) if self.chance(0.2) else None,
+                filters=self.filters(),
                 is_holdout=True,
                 status=ExperimentStatus.RUNNING,
                 started_at=NOW,

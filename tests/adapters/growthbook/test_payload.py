@@ -526,6 +526,27 @@ async def test_built_once_per_snapshot_version_and_project(engine: Engine) -> No
         sdk_payload(engine, "nope")
 
 
+async def test_the_date_moves_whenever_the_content_does(engine: Engine) -> None:
+    # SDKs keep the payload they hold while dateUpdated is the same.
+    first = sdk_payload(engine, "shop")
+    spec = FlagSpec(key="g", type=FlagType.STRING, default_value="x")
+    await engine.service.create_object(SYSTEM_KEY, Flag, "shop", spec)
+    await engine.refresh()
+    second = sdk_payload(engine, "shop")
+    # A deletion does not move the project's latest change; the date moves anyway.
+    await engine.service.delete_object(SYSTEM_KEY, Flag, "shop", "g")
+    await engine.refresh()
+    third = sdk_payload(engine, "shop")
+    assert third.features == first.features
+    assert first.date_updated < second.date_updated < third.date_updated
+    # A change elsewhere gives a new snapshot, and the same content keeps its date.
+    await engine.service.create_object(SYSTEM_KEY, Flag, "blog", spec)
+    await engine.refresh()
+    fourth = sdk_payload(engine, "shop")
+    assert fourth.version > third.version
+    assert fourth.date_updated == third.date_updated
+
+
 @pytest.fixture(autouse=True)
 def quiet_sdk() -> Any:
     sdk = logging.getLogger("growthbook")

@@ -554,3 +554,12 @@ def quiet_sdk() -> Any:
     sdk.setLevel(logging.CRITICAL)
     yield
     sdk.setLevel(level)
+
+
+def test_the_operators_sent_are_growthbooks() -> None:
+    # assay's built-in operators are GrowthBook's language: a condition using only them is
+    # written; any other operator came from a plugin (``plugin_operator``).
+    from assay.adapters.growthbook.payload import _SDK_OPERATORS
+
+    logical = {"$and", "$or", "$nor", "$savedGroup"}
+    assert set(GROWTHBOOK_OPERATORS) | logical == _SDK_OPERATORS

@@ -147,7 +147,7 @@ REMOTE_ONLY_REASONS: dict[str, str] = {
 """Why a flag is left out of the payload, by stable code (also in docs/growthbook.md)."""
 
 # Every operator GrowthBook's SDKs evaluate; anything else came from a plugin.
-GROWTHBOOK_OPERATORS = frozenset(
+_SDK_OPERATORS = frozenset(
     {
         "$and", "$or", "$nor", "$not", "$eq", "$ne", "$gt", "$gte", "$lt", "$lte",
         "$in", "$nin", "$ini", "$nini", "$all", "$alli", "$size", "$elemMatch",
@@ -274,7 +274,7 @@ def _operators(value: Any) -> Iterator[str]:
 def _gb_condition(condition: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not condition:
         return None
-    if any(op not in GROWTHBOOK_OPERATORS for op in _operators(condition)):
+    if any(op not in _SDK_OPERATORS for op in _operators(condition)):
         raise _Remote("plugin_operator")
     return dict(condition)
 

@@ -23,7 +23,7 @@ from assay.adapters.growthbook import (
     payload_document,
     sdk_payload,
 )
-from assay.adapters.growthbook.payload import _rollout_coverage
+from assay.adapters.growthbook.payload import _SDK_OPERATORS, _rollout_coverage
 from assay.engine import SYSTEM_KEY, Engine, NotFound
 from assay.engine._core import ConditionCompiler, Snapshot, compile_snapshot, decide
 from assay.engine._core._bucketing import gb_hash
@@ -559,7 +559,5 @@ def quiet_sdk() -> Any:
 def test_the_operators_sent_are_growthbooks() -> None:
     # assay's built-in operators are GrowthBook's language: a condition using only them is
     # written; any other operator came from a plugin (``plugin_operator``).
-    from assay.adapters.growthbook.payload import _SDK_OPERATORS
-
     logical = {"$and", "$or", "$nor", "$savedGroup"}
     assert set(GROWTHBOOK_OPERATORS) | logical == _SDK_OPERATORS

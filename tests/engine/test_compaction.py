@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
+import trio
 
 import assay
 from assay.engine import (
@@ -35,7 +36,7 @@ from assay.engine._compaction import SETTLE, ExperimentCompactor
 from assay.engine._errors import Conflict
 from assay.engine._events import Conversion, Event, Exposure
 from assay.engine._report_timeseries import report_timeseries
-from assay.engine._retention import Retention, RetentionPolicy
+from assay.engine._retention import Compaction, Retention, RetentionPolicy
 
 P = "shop"
 E = "checkout"
@@ -252,3 +253,34 @@ async def test_what_the_kept_data_cannot_answer_is_refused(pg_engine: Engine) ->
         await engine.report(P, E)
     assert caught.value.code == "report_compacted"
     assert "orders" in str(caught.value)
+
+
+async def test_two_compactions_at_once_remove_the_rows_once(pg_engine: Engine) -> None:
+    """The leader alone compacts (``Retention.run`` is the leader's, as
+    tests/adapters/test_retention_postgres.py checks); a run by hand beside it must still
+    not compact twice: the second finds the first's record under the same lock."""
+    engine = pg_engine
+    ended = await setup(engine)
+    assert ended.ended_at is not None
+    before = same(await engine.report(P, E))
+    marked = await engine.service.mark_compacted(ended, ended.ended_at + timedelta(days=32))
+    assert marked is not None
+    request, _, _ = await engine.report_request(marked)
+    compaction = Compaction(
+        experiment_id=marked.id,
+        request=request,
+        windows={m.key: m.attribution_window_hours for m in engine.metrics_of(marked.project_id)},
+        cuts=[ended.ended_at],
+        now=ended.ended_at + timedelta(days=33),
+    )
+    results: list[int | None] = []
+
+    async def compact() -> None:
+        results.append(await engine.store.compact_experiment(compaction))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(compact)
+        nursery.start_soon(compact)
+    assert results.count(None) == 1
+    assert max(r or 0 for r in results) > 600
+    assert same(await engine.report(P, E)) == before

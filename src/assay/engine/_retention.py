@@ -174,6 +174,9 @@ class Expired(msgspec.Struct, frozen=True, kw_only=True):
     """Time the partitioned tables were locked to take expired partitions out (PostgreSQL:
     detaching them; writers of the table wait meanwhile). Dropping the detached tables
     afterwards blocks nobody."""
+    drop_seconds: float = 0.0
+    """Time spent dropping the detached tables: the file system giving their space back
+    (in proportion to their size); nobody waits for it."""
     experiments_marked: list[str] = []
     """Keys of experiments marked compacted by this run (their events refused from now)."""
     experiments_compacted: list[str] = []

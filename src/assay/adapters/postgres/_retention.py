@@ -197,6 +197,7 @@ class _Run:
         self.detached: list[str] = []
         """Partitions a run detached and did not get to drop (its process died)."""
         self.detach_seconds = 0.0
+        self.drop_seconds = 0.0
 
     async def begin(self) -> bool:
         """Take the lock (or find it taken), and read what is missing and what exists."""
@@ -252,8 +253,10 @@ class _Run:
             await self.conn.execute(
                 f'BEGIN; {remember}; ALTER TABLE {parent} DETACH PARTITION "{name}"; COMMIT'
             )
-            self.detach_seconds += time.perf_counter() - started
+            detached = time.perf_counter()
+            self.detach_seconds += detached - started
             await self.conn.execute(f'DROP TABLE "{name}"')
+            self.drop_seconds += time.perf_counter() - detached
             self.dropped.append(name)
             if parent == DECISIONS:
                 self.decision_records += max(rows.get(name, 0), 0)
@@ -297,6 +300,7 @@ class _Run:
             event_ids=self.event_ids,
             audit_entries=self.audit_entries,
             detach_seconds=self.detach_seconds,
+            drop_seconds=self.drop_seconds,
         )
 
 

@@ -78,6 +78,8 @@ class ExperimentCompactor:
     def __init__(self, host: CompactionHost, policy: RetentionPolicy) -> None:
         self._host = host
         self._policy = policy
+        self._done: set[str] = set()
+        """Experiments this process saw compacted: not asked about again."""
 
     def _to_mark(self, now: datetime) -> list[Experiment]:
         before = self._policy.raw_events_before(now)
@@ -94,11 +96,13 @@ class ExperimentCompactor:
         return [
             e
             for e in self._host.experiments()
-            if e.compacted_at is not None and e.compacted_at <= now - SETTLE
+            if e.compacted_at is not None
+            and e.compacted_at <= now - SETTLE
+            and e.id not in self._done
         ]
 
     def due(self, now: datetime) -> list[str]:
-        # Marked ones the store compacted already count nothing there (no rows left).
+        # Marked ones another process compacted already count nothing (no rows left).
         return [e.id for e in (*self._to_mark(now), *self._to_compact(now))]
 
     async def compact(self, now: datetime) -> Expired:
@@ -121,6 +125,7 @@ class ExperimentCompactor:
                     now=now,
                 )
             )
+            self._done.add(experiment.id)
             if rows is not None:
                 compacted.append(experiment.key)
                 removed += rows

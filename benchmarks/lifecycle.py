@@ -57,8 +57,8 @@ class Preset:
 
 # Full: 10M decision records written over 4 days (two repeats of one day dropped, one
 # deleted). --rows-per-day 10000000 measures at 10M a day.
-FULL = Preset(2_500_000, 2, 100_000, 5, 50_000, 12, 3)
-QUICK = Preset(150_000, 3, 20_000, 5, 10_000, 8, 2)
+FULL = Preset(2_500_000, 2, 100_000, 5, 50_000, 30, 3)
+QUICK = Preset(150_000, 3, 20_000, 5, 10_000, 24, 2)
 FILL_CHUNK = 500_000
 
 
@@ -85,6 +85,11 @@ class ExpiryRun:
     expire_seconds: float
     detach_seconds: float
     """The part of ``expire_seconds`` the table was locked for (writers waited)."""
+    drop_seconds: float
+    """The part of ``expire_seconds`` spent dropping the detached partition (the file
+    system freeing its files; nobody waits for it)."""
+    bytes: int
+    """The expired partition's size, indexes included."""
     delete_seconds: float
     vacuum_seconds: float
     """VACUUM of the table after the DELETE: not in the ratio, but what DELETE leaves to
@@ -131,11 +136,20 @@ async def expiry_runs(dsn: str, preset: Preset) -> tuple[list[ExpiryRun], float]
             # A retention that makes exactly ``dropped`` (and the emptied days before it)
             # expire now.
             policy = RetentionPolicy(decision_days=(today - dropped).days - 1, event_id_days=31)
+            part = f"assay_decisions_p{dropped:%Y%m%d}"
+            size, heap = await loop.run(
+                pool.fetchrow,
+                f"SELECT pg_total_relation_size('{part}'), pg_relation_size('{part}')",
+            )
+            # A day expired in service was written a month before: on disk, not in dirty
+            # buffers. Both the expiry and the DELETE start from there.
+            await loop.run(pool.execute, "CHECKPOINT")
             started = time.perf_counter()
             expired = await store.expire(datetime.now(UTC), policy)
             expire_seconds = time.perf_counter() - started
             assert f"assay_decisions_p{dropped:%Y%m%d}" in expired.partitions_dropped, expired
             assert await _rows_of(loop, pool, dropped) == 0
+            await loop.run(pool.execute, "CHECKPOINT")
             started = time.perf_counter()
             status = await loop.run(
                 pool.execute,
@@ -148,16 +162,28 @@ async def expiry_runs(dsn: str, preset: Preset) -> tuple[list[ExpiryRun], float]
             started = time.perf_counter()
             await loop.run(pool.execute, f"VACUUM assay_decisions_p{deleted:%Y%m%d}")
             vacuum_seconds = time.perf_counter() - started
+            # The emptied partition would otherwise be dropped by the next repeat's expiry,
+            # timed with it (its files are still there after DELETE and VACUUM).
+            await loop.run(pool.execute, f"DROP TABLE assay_decisions_p{deleted:%Y%m%d}")
             run = ExpiryRun(
-                rows, expire_seconds, expired.detach_seconds, delete_seconds, vacuum_seconds
+                rows,
+                expire_seconds,
+                expired.detach_seconds,
+                expired.drop_seconds,
+                size,
+                delete_seconds,
+                vacuum_seconds,
             )
             runs.append(run)
             print(
-                f"  expiry run {r + 1}: {rows:,} rows a day; "
+                f"  expiry run {r + 1}: {rows:,} rows a day ({size / 1e9:.2f} GB, "
+                f"heap {heap / 1e9:.2f} GB); "
                 f"expire {expire_seconds * 1000:8.1f} ms "
-                f"(table locked {expired.detach_seconds * 1000:.1f} ms), "
+                f"(detach {expired.detach_seconds * 1000:.1f} ms, "
+                f"drop {expired.drop_seconds * 1000:.1f} ms), "
                 f"DELETE {delete_seconds * 1000:10.1f} ms, "
-                f"{delete_seconds / expire_seconds:7.0f}x",
+                f"VACUUM {vacuum_seconds * 1000:10.1f} ms, "
+                f"{delete_seconds / expire_seconds:5.0f}x",
                 flush=True,
             )
     return runs, fill_rows / fill_seconds
@@ -352,13 +378,62 @@ def _nothing() -> Any:
 # --- soak: sizes stay flat past retention ------------------------------------------------
 
 
-async def soak(dsn: str, preset: Preset) -> list[int]:
-    from assay.adapters.postgres import open_postgres_store
-    from assay.engine._retention import RetentionPolicy
+@dataclass
+class SoakDay:
+    rows: dict[str, int]
+    """Rows held per kind at the end of the day (counted, not estimated)."""
+    bytes: dict[str, int]
+    """Bytes per kind (tables and indexes)."""
 
-    policy = RetentionPolicy(decision_days=preset.soak_retention_days, event_id_days=31)
+
+_SOAK_ROWS = {
+    "decision_records": "SELECT count(*) FROM assay_decisions",
+    "event_ids": "SELECT count(*) FROM assay_event_ids",
+    "raw_events": "SELECT (SELECT count(*) FROM assay_exposures)"
+    " + (SELECT count(*) FROM assay_conversions)",
+}
+
+
+def _soak_events(day: date, n: int, per_day: int) -> list[Any]:
+    """A day's events for that day's experiment: each subject's exposure and a
+    conversion, with event ids (what de-duplication keeps)."""
+    from assay.engine._events import Kind, StagedEvent
+
+    start = _midnight(day).timestamp()
+    out = []
+    for i in range(per_day // 2):
+        at = start + i * (86400.0 / per_day) * 2
+        subject = f"s{i}"
+        out.append(
+            StagedEvent(Kind.EXPOSURE, "prj_soak", f"exp_{n}", subject, "a", None, 1.0, at,
+                        f"x-{n}-{i}", None, None)
+        )  # fmt: skip
+        out.append(
+            StagedEvent(Kind.CONVERSION, "prj_soak", f"exp_{n}", subject, None, "m", 2.0,
+                        at + 60, f"c-{n}-{i}", None, None)
+        )  # fmt: skip
+    return out
+
+
+async def soak(dsn: str, preset: Preset) -> list[SoakDay]:
+    """Days on a virtual clock, each writing decision records (server side) and events
+    (through the store, with event ids) for that day's experiment, which ends with the
+    day; then the leader's work: expiry, and compaction of the experiments that ended
+    ``soak_retention_days`` ago (as engine/_compaction.py asks the store). Event ids are
+    kept ``soak_retention_days + 1`` days with events accepted ``soak_retention_days``."""
+    from assay.adapters.postgres import open_postgres_store
+    from assay.engine._metric_kinds import ReportRequest
+    from assay.engine._retention import Compaction, RetentionPolicy
+
+    kept = preset.soak_retention_days
+    policy = RetentionPolicy(
+        decision_days=kept,
+        event_id_days=kept + 1,
+        raw_event_days=kept + 1,
+        event_max_age_days=float(kept),
+    )
     start = datetime.now(UTC).date() + timedelta(days=200)
-    sizes = []
+    days: list[SoakDay] = []
     async with open_postgres_store(dsn) as store:
         pool, loop = store._pool, store._loop
         for n in range(preset.soak_days):
@@ -375,68 +450,131 @@ async def soak(dsn: str, preset: Preset) -> list[int]:
                 86400.0 / preset.soak_rows_per_day,
                 lo + preset.soak_rows_per_day - 1,
             )
-            await store.expire(noon + timedelta(hours=12, minutes=1), policy)
-            # Counted, not the statistics' estimates (which lag behind the writes).
-            held = await loop.run(pool.fetchval, "SELECT count(*) FROM assay_decisions")
-            stats = await store.retention_stats(noon, policy)
-            (records,) = [k for k in stats.kinds if k.kind == "decision_records"]
-            sizes.append(held)
+            events = _soak_events(day, n, preset.soak_rows_per_day)
+            for chunk in range(0, len(events), 5000):
+                await store.record_events(events[chunk : chunk + 5000], now=noon)
+            end_of_day = noon + timedelta(hours=12, minutes=1)
+            await store.expire(end_of_day, policy)
+            ended = n - policy.raw_event_days - 1
+            if ended >= 0:
+                request = ReportRequest(
+                    experiment_id=f"exp_{ended}", start=None, end=None,
+                    until=_midnight(start + timedelta(days=ended + 1)), rollups=(),
+                    metrics=(), now=end_of_day,
+                )  # fmt: skip
+                compaction = Compaction(f"exp_{ended}", request, {}, [], end_of_day)
+                await store.compact_experiment(compaction)
+            await loop.run(pool.execute, "VACUUM assay_exposures, assay_conversions")
+            rows = {
+                kind: await loop.run(pool.fetchval, query) for kind, query in _SOAK_ROWS.items()
+            }
+            stats = await store.retention_stats(end_of_day, policy)
+            sizes = {k.kind: k.bytes for k in stats.kinds if k.kind in rows}
+            days.append(SoakDay(rows, sizes))
             print(
-                f"  soak day {n + 1:>2}: {held:>9,} decision records held, "
-                f"{records.bytes / 1e6:8.1f} MB",
+                f"  soak day {n + 1:>2}: "
+                + ", ".join(f"{k} {rows[k]:>8,} rows {sizes[k] / 1e6:6.1f} MB" for k in rows),
                 flush=True,
             )
-    return sizes
+    return days
+
+
+def _print_soak(preset: Preset, days: list[SoakDay]) -> dict[str, Any]:
+    # Event ids go a week at a time, so they settle latest: retention + a week + a day.
+    settled = days[preset.soak_retention_days + 1 + 7 + 1 :]
+    # Flat: rows reach no new maximum after the first settled week (ids rise and fall by
+    # the week), and bytes stay within 10% of that week's (pages are reused, not always
+    # the same way).
+    growth = {
+        kind: max(d.bytes[kind] for d in settled[7:]) / max(d.bytes[kind] for d in settled[:7])
+        for kind in _SOAK_ROWS
+    }
+    flat = {
+        kind: len(settled) > 7
+        and max(d.rows[kind] for d in settled[7:]) <= max(d.rows[kind] for d in settled[:7])
+        and growth[kind] <= 1.1
+        for kind in _SOAK_ROWS
+    }
+    print(
+        f"soak: {preset.soak_days} days, {preset.soak_rows_per_day:,} decision records and "
+        f"{preset.soak_rows_per_day:,} events a day, {preset.soak_retention_days} days kept"
+    )
+    print(f"  {'day':>4}" + "".join(f"{k + ' rows':>24}{'MB':>8}" for k in _SOAK_ROWS))
+    for n, d in enumerate(days):
+        print(
+            f"  {n + 1:>4}"
+            + "".join(f"{d.rows[k]:>24,}{d.bytes[k] / 1e6:>8.1f}" for k in _SOAK_ROWS)
+        )
+    for kind in _SOAK_ROWS:
+        print(
+            f"  {kind}: {'flat' if flat[kind] else 'NOT flat'} past retention (greatest size "
+            f"after the first settled week / within it: {growth[kind]:.3f})"
+        )
+    return {
+        "rows_held_per_day": {k: [d.rows[k] for d in days] for k in _SOAK_ROWS},
+        "bytes_per_day": {k: [d.bytes[k] for d in days] for k in _SOAK_ROWS},
+        "flat_past_retention": flat,
+        "bytes_later_over_first_settled_week": growth,
+    }
 
 
 # --- main -------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smaller run")
-    parser.add_argument("--json", type=Path, help="write the results here as JSON")
-    parser.add_argument("--rows-per-day", type=int, help="decision records per simulated day")
-    parser.add_argument("--repeats", type=int, help="expiry repeats (two days each)")
-    args = parser.parse_args()
-    preset = QUICK if args.quick else FULL
-    if args.rows_per_day:
-        preset = Preset(**{**preset.__dict__, "rows_per_day": args.rows_per_day})
-    if args.repeats:
-        preset = Preset(**{**preset.__dict__, "repeats": args.repeats})
+SECTIONS = ("expiry", "ingestion", "soak")
 
-    from assay.adapters.embedded import start_embedded_postgres
-    from assay.adapters.postgres import migrate
 
-    started = time.perf_counter()
-    load_before = os.getloadavg()
-    data_dir = Path(tempfile.mkdtemp(prefix="assay-bench-lifecycle-"))
-    server = start_embedded_postgres(data_dir)
-    try:
-        server.create_database("expiry")
-        expiry_dsn = server.dsn_for("expiry")
-        trio.run(migrate, expiry_dsn)
-        print(f"PostgreSQL in {data_dir}; {preset}", flush=True)
-        expiry, fill_rate = trio.run(expiry_runs, expiry_dsn, preset)
-        server.psql("DROP DATABASE expiry")
+def _print_expiry(preset: Preset, expiry: list[ExpiryRun]) -> dict[str, Any]:
+    def median(values: Any) -> float:
+        return statistics.median(list(values))
 
-        before_dsn = before_partitioning_database(server, "before")
-        server.create_database("after")
-        after_dsn = server.dsn_for("after")
-        trio.run(migrate, after_dsn)
-        ingestion = trio.run(ingestion_runs, before_dsn, after_dsn, preset, server)
+    expire = median(r.expire_seconds for r in expiry)
+    detach = median(r.detach_seconds for r in expiry)
+    drop = median(r.drop_seconds for r in expiry)
+    other = median(r.expire_seconds - r.detach_seconds - r.drop_seconds for r in expiry)
+    delete = median(r.delete_seconds for r in expiry)
+    vacuum = median(r.vacuum_seconds for r in expiry)
+    both = median(r.delete_seconds + r.vacuum_seconds for r in expiry)
+    size = median(r.bytes for r in expiry)
+    ratio = median(r.delete_seconds / r.expire_seconds for r in expiry)
+    ratio_vacuum = median((r.delete_seconds + r.vacuum_seconds) / r.expire_seconds for r in expiry)
+    ratio_gone = median(r.delete_seconds / r.detach_seconds for r in expiry)
+    per_gb = median(r.drop_seconds / (r.bytes / 1e9) for r in expiry)
+    runs = len(expiry)
+    print(f"{'expiring one day of decision records':<52}{'median':>12}{'runs':>6}")
+    print(f"{'  rows in the day':<52}{preset.rows_per_day:>12,}")
+    print(f"{'  size of the day (heap and indexes)':<52}{size / 1e9:>9.2f} GB")
+    print(f"{'  expire, in all':<52}{expire * 1000:>9.1f} ms{runs:>6}")
+    print(f"{'    remember expired ids and detach (rows gone)':<52}{detach * 1000:>9.1f} ms")
+    print(f"{'    drop the detached table (space given back)':<52}{drop * 1000:>9.1f} ms")
+    print(f"{'      per GB dropped':<52}{per_gb * 1000:>9.1f} ms")
+    print(f"{'    the rest (catalog reads, partitions ahead)':<52}{other * 1000:>9.1f} ms")
+    print(f"{'  DELETE of a day of the same size':<52}{delete * 1000:>9.1f} ms{runs:>6}")
+    print(f"{'  then VACUUM (to reuse the space)':<52}{vacuum * 1000:>9.1f} ms{runs:>6}")
+    print(f"{'  DELETE + VACUUM':<52}{both * 1000:>9.1f} ms{runs:>6}")
+    print(f"{'  DELETE / expire':<52}{ratio:>11.1f}x")
+    print(f"{'  (DELETE + VACUUM) / expire':<52}{ratio_vacuum:>11.1f}x")
+    print(f"{'  DELETE / detach (until the rows are gone)':<52}{ratio_gone:>11.0f}x")
+    return {
+        "rows_per_day": preset.rows_per_day,
+        "partition_bytes_median": size,
+        "expire_seconds_median": expire,
+        "detach_seconds_median": detach,
+        "table_locked_seconds_median": detach,
+        "drop_seconds_median": drop,
+        "drop_seconds_per_gb_median": per_gb,
+        "other_seconds_median": other,
+        "delete_seconds_median": delete,
+        "vacuum_after_delete_seconds_median": vacuum,
+        "delete_and_vacuum_seconds_median": both,
+        "delete_over_expire_median": ratio,
+        "delete_and_vacuum_over_expire_median": ratio_vacuum,
+        "delete_over_detach_median": ratio_gone,
+        "runs": [r.__dict__ for r in expiry],
+    }
 
-        server.create_database("soak")
-        soak_dsn = server.dsn_for("soak")
-        trio.run(migrate, soak_dsn)
-        sizes = trio.run(soak, soak_dsn, preset)
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
-    expire_median = statistics.median(r.expire_seconds for r in expiry)
-    delete_median = statistics.median(r.delete_seconds for r in expiry)
-    ratios = [r.delete_seconds / r.expire_seconds for r in expiry]
+def _print_ingestion(ingestion: dict[str, list[Any]]) -> dict[str, Any]:
     rates = {path: statistics.median(r.rate for r in runs) for path, runs in ingestion.items()}
     change = rates["after"] / rates["before"] - 1
     # Each after-run follows its before-run: their ratio cancels the machine's drift.
@@ -453,23 +591,6 @@ def main() -> None:
     cpu_paired = statistics.median(
         (a.python_us + a.rest_us) / (b.python_us + b.rest_us) for b, a in pairs
     )
-    held_after_retention = sizes[preset.soak_retention_days + 1 :]
-    flat = len(set(held_after_retention)) <= 1
-
-    print()
-    print(f"{'expiring one day of decision records':<44}{'median':>14}{'runs':>6}")
-    print(f"{'  rows in the day':<44}{preset.rows_per_day:>14,}")
-    detach_median = statistics.median(r.detach_seconds for r in expiry)
-    print(f"{'  expire (detach and drop the partition)':<44}{expire_median * 1000:>11.1f} ms")
-    print(f"{'    of which the table was locked (detach)':<44}{detach_median * 1000:>11.1f} ms")
-    runs = len(expiry)
-    print(f"{'  DELETE of the same number of rows':<44}{delete_median * 1000:>11.1f} ms{runs:>6}")
-    vacuum_median = statistics.median(r.vacuum_seconds for r in expiry)
-    print(f"{'  then VACUUM (to reuse the space)':<44}{vacuum_median * 1000:>11.1f} ms{runs:>6}")
-    print(f"{'  DELETE / expire':<44}{statistics.median(ratios):>13.0f}x")
-    locked_ratio = statistics.median(r.delete_seconds / r.detach_seconds for r in expiry)
-    print(f"{'  DELETE / time the table was locked':<44}{locked_ratio:>13.0f}x")
-    print()
     print(f"{'ingestion through the engine':<44}{'events/s':>14}{'runs':>6}")
     print(f"{'  before partitioning':<44}{rates['before']:>14,.0f}{len(ingestion['before']):>6}")
     print(f"{'  after partitioning':<44}{rates['after']:>14,.0f}{len(ingestion['after']):>6}")
@@ -484,54 +605,101 @@ def main() -> None:
             f"{c['total']:>8.1f}"
         )
     print(f"{'  after / before (median of paired runs)':<44}{cpu_paired - 1:>+30.1%}")
-    print()
-    print(
-        f"soak: {preset.soak_days} days of {preset.soak_rows_per_day:,} records, "
-        f"{preset.soak_retention_days} days kept: rows held per day {sizes} "
-        f"({'flat' if flat else 'NOT flat'} past retention)"
+    return {
+        "before_events_per_s": rates["before"],
+        "after_events_per_s": rates["after"],
+        "after_over_before": rates["after"] / rates["before"],
+        "after_over_before_paired_median": paired,
+        "cpu_us_per_event": cpu,
+        "cpu_after_over_before_paired_median": cpu_paired,
+        "runs": {path: [r.rate for r in runs] for path, runs in ingestion.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller run")
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser.add_argument("--rows-per-day", type=int, help="decision records per simulated day")
+    parser.add_argument("--repeats", type=int, help="expiry repeats (two days each)")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"which parts to run, comma-separated (default: {','.join(SECTIONS)})",
     )
+    args = parser.parse_args()
+    sections = [part.strip() for part in args.sections.split(",") if part.strip()]
+    if unknown := set(sections) - set(SECTIONS):
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    preset = QUICK if args.quick else FULL
+    if args.rows_per_day:
+        preset = Preset(**{**preset.__dict__, "rows_per_day": args.rows_per_day})
+    if args.repeats:
+        preset = Preset(**{**preset.__dict__, "repeats": args.repeats})
+
+    from assay.adapters.embedded import start_embedded_postgres
+    from assay.adapters.postgres import migrate
+
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    data_dir = Path(tempfile.mkdtemp(prefix="assay-bench-lifecycle-"))
+    server = start_embedded_postgres(data_dir)
+    results: dict[str, Any] = {
+        "benchmark": "lifecycle",
+        "quick": args.quick,
+        "sections": sections,
+        "preset": preset.__dict__,
+    }
+    expiry: list[ExpiryRun] = []
+    ingestion: dict[str, list[Any]] = {}
+    soak_days: list[SoakDay] = []
+    try:
+        print(f"PostgreSQL in {data_dir}; {preset}", flush=True)
+        if "expiry" in sections:
+            server.create_database("expiry")
+            expiry_dsn = server.dsn_for("expiry")
+            trio.run(migrate, expiry_dsn)
+            expiry, fill_rate = trio.run(expiry_runs, expiry_dsn, preset)
+            results["decision_records_written_per_s"] = fill_rate
+            server.psql("DROP DATABASE expiry")
+        if "ingestion" in sections:
+            before_dsn = before_partitioning_database(server, "before")
+            server.create_database("after")
+            after_dsn = server.dsn_for("after")
+            trio.run(migrate, after_dsn)
+            ingestion = trio.run(ingestion_runs, before_dsn, after_dsn, preset, server)
+        if "soak" in sections:
+            server.create_database("soak")
+            soak_dsn = server.dsn_for("soak")
+            trio.run(migrate, soak_dsn)
+            soak_days = trio.run(soak, soak_dsn, preset)
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    print()
+    if expiry:
+        results["expiry"] = _print_expiry(preset, expiry)
+        print()
+    if ingestion:
+        results["ingestion"] = _print_ingestion(ingestion)
+        print()
+    if soak_days:
+        results["soak"] = _print_soak(preset, soak_days)
     elapsed = time.perf_counter() - started
     load_after = os.getloadavg()
     print(
         f"\n{elapsed:.1f}s in all; load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after"
     )
-    results = {
-        "benchmark": "lifecycle",
-        "quick": args.quick,
-        "preset": preset.__dict__,
-        "decision_records_written_per_s": fill_rate,
-        "expiry": {
-            "rows_per_day": preset.rows_per_day,
-            "expire_seconds_median": expire_median,
-            "delete_seconds_median": delete_median,
-            "delete_over_expire_median": statistics.median(ratios),
-            "table_locked_seconds_median": detach_median,
-            "delete_over_table_locked_median": statistics.median(
-                r.delete_seconds / r.detach_seconds for r in expiry
-            ),
-            "vacuum_after_delete_seconds_median": vacuum_median,
-            "runs": [r.__dict__ for r in expiry],
-        },
-        "ingestion": {
-            "before_events_per_s": rates["before"],
-            "after_events_per_s": rates["after"],
-            "after_over_before": rates["after"] / rates["before"],
-            "after_over_before_paired_median": paired,
-            "cpu_us_per_event": cpu,
-            "cpu_after_over_before_paired_median": cpu_paired,
-            "runs": {path: [r.rate for r in runs] for path, runs in ingestion.items()},
-        },
-        "soak": {"rows_held_per_day": sizes, "flat_past_retention": flat},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average_before": load_before,
-            "load_average_after": load_after,
-        },
-        "seconds": elapsed,
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
     }
+    results["seconds"] = elapsed
     if args.json:
         args.json.write_text(msgspec.json.format(msgspec.json.encode(results)).decode() + "\n")
 

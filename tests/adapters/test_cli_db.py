@@ -30,9 +30,15 @@ def test_expire_then_stats(pg_dsn: str, capsys: pytest.CaptureFixture[str]) -> N
 
     assert main(["db", "stats", "--json", *db]) == 0
     stats = json.loads(capsys.readouterr().out)
-    assert [k["kind"] for k in stats["kinds"]] == ["decision_records", "event_ids", "audit_entries"]
+    kinds = ["decision_records", "event_ids", "audit_entries", "raw_events"]
+    assert [k["kind"] for k in stats["kinds"]] == kinds
     retention = {k["kind"]: k["retention_days"] for k in stats["kinds"]}
-    assert retention == {"decision_records": 30, "event_ids": 31, "audit_entries": None}
+    assert retention == {
+        "decision_records": 30,
+        "event_ids": 31,
+        "audit_entries": None,
+        "raw_events": 90,
+    }
     tomorrow = f"assay_decisions_p{datetime.now(UTC) + timedelta(days=1):%Y%m%d}"
     names = {p["partition"] for p in stats["partitions"]}
     assert "assay_decisions_default" in names
@@ -44,6 +50,7 @@ def test_expire_then_stats(pg_dsn: str, capsys: pytest.CaptureFixture[str]) -> N
     text = capsys.readouterr().out
     assert "decision_records" in text
     assert "forever" in text  # audit entries
+    assert "raw_events" in text
 
 
 def test_a_retention_breaking_a_guarantee_is_refused(
@@ -54,3 +61,13 @@ def test_a_retention_breaking_a_guarantee_is_refused(
     err = capsys.readouterr().err
     assert "invalid_config" in err
     assert "event_id_retention_days" in err
+
+
+def test_a_raw_event_retention_shorter_than_events_are_accepted_is_refused(
+    pg_dsn: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASSAY_RAW_EVENT_RETENTION_DAYS", "30")
+    assert main(["db", "stats", "--database-url", pg_dsn]) == 1
+    err = capsys.readouterr().err
+    assert "invalid_config" in err
+    assert "raw_event_retention_days (30) must be at least event_max_age_days" in err

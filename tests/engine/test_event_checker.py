@@ -28,15 +28,18 @@ SKEW = timedelta(minutes=5)
 MAX_AGE = timedelta(days=30)
 
 
-def experiment(status: ExperimentStatus) -> Any:
+def experiment(status: ExperimentStatus, compacted_at: datetime | None = None) -> Any:
     variants = [SimpleNamespace(key="control"), SimpleNamespace(key="treatment")]
-    return SimpleNamespace(id=f"exp_{status.value}", status=status, variants=variants)
+    return SimpleNamespace(
+        id=f"exp_{status.value}", status=status, variants=variants, compacted_at=compacted_at
+    )
 
 
 EXPERIMENTS = {
     ("prj", "running"): experiment(ExperimentStatus.RUNNING),
     ("prj", "draft"): experiment(ExperimentStatus.DRAFT),
     ("prj", "archived"): experiment(ExperimentStatus.ARCHIVED),
+    ("prj", "compacted"): experiment(ExperimentStatus.COMPLETED, datetime(2026, 1, 1, tzinfo=UTC)),
 }
 METRICS = {
     ("prj", "waits"): SimpleNamespace(requires_exposure=True, pending_ttl_hours=24),
@@ -80,7 +83,7 @@ GOOD: dict[str, list[Any]] = {
     "idempotency_key": [None, "k1", "x" * MAX_IDEMPOTENCY_KEY_LENGTH],
 }
 BAD: dict[str, list[Any]] = {
-    "experiment": ["draft", "archived", "nope", "bad key!", None, 1, ["running"]],
+    "experiment": ["draft", "archived", "compacted", "nope", "bad key!", None, 1, ["running"]],
     "subject": ["", "x" * (MAX_SUBJECT_LENGTH + 1), "a\x00b", None, 5],
     "variant": ["nope", "bad key!", None, 1, ["control"]],
     "metric": ["nope", "bad key!", None, 1, ["waits"]],

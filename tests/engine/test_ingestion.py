@@ -72,11 +72,14 @@ async def build_project(engine: Engine) -> None:
         (EXPERIMENT, [Transition.START]),
         ("draft", []),
         ("old", [Transition.START, Transition.COMPLETE, Transition.ARCHIVE]),
+        ("compacted", [Transition.START, Transition.COMPLETE]),
     ):
         spec = ExperimentSpec(key=key, variants=variants, primary_metrics=["purchase"])
         await service.create_object(SYSTEM_KEY, Experiment, PROJECT, spec)
         for transition in transitions:
-            await service.transition_experiment(SYSTEM_KEY, PROJECT, key, transition)
+            ended = await service.transition_experiment(SYSTEM_KEY, PROJECT, key, transition)
+    # As the data lifecycle marks an experiment ended long ago (engine/_compaction.py).
+    assert await service.mark_compacted(ended, datetime.now(UTC)) is not None
     await engine.refresh()
 
 
@@ -208,6 +211,7 @@ async def test_every_rejection_code(engine: Engine) -> None:
         ("unknown_experiment", Exposure(experiment="nope", subject="u1", variant="control")),
         ("experiment_not_started", Exposure(experiment="draft", subject="u1", variant="control")),
         ("experiment_archived", Exposure(experiment="old", subject="u1", variant="control")),
+        ("experiment_compacted", Exposure(experiment="compacted", subject="u1", variant="control")),
         ("unknown_variant", expo("u1", "blue")),
         ("unknown_metric", conv("u1", "refund")),
         ("invalid_subject", expo("")),

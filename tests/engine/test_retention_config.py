@@ -16,6 +16,12 @@ def test_defaults_keep_event_ids_as_long_as_events_are_accepted() -> None:
     assert config.event_id_retention == 31
     shorter = EngineConfig.load(env={"ASSAY_EVENT_MAX_AGE_DAYS": "2.5"})
     assert shorter.event_id_retention == 3
+    # Raw events of an ended experiment: 90 days, or longer when events are accepted
+    # longer after their timestamp.
+    assert config.raw_event_retention == 90
+    assert shorter.raw_event_retention == 90
+    longer = EngineConfig.load(env={"ASSAY_EVENT_MAX_AGE_DAYS": "120"})
+    assert longer.raw_event_retention == 121
 
 
 @pytest.mark.parametrize(
@@ -25,6 +31,8 @@ def test_defaults_keep_event_ids_as_long_as_events_are_accepted() -> None:
         ("decision_record_retention_days", "-3"),
         ("event_id_retention_days", "0"),
         ("audit_retention_days", "-1"),
+        ("raw_event_retention_days", "0"),
+        ("raw_event_retention_days", "-90"),
         ("retention_interval_seconds", "0"),
     ],
 )
@@ -48,3 +56,14 @@ def test_event_ids_kept_shorter_than_events_are_accepted_is_refused() -> None:
     config = EngineConfig.load(env={"ASSAY_EVENT_ID_RETENTION_DAYS": "31"})
     assert config.event_id_retention == 31
     assert EngineConfig(event_id_retention_days=1, event_max_age_days=0.5).event_id_retention == 1
+
+
+def test_raw_events_kept_shorter_than_events_are_accepted_is_refused() -> None:
+    # Compacting sooner would refuse late events of the experiment ingestion accepts.
+    with pytest.raises(ValidationFailed) as info:
+        EngineConfig.load(env={"ASSAY_RAW_EVENT_RETENTION_DAYS": "30"})
+    assert info.value.code == "invalid_config"
+    assert "raw_event_retention_days (30)" in info.value.message
+    assert "event_max_age_days" in info.value.message
+    config = EngineConfig.load(env={"ASSAY_RAW_EVENT_RETENTION_DAYS": "31"})
+    assert config.raw_event_retention == 31

@@ -1,7 +1,8 @@
 """``assay db stats`` and ``assay db expire``: what the data lifecycle holds and removes.
 
 ``stats`` prints rows and bytes per kind of data and per partition, the oldest row per
-kind, and what the next expiry run would remove (docs/retention.md). ``expire`` runs one
+kind, and what the next expiry run would remove, ended experiments' raw events included
+(docs/retention.md). ``expire`` runs one
 expiry now, as the leading server does every ``retention_interval_seconds``; it takes the
 same lock, so it never runs beside the server's.
 """
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
 
 from assay.engine import EngineConfig
-from assay.engine._retention import Expired, RetentionPolicy, RetentionStats
+from assay.engine._retention import Expired, RetentionStats
+
+if TYPE_CHECKING:
+    from assay.engine._retention import Retention
 
 EXIT_OK = 0
 
@@ -33,8 +36,8 @@ def add_db_commands(
         "stats",
         help="rows and bytes per kind and partition, oldest rows, what expiry will remove",
         description="Rows and bytes per kind of data (decision records, event ids, audit "
-        "entries) and per partition, the oldest row per kind, and what the next expiry run "
-        "would remove under the configured retention. Rows of big partitions are "
+        "entries, raw events) and per partition, the oldest row per kind, and what the next "
+        "expiry run would remove under the configured retention. Rows of big partitions are "
         "PostgreSQL's estimates.",
     )
     stats.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -51,11 +54,13 @@ def add_db_commands(
     expire.set_defaults(handler=lambda args: _expire(args, load_config(args)))
 
 
-async def _with_store(config: EngineConfig, action: Callable[[Any], Any]) -> Any:
-    from assay._bootstrap import store_factory
+async def _with_retention(config: EngineConfig, action: Callable[[Retention], Any]) -> Any:
+    """``action`` on the engine's data lifecycle: the engine knows which experiments are
+    due for compaction (its configuration snapshot), the store alone does not."""
+    import assay
 
-    async with store_factory(config) as store:
-        return await action(store)
+    async with assay.open_engine(config) as engine:
+        return await action(engine.retention)
 
 
 def _size(n: int) -> str:
@@ -70,10 +75,8 @@ def _size(n: int) -> str:
 
 
 def _stats(args: argparse.Namespace, config: EngineConfig) -> int:
-    policy = RetentionPolicy.from_config(config)
-    now = datetime.now(UTC)
     stats: RetentionStats = trio.run(
-        _with_store, config, lambda store: store.retention_stats(now, policy)
+        _with_retention, config, lambda retention: retention.stats(trio.current_time())
     )
     if args.json:
         print(msgspec.json.encode(stats).decode())
@@ -98,9 +101,7 @@ def _stats(args: argparse.Namespace, config: EngineConfig) -> int:
 
 
 def _expire(args: argparse.Namespace, config: EngineConfig) -> int:
-    policy = RetentionPolicy.from_config(config)
-    now = datetime.now(UTC)
-    expired: Expired = trio.run(_with_store, config, lambda store: store.expire(now, policy))
+    expired: Expired = trio.run(_with_retention, config, lambda retention: retention.run())
     if args.json:
         print(msgspec.json.encode(expired).decode())
         return EXIT_OK
@@ -112,5 +113,10 @@ def _expire(args: argparse.Namespace, config: EngineConfig) -> int:
     print(
         f"removed {expired.decision_records:,} decision records, {expired.event_ids:,} event "
         f"ids, {expired.audit_entries:,} audit entries"
+    )
+    print(
+        f"marked {', '.join(expired.experiments_marked) or 'no experiment'} compacted; "
+        f"removed {expired.raw_events:,} raw events of "
+        f"{', '.join(expired.experiments_compacted) or 'no experiment'}"
     )
     return EXIT_OK

@@ -23,6 +23,10 @@ PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 
 
+DEFAULT_RAW_EVENT_RETENTION_DAYS = 90
+"""Days after an experiment ends before its raw events are compacted, unless set."""
+
+
 class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Every setting assay reads. The README's configuration table mirrors this."""
 
@@ -100,6 +104,13 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     audit_retention_days: PositiveInt | None = None
     """Audit-log entries older than this are deleted; unset (the default) keeps them
     forever."""
+    raw_event_retention_days: PositiveInt | None = None
+    """The raw exposures, conversions and crossovers of an experiment are compacted away
+    this many days after it ended (completed or archived), its report then served from
+    its rollups alone; events for it are refused from then on (``experiment_compacted``).
+    Unset: 90, or ``event_max_age_days`` plus ``event_future_skew_seconds`` in whole days
+    if that is longer. Shorter than that is refused: a late event of the experiment that
+    ingestion would accept must still find its rows. See docs/retention.md."""
     retention_interval_seconds: PositiveFloat = 3600.0
     """How often the leader creates partitions ahead and drops (or deletes) what expired."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
@@ -120,6 +131,15 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
                 f"({self.event_future_skew_seconds:g} s): an event id must be kept as long "
                 "as an event with it may be accepted, or de-duplication would fail"
             )
+        raw = self.raw_event_retention_days
+        accepted = self.event_max_age_days * 86400.0 + self.event_future_skew_seconds
+        if raw is not None and raw * 86400.0 < accepted:
+            raise ValueError(
+                f"raw_event_retention_days ({raw}) must be at least event_max_age_days "
+                f"({self.event_max_age_days:g}) plus event_future_skew_seconds "
+                f"({self.event_future_skew_seconds:g} s): an experiment's raw events must be "
+                "kept as long as a late event of it may be accepted"
+            )
 
     @property
     def event_id_retention(self) -> int:
@@ -127,6 +147,14 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         if self.event_id_retention_days is not None:
             return self.event_id_retention_days
         return math.ceil(self.event_max_age_days + self.event_future_skew_seconds / 86400.0)
+
+    @property
+    def raw_event_retention(self) -> int:
+        """``raw_event_retention_days`` in force (whole days), the default computed."""
+        if self.raw_event_retention_days is not None:
+            return self.raw_event_retention_days
+        least = math.ceil(self.event_max_age_days + self.event_future_skew_seconds / 86400.0)
+        return max(DEFAULT_RAW_EVENT_RETENTION_DAYS, least)
 
     certfile: str | None = None
     """TLS certificate (PEM) for ``assay serve``; with ``keyfile``, the server speaks HTTPS."""

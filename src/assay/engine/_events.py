@@ -616,6 +616,14 @@ class EventChecker:
         if closed is not None:
             code, why = closed
             return Rejection(index=0, code=code, message=f"experiment {key!r} {why}")
+        if experiment.compacted_at is not None:
+            # Its raw events are (or are about to be) gone: an exposure could no longer be
+            # told from a repeat, a conversion no longer find its exposure (retention.md).
+            return Rejection(
+                index=0,
+                code="experiment_compacted",
+                message=f"experiment {key!r} ended long ago and its raw events were compacted",
+            )
         return _ExperimentInfo(experiment.id, frozenset(v.key for v in experiment.variants))
 
     def _metric(self, key: object) -> float | Rejection | None:

@@ -314,6 +314,9 @@ class Experiment(ExperimentSpec, frozen=True, kw_only=True):
     status: ExperimentStatus = ExperimentStatus.DRAFT
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    compacted_at: datetime | None = None
+    """When its raw events began to be compacted away (``raw_event_retention_days`` after
+    it ended): events for it are refused since, its report comes from rollups alone."""
     revision: int = 1
     created_at: datetime
     updated_at: datetime

@@ -36,7 +36,7 @@ from assay.engine._model import (
     Segment,
 )
 from assay.engine._planned_verdict import PlannedLook
-from assay.engine._retention import Expired, RetentionPolicy, RetentionStats
+from assay.engine._retention import Compaction, Expired, RetentionPolicy, RetentionStats
 
 ConfigT = TypeVar("ConfigT", Project, Flag, Experiment, Layer, Metric, Segment)
 
@@ -316,9 +316,23 @@ class Store(Protocol):
         has expired (so it is past retention too)."""
         ...
 
-    async def retention_stats(self, now: datetime, policy: RetentionPolicy) -> RetentionStats:
+    async def retention_stats(
+        self, now: datetime, policy: RetentionPolicy, *, compactable: Sequence[str] = ()
+    ) -> RetentionStats:
         """Rows and bytes per kind and partition, the oldest row per kind, and what the
-        next expiry run would remove."""
+        next expiry run would remove (for raw events: the rows of the experiments
+        ``compactable``, by id)."""
+        ...
+
+    async def compact_experiment(self, compaction: Compaction) -> int | None:
+        """Remove the raw events (exposures, conversions, crossovers) of an ended
+        experiment whose events are refused already, keeping what its report and its
+        ingestion summary read: the rollups (built first for ``compaction.request``'s
+        attribution, as a report would), the ingestion counts, and per cut in
+        ``compaction.cuts`` the exposures between the cut's hour and the cut. How many raw
+        rows went, or None when the experiment was compacted before (nothing done).
+        Reports of a compacted experiment are served from what was kept, and refused
+        (``report_compacted``) when that cannot answer them exactly."""
         ...
 
     # --- console sessions ---------------------------------------------------------------

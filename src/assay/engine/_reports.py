@@ -298,45 +298,8 @@ class ReportAPI:
         found = await self.service.resolve_project(principal, project)
         authorize(principal, Resource.REPORT, Action.READ, project_id=found.id)
         target = await self.service.get_object(principal, Experiment, found.key, experiment)
-        roles = _role_of(target)
-        metrics: dict[str, Metric] = {}
-        async with self.store.read() as tx:
-            pending_keys = list(roles)
-            while pending_keys:
-                key = pending_keys.pop()
-                if key in metrics:
-                    continue
-                metric = await tx.get(Metric, found.id, key)
-                if metric is None:
-                    continue
-                metrics[key] = metric
-                kind = self.metric_kinds.get(metric.kind)
-                if kind is not None:
-                    pending_keys.extend(kind.inputs(metric))
-        requested: list[ReportMetric] = []
-        inputs: dict[str, RollupSpec] = {}
-        for key in roles:
-            metric = metrics.get(key)
-            kind = None if metric is None else self.metric_kinds.get(metric.kind)
-            if metric is None or kind is None:
-                continue
-            keys = kind.inputs(metric)
-            if any(k not in metrics for k in keys):
-                continue
-            requested.append(ReportMetric(metric, kind))
-            for k in keys:
-                inputs[k] = _rollup(metrics[k])
-        aggregates = await self.store.report_aggregates(
-            ReportRequest(
-                experiment_id=target.id,
-                start=start,
-                end=end,
-                until=target.ended_at,
-                rollups=tuple(inputs.values()),
-                metrics=tuple(requested),
-                now=datetime.now(UTC),
-            )
-        )
+        request, roles, metrics = await self.report_request(target, start=start, end=end)
+        aggregates = await self.store.report_aggregates(request)
         report = build_report(
             target,
             roles,
@@ -359,6 +322,55 @@ class ReportAPI:
         elif target.plan is not None:
             report = await self._planned(target, report)
         return withhold_on_srm(report)
+
+    async def report_request(
+        self,
+        target: Experiment,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> tuple[ReportRequest, dict[str, MetricRole], dict[str, Metric]]:
+        """What the store aggregates for ``target``'s report over ``[start, end)``: every
+        metric it reads (inputs of ratios too) with its attribution; and the metrics'
+        roles and definitions."""
+        roles = _role_of(target)
+        metrics: dict[str, Metric] = {}
+        async with self.store.read() as tx:
+            pending_keys = list(roles)
+            while pending_keys:
+                key = pending_keys.pop()
+                if key in metrics:
+                    continue
+                metric = await tx.get(Metric, target.project_id, key)
+                if metric is None:
+                    continue
+                metrics[key] = metric
+                kind = self.metric_kinds.get(metric.kind)
+                if kind is not None:
+                    pending_keys.extend(kind.inputs(metric))
+        requested: list[ReportMetric] = []
+        inputs: dict[str, RollupSpec] = {}
+        for key in roles:
+            metric = metrics.get(key)
+            kind = None if metric is None else self.metric_kinds.get(metric.kind)
+            if metric is None or kind is None:
+                continue
+            keys = kind.inputs(metric)
+            if any(k not in metrics for k in keys):
+                continue
+            requested.append(ReportMetric(metric, kind))
+            for k in keys:
+                inputs[k] = _rollup(metrics[k])
+        request = ReportRequest(
+            experiment_id=target.id,
+            start=start,
+            end=end,
+            until=target.ended_at,
+            rollups=tuple(inputs.values()),
+            metrics=tuple(requested),
+            now=datetime.now(UTC),
+        )
+        return request, roles, metrics
 
     async def _planned(self, experiment: Experiment, report: Report) -> Report:
         """Take a look if one is due, and judge the primary metrics by the looks taken."""

@@ -13,6 +13,9 @@ rows. The rules this module keeps (docs/retention.md says them to users):
   for every event ingestion accepts. Event ids go a week at a time
   (``EVENT_ID_PARTITION_DAYS``), so up to a week later than that.
 - Audit entries are kept forever unless ``audit_retention_days`` is set.
+- The raw events (exposures, conversions, crossovers) of an experiment that ended
+  (completed or archived) ``raw_event_retention_days`` ago are compacted away, its report
+  then read from its rollups alone (engine/_compaction.py).
 - Only the leader expires (the guardrail actor's leadership: one per database), and the
   store also serialises runs, so two processes never both expire.
 - Partitions are created ahead (``DAYS_AHEAD``); a row whose day has no partition yet
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import msgspec
 
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from assay.engine._config import EngineConfig
+    from assay.engine._metric_kinds import ReportRequest
     from assay.engine._ports import Store
 
 log = logging.getLogger("assay.engine.retention")
@@ -55,6 +59,7 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
     decision_days: int
     event_id_days: int
     audit_days: int | None = None
+    raw_event_days: int = 90
     event_max_age_days: float = 30.0
     event_future_skew_seconds: float = 300.0
 
@@ -64,6 +69,7 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
             decision_days=config.decision_record_retention_days,
             event_id_days=config.event_id_retention,
             audit_days=config.audit_retention_days,
+            raw_event_days=config.raw_event_retention,
             event_max_age_days=config.event_max_age_days,
             event_future_skew_seconds=config.event_future_skew_seconds,
         )
@@ -75,6 +81,10 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
     def event_ids_before(self, now: datetime) -> datetime:
         """Ids of events timestamped before this are past retention."""
         return now - timedelta(days=self.event_id_days)
+
+    def raw_events_before(self, now: datetime) -> datetime:
+        """Experiments that ended before this have their raw events compacted."""
+        return now - timedelta(days=self.raw_event_days)
 
     def audit_before(self, now: datetime) -> datetime | None:
         return None if self.audit_days is None else now - timedelta(days=self.audit_days)
@@ -130,7 +140,7 @@ class PartitionStats(msgspec.Struct, frozen=True, kw_only=True):
 
 class KindStats(msgspec.Struct, frozen=True, kw_only=True):
     kind: str
-    """``decision_records``, ``event_ids``, ``audit_entries``."""
+    """``decision_records``, ``event_ids``, ``audit_entries``, ``raw_events``."""
     table: str
     rows: int
     bytes: int
@@ -138,7 +148,8 @@ class KindStats(msgspec.Struct, frozen=True, kw_only=True):
     """The oldest row's time (for day-partitioned kinds: the start of its day)."""
     retention_days: int | None
     next_expiry_rows: int
-    """Rows the next expiry run will remove (estimated as the partitions' rows)."""
+    """Rows the next expiry run will remove (estimated as the partitions' rows; for raw
+    events, the rows of the experiments due for compaction)."""
 
 
 class RetentionStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -163,6 +174,41 @@ class Expired(msgspec.Struct, frozen=True, kw_only=True):
     """Time the partitioned tables were locked to take expired partitions out (PostgreSQL:
     detaching them; writers of the table wait meanwhile). Dropping the detached tables
     afterwards blocks nobody."""
+    drop_seconds: float = 0.0
+    """Time spent dropping the detached tables: the file system giving their space back
+    (in proportion to their size); nobody waits for it."""
+    experiments_marked: list[str] = []
+    """Keys of experiments marked compacted by this run (their events refused from now)."""
+    experiments_compacted: list[str] = []
+    """Keys of experiments whose raw events this run removed."""
+    raw_events: int = 0
+    """Raw exposures, conversions and crossovers removed."""
+
+
+class Compaction(NamedTuple):
+    """What the store is asked to compact: one experiment's raw events, keeping what its
+    report (``request``: every metric it reads, with their attribution) and its ingestion
+    summary (counted with ``windows``) need, and the exposures before each of ``cuts``
+    within the cut's hour (its start and end: the periods the console and the
+    timeseries ask for)."""
+
+    experiment_id: str
+    request: ReportRequest
+    windows: dict[str, int | None]
+    cuts: list[datetime]
+    now: datetime
+
+
+class Compactor(Protocol):
+    """The compaction of ended experiments' raw events (engine/_compaction.py)."""
+
+    def due(self, now: datetime) -> list[str]:
+        """Ids of the experiments whose raw events the next run removes or marks."""
+        ...
+
+    async def compact(self, now: datetime) -> Expired:
+        """Mark and compact what is due at ``now``; only the compaction fields are set."""
+        ...
 
 
 FIRST_RUN_AFTER_SECONDS = 60.0
@@ -178,8 +224,10 @@ class Retention:
         interval_seconds: float,
         *,
         clock: Callable[[], datetime] | None = None,
+        compactor: Compactor | None = None,
     ) -> None:
         self._store = store
+        self.compactor = compactor
         self.policy = policy
         self._interval = interval_seconds
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -193,13 +241,24 @@ class Retention:
         """The store's retention statistics, read again when older than ``max_age``
         seconds: ``/metrics`` is scraped often, and counting rows is not free."""
         if self.last_stats is None or monotonic_now - self._stats_at >= max_age:
-            self.last_stats = await self._store.retention_stats(self._clock(), self.policy)
+            now = self._clock()
+            due = [] if self.compactor is None else self.compactor.due(now)
+            self.last_stats = await self._store.retention_stats(now, self.policy, compactable=due)
             self._stats_at = monotonic_now
         return self.last_stats
 
     async def run(self) -> Expired:
         """Expire now (the caller is the leader)."""
-        expired = await self._store.expire(self._clock(), self.policy)
+        now = self._clock()
+        expired = await self._store.expire(now, self.policy)
+        if self.compactor is not None and expired.ran:
+            compacted = await self.compactor.compact(now)
+            expired = msgspec.structs.replace(
+                expired,
+                experiments_marked=compacted.experiments_marked,
+                experiments_compacted=compacted.experiments_compacted,
+                raw_events=compacted.raw_events,
+            )
         self.runs += 1
         self.last = expired
         if expired.partitions_dropped or expired.audit_entries:
@@ -207,6 +266,13 @@ class Retention:
                 "expired %s; created %d partitions",
                 ", ".join(expired.partitions_dropped) or "no partition",
                 len(expired.partitions_created),
+            )
+        if expired.experiments_marked or expired.experiments_compacted:
+            log.info(
+                "raw events: marked %s compacted, removed %d rows of %s",
+                ", ".join(expired.experiments_marked) or "no experiment",
+                expired.raw_events,
+                ", ".join(expired.experiments_compacted) or "no experiment",
             )
         return expired
 

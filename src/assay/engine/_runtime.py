@@ -18,6 +18,7 @@ from assay.engine._actors._base import Actor, supervise
 from assay.engine._actors._decision import DecisionActor
 from assay.engine._actors._guardrail import GuardrailActor
 from assay.engine._actors._ingestion import IngestionActor
+from assay.engine._compaction import ExperimentCompactor
 from assay.engine._config import EngineConfig
 from assay.engine._console_sessions import ConsoleSessions
 from assay.engine._core import (
@@ -169,7 +170,10 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
             outbox=Outbox(store, self.notification_channels, config),
             outbox_poll_seconds=config.guardrail_outbox_poll_seconds,
             retention=Retention(
-                store, RetentionPolicy.from_config(config), config.retention_interval_seconds
+                store,
+                RetentionPolicy.from_config(config),
+                config.retention_interval_seconds,
+                compactor=ExperimentCompactor(self, RetentionPolicy.from_config(config)),
             ),
         )
         self.guardrail = Mailbox[GuardrailMessage](self._guardrail_actor, config.inbox_size)
@@ -198,6 +202,13 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
     def snapshot(self) -> Snapshot:
         """The configuration snapshot in force now."""
         return self._snapshot
+
+    def experiments(self) -> Iterable[Experiment]:
+        """Every experiment of every project in the snapshot (compaction reads them)."""
+        return self._snapshot.experiments.values()
+
+    def metrics_of(self, project_id: str) -> Iterable[Metric]:
+        return [m for (pid, _), m in self._snapshot.metrics.items() if pid == project_id]
 
     @property
     def mailboxes(self) -> tuple[Mailbox[Any], ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -430,6 +431,27 @@ class ConfigService(KeyManagement):
                 _builtins(current),
                 after,
             )
+        await self._changed()
+        return updated
+
+    async def mark_compacted(self, experiment: Experiment, at: datetime) -> Experiment | None:
+        """Mark an ended experiment compacted (the data lifecycle, docs/retention.md): from
+        now on its events are refused and its raw events may go. An audit entry by the
+        system; None when it changed meanwhile (it is looked at again next run)."""
+        async with self._store.transaction() as tx:
+            current = await tx.get(Experiment, experiment.project_id, experiment.key)
+            if (
+                current is None
+                or current.id != experiment.id
+                or current.compacted_at is not None
+                or current.status not in (ExperimentStatus.COMPLETED, ExperimentStatus.ARCHIVED)
+            ):
+                return None
+            updated = msgspec.structs.replace(
+                current, compacted_at=at, revision=current.revision + 1, updated_at=now()
+            )
+            await tx.update(updated, expected_revision=current.revision)
+            await self._audit(tx, SYSTEM_KEY, "experiment.compact", updated, current, updated)
         await self._changed()
         return updated
 

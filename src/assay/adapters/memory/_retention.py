@@ -5,6 +5,8 @@ Decision records expire by UTC day and event ids by week exactly as the partitio
 (engine/_retention.py); an expired decision id is remembered by its prefix, as
 ``assay_decisions_expired`` does. Audit entries are not expired here: they vanish with
 the process anyway. Nothing here is partitioned, so an expiry run walks every row.
+Raw events of compacted experiments are kept: memory reports are computed from them (a
+memory store's data goes with its process); the engine refuses their events all the same.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import trio
 from assay.engine._core import Decision
 from assay.engine._retention import (
     EVENT_ID_PARTITION_DAYS,
+    Compaction,
     Expired,
     KindStats,
     RetentionPolicy,
@@ -28,6 +31,8 @@ from assay.engine._retention import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from assay.adapters.memory._events import _EventTables
 
 _PREFIX = 16
@@ -81,8 +86,24 @@ class MemoryRetentionStore:
         last = self._expired_ids.get(decision_id[:_PREFIX])
         return last is not None and len(last) == len(decision_id) and decision_id <= last
 
-    async def retention_stats(self, now: datetime, policy: RetentionPolicy) -> RetentionStats:
+    __compacted: set[str] | None = None
+
+    async def compact_experiment(self, compaction: Compaction) -> int | None:
         await trio.lowlevel.checkpoint()
+        if self.__compacted is None:
+            self.__compacted = set()
+        if compaction.experiment_id in self.__compacted:
+            return None
+        self.__compacted.add(compaction.experiment_id)
+        return 0
+
+    async def retention_stats(
+        self, now: datetime, policy: RetentionPolicy, *, compactable: Sequence[str] = ()
+    ) -> RetentionStats:
+        await trio.lowlevel.checkpoint()
+        t = self._event_tables
+        raw = len(t.exposures) + len(t.crossovers) + sum(len(c) for c in t.conversions.values())
+        oldest_exposure = min((e.exposed_at for e in t.exposures.values()), default=None)
         decided = self._decided_at()
         cutoff = day_start(whole_days_before(policy.decisions_before(now))).timestamp()
         ids = self._event_tables.event_ids
@@ -110,6 +131,15 @@ class MemoryRetentionStore:
                     oldest=None if oldest_day is None else day_start(oldest_day),
                     retention_days=policy.event_id_days,
                     next_expiry_rows=sum(1 for claim in ids if _week_end(claim[2]) <= first_kept),
+                ),
+                KindStats(
+                    kind="raw_events",
+                    table="memory",
+                    rows=raw,
+                    bytes=0,
+                    oldest=oldest_exposure,
+                    retention_days=policy.raw_event_days,
+                    next_expiry_rows=0,  # kept in memory (see above)
                 ),
             ],
             partitions=[],

@@ -36,8 +36,10 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
+import msgspec
 
 from assay.adapters.postgres._aio import usable
+from assay.adapters.postgres._compaction import aio_compacted_ingestion
 from assay.engine._events import (
     IngestionCounts,
     MetricCounts,
@@ -664,16 +666,32 @@ async def aio_ingestion_counts(
     now: datetime,
 ) -> IngestionCounts:
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        variant_rows = await conn.fetch(_COUNT_VARIANTS, experiment_id)
-        crossovers = await conn.fetchval(_COUNT_CROSSOVERS, experiment_id)
-        pending = await conn.fetchval(_COUNT_PENDING, experiment_id, now)
-        conversion_rows = await conn.fetch(
-            _COUNT_CONVERSIONS,
-            experiment_id,
-            list(windows),
-            list(windows.values()),
-            until,
-        )
+        compacted = await aio_compacted_ingestion(conn, experiment_id)
+        if compacted is not None:
+            # Counted when its raw events went; only the pending ones are still kept.
+            pending = await conn.fetchval(_COUNT_PENDING, experiment_id, now)
+            return msgspec.structs.replace(compacted, pending=pending)
+        return await aio_count_on(conn, experiment_id, windows, until, now)
+
+
+async def aio_count_on(
+    conn: Any,
+    experiment_id: str,
+    windows: Mapping[str, int | None],
+    until: datetime | None,
+    now: datetime,
+) -> IngestionCounts:
+    """The ingestion counts, read on ``conn`` (in the caller's transaction)."""
+    variant_rows = await conn.fetch(_COUNT_VARIANTS, experiment_id)
+    crossovers = await conn.fetchval(_COUNT_CROSSOVERS, experiment_id)
+    pending = await conn.fetchval(_COUNT_PENDING, experiment_id, now)
+    conversion_rows = await conn.fetch(
+        _COUNT_CONVERSIONS,
+        experiment_id,
+        list(windows),
+        list(windows.values()),
+        until,
+    )
     return IngestionCounts(
         crossovers=crossovers,
         pending=pending,

@@ -5,7 +5,8 @@ A report is two transactions:
 1. **prepare** (read-write): for each metric the report reads, make sure its rollup exists
    and was built with the metric's current attribution (window, CUPED days, experiment
    end); otherwise rebuild it from the event tables under the experiment's exclusive
-   advisory lock. Then compact the hourly deltas when they have piled up.
+   advisory lock (or, when the experiment's raw events were compacted, refuse:
+   ``_compaction.py``). Then compact the hourly deltas when they have piled up.
 2. **read** (repeatable read, read only): per-variant exposures from the hourly rollup
    plus the partial hours at the period's edges, and each metric kind's queries against
    the relations of ``_metric_kinds.SqlSource``, all on one snapshot.
@@ -23,6 +24,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import asyncpg
 import msgspec
 
+from assay.adapters.postgres._compaction import (
+    aio_compacted_cuts,
+    aio_compacted_edges,
+    refuse,
+)
 from assay.engine._metric_kinds import (
     TOTALS_COLUMNS,
     ReportAggregates,
@@ -192,9 +198,39 @@ def _period(start: datetime | None, end: datetime | None) -> _Period:
 class PgSource:
     """``SqlSource`` for one experiment and period (see ``_metric_kinds``)."""
 
-    def __init__(self, experiment_id: str, period: _Period) -> None:
+    def __init__(
+        self,
+        experiment_id: str,
+        period: _Period,
+        compacted_edges: list[tuple[str, int, int]] | None = None,
+    ) -> None:
         self._experiment_id = experiment_id
         self._period = period
+        self._compacted_edges = compacted_edges
+        """For a compacted experiment (no raw rows): the edges' exposures per variant."""
+
+    def _edges(self, q: SqlQuery) -> str:
+        """``(variant, exposed, crossed)`` rows of the period's partial hours."""
+        if self._compacted_edges is not None:
+            variants, exposed, crossed = (
+                q.param([row[i] for row in self._compacted_edges]) for i in range(3)
+            )
+            return (
+                f"SELECT * FROM unnest({variants}::text[], {exposed}::bigint[], "
+                f"{crossed}::bigint[])"
+            )
+        p = self._period
+        e, start, end, e1_to, e2_from = (
+            q.param(v) for v in (self._experiment_id, p.start, p.end, p.edge1_to, p.edge2_from)
+        )
+        return f"""SELECT x.variant, 1, EXISTS (
+                    SELECT 1 FROM assay_crossovers c
+                    WHERE c.experiment_id = x.experiment_id AND c.subject = x.subject
+                )::int
+                FROM assay_exposures x
+                WHERE x.experiment_id = {e}
+                  AND ((x.exposed_at >= {start} AND x.exposed_at < {e1_to})
+                    OR (x.exposed_at >= {e2_from} AND x.exposed_at < {end}))"""
 
     def _common(self, q: SqlQuery) -> tuple[str, ...]:
         p = self._period
@@ -210,7 +246,11 @@ class PgSource:
 
     def exposures(self, q: SqlQuery) -> str:
         """``(variant, exposed, crossed, n)`` for variants exposed in the period."""
-        e, start, end, h_from, h_to, e1_to, e2_from = self._common(q)
+        e, h_from, h_to = (
+            q.param(self._experiment_id),
+            q.param(self._period.hours_from),
+            q.param(self._period.hours_to),
+        )
         return f"""(
             SELECT variant, sum(exposed)::bigint AS exposed, sum(crossed)::bigint AS crossed,
                 sum(exposed - crossed)::bigint AS n
@@ -218,14 +258,7 @@ class PgSource:
                 SELECT variant, exposed, crossed FROM assay_report_exposure_hours
                 WHERE experiment_id = {e} AND hour >= {h_from} AND hour < {h_to}
                 UNION ALL
-                SELECT x.variant, 1, EXISTS (
-                    SELECT 1 FROM assay_crossovers c
-                    WHERE c.experiment_id = x.experiment_id AND c.subject = x.subject
-                )::int
-                FROM assay_exposures x
-                WHERE x.experiment_id = {e}
-                  AND ((x.exposed_at >= {start} AND x.exposed_at < {e1_to})
-                    OR (x.exposed_at >= {e2_from} AND x.exposed_at < {end}))
+                {self._edges(q)}
             ) u
             GROUP BY variant HAVING sum(exposed) > 0
         )"""
@@ -271,13 +304,24 @@ def _wanted(spec: RollupSpec, until: datetime | None) -> tuple[Any, ...]:
     return (spec.window_hours, spec.pre_hours, until)
 
 
-async def _aio_prepare(conn: Any, request: ReportRequest) -> None:
+async def aio_prepare(conn: Any, request: ReportRequest) -> list[datetime] | None:
+    """Make the rollups the report reads current; the cuts kept if the experiment's raw
+    events were compacted (None if not)."""
     experiment_id = request.experiment_id
     async with conn.transaction():
         rows = await conn.fetch(_ROLLUP_STATE, experiment_id)
         built = {r["metric_key"]: (r["window_hours"], r["pre_hours"], r["until"]) for r in rows}
         stale = [s for s in request.rollups if built.get(s.metric_key) != _wanted(s, request.until)]
-        if stale:
+        cuts = await aio_compacted_cuts(conn, experiment_id)
+        if cuts is not None:
+            # No raw rows to rebuild from: a rollup is as it was compacted, or refused.
+            if stale:
+                raise refuse(
+                    f"metric {stale[0].metric_key!r} is not rolled up with its current "
+                    "attribution (it changed, or was added, after the compaction)"
+                )
+            await conn.execute(f"SELECT {_LOCK.format(shared='_shared')}", experiment_id)
+        elif stale:
             # Exclusive: no ingestion trigger of this experiment runs until we commit, and
             # every one that ran before has committed, so the rebuild sees all it did.
             await conn.execute(f"SELECT {_LOCK.format(shared='')}", experiment_id)
@@ -294,12 +338,14 @@ async def _aio_prepare(conn: Any, request: ReportRequest) -> None:
         else:
             # Shared, like ingestion: a rebuild must not run while deltas are merged.
             await conn.execute(f"SELECT {_LOCK.format(shared='_shared')}", experiment_id)
-        await conn.execute(_SWEEP_UNEXPOSED, experiment_id)
+        if cuts is None:
+            await conn.execute(_SWEEP_UNEXPOSED, experiment_id)
         extra_metrics, extra_exposures = await conn.fetchrow(_NEEDS_COMPACTION, experiment_id)
         if extra_metrics > _COMPACT_WHEN:
             await conn.execute(_COMPACT_METRICS, experiment_id)
         if extra_exposures > _COMPACT_WHEN:
             await conn.execute(_COMPACT_EXPOSURES, experiment_id)
+    return cuts
 
 
 async def _aio_run_plan(conn: Any, plan: SqlPlan) -> Mapping[str, Row]:
@@ -320,15 +366,25 @@ as a deadlock victim among ingestion transactions; it is safe to run again."""
 
 async def aio_report_aggregates(pool: Any, request: ReportRequest) -> ReportAggregates:
     async with pool.acquire() as conn:
+        cuts: list[datetime] | None = None
         for attempt in range(1, _RETRIES + 1):
             try:
-                await _aio_prepare(conn, request)
+                cuts = await aio_prepare(conn, request)
                 break
             except asyncpg.exceptions.DeadlockDetectedError:
                 if attempt == _RETRIES:
                     raise
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            source = PgSource(request.experiment_id, _period(request.start, request.end))
+            period = _period(request.start, request.end)
+            edges = None
+            if cuts is not None:
+                edges = await aio_compacted_edges(
+                    conn,
+                    request.experiment_id,
+                    cuts,
+                    [(period.start, period.edge1_to), (period.edge2_from, period.end)],
+                )
+            source = PgSource(request.experiment_id, period, edges)
             q = SqlQuery()
             q.text = f"SELECT variant, exposed, crossed FROM {source.exposures(q)} ex"
             exposure_rows: Sequence[Any] = await conn.fetch(q.text, *q.params)

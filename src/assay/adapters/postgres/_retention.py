@@ -1,6 +1,7 @@
 """The data lifecycle on PostgreSQL: the partitions of decision records (a day each) and
 event ids (a week each) of migration 0016, created ahead and dropped past retention; audit
-entries deleted past theirs; and the statistics ``assay db stats`` and ``/metrics`` show.
+entries deleted past theirs; ended experiments' raw events compacted (``_compaction.py``);
+and the statistics ``assay db stats`` and ``/metrics`` show.
 
 Rules (engine/_retention.py has the policy; docs/retention.md tells users):
 
@@ -32,8 +33,12 @@ import time
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from assay.adapters.postgres._compaction import aio_compact
+from assay.adapters.postgres._events import aio_count_on
+from assay.adapters.postgres._reports import aio_prepare
 from assay.engine._retention import (
     EVENT_ID_PARTITION_DAYS,
+    Compaction,
     Expired,
     KindStats,
     PartitionStats,
@@ -45,6 +50,8 @@ from assay.engine._retention import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from assay.adapters.postgres._aio import AioLoop
 
 log = logging.getLogger("assay.adapters.postgres")
@@ -190,6 +197,7 @@ class _Run:
         self.detached: list[str] = []
         """Partitions a run detached and did not get to drop (its process died)."""
         self.detach_seconds = 0.0
+        self.drop_seconds = 0.0
 
     async def begin(self) -> bool:
         """Take the lock (or find it taken), and read what is missing and what exists."""
@@ -245,8 +253,10 @@ class _Run:
             await self.conn.execute(
                 f'BEGIN; {remember}; ALTER TABLE {parent} DETACH PARTITION "{name}"; COMMIT'
             )
-            self.detach_seconds += time.perf_counter() - started
+            detached = time.perf_counter()
+            self.detach_seconds += detached - started
             await self.conn.execute(f'DROP TABLE "{name}"')
+            self.drop_seconds += time.perf_counter() - detached
             self.dropped.append(name)
             if parent == DECISIONS:
                 self.decision_records += max(rows.get(name, 0), 0)
@@ -290,6 +300,7 @@ class _Run:
             event_ids=self.event_ids,
             audit_entries=self.audit_entries,
             detach_seconds=self.detach_seconds,
+            drop_seconds=self.drop_seconds,
         )
 
 
@@ -324,11 +335,37 @@ async def aio_expire(pool: Any, now: datetime, policy: RetentionPolicy) -> Expir
             raise
 
 
+async def aio_compact_experiment(pool: Any, compaction: Compaction) -> int | None:
+    async with pool.acquire() as conn:
+        return await aio_compact(conn, compaction, aio_prepare, aio_count_on)
+
+
 async def aio_decision_expired(pool: Any, decision_id: str) -> bool:
     return bool(await pool.fetchval(_DECISION_EXPIRED, decision_id))
 
 
-async def aio_retention_stats(pool: Any, now: datetime, policy: RetentionPolicy) -> RetentionStats:
+_RAW_SIZES = f"""
+SELECT sum({_ROWS_OF})::bigint AS rows, sum(pg_total_relation_size(c.oid))::bigint AS bytes
+FROM pg_class c
+WHERE c.oid IN ('assay_exposures'::regclass, 'assay_conversions'::regclass,
+                'assay_crossovers'::regclass)
+"""
+# The hour of the oldest first exposure not compacted (the hourly rollup is small and
+# indexed; the raw tables are read by experiment only).
+_RAW_OLDEST = """
+SELECT min(hour) FROM assay_report_exposure_hours h
+WHERE NOT EXISTS (SELECT 1 FROM assay_compactions c WHERE c.experiment_id = h.experiment_id)
+"""
+_RAW_DUE = """
+SELECT (SELECT count(*) FROM assay_exposures WHERE experiment_id = ANY($1::text[]))
+     + (SELECT count(*) FROM assay_conversions WHERE experiment_id = ANY($1::text[]))
+     + (SELECT count(*) FROM assay_crossovers WHERE experiment_id = ANY($1::text[]))
+"""
+
+
+async def aio_retention_stats(
+    pool: Any, now: datetime, policy: RetentionPolicy, compactable: Sequence[str] = ()
+) -> RetentionStats:
     cutoffs = {
         DECISIONS: whole_days_before(policy.decisions_before(now)),
         EVENT_IDS: whole_days_before(policy.event_ids_before(now)),
@@ -345,6 +382,9 @@ async def aio_retention_stats(pool: Any, now: datetime, policy: RetentionPolicy)
             " pg_total_relation_size('audit_log') AS bytes,"
             " pg_stat_get_live_tuples('audit_log'::regclass) AS rows"
         )
+        raw = await conn.fetchrow(_RAW_SIZES)
+        raw_oldest = await conn.fetchval(_RAW_OLDEST)
+        raw_due = await conn.fetchval(_RAW_DUE, list(compactable)) if compactable else 0
         audit_before = policy.audit_before(now)
         audit_expiring = 0
         if audit_before is not None:
@@ -396,6 +436,15 @@ async def aio_retention_stats(pool: Any, now: datetime, policy: RetentionPolicy)
             retention_days=policy.audit_days,
             next_expiry_rows=audit_expiring,
         ),
+        KindStats(
+            kind="raw_events",
+            table="assay_exposures, assay_conversions, assay_crossovers",
+            rows=max(raw["rows"], 0),
+            bytes=raw["bytes"],
+            oldest=raw_oldest,
+            retention_days=policy.raw_event_days,
+            next_expiry_rows=raw_due,
+        ),
     ]
     return RetentionStats(at=now, kinds=kinds, partitions=partitions)
 
@@ -417,8 +466,13 @@ class PostgresRetentionStore:
     async def decision_expired(self, decision_id: str) -> bool:
         return await self._loop.run(aio_decision_expired, self._pool, decision_id)
 
-    async def retention_stats(self, now: datetime, policy: RetentionPolicy) -> RetentionStats:
-        return await self._loop.run(aio_retention_stats, self._pool, now, policy)
+    async def retention_stats(
+        self, now: datetime, policy: RetentionPolicy, *, compactable: Sequence[str] = ()
+    ) -> RetentionStats:
+        return await self._loop.run(aio_retention_stats, self._pool, now, policy, compactable)
+
+    async def compact_experiment(self, compaction: Compaction) -> int | None:
+        return await self._loop.run(aio_compact_experiment, self._pool, compaction)
 
 
 __all__ = ["RETENTION_LOCK_ID", "PostgresRetentionStore", "day_number", "partition_day"]

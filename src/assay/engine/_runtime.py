@@ -31,6 +31,7 @@ from assay.engine._core import (
     compile_snapshot,
 )
 from assay.engine._core import decide as decide_core
+from assay.engine._core._compiled import STATUS as COMPILED_STATUS
 from assay.engine._core._decide import hash_value
 from assay.engine._core._stats_sufficient import MetricStats
 from assay.engine._errors import AssayError, EngineOverloaded, ValidationFailed
@@ -580,6 +581,7 @@ async def open_engine(
     Leaving the block closes every inbox; each actor handles what is already queued and
     stops, then the store closes.
     """
+    _notice_decide_path()
     plugins = build_plugin_manager(builtin_plugins, load_entry_points=load_entry_points)
     async with store_factory() as store:
         engine = Engine(config, store, plugins)
@@ -598,6 +600,18 @@ async def open_engine(
                 for mailbox in engine.mailboxes:
                     await mailbox.send_channel.aclose()
                 engine.sticky_buckets.close()
+
+
+_noticed = False
+
+
+def _notice_decide_path() -> None:
+    """Once per process, one line when decide runs in pure Python (no compiler when assay
+    was installed, a stale build, or ASSAY_PURE_PYTHON)."""
+    global _noticed
+    if not _noticed and COMPILED_STATUS != "compiled":
+        _noticed = True
+        log.warning("decide: %s", COMPILED_STATUS)
 
 
 async def _run_actor(

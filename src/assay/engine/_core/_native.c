@@ -1,0 +1,867 @@
+/* The compiled decide hot path: ``_decide.decide`` for the common flag shapes, in C.
+ *
+ * Pure computation on immutable plans (built by ``_core/_plans.py`` when a snapshot is
+ * compiled) and the caller's attributes: no I/O, no global state but the decision-id
+ * counter. It answers exactly what the pure-Python ``decide`` answers, which stays the
+ * reference: whatever this file does not handle (a flag without a plan, a prerequisite, a
+ * forced variation, a holdout, a participation limit, a merged fallback sticky document,
+ * an error of any kind, a caller's ``new_id``) is handed to the Python function with the
+ * caller's own arguments, so an answer or a refusal is the Python path's, by construction.
+ *
+ * Conditions are evaluated from the shapes the compiled closures describe (see
+ * ``_conditions.describe``); a closure without a description is called as is.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define NATIVE_ABI 1
+
+/* Reason indices: the order of ``_plans.REASONS``. */
+enum {
+    R_FLAG_NOT_FOUND, R_FLAG_OFF, R_PREREQUISITE_FAILED, R_FORCED, R_ROLLOUT,
+    R_NO_ACTIVE_EXPERIMENT, R_EXPERIMENT_NOT_RUNNING, R_TARGETING_MISMATCH,
+    R_PARTICIPATION_LIMIT, R_LAYER_CONFLICT, R_OUTSIDE_TRAFFIC_ALLOCATION, R_NO_VARIANTS,
+    R_EXPERIMENT_ASSIGNED, R_ROLLED_BACK, R_DEFAULT, R_FORCED_VARIATION, R_PASSTHROUGH,
+    R_PREREQUISITE_GATE, R_PREREQUISITE_CYCLE, R_STICKY_BUCKET, R_STICKY_BUCKET_BLOCKED,
+    R_COUNT
+};
+
+/* Condition node tags (``_plans`` builds the nodes: (tag, closure, ...)). */
+enum { C_CALL, C_ALL, C_ANY, C_NOT, C_TRUE, C_FALSE, C_PATH, C_STR_IN, C_STR_EQ, C_IS, C_STR_CMP };
+
+/* Rule kinds and tuple layouts (see _plans.py). */
+enum { K_FORCE, K_ROLLOUT, K_EXPERIMENT };
+enum { F_KEY, F_ENABLED, F_DEFAULT, F_REVISION, F_RULES };
+enum { RU_KIND, RU_PARENTS, RU_ID };
+enum { FO_COND = 3, FO_VALUE, FO_FILTERS };
+enum { RO_COND = 3, RO_VALUE, RO_FILTERS, RO_COVERAGE, RO_SEED, RO_VERSION, RO_ATTR, RO_FALLBACK, RO_RANGE };
+enum { EX_KEY = 3, EX_PLAN };
+enum {
+    E_KEY, E_ROLLED_BACK, E_RUNNING, E_ATTR, E_FALLBACK, E_COND, E_NS, E_FILTERS, E_ASSIGNABLE,
+    E_SEED, E_VERSION, E_RANGES, E_VKEYS, E_VVALUES, E_PASSTHROUGH, E_CONTROL, E_STICKY,
+    E_STICKY_KEY, E_BLOCKED
+};
+enum { P_TARGET, P_TARGET_KEY, P_COND, P_GATE };
+
+#define BAIL (-2)
+#define MAX_PATH 64
+
+static PyObject *py_decide;      /* the pure-Python decide: the reference and the fallback */
+static PyObject *py_hashable;    /* _decide._hashable, for hash values that are not str */
+static PyObject *py_finish;      /* _decide._finish_sticky(decision, snapshot, pid, attrs, docs) */
+static PyObject *decision_type;
+static PyObject *missing;
+static PyObject *time_fn;
+static PyObject *reasons[R_COUNT];
+static PyObject *empty_docs;
+static PyObject *kwnames;        /* Decision's keywords, in the order built below */
+static PyObject *s_get, *s_id, *s_value, *s_native_plans;
+static int enabled = 1;
+static int configured = 0;
+
+static char id_prefix[17];
+static unsigned long long id_counter = 0;
+
+#define FNV_OFFSET 0x811C9DC5u
+#define FNV_PRIME 0x01000193u
+
+/* ---------------------------------------------------------------------------------- */
+/* Hashing: GrowthBook's FNV-1a 32 over UTF-16 code units.                             */
+
+static uint32_t fnv_feed(uint32_t h, PyObject *s) {
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const unsigned char *p = (const unsigned char *)data;
+        for (Py_ssize_t i = 0; i < n; i++) h = (h ^ p[i]) * FNV_PRIME;
+        return h;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c >= 0x10000) {
+            c -= 0x10000;
+            h = (h ^ (0xD800 + (c >> 10))) * FNV_PRIME;
+            h = (h ^ (0xDC00 + (c & 0x3FF))) * FNV_PRIME;
+        } else {
+            h = (h ^ c) * FNV_PRIME;
+        }
+    }
+    return h;
+}
+
+/* gb_hash: 1 with *out set, 0 for an unknown version (the SDK's null). */
+static int gb_hash(PyObject *seed, PyObject *value, long version, double *out) {
+    if (version == 1) {
+        uint32_t h = fnv_feed(fnv_feed(FNV_OFFSET, value), seed);
+        *out = (double)(h % 1000u) / 1000.0;
+        return 1;
+    }
+    if (version == 2) {
+        uint32_t inner = fnv_feed(fnv_feed(FNV_OFFSET, seed), value);
+        char digits[16];
+        int len = snprintf(digits, sizeof digits, "%u", (unsigned)inner);
+        uint32_t h = FNV_OFFSET;
+        for (int i = 0; i < len; i++) h = (h ^ (unsigned char)digits[i]) * FNV_PRIME;
+        *out = (double)(h % 10000u) / 10000.0;
+        return 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Small helpers.                                                                      */
+
+/* mapping.get(key): a new reference (None when absent), NULL on error. */
+static PyObject *mapping_get(PyObject *mapping, PyObject *key) {
+    if (PyDict_CheckExact(mapping)) {
+        PyObject *v = PyDict_GetItemWithError(mapping, key);
+        if (v == NULL) {
+            if (PyErr_Occurred()) return NULL;
+            Py_RETURN_NONE;
+        }
+        return Py_NewRef(v);
+    }
+    return PyObject_CallMethodOneArg(mapping, s_get, key);
+}
+
+/* _decide._hash_value: a new reference to a str ("" when missing), NULL on error. */
+static PyObject *one_hash_value(PyObject *attrs, PyObject *attribute) {
+    PyObject *v = mapping_get(attrs, attribute);
+    if (v == NULL) return NULL;
+    if (PyUnicode_CheckExact(v)) return v;
+    PyObject *hv = PyObject_CallOneArg(py_hashable, v);
+    Py_DECREF(v);
+    if (hv != NULL && !PyUnicode_Check(hv)) {
+        Py_DECREF(hv);
+        PyErr_SetString(PyExc_TypeError, "hash value is not a string");
+        return NULL;
+    }
+    return hv;
+}
+
+static PyObject *hash_value(PyObject *attrs, PyObject *attribute, PyObject *fallback) {
+    PyObject *hv = one_hash_value(attrs, attribute);
+    if (hv == NULL) return NULL;
+    if (PyUnicode_GET_LENGTH(hv) == 0 && fallback != Py_None) {
+        Py_DECREF(hv);
+        return one_hash_value(attrs, fallback);
+    }
+    return hv;
+}
+
+static inline int in_ranges(double n, PyObject *ranges) {
+    Py_ssize_t count = PyTuple_GET_SIZE(ranges);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *r = PyTuple_GET_ITEM(ranges, i);
+        if (PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(r, 0)) <= n && n < PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(r, 1)))
+            return (int)i;
+    }
+    return -1;
+}
+
+/* _filtered_out: 1 filtered out, 0 not, -1 error. */
+static int filtered_out(PyObject *filters, PyObject *attrs) {
+    Py_ssize_t count = PyTuple_GET_SIZE(filters);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *f = PyTuple_GET_ITEM(filters, i);
+        PyObject *hv = one_hash_value(attrs, PyTuple_GET_ITEM(f, 0));
+        if (hv == NULL) return -1;
+        double n;
+        int ok = PyUnicode_GET_LENGTH(hv) > 0 &&
+                 gb_hash(PyTuple_GET_ITEM(f, 1), hv, PyLong_AsLong(PyTuple_GET_ITEM(f, 2)), &n);
+        Py_DECREF(hv);
+        if (!ok || in_ranges(n, PyTuple_GET_ITEM(f, 3)) < 0) return 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Conditions: 1 holds, 0 does not, -1 error.                                          */
+
+static int truth_of_call(PyObject *fn, PyObject *value) {
+    PyObject *r = PyObject_CallOneArg(fn, value);
+    if (r == NULL) return -1;
+    int t = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return t;
+}
+
+static int cond_eval(PyObject *node, PyObject *value) {
+    long tag = PyLong_AsLong(PyTuple_GET_ITEM(node, 0));
+    PyObject *fn = PyTuple_GET_ITEM(node, 1);
+    switch (tag) {
+    case C_ALL:
+    case C_ANY: {
+        PyObject *children = PyTuple_GET_ITEM(node, 2);
+        Py_ssize_t n = PyTuple_GET_SIZE(children);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int t = cond_eval(PyTuple_GET_ITEM(children, i), value);
+            if (t < 0) return -1;
+            if (tag == C_ALL && !t) return 0;
+            if (tag == C_ANY && t) return 1;
+        }
+        return tag == C_ALL;
+    }
+    case C_NOT: {
+        int t = cond_eval(PyTuple_GET_ITEM(node, 2), value);
+        return t < 0 ? -1 : !t;
+    }
+    case C_TRUE:
+        return 1;
+    case C_FALSE:
+        return 0;
+    case C_PATH:
+        if (PyDict_CheckExact(value)) {
+            PyObject *v = PyDict_GetItemWithError(value, PyTuple_GET_ITEM(node, 2));
+            if (v == NULL) {
+                if (PyErr_Occurred()) return -1;
+                v = missing;
+            }
+            Py_INCREF(v);
+            int t = cond_eval(PyTuple_GET_ITEM(node, 3), v);
+            Py_DECREF(v);
+            return t;
+        }
+        break;
+    case C_STR_IN:
+        if (PyUnicode_CheckExact(value)) return PySet_Contains(PyTuple_GET_ITEM(node, 2), value);
+        break;
+    case C_STR_EQ:
+        if (PyUnicode_CheckExact(value)) {
+            PyObject *expected = PyTuple_GET_ITEM(node, 2);
+            if (value == expected) return 1;
+            return PyUnicode_Compare(value, expected) == 0 ? 1 : (PyErr_Occurred() ? -1 : 0);
+        }
+        break;
+    case C_IS:
+        return value == PyTuple_GET_ITEM(node, 2);
+    case C_STR_CMP:
+        if (PyUnicode_CheckExact(value) && PyUnicode_GET_LENGTH(value) > 0) {
+            PyObject *mapped = PyObject_CallOneArg(PyTuple_GET_ITEM(node, 2), value);
+            if (mapped == NULL) return -1;
+            int t = PyObject_RichCompareBool(mapped, PyTuple_GET_ITEM(node, 3),
+                                             (int)PyLong_AsLong(PyTuple_GET_ITEM(node, 4)));
+            Py_DECREF(mapped);
+            return t;
+        }
+        break;
+    default:
+        break;
+    }
+    return truth_of_call(fn, value);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Evaluation.                                                                         */
+
+typedef struct {
+    PyObject *value;       /* borrowed from the plan (or None) */
+    PyObject *variant;     /* borrowed or NULL */
+    PyObject *rule;        /* borrowed or NULL */
+    int reason;
+    PyObject *experiment;  /* borrowed or NULL */
+    int experiment_reason; /* -1: None */
+    int in_experiment;
+    PyObject *hv;          /* owned or NULL */
+} Outcome;
+
+static inline void outcome_set(Outcome *o, PyObject *value, PyObject *variant, PyObject *rule,
+                               int reason, PyObject *experiment, int experiment_reason,
+                               int in_experiment, PyObject *hv) {
+    o->value = value;
+    o->variant = variant;
+    o->rule = rule;
+    o->reason = reason;
+    o->experiment = experiment;
+    o->experiment_reason = experiment_reason;
+    o->in_experiment = in_experiment;
+    Py_XSETREF(o->hv, hv);
+}
+
+static inline int is_true(PyObject *o) { return o == Py_True; }
+
+/* _run without forced variations, holdouts or participation limits (those have no plan).
+ * Returns a reason index (>= 0), -1 on error; *hv gets an owned reference or NULL. */
+static int run_exp(PyObject *e, PyObject *attrs, Py_ssize_t *index, PyObject **hv) {
+    *index = -1;
+    *hv = NULL;
+    if (is_true(PyTuple_GET_ITEM(e, E_ROLLED_BACK)))
+        return PyTuple_GET_SIZE(PyTuple_GET_ITEM(e, E_VKEYS)) ? R_ROLLED_BACK : R_NO_VARIANTS;
+    if (!is_true(PyTuple_GET_ITEM(e, E_RUNNING))) return R_EXPERIMENT_NOT_RUNNING;
+    PyObject *h = hash_value(attrs, PyTuple_GET_ITEM(e, E_ATTR), PyTuple_GET_ITEM(e, E_FALLBACK));
+    if (h == NULL) return -1;
+    if (PyUnicode_GET_LENGTH(h) == 0) {
+        Py_DECREF(h);
+        return R_TARGETING_MISMATCH;
+    }
+    *hv = h;
+    PyObject *cond = PyTuple_GET_ITEM(e, E_COND);
+    if (cond != Py_None) {
+        int t = cond_eval(cond, attrs);
+        if (t < 0) return -1;
+        if (!t) return R_TARGETING_MISMATCH;
+    }
+    PyObject *ns = PyTuple_GET_ITEM(e, E_NS);
+    if (ns != Py_None) {
+        double n;
+        gb_hash(PyTuple_GET_ITEM(ns, 0), h, 1, &n);
+        if (!(PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(ns, 1)) <= n && n < PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(ns, 2))))
+            return R_LAYER_CONFLICT;
+    }
+    PyObject *filters = PyTuple_GET_ITEM(e, E_FILTERS);
+    if (PyTuple_GET_SIZE(filters)) {
+        int f = filtered_out(filters, attrs);
+        if (f < 0) return -1;
+        if (f) return R_LAYER_CONFLICT;
+    }
+    if (!is_true(PyTuple_GET_ITEM(e, E_ASSIGNABLE))) return R_NO_VARIANTS;
+    double n;
+    if (!gb_hash(PyTuple_GET_ITEM(e, E_SEED), h, PyLong_AsLong(PyTuple_GET_ITEM(e, E_VERSION)), &n))
+        return R_OUTSIDE_TRAFFIC_ALLOCATION;
+    int i = in_ranges(n, PyTuple_GET_ITEM(e, E_RANGES));
+    if (i < 0) return R_OUTSIDE_TRAFFIC_ALLOCATION;
+    *index = i;
+    return is_true(PyTuple_GET_ITEM(PyTuple_GET_ITEM(e, E_PASSTHROUGH), i)) ? R_PASSTHROUGH
+                                                                              : R_EXPERIMENT_ASSIGNED;
+}
+
+/* _run_sticky; BAIL when the fallback attribute's document would be merged in. */
+static int run_sticky(PyObject *e, PyObject *attrs, PyObject *docs, Py_ssize_t *index, PyObject **hv) {
+    if (is_true(PyTuple_GET_ITEM(e, E_ROLLED_BACK)) || !is_true(PyTuple_GET_ITEM(e, E_RUNNING)))
+        return run_exp(e, attrs, index, hv);
+    *index = -1;
+    *hv = NULL;
+    PyObject *attr = PyTuple_GET_ITEM(e, E_ATTR);
+    PyObject *fallback = PyTuple_GET_ITEM(e, E_FALLBACK);
+    PyObject *h = hash_value(attrs, attr, fallback);
+    if (h == NULL) return -1;
+    if (PyUnicode_GET_LENGTH(h) == 0) {
+        Py_DECREF(h);
+        return R_TARGETING_MISMATCH;
+    }
+    *hv = h;
+    PyObject *cond = PyTuple_GET_ITEM(e, E_COND);
+    if (cond != Py_None) {
+        int t = cond_eval(cond, attrs);
+        if (t < 0) return -1;
+        if (!t) return R_TARGETING_MISMATCH;
+    }
+    PyObject *filters = PyTuple_GET_ITEM(e, E_FILTERS);
+    if (PyTuple_GET_SIZE(filters)) {
+        int f = filtered_out(filters, attrs);
+        if (f < 0) return -1;
+        if (f) return R_LAYER_CONFLICT;
+    }
+    PyObject *assignments = NULL;
+    PyObject *own = one_hash_value(attrs, attr);
+    if (own == NULL) return -1;
+    if (PyUnicode_GET_LENGTH(own)) {
+        PyObject *key = PyTuple_Pack(2, attr, own);
+        if (key == NULL) {
+            Py_DECREF(own);
+            return -1;
+        }
+        assignments = mapping_get(docs, key);
+        Py_DECREF(key);
+    } else {
+        assignments = Py_NewRef(Py_None);
+    }
+    Py_DECREF(own);
+    if (assignments == NULL) return -1;
+    if (fallback != Py_None) {
+        PyObject *other = one_hash_value(attrs, fallback);
+        if (other == NULL) goto error;
+        if (PyUnicode_GET_LENGTH(other)) {
+            PyObject *key = PyTuple_Pack(2, fallback, other);
+            PyObject *extra = key == NULL ? NULL : mapping_get(docs, key);
+            Py_XDECREF(key);
+            Py_DECREF(other);
+            if (extra == NULL) goto error;
+            int t = PyObject_IsTrue(extra);
+            Py_DECREF(extra);
+            if (t < 0) goto error;
+            if (t) {
+                Py_DECREF(assignments);
+                return BAIL;
+            }
+        } else {
+            Py_DECREF(other);
+        }
+    }
+    int blocked = 0;
+    int have = assignments == Py_None ? 0 : PyObject_IsTrue(assignments);
+    if (have < 0) goto error;
+    if (have) {
+        PyObject *blocked_keys = PyTuple_GET_ITEM(e, E_BLOCKED);
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(blocked_keys); i++) {
+            int c = PySequence_Contains(assignments, PyTuple_GET_ITEM(blocked_keys, i));
+            if (c < 0) goto error;
+            if (c) {
+                blocked = 1;
+                break;
+            }
+        }
+        if (!blocked) {
+            PyObject *stored = mapping_get(assignments, PyTuple_GET_ITEM(e, E_STICKY_KEY));
+            if (stored == NULL) goto error;
+            if (stored != Py_None) {
+                PyObject *vkeys = PyTuple_GET_ITEM(e, E_VKEYS);
+                Py_ssize_t n = PyTuple_GET_SIZE(vkeys);
+                for (Py_ssize_t i = 0; i < n; i++) {
+                    int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(vkeys, i), stored, Py_EQ);
+                    if (eq < 0) {
+                        Py_DECREF(stored);
+                        goto error;
+                    }
+                    if (eq) {
+                        Py_DECREF(stored);
+                        Py_DECREF(assignments);
+                        *index = i;
+                        return is_true(PyTuple_GET_ITEM(PyTuple_GET_ITEM(e, E_PASSTHROUGH), i))
+                                   ? R_PASSTHROUGH
+                                   : R_STICKY_BUCKET;
+                    }
+                }
+            }
+            Py_DECREF(stored);
+        }
+    }
+    Py_DECREF(assignments);
+    Py_CLEAR(*hv);
+    int reason = run_exp(e, attrs, index, hv);
+    if (blocked && (reason == R_EXPERIMENT_ASSIGNED || reason == R_OUTSIDE_TRAFFIC_ALLOCATION ||
+                    reason == R_PASSTHROUGH)) {
+        *index = -1;
+        return R_STICKY_BUCKET_BLOCKED;
+    }
+    return reason;
+error:
+    Py_XDECREF(assignments);
+    return -1;
+}
+
+static int eval_flag(PyObject *plan, PyObject *attrs, PyObject *docs, PyObject **path, int depth, Outcome *o);
+
+enum { V_PASS, V_FAIL, V_GATE, V_CYCLE };
+
+/* _parents_verdict: a verdict (>= 0), -1 error, BAIL. */
+static int parents_verdict(PyObject *parents, PyObject *attrs, PyObject *key, PyObject **path,
+                           int depth, PyObject *docs) {
+    if (depth + 1 >= MAX_PATH) return BAIL;
+    path[depth] = key;
+    int sub_depth = depth + 1;
+    Py_ssize_t n = PyTuple_GET_SIZE(parents);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *p = PyTuple_GET_ITEM(parents, i);
+        PyObject *target = PyTuple_GET_ITEM(p, P_TARGET);
+        PyObject *value = Py_None;
+        Outcome sub = {0};
+        if (target != Py_None) {
+            PyObject *target_key = PyTuple_GET_ITEM(p, P_TARGET_KEY);
+            for (int j = 0; j < sub_depth; j++) {
+                int eq = PyObject_RichCompareBool(path[j], target_key, Py_EQ);
+                if (eq < 0) return -1;
+                if (eq) return V_CYCLE;
+            }
+            int rc = eval_flag(target, attrs, docs, path, sub_depth, &sub);
+            Py_CLEAR(sub.hv);
+            if (rc < 0) return rc;
+            if (sub.reason == R_PREREQUISITE_CYCLE) return V_CYCLE;
+            value = sub.value;
+        }
+        PyObject *cond = PyTuple_GET_ITEM(p, P_COND);
+        if (cond != Py_None) {
+            PyObject *wrapped = PyDict_New();
+            if (wrapped == NULL) return -1;
+            if (PyDict_SetItem(wrapped, s_value, value) < 0) {
+                Py_DECREF(wrapped);
+                return -1;
+            }
+            int t = cond_eval(cond, wrapped);
+            Py_DECREF(wrapped);
+            if (t < 0) return -1;
+            if (!t) return is_true(PyTuple_GET_ITEM(p, P_GATE)) ? V_GATE : V_FAIL;
+        }
+    }
+    return V_PASS;
+}
+
+/* _evaluate for a flag with a plan: 0 with *o set (o->hv owned), -1 error, BAIL. */
+static int eval_flag(PyObject *plan, PyObject *attrs, PyObject *docs, PyObject **path, int depth, Outcome *o) {
+    PyObject *dflt = PyTuple_GET_ITEM(plan, F_DEFAULT);
+    if (!is_true(PyTuple_GET_ITEM(plan, F_ENABLED))) {
+        outcome_set(o, dflt, NULL, NULL, R_FLAG_OFF, NULL, -1, 0, NULL);
+        return 0;
+    }
+    int experiment_reason = -1;
+    PyObject *experiment_key = NULL;
+    PyObject *rules = PyTuple_GET_ITEM(plan, F_RULES);
+    Py_ssize_t count = PyTuple_GET_SIZE(rules);
+    for (Py_ssize_t r = 0; r < count; r++) {
+        PyObject *rule = PyTuple_GET_ITEM(rules, r);
+        PyObject *rule_id = PyTuple_GET_ITEM(rule, RU_ID);
+        PyObject *parents = PyTuple_GET_ITEM(rule, RU_PARENTS);
+        if (PyTuple_GET_SIZE(parents)) {
+            int v = parents_verdict(parents, attrs, PyTuple_GET_ITEM(plan, F_KEY), path, depth, docs);
+            if (v < 0) return v;
+            if (v == V_FAIL) continue;
+            if (v != V_PASS) {
+                outcome_set(o, Py_None, NULL, rule_id, v == V_GATE ? R_PREREQUISITE_GATE : R_PREREQUISITE_CYCLE,
+                            experiment_key, experiment_reason, 0, NULL);
+                return 0;
+            }
+        }
+        long kind = PyLong_AsLong(PyTuple_GET_ITEM(rule, RU_KIND));
+        if (kind == K_FORCE) {
+            PyObject *cond = PyTuple_GET_ITEM(rule, FO_COND);
+            int t = cond == Py_None ? 1 : cond_eval(cond, attrs);
+            if (t < 0) return -1;
+            if (!t) continue;
+            PyObject *filters = PyTuple_GET_ITEM(rule, FO_FILTERS);
+            if (PyTuple_GET_SIZE(filters)) {
+                int f = filtered_out(filters, attrs);
+                if (f < 0) return -1;
+                if (f) continue;
+            }
+            outcome_set(o, PyTuple_GET_ITEM(rule, FO_VALUE), NULL, rule_id, R_FORCED, experiment_key,
+                        experiment_reason, 0, NULL);
+            return 0;
+        }
+        if (kind == K_ROLLOUT) {
+            PyObject *cond = PyTuple_GET_ITEM(rule, RO_COND);
+            if (cond != Py_None) {
+                int t = cond_eval(cond, attrs);
+                if (t < 0) return -1;
+                if (!t) continue;
+            }
+            PyObject *filters = PyTuple_GET_ITEM(rule, RO_FILTERS);
+            if (PyTuple_GET_SIZE(filters)) {
+                int f = filtered_out(filters, attrs);
+                if (f < 0) return -1;
+                if (f) continue;
+            }
+            PyObject *bounds = PyTuple_GET_ITEM(rule, RO_RANGE);
+            double coverage = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(rule, RO_COVERAGE));
+            if (bounds == Py_None && coverage <= 0) continue;
+            PyObject *h = hash_value(attrs, PyTuple_GET_ITEM(rule, RO_ATTR), PyTuple_GET_ITEM(rule, RO_FALLBACK));
+            if (h == NULL) return -1;
+            if (PyUnicode_GET_LENGTH(h) == 0) {
+                Py_DECREF(h);
+                continue;
+            }
+            double n;
+            long version = PyLong_AsLong(PyTuple_GET_ITEM(rule, RO_VERSION));
+            if (bounds != Py_None) {
+                if (!gb_hash(PyTuple_GET_ITEM(rule, RO_SEED), h, version, &n) ||
+                    !(PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(bounds, 0)) <= n &&
+                      n < PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(bounds, 1)))) {
+                    Py_DECREF(h);
+                    continue;
+                }
+            } else if (coverage < 1) {
+                if (!gb_hash(PyTuple_GET_ITEM(rule, RO_SEED), h, version, &n) || n > coverage) {
+                    Py_DECREF(h);
+                    continue;
+                }
+            }
+            outcome_set(o, PyTuple_GET_ITEM(rule, RO_VALUE), NULL, rule_id, R_ROLLOUT, experiment_key,
+                        experiment_reason, 0, h);
+            return 0;
+        }
+        /* An experiment rule. */
+        PyObject *e = PyTuple_GET_ITEM(rule, EX_PLAN);
+        int reason;
+        PyObject *key;
+        if (e == Py_None) {
+            reason = R_NO_ACTIVE_EXPERIMENT;
+            key = PyTuple_GET_ITEM(rule, EX_KEY);
+        } else {
+            Py_ssize_t index;
+            PyObject *hv;
+            reason = is_true(PyTuple_GET_ITEM(e, E_STICKY)) ? run_sticky(e, attrs, docs, &index, &hv)
+                                                            : run_exp(e, attrs, &index, &hv);
+            if (reason < 0) {
+                return reason;
+            }
+            if (reason == R_EXPERIMENT_ASSIGNED || reason == R_STICKY_BUCKET) {
+                outcome_set(o, PyTuple_GET_ITEM(PyTuple_GET_ITEM(e, E_VVALUES), index),
+                            PyTuple_GET_ITEM(PyTuple_GET_ITEM(e, E_VKEYS), index), rule_id, reason,
+                            PyTuple_GET_ITEM(e, E_KEY), experiment_reason, 1, hv);
+                return 0;
+            }
+            Py_XDECREF(hv);
+            if (reason == R_ROLLED_BACK) {
+                outcome_set(o, PyTuple_GET_ITEM(e, E_CONTROL), NULL, rule_id, R_ROLLED_BACK,
+                            PyTuple_GET_ITEM(e, E_KEY), experiment_reason, 0, NULL);
+                return 0;
+            }
+            key = PyTuple_GET_ITEM(e, E_KEY);
+        }
+        if (experiment_reason < 0) {
+            experiment_reason = reason;
+            experiment_key = key;
+        }
+    }
+    outcome_set(o, dflt, NULL, NULL, R_DEFAULT, experiment_key, experiment_reason, 0, NULL);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Decision ids: 16 hex digits of per-process randomness, then a hex counter (%08x).   */
+
+static PyObject *make_id(void) {
+    char buf[40];
+    memcpy(buf, id_prefix, 16);
+    int len = snprintf(buf + 16, sizeof buf - 16, "%08llx", ++id_counter);
+    return PyUnicode_FromStringAndSize(buf, 16 + len);
+}
+
+static PyObject *next_id(PyObject *self, PyObject *unused) { return make_id(); }
+
+static PyObject *reseed(PyObject *self, PyObject *prefix) {
+    Py_ssize_t n;
+    const char *p = PyUnicode_Check(prefix) ? PyUnicode_AsUTF8AndSize(prefix, &n) : NULL;
+    if (p == NULL || n != 16) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "the prefix is 16 characters");
+        return NULL;
+    }
+    memcpy(id_prefix, p, 16);
+    id_counter = 0;
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Entry points.                                                                       */
+
+static PyObject *delegate(PyObject *const *args, size_t nargsf, PyObject *kw) {
+    return PyObject_Vectorcall(py_decide, args, nargsf, kw);
+}
+
+/* decide(snapshot, project_id, flag_key, subject, attributes=None, *, new_id=None, sticky=None) */
+static PyObject *decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
+    if (!enabled || !configured || nargs < 4 || nargs > 5) return delegate(args, nargs, kw);
+    PyObject *attributes = nargs == 5 ? args[4] : Py_None;
+    PyObject *docs = empty_docs;
+    if (kw != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kw);
+        for (Py_ssize_t i = 0; i < nkw; i++) {
+            PyObject *name = PyTuple_GET_ITEM(kw, i);
+            PyObject *v = args[nargs + i];
+            if (PyUnicode_CompareWithASCIIString(name, "sticky") == 0) {
+                if (v != Py_None) docs = v;
+            } else if (PyUnicode_CompareWithASCIIString(name, "new_id") == 0) {
+                if (v != Py_None) return delegate(args, nargs, kw);
+            } else if (nargs == 4 && PyUnicode_CompareWithASCIIString(name, "attributes") == 0) {
+                attributes = v;
+            } else {
+                return delegate(args, nargs, kw);
+            }
+        }
+    }
+    PyObject *snapshot = args[0], *project_id = args[1], *flag_key = args[2], *subject = args[3];
+    PyObject *plans = PyObject_GetAttr(snapshot, s_native_plans);
+    if (plans == NULL) {
+        PyErr_Clear();
+        return delegate(args, nargs, kw);
+    }
+    /* (version, sticky project ids, {project id: {flag key: plan}}) */
+    if (!PyTuple_CheckExact(plans) || PyTuple_GET_SIZE(plans) != 3) {
+        Py_DECREF(plans);
+        return delegate(args, nargs, kw);
+    }
+    PyObject *flags = PyDict_GetItemWithError(PyTuple_GET_ITEM(plans, 2), project_id);
+    PyObject *plan = flags == NULL ? NULL : PyDict_GetItemWithError(flags, flag_key);
+    if (plan == NULL) {
+        PyErr_Clear();
+        Py_DECREF(plans);
+        return delegate(args, nargs, kw);
+    }
+    PyObject *attrs;
+    if (attributes == Py_None) {
+        attrs = PyDict_New();
+        if (attrs != NULL && PyDict_SetItem(attrs, s_id, subject) < 0) Py_CLEAR(attrs);
+    } else if (PyDict_CheckExact(attributes)) {
+        int has = PyDict_Contains(attributes, s_id);
+        if (has > 0) {
+            attrs = Py_NewRef(attributes);
+        } else if (has == 0) {
+            attrs = PyDict_Copy(attributes);
+            if (attrs != NULL && PyDict_SetItem(attrs, s_id, subject) < 0) Py_CLEAR(attrs);
+        } else {
+            attrs = NULL;
+        }
+    } else {
+        Py_DECREF(plans);
+        return delegate(args, nargs, kw);
+    }
+    if (attrs == NULL) {
+        PyErr_Clear();
+        Py_DECREF(plans);
+        return delegate(args, nargs, kw);
+    }
+    PyObject *path[MAX_PATH];
+    Outcome o = {0};
+    int rc = eval_flag(plan, attrs, docs, path, 0, &o);
+    if (rc < 0) {
+        Py_XDECREF(o.hv);
+        Py_DECREF(attrs);
+        Py_DECREF(plans);
+        PyErr_Clear();
+        return delegate(args, nargs, kw);
+    }
+    PyObject *id = make_id();
+    PyObject *now = id == NULL ? NULL : PyObject_CallNoArgs(time_fn);
+    PyObject *decision = NULL;
+    if (now != NULL) {
+        PyObject *values[15] = {
+            id, project_id, flag_key, subject, o.value,
+            o.variant ? o.variant : Py_None, o.rule ? o.rule : Py_None, reasons[o.reason],
+            o.experiment ? o.experiment : Py_None,
+            o.experiment_reason < 0 ? Py_None : reasons[o.experiment_reason],
+            o.in_experiment ? Py_True : Py_False, o.hv ? o.hv : Py_None,
+            PyTuple_GET_ITEM(plan, F_REVISION), PyTuple_GET_ITEM(plans, 0), now,
+        };
+        decision = PyObject_Vectorcall(decision_type, values, 0, kwnames);
+    }
+    Py_XDECREF(id);
+    Py_XDECREF(now);
+    Py_XDECREF(o.hv);
+    if (decision != NULL && o.in_experiment) {
+        int sticky = PySet_Contains(PyTuple_GET_ITEM(plans, 1), project_id);
+        if (sticky > 0) {
+            PyObject *fargs[5] = {decision, snapshot, project_id, attrs, docs};
+            Py_SETREF(decision, PyObject_Vectorcall(py_finish, fargs, 5, NULL));
+        } else if (sticky < 0) {
+            Py_CLEAR(decision);
+        }
+    }
+    Py_DECREF(attrs);
+    Py_DECREF(plans);
+    return decision;
+}
+
+/* evaluate(plan, attrs, docs): _evaluate's 8-tuple, or None when the Python path must
+ * answer (including on any error, which the Python path then raises itself). */
+static PyObject *evaluate(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "evaluate(plan, attrs, docs)");
+        return NULL;
+    }
+    if (!enabled || !configured) Py_RETURN_NONE;
+    PyObject *path[MAX_PATH];
+    Outcome o = {0};
+    int rc = eval_flag(args[0], args[1], args[2], path, 0, &o);
+    if (rc < 0) {
+        Py_XDECREF(o.hv);
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *t = PyTuple_Pack(8, o.value, o.variant ? o.variant : Py_None, o.rule ? o.rule : Py_None,
+                               reasons[o.reason], o.experiment ? o.experiment : Py_None,
+                               o.experiment_reason < 0 ? Py_None : reasons[o.experiment_reason],
+                               o.in_experiment ? Py_True : Py_False, o.hv ? o.hv : Py_None);
+    Py_XDECREF(o.hv);
+    return t;
+}
+
+static PyObject *hash_fn(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyLong_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "gb_hash(seed: str, value: str, version: int)");
+        return NULL;
+    }
+    long version = PyLong_AsLong(args[2]);
+    if (version == -1 && PyErr_Occurred()) return NULL;
+    double n;
+    if (!gb_hash(args[0], args[1], version, &n)) Py_RETURN_NONE;
+    return PyFloat_FromDouble(n);
+}
+
+/* condition(node, value): a condition node evaluated as decide evaluates it (tests). */
+static PyObject *condition_fn(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyTuple_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "condition(node: tuple, value)");
+        return NULL;
+    }
+    int t = cond_eval(args[0], args[1]);
+    if (t < 0) return NULL;
+    return PyBool_FromLong(t);
+}
+
+/* choose(n, ranges): the index of the first range holding n, else -1 (tests). */
+static PyObject *choose_fn(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyFloat_Check(args[0]) || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "choose(n: float, ranges: tuple[tuple[float, float], ...])");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[1]); i++) {
+        PyObject *r = PyTuple_GET_ITEM(args[1], i);
+        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2 || !PyFloat_Check(PyTuple_GET_ITEM(r, 0)) ||
+            !PyFloat_Check(PyTuple_GET_ITEM(r, 1))) {
+            PyErr_SetString(PyExc_TypeError, "ranges are pairs of floats");
+            return NULL;
+        }
+    }
+    return PyLong_FromLong(in_ranges(PyFloat_AS_DOUBLE(args[0]), args[1]));
+}
+
+static PyObject *set_enabled(PyObject *self, PyObject *arg) {
+    int previous = enabled;
+    int t = PyObject_IsTrue(arg);
+    if (t < 0) return NULL;
+    enabled = t;
+    return PyBool_FromLong(previous);
+}
+
+/* configure(python_decide, hashable, finish_sticky, Decision, MISSING, reasons, fields) */
+static PyObject *configure(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7 || !PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) != R_COUNT ||
+        !PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != 15) {
+        PyErr_SetString(PyExc_TypeError, "configure: unexpected arguments");
+        return NULL;
+    }
+    Py_XSETREF(py_decide, Py_NewRef(args[0]));
+    Py_XSETREF(py_hashable, Py_NewRef(args[1]));
+    Py_XSETREF(py_finish, Py_NewRef(args[2]));
+    Py_XSETREF(decision_type, Py_NewRef(args[3]));
+    Py_XSETREF(missing, Py_NewRef(args[4]));
+    for (int i = 0; i < R_COUNT; i++) Py_XSETREF(reasons[i], Py_NewRef(PyTuple_GET_ITEM(args[5], i)));
+    Py_XSETREF(kwnames, Py_NewRef(args[6]));
+    configured = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"decide", (PyCFunction)(void (*)(void))decide, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"evaluate", (PyCFunction)(void (*)(void))evaluate, METH_FASTCALL, NULL},
+    {"gb_hash", (PyCFunction)(void (*)(void))hash_fn, METH_FASTCALL, NULL},
+    {"condition", (PyCFunction)(void (*)(void))condition_fn, METH_FASTCALL, NULL},
+    {"choose", (PyCFunction)(void (*)(void))choose_fn, METH_FASTCALL, NULL},
+    {"next_id", next_id, METH_NOARGS, NULL},
+    {"reseed", reseed, METH_O, NULL},
+    {"set_enabled", set_enabled, METH_O, NULL},
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    s_get = PyUnicode_InternFromString("get");
+    s_id = PyUnicode_InternFromString("id");
+    s_value = PyUnicode_InternFromString("value");
+    s_native_plans = PyUnicode_InternFromString("native_plans");
+    empty_docs = PyDict_New();
+    PyObject *time_module = PyImport_ImportModule("time");
+    if (time_module == NULL) return NULL;
+    time_fn = PyObject_GetAttrString(time_module, "time");
+    Py_DECREF(time_module);
+    if (!s_get || !s_id || !s_value || !s_native_plans || !empty_docs || !time_fn) return NULL;
+    memcpy(id_prefix, "0000000000000000", 16);
+    if (PyModule_AddIntConstant(m, "ABI", NATIVE_ABI) < 0) return NULL;
+    return m;
+}

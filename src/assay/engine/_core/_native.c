@@ -15,6 +15,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #define NATIVE_ABI 1
 
@@ -46,6 +47,7 @@ enum {
 enum { P_TARGET, P_TARGET_KEY, P_COND, P_GATE };
 
 #define BAIL (-2)
+#define STR_CMP_CACHE 4096
 #define MAX_PATH 64
 
 static PyObject *py_decide;      /* the pure-Python decide: the reference and the fallback */
@@ -101,10 +103,15 @@ static int gb_hash(PyObject *seed, PyObject *value, long version, double *out) {
     }
     if (version == 2) {
         uint32_t inner = fnv_feed(fnv_feed(FNV_OFFSET, seed), value);
-        char digits[16];
-        int len = snprintf(digits, sizeof digits, "%u", (unsigned)inner);
+        /* FNV of the decimal digits of inner, most significant first. */
+        char digits[10];
+        int len = 0;
+        do {
+            digits[len++] = (char)('0' + inner % 10u);
+            inner /= 10u;
+        } while (inner);
         uint32_t h = FNV_OFFSET;
-        for (int i = 0; i < len; i++) h = (h ^ (unsigned char)digits[i]) * FNV_PRIME;
+        while (len) h = (h ^ (unsigned char)digits[--len]) * FNV_PRIME;
         *out = (double)(h % 10000u) / 10000.0;
         return 1;
     }
@@ -240,8 +247,20 @@ static int cond_eval(PyObject *node, PyObject *value) {
         return value == PyTuple_GET_ITEM(node, 2);
     case C_STR_CMP:
         if (PyUnicode_CheckExact(value) && PyUnicode_GET_LENGTH(value) > 0) {
-            PyObject *mapped = PyObject_CallOneArg(PyTuple_GET_ITEM(node, 2), value);
-            if (mapped == NULL) return -1;
+            /* f is pure (see describe): its results are kept in the node's own dict. */
+            PyObject *cache = PyTuple_GET_ITEM(node, 5);
+            PyObject *mapped = PyDict_GetItemWithError(cache, value);
+            if (mapped != NULL) {
+                Py_INCREF(mapped);
+            } else {
+                if (PyErr_Occurred()) return -1;
+                mapped = PyObject_CallOneArg(PyTuple_GET_ITEM(node, 2), value);
+                if (mapped == NULL) return -1;
+                if (PyDict_GET_SIZE(cache) < STR_CMP_CACHE && PyDict_SetItem(cache, value, mapped) < 0) {
+                    Py_DECREF(mapped);
+                    return -1;
+                }
+            }
             int t = PyObject_RichCompareBool(mapped, PyTuple_GET_ITEM(node, 3),
                                              (int)PyLong_AsLong(PyTuple_GET_ITEM(node, 4)));
             Py_DECREF(mapped);
@@ -266,6 +285,7 @@ typedef struct {
     int experiment_reason; /* -1: None */
     int in_experiment;
     PyObject *hv;          /* owned or NULL */
+    PyObject *assigned_by; /* the experiment plan that assigned (borrowed), or NULL */
 } Outcome;
 
 static inline void outcome_set(Outcome *o, PyObject *value, PyObject *variant, PyObject *rule,
@@ -356,7 +376,8 @@ static int run_sticky(PyObject *e, PyObject *attrs, PyObject *docs, Py_ssize_t *
         if (f) return R_LAYER_CONFLICT;
     }
     PyObject *assignments = NULL;
-    PyObject *own = one_hash_value(attrs, attr);
+    /* Without a fallback, the hash value is the hash attribute's own. */
+    PyObject *own = fallback == Py_None ? Py_NewRef(h) : one_hash_value(attrs, attr);
     if (own == NULL) return -1;
     if (PyUnicode_GET_LENGTH(own)) {
         PyObject *key = PyTuple_Pack(2, attr, own);
@@ -473,7 +494,14 @@ static int parents_verdict(PyObject *parents, PyObject *attrs, PyObject *key, Py
             value = sub.value;
         }
         PyObject *cond = PyTuple_GET_ITEM(p, P_COND);
-        if (cond != Py_None) {
+        if (cond != Py_None && PyLong_AsLong(PyTuple_GET_ITEM(cond, 0)) == C_PATH &&
+            PyUnicode_Check(PyTuple_GET_ITEM(cond, 2)) &&
+            PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(cond, 2), "value") == 0) {
+            /* The path "value" into {"value": value} is the value itself: no dict. */
+            int t = cond_eval(PyTuple_GET_ITEM(cond, 3), value);
+            if (t < 0) return -1;
+            if (!t) return is_true(PyTuple_GET_ITEM(p, P_GATE)) ? V_GATE : V_FAIL;
+        } else if (cond != Py_None) {
             PyObject *wrapped = PyDict_New();
             if (wrapped == NULL) return -1;
             if (PyDict_SetItem(wrapped, s_value, value) < 0) {
@@ -590,6 +618,7 @@ static int eval_flag(PyObject *plan, PyObject *attrs, PyObject *docs, PyObject *
                 outcome_set(o, PyTuple_GET_ITEM(PyTuple_GET_ITEM(e, E_VVALUES), index),
                             PyTuple_GET_ITEM(PyTuple_GET_ITEM(e, E_VKEYS), index), rule_id, reason,
                             PyTuple_GET_ITEM(e, E_KEY), experiment_reason, 1, hv);
+                o->assigned_by = e;
                 return 0;
             }
             Py_XDECREF(hv);
@@ -609,14 +638,70 @@ static int eval_flag(PyObject *plan, PyObject *attrs, PyObject *docs, PyObject *
     return 0;
 }
 
+/* Whether _sticky_write may have something to store (1), or surely not (0; -1 error):
+ * not for an experiment without sticky bucketing, nor when the document already holds
+ * the assignment (_sticky_assignment). 1 hands the decision to _finish_sticky. */
+static int needs_sticky_write(PyObject *e, PyObject *variant, PyObject *attrs, PyObject *docs) {
+    if (e == NULL || variant == NULL || !is_true(PyTuple_GET_ITEM(e, E_STICKY))) return 0;
+    PyObject *attribute = PyTuple_GET_ITEM(e, E_ATTR);
+    PyObject *value = one_hash_value(attrs, attribute);
+    if (value == NULL) return -1;
+    PyObject *fallback = PyTuple_GET_ITEM(e, E_FALLBACK);
+    if (PyUnicode_GET_LENGTH(value) == 0 && fallback != Py_None) {
+        attribute = fallback;
+        Py_SETREF(value, one_hash_value(attrs, attribute));
+        if (value == NULL) return -1;
+    }
+    PyObject *key = PyTuple_Pack(2, attribute, value);
+    Py_DECREF(value);
+    if (key == NULL) return -1;
+    PyObject *doc = mapping_get(docs, key);
+    Py_DECREF(key);
+    if (doc == NULL) return -1;
+    int needs = 1;
+    if (doc != Py_None) {
+        PyObject *stored = mapping_get(doc, PyTuple_GET_ITEM(e, E_STICKY_KEY));
+        if (stored == NULL) {
+            Py_DECREF(doc);
+            return -1;
+        }
+        int eq = PyObject_RichCompareBool(stored, variant, Py_EQ);
+        Py_DECREF(stored);
+        if (eq < 0) needs = -1;
+        else if (eq) needs = 0;
+    }
+    Py_DECREF(doc);
+    return needs;
+}
+
 /* ---------------------------------------------------------------------------------- */
 /* Decision ids: 16 hex digits of per-process randomness, then a hex counter (%08x).   */
 
 static PyObject *make_id(void) {
-    char buf[40];
-    memcpy(buf, id_prefix, 16);
-    int len = snprintf(buf + 16, sizeof buf - 16, "%08llx", ++id_counter);
-    return PyUnicode_FromStringAndSize(buf, 16 + len);
+    static const char hex[] = "0123456789abcdef";
+    char digits[16];
+    int n = 0;
+    for (unsigned long long c = ++id_counter; c; c >>= 4) digits[n++] = hex[c & 15];
+    while (n < 8) digits[n++] = '0';
+    PyObject *id = PyUnicode_New(16 + n, 127);
+    if (id == NULL) return NULL;
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(id);
+    memcpy(out, id_prefix, 16);
+    for (int i = 0; i < n; i++) out[16 + i] = (Py_UCS1)digits[n - 1 - i];
+    return id;
+}
+
+/* time.time(), without the call. */
+static PyObject *now(void) {
+#if defined(CLOCK_REALTIME) && !defined(_WIN32)
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) == 0) {
+        /* As time.time() converts: nanoseconds as a double, over 1e9. */
+        long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+        return PyFloat_FromDouble((double)ns / 1e9);
+    }
+#endif
+    return PyObject_CallNoArgs(time_fn);
 }
 
 static PyObject *next_id(PyObject *self, PyObject *unused) { return make_id(); }
@@ -713,24 +798,25 @@ static PyObject *decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
         return delegate(args, nargs, kw);
     }
     PyObject *id = make_id();
-    PyObject *now = id == NULL ? NULL : PyObject_CallNoArgs(time_fn);
+    PyObject *decided_at = id == NULL ? NULL : now();
     PyObject *decision = NULL;
-    if (now != NULL) {
+    if (decided_at != NULL) {
         PyObject *values[15] = {
             id, project_id, flag_key, subject, o.value,
             o.variant ? o.variant : Py_None, o.rule ? o.rule : Py_None, reasons[o.reason],
             o.experiment ? o.experiment : Py_None,
             o.experiment_reason < 0 ? Py_None : reasons[o.experiment_reason],
             o.in_experiment ? Py_True : Py_False, o.hv ? o.hv : Py_None,
-            PyTuple_GET_ITEM(plan, F_REVISION), PyTuple_GET_ITEM(plans, 0), now,
+            PyTuple_GET_ITEM(plan, F_REVISION), PyTuple_GET_ITEM(plans, 0), decided_at,
         };
         decision = PyObject_Vectorcall(decision_type, values, 0, kwnames);
     }
     Py_XDECREF(id);
-    Py_XDECREF(now);
+    Py_XDECREF(decided_at);
     Py_XDECREF(o.hv);
     if (decision != NULL && o.in_experiment) {
         int sticky = PySet_Contains(PyTuple_GET_ITEM(plans, 1), project_id);
+        if (sticky > 0) sticky = needs_sticky_write(o.assigned_by, o.variant, attrs, docs);
         if (sticky > 0) {
             PyObject *fargs[5] = {decision, snapshot, project_id, attrs, docs};
             Py_SETREF(decision, PyObject_Vectorcall(py_finish, fargs, 5, NULL));
@@ -740,6 +826,11 @@ static PyObject *decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
     }
     Py_DECREF(attrs);
     Py_DECREF(plans);
+    if (decision == NULL) {
+        /* Whatever failed, the Python path answers or raises it as it would. */
+        PyErr_Clear();
+        return delegate(args, nargs, kw);
+    }
     return decision;
 }
 

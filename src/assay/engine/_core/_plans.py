@@ -92,7 +92,8 @@ def condition_node(predicate: Callable[[Any], Any], depth: int = 0) -> tuple[Any
     if kind == "is":
         return (_IS, predicate, shape[1])
     if kind == "str_cmp" and shape[3] in _OPS:
-        return (_STR_CMP, predicate, shape[1], shape[2], _OPS[shape[3]])
+        # The last item: the node's own cache of f's results (f is pure, see describe).
+        return (_STR_CMP, predicate, shape[1], shape[2], _OPS[shape[3]], {})
     return (_CALL, predicate)
 
 

@@ -60,6 +60,10 @@ class NativeBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         root = Path(self.root)
         if version == "editable":
             destination = root / SOURCE.parent
+            # A build of an older source must not outlive a failed rebuild.
+            for old in destination.glob("_native.*"):
+                if old.suffix in (".so", ".pyd"):
+                    old.unlink()
         else:
             self._work = tempfile.mkdtemp(prefix="assay-native-")
             destination = Path(self._work)

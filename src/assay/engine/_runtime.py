@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from time import perf_counter
+from types import MethodType
 from typing import Any, Generic, TypeVar
 
 import pluggy
@@ -32,6 +33,7 @@ from assay.engine._core import (
 )
 from assay.engine._core import decide as decide_core
 from assay.engine._core._compiled import STATUS as COMPILED_STATUS
+from assay.engine._core._compiled import native
 from assay.engine._core._decide import hash_value
 from assay.engine._core._stats_sufficient import MetricStats
 from assay.engine._errors import AssayError, EngineOverloaded, ValidationFailed
@@ -195,6 +197,19 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
         self._decide_one = (
             self.decision_cache.get_or_decide if self.decision_cache.enabled else decide_core
         )
+        if native is not None:
+            # The compiled path: ``decide`` below, in C, for its common case (a decision
+            # that is not timed, in a snapshot that logs no exposures); it calls this
+            # method for everything else. The method stays the reference.
+            self.__dict__["decide"] = native.engine_decider(
+                self,
+                MethodType(Engine.decide, self),
+                self._decide_one,
+                self._decision_actor.enqueue if self._records_on else None,
+                self.sticky_buckets.note,
+                self.sticky_buckets.by_project,
+                LATENCY_SAMPLE,
+            )
 
     @property
     def snapshot(self) -> Snapshot:

@@ -18,7 +18,7 @@ from typing import Final
 
 __all__ = ["ABI", "STATUS", "native", "use_compiled"]
 
-ABI: Final = 1
+ABI: Final = 2
 """The interface version ``_native.c`` must declare (its ``NATIVE_ABI``)."""
 
 

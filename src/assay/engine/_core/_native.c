@@ -13,11 +13,12 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
 
-#define NATIVE_ABI 1
+#define NATIVE_ABI 2
 
 /* Reason indices: the order of ``_plans.REASONS``. */
 enum {
@@ -59,6 +60,7 @@ static PyObject *time_fn;
 static PyObject *reasons[R_COUNT];
 static PyObject *empty_docs;
 static PyObject *kwnames;        /* Decision's keywords, in the order built below */
+static PyObject *kwnames_sticky; /* ("sticky",) */
 static PyObject *s_get, *s_id, *s_value, *s_native_plans;
 static int enabled = 1;
 static int configured = 0;
@@ -725,44 +727,18 @@ static PyObject *delegate(PyObject *const *args, size_t nargsf, PyObject *kw) {
     return PyObject_Vectorcall(py_decide, args, nargsf, kw);
 }
 
-/* decide(snapshot, project_id, flag_key, subject, attributes=None, *, new_id=None, sticky=None) */
-static PyObject *decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
-    if (!enabled || !configured || nargs < 4 || nargs > 5) return delegate(args, nargs, kw);
-    PyObject *attributes = nargs == 5 ? args[4] : Py_None;
-    PyObject *docs = empty_docs;
-    if (kw != NULL) {
-        Py_ssize_t nkw = PyTuple_GET_SIZE(kw);
-        for (Py_ssize_t i = 0; i < nkw; i++) {
-            PyObject *name = PyTuple_GET_ITEM(kw, i);
-            PyObject *v = args[nargs + i];
-            if (PyUnicode_CompareWithASCIIString(name, "sticky") == 0) {
-                if (v != Py_None) docs = v;
-            } else if (PyUnicode_CompareWithASCIIString(name, "new_id") == 0) {
-                if (v != Py_None) return delegate(args, nargs, kw);
-            } else if (nargs == 4 && PyUnicode_CompareWithASCIIString(name, "attributes") == 0) {
-                attributes = v;
-            } else {
-                return delegate(args, nargs, kw);
-            }
-        }
-    }
-    PyObject *snapshot = args[0], *project_id = args[1], *flag_key = args[2], *subject = args[3];
-    PyObject *plans = PyObject_GetAttr(snapshot, s_native_plans);
-    if (plans == NULL) {
-        PyErr_Clear();
-        return delegate(args, nargs, kw);
-    }
-    /* (version, sticky project ids, {project id: {flag key: plan}}) */
-    if (!PyTuple_CheckExact(plans) || PyTuple_GET_SIZE(plans) != 3) {
-        Py_DECREF(plans);
-        return delegate(args, nargs, kw);
-    }
+/* The compiled decide for one flag: a new Decision, or NULL (never with an error set)
+ * when the Python path must answer: no plan, attributes that are not a dict, or any error
+ * (which the Python path then raises itself, the same way). ``plans`` is the snapshot's
+ * (version, sticky project ids, {project id: {flag key: plan}}, {project key: id}). */
+static PyObject *decide_fast(PyObject *snapshot, PyObject *plans, PyObject *project_id,
+                             PyObject *flag_key, PyObject *subject, PyObject *attributes,
+                             PyObject *docs) {
     PyObject *flags = PyDict_GetItemWithError(PyTuple_GET_ITEM(plans, 2), project_id);
     PyObject *plan = flags == NULL ? NULL : PyDict_GetItemWithError(flags, flag_key);
     if (plan == NULL) {
         PyErr_Clear();
-        Py_DECREF(plans);
-        return delegate(args, nargs, kw);
+        return NULL;
     }
     PyObject *attrs;
     if (attributes == Py_None) {
@@ -779,13 +755,11 @@ static PyObject *decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
             attrs = NULL;
         }
     } else {
-        Py_DECREF(plans);
-        return delegate(args, nargs, kw);
+        return NULL;
     }
     if (attrs == NULL) {
         PyErr_Clear();
-        Py_DECREF(plans);
-        return delegate(args, nargs, kw);
+        return NULL;
     }
     PyObject *path[MAX_PATH];
     Outcome o = {0};
@@ -793,9 +767,8 @@ static PyObject *decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
     if (rc < 0) {
         Py_XDECREF(o.hv);
         Py_DECREF(attrs);
-        Py_DECREF(plans);
         PyErr_Clear();
-        return delegate(args, nargs, kw);
+        return NULL;
     }
     PyObject *id = make_id();
     PyObject *decided_at = id == NULL ? NULL : now();
@@ -825,13 +798,272 @@ static PyObject *decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
         }
     }
     Py_DECREF(attrs);
-    Py_DECREF(plans);
-    if (decision == NULL) {
-        /* Whatever failed, the Python path answers or raises it as it would. */
-        PyErr_Clear();
-        return delegate(args, nargs, kw);
-    }
+    if (decision == NULL) PyErr_Clear();
     return decision;
+}
+
+/* The snapshot's plans, or NULL (no error set) when it has none. */
+static PyObject *plans_of(PyObject *snapshot) {
+    PyObject *plans = PyObject_GetAttr(snapshot, s_native_plans);
+    if (plans == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(plans) || PyTuple_GET_SIZE(plans) != 4) {
+        Py_DECREF(plans);
+        return NULL;
+    }
+    return plans;
+}
+
+/* decide(snapshot, project_id, flag_key, subject, attributes=None, *, new_id=None, sticky=None) */
+static PyObject *decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw) {
+    if (!enabled || !configured || nargs < 4 || nargs > 5) return delegate(args, nargs, kw);
+    PyObject *attributes = nargs == 5 ? args[4] : Py_None;
+    PyObject *docs = empty_docs;
+    if (kw != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kw);
+        for (Py_ssize_t i = 0; i < nkw; i++) {
+            PyObject *name = PyTuple_GET_ITEM(kw, i);
+            PyObject *v = args[nargs + i];
+            if (PyUnicode_CompareWithASCIIString(name, "sticky") == 0) {
+                if (v != Py_None) docs = v;
+            } else if (PyUnicode_CompareWithASCIIString(name, "new_id") == 0) {
+                if (v != Py_None) return delegate(args, nargs, kw);
+            } else if (nargs == 4 && PyUnicode_CompareWithASCIIString(name, "attributes") == 0) {
+                attributes = v;
+            } else {
+                return delegate(args, nargs, kw);
+            }
+        }
+    }
+    PyObject *plans = plans_of(args[0]);
+    if (plans == NULL) return delegate(args, nargs, kw);
+    PyObject *decision = decide_fast(args[0], plans, args[1], args[2], args[3], attributes, docs);
+    Py_DECREF(plans);
+    return decision != NULL ? decision : delegate(args, nargs, kw);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Engine.decide, compiled: installed on an engine as its ``decide`` (see _runtime.py). */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *engine;
+    PyObject *state;       /* the engine's __dict__: its attributes without a descriptor lookup */
+    PyObject *slow;        /* Engine.decide bound to the engine: the reference */
+    PyObject *core;        /* engine._decide_one: the cache, else the core decide */
+    PyObject *enqueue;     /* the decision actor's enqueue when records are on, else None */
+    PyObject *note;        /* sticky_buckets.note */
+    PyObject *sticky_docs; /* sticky_buckets.by_project */
+    long long sample;      /* LATENCY_SAMPLE: every sample-th decision is timed, in Python */
+} EngineDecide;
+
+static PyObject *s__snapshot, *s__default_project_id, *s_decisions_made, *s__logs_exposures,
+    *s_sticky_bucket, *s_project;
+
+/* An engine attribute (a new reference), from its __dict__; NULL when absent. */
+static PyObject *state_get(EngineDecide *self, PyObject *name) {
+    PyObject *v = PyDict_GetItemWithError(self->state, name);
+    if (v == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_AttributeError, name);
+        return NULL;
+    }
+    return Py_NewRef(v);
+}
+
+/* What Engine.decide does for a decision that is not timed, in a snapshot that logs no
+ * exposures, called as decide(flag, subject[, attributes][, project=...]); anything else
+ * goes to the Python method itself (before this counts the decision). */
+static PyObject *engine_decide(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kw) {
+    EngineDecide *self = (EngineDecide *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *project = Py_None;
+    PyObject *snapshot = NULL, *plans = NULL, *project_id = NULL, *count = NULL, *docs = NULL;
+    if (!enabled || !configured || nargs < 2 || nargs > 3) goto slow;
+    if (kw != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kw);
+        for (Py_ssize_t i = 0; i < nkw; i++) {
+            if (PyTuple_GET_ITEM(kw, i) != s_project &&
+                PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kw, i), "project") != 0)
+                goto slow;
+            project = args[nargs + i];
+        }
+    }
+    PyObject *flag = args[0], *subject = args[1];
+    PyObject *attributes = nargs == 3 ? args[2] : Py_None;
+    snapshot = state_get(self, s__snapshot);
+    if (snapshot == NULL) goto error_slow;
+    plans = plans_of(snapshot);
+    if (plans == NULL) goto slow;
+    PyObject *logs = state_get(self, s__logs_exposures);
+    if (logs == NULL) goto error_slow;
+    Py_DECREF(logs);
+    if (logs != Py_False) goto slow;
+    if (project == Py_None) {
+        project_id = state_get(self, s__default_project_id);
+        if (project_id == NULL) goto error_slow;
+        if (!PyUnicode_Check(project_id)) goto slow;
+    } else {
+        project_id = PyDict_GetItemWithError(PyTuple_GET_ITEM(plans, 3), project);
+        if (project_id == NULL) goto error_slow;
+        Py_INCREF(project_id);
+    }
+    count = state_get(self, s_decisions_made);
+    if (count == NULL) goto error_slow;
+    if (!PyLong_CheckExact(count)) goto slow;
+    long long n = PyLong_AsLongLong(count);
+    if (n == -1 && PyErr_Occurred()) goto error_slow;
+    if ((n + 1) % self->sample == 0) goto slow;
+    int sticky = PySet_Contains(PyTuple_GET_ITEM(plans, 1), project_id);
+    if (sticky < 0) goto error_slow;
+    if (sticky) {
+        docs = PyDict_GetItemWithError(self->sticky_docs, project_id);
+        if (docs == NULL) goto error_slow;
+        Py_INCREF(docs);
+    }
+    /* From here on, this is the decision Engine.decide would make. */
+    Py_SETREF(count, PyLong_FromLongLong(n + 1));
+    if (count == NULL || PyDict_SetItem(self->state, s_decisions_made, count) < 0) goto error;
+    PyObject *decision;
+    if (sticky) {
+        decision = decide_fast(snapshot, plans, project_id, flag, subject, attributes, docs);
+        if (decision == NULL) {
+            PyObject *dargs[6] = {snapshot, project_id, flag, subject, attributes, docs};
+            decision = PyObject_Vectorcall(py_decide, dargs, 5, kwnames_sticky);
+            if (decision == NULL) goto error;
+        }
+        PyObject *write = PyObject_GetAttr(decision, s_sticky_bucket);
+        if (write == NULL) {
+            Py_DECREF(decision);
+            goto error;
+        }
+        if (write != Py_None) {
+            PyObject *nargs2[2] = {project_id, write};
+            PyObject *r = PyObject_Vectorcall(self->note, nargs2, 2, NULL);
+            Py_XDECREF(r);
+            if (r == NULL) {
+                Py_DECREF(write);
+                Py_DECREF(decision);
+                goto error;
+            }
+        }
+        Py_DECREF(write);
+    } else {
+        PyObject *cargs[5] = {snapshot, project_id, flag, subject, attributes};
+        decision = PyObject_Vectorcall(self->core, cargs, 5, NULL);
+        if (decision == NULL) goto error;
+    }
+    if (self->enqueue != Py_None) {
+        PyObject *batch = PyTuple_Pack(1, decision);
+        PyObject *r = batch == NULL ? NULL : PyObject_CallOneArg(self->enqueue, batch);
+        Py_XDECREF(batch);
+        if (r == NULL) {
+            Py_DECREF(decision);
+            goto error;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(snapshot);
+    Py_DECREF(plans);
+    Py_DECREF(project_id);
+    Py_DECREF(count);
+    Py_XDECREF(docs);
+    return decision;
+error:
+    Py_XDECREF(snapshot);
+    Py_XDECREF(plans);
+    Py_XDECREF(project_id);
+    Py_XDECREF(count);
+    Py_XDECREF(docs);
+    return NULL;
+error_slow:
+    PyErr_Clear();
+slow:
+    Py_XDECREF(snapshot);
+    Py_XDECREF(plans);
+    Py_XDECREF(project_id);
+    Py_XDECREF(count);
+    Py_XDECREF(docs);
+    return PyObject_Vectorcall(self->slow, args, nargsf, kw);
+}
+
+static int engine_decide_traverse(EngineDecide *self, visitproc visit, void *arg) {
+    Py_VISIT(self->engine);
+    Py_VISIT(self->state);
+    Py_VISIT(self->slow);
+    Py_VISIT(self->core);
+    Py_VISIT(self->enqueue);
+    Py_VISIT(self->note);
+    Py_VISIT(self->sticky_docs);
+    return 0;
+}
+
+static int engine_decide_clear(EngineDecide *self) {
+    Py_CLEAR(self->engine);
+    Py_CLEAR(self->state);
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->core);
+    Py_CLEAR(self->enqueue);
+    Py_CLEAR(self->note);
+    Py_CLEAR(self->sticky_docs);
+    return 0;
+}
+
+static void engine_decide_dealloc(EngineDecide *self) {
+    PyObject_GC_UnTrack(self);
+    engine_decide_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject EngineDecideType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "assay.engine._core._native.EngineDecide",
+    .tp_basicsize = sizeof(EngineDecide),
+    .tp_dealloc = (destructor)engine_decide_dealloc,
+    .tp_vectorcall_offset = offsetof(EngineDecide, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Engine.decide, compiled (its common path; the rest goes to the method).",
+    .tp_traverse = (traverseproc)engine_decide_traverse,
+    .tp_clear = (inquiry)engine_decide_clear,
+};
+
+/* engine_decider(engine, slow, core, enqueue, note, sticky_docs, sample) */
+static PyObject *engine_decider(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7 || !PyDict_Check(args[5]) || !PyLong_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "engine_decider(engine, slow, core, enqueue, note, sticky_docs, sample)");
+        return NULL;
+    }
+    long long sample = PyLong_AsLongLong(args[6]);
+    if (sample < 1) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "sample must be >= 1");
+        return NULL;
+    }
+    PyObject *state = PyObject_GenericGetDict(args[0], NULL);
+    if (state == NULL) return NULL;
+    if (!PyDict_CheckExact(state)) {
+        Py_DECREF(state);
+        PyErr_SetString(PyExc_TypeError, "the engine's __dict__ is not a dict");
+        return NULL;
+    }
+    EngineDecide *self = PyObject_GC_New(EngineDecide, &EngineDecideType);
+    if (self == NULL) {
+        Py_DECREF(state);
+        return NULL;
+    }
+    self->vectorcall = engine_decide;
+    self->engine = Py_NewRef(args[0]);
+    self->state = state;
+    self->slow = Py_NewRef(args[1]);
+    self->core = Py_NewRef(args[2]);
+    self->enqueue = Py_NewRef(args[3]);
+    self->note = Py_NewRef(args[4]);
+    self->sticky_docs = Py_NewRef(args[5]);
+    self->sample = sample;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
 }
 
 /* evaluate(plan, attrs, docs): _evaluate's 8-tuple, or None when the Python path must
@@ -930,6 +1162,7 @@ static PyMethodDef methods[] = {
     {"gb_hash", (PyCFunction)(void (*)(void))hash_fn, METH_FASTCALL, NULL},
     {"condition", (PyCFunction)(void (*)(void))condition_fn, METH_FASTCALL, NULL},
     {"choose", (PyCFunction)(void (*)(void))choose_fn, METH_FASTCALL, NULL},
+    {"engine_decider", (PyCFunction)(void (*)(void))engine_decider, METH_FASTCALL, NULL},
     {"next_id", next_id, METH_NOARGS, NULL},
     {"reseed", reseed, METH_O, NULL},
     {"set_enabled", set_enabled, METH_O, NULL},
@@ -953,6 +1186,17 @@ PyMODINIT_FUNC PyInit__native(void) {
     Py_DECREF(time_module);
     if (!s_get || !s_id || !s_value || !s_native_plans || !empty_docs || !time_fn) return NULL;
     memcpy(id_prefix, "0000000000000000", 16);
+    s__snapshot = PyUnicode_InternFromString("_snapshot");
+    s__default_project_id = PyUnicode_InternFromString("_default_project_id");
+    s_decisions_made = PyUnicode_InternFromString("decisions_made");
+    s__logs_exposures = PyUnicode_InternFromString("_logs_exposures");
+    s_sticky_bucket = PyUnicode_InternFromString("sticky_bucket");
+    s_project = PyUnicode_InternFromString("project");
+    kwnames_sticky = Py_BuildValue("(s)", "sticky");
+    if (!s__snapshot || !s__default_project_id || !s_decisions_made || !s__logs_exposures ||
+        !s_sticky_bucket || !s_project || !kwnames_sticky)
+        return NULL;
+    if (PyType_Ready(&EngineDecideType) < 0) return NULL;
     if (PyModule_AddIntConstant(m, "ABI", NATIVE_ABI) < 0) return NULL;
     return m;
 }

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Plans", "build_plans", "condition_node"]
 
-Plans = tuple[int, frozenset[str], dict[str, dict[str, tuple[Any, ...]]]]
-"""(snapshot version, sticky project ids, {project id: {flag key: plan}})."""
+Plans = tuple[int, frozenset[str], dict[str, dict[str, tuple[Any, ...]]], dict[str, str]]
+"""(snapshot version, sticky project ids, {project id: {flag key: plan}}, {project key:
+project id})."""
 
 # Condition node tags, rule kinds: as in _native.c.
 _CALL, _ALL, _ANY, _NOT, _TRUE, _FALSE, _PATH, _STR_IN, _STR_EQ, _IS, _STR_CMP = range(11)
@@ -228,6 +229,7 @@ def build_plans(
     version: int,
     project_flags: Mapping[str, Mapping[str, CompiledFlag]],
     sticky_projects: frozenset[str],
+    project_ids: Mapping[str, str],
 ) -> Plans:
     """Every flag's plan that can have one, for snapshot ``version``."""
     builder = _Builder()
@@ -239,4 +241,4 @@ def build_plans(
             if plan is not None:
                 plans[key] = plan
         per_project[project_id] = plans
-    return (version, sticky_projects, per_project)
+    return (version, sticky_projects, per_project, dict(project_ids))

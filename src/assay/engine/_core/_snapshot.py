@@ -691,17 +691,18 @@ def compile_snapshot(state: ConfigSource, version: int, compiler: ConditionCompi
     per_project = _compile_flags(c, state.flags, experiments)
     project_flags = _frozen((pid, MappingProxyType(fs)) for pid, fs in per_project.items())
     sticky_projects = frozenset(e.project_id for e in state.experiments if e.sticky_bucketing)
+    project_ids = _frozen((p.key, p.id) for p in state.projects)
     plans = None
     if native is not None:
         # Imported here: _plans reads this module's compiled types.
         from assay.engine._core._plans import build_plans
 
-        plans = build_plans(version, project_flags, sticky_projects)
+        plans = build_plans(version, project_flags, sticky_projects, project_ids)
 
     return Snapshot(
         version=version,
         projects=_frozen((p.id, p) for p in state.projects),
-        project_ids=_frozen((p.key, p.id) for p in state.projects),
+        project_ids=project_ids,
         flags=_frozen(((f.project_id, f.key), f) for f in state.flags),
         experiments=_frozen(((e.project_id, e.key), e) for e in state.experiments),
         layers=_frozen(((x.project_id, x.key), x) for x in state.layers),

@@ -288,6 +288,7 @@ typedef struct {
     int in_experiment;
     PyObject *hv;          /* owned or NULL */
     PyObject *assigned_by; /* the experiment plan that assigned (borrowed), or NULL */
+    int stored;            /* assigned from the hash attribute's own document, which holds it */
 } Outcome;
 
 static inline void outcome_set(Outcome *o, PyObject *value, PyObject *variant, PyObject *rule,
@@ -351,7 +352,8 @@ static int run_exp(PyObject *e, PyObject *attrs, Py_ssize_t *index, PyObject **h
 }
 
 /* _run_sticky; BAIL when the fallback attribute's document would be merged in. */
-static int run_sticky(PyObject *e, PyObject *attrs, PyObject *docs, Py_ssize_t *index, PyObject **hv) {
+static int run_sticky(PyObject *e, PyObject *attrs, PyObject *docs, Py_ssize_t *index, PyObject **hv,
+                      int *from_own_doc) {
     if (is_true(PyTuple_GET_ITEM(e, E_ROLLED_BACK)) || !is_true(PyTuple_GET_ITEM(e, E_RUNNING)))
         return run_exp(e, attrs, index, hv);
     *index = -1;
@@ -443,6 +445,9 @@ static int run_sticky(PyObject *e, PyObject *attrs, PyObject *docs, Py_ssize_t *
                         Py_DECREF(stored);
                         Py_DECREF(assignments);
                         *index = i;
+                        /* Without a fallback, these are the hash attribute's own document's:
+                         * it holds this assignment, so there is nothing to store. */
+                        *from_own_doc = fallback == Py_None;
                         return is_true(PyTuple_GET_ITEM(PyTuple_GET_ITEM(e, E_PASSTHROUGH), i))
                                    ? R_PASSTHROUGH
                                    : R_STICKY_BUCKET;
@@ -611,8 +616,10 @@ static int eval_flag(PyObject *plan, PyObject *attrs, PyObject *docs, PyObject *
         } else {
             Py_ssize_t index;
             PyObject *hv;
-            reason = is_true(PyTuple_GET_ITEM(e, E_STICKY)) ? run_sticky(e, attrs, docs, &index, &hv)
-                                                            : run_exp(e, attrs, &index, &hv);
+            int from_own_doc = 0;
+            reason = is_true(PyTuple_GET_ITEM(e, E_STICKY))
+                         ? run_sticky(e, attrs, docs, &index, &hv, &from_own_doc)
+                         : run_exp(e, attrs, &index, &hv);
             if (reason < 0) {
                 return reason;
             }
@@ -621,6 +628,7 @@ static int eval_flag(PyObject *plan, PyObject *attrs, PyObject *docs, PyObject *
                             PyTuple_GET_ITEM(PyTuple_GET_ITEM(e, E_VKEYS), index), rule_id, reason,
                             PyTuple_GET_ITEM(e, E_KEY), experiment_reason, 1, hv);
                 o->assigned_by = e;
+                o->stored = reason == R_STICKY_BUCKET && from_own_doc;
                 return 0;
             }
             Py_XDECREF(hv);
@@ -733,7 +741,8 @@ static PyObject *delegate(PyObject *const *args, size_t nargsf, PyObject *kw) {
  * (version, sticky project ids, {project id: {flag key: plan}}, {project key: id}). */
 static PyObject *decide_fast(PyObject *snapshot, PyObject *plans, PyObject *project_id,
                              PyObject *flag_key, PyObject *subject, PyObject *attributes,
-                             PyObject *docs) {
+                             PyObject *docs, int *finished) {
+    *finished = 0;
     PyObject *flags = PyDict_GetItemWithError(PyTuple_GET_ITEM(plans, 2), project_id);
     PyObject *plan = flags == NULL ? NULL : PyDict_GetItemWithError(flags, flag_key);
     if (plan == NULL) {
@@ -789,10 +798,12 @@ static PyObject *decide_fast(PyObject *snapshot, PyObject *plans, PyObject *proj
     Py_XDECREF(o.hv);
     if (decision != NULL && o.in_experiment) {
         int sticky = PySet_Contains(PyTuple_GET_ITEM(plans, 1), project_id);
+        if (sticky > 0 && o.stored) sticky = 0;
         if (sticky > 0) sticky = needs_sticky_write(o.assigned_by, o.variant, attrs, docs);
         if (sticky > 0) {
             PyObject *fargs[5] = {decision, snapshot, project_id, attrs, docs};
             Py_SETREF(decision, PyObject_Vectorcall(py_finish, fargs, 5, NULL));
+            *finished = 1;
         } else if (sticky < 0) {
             Py_CLEAR(decision);
         }
@@ -839,7 +850,9 @@ static PyObject *decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
     }
     PyObject *plans = plans_of(args[0]);
     if (plans == NULL) return delegate(args, nargs, kw);
-    PyObject *decision = decide_fast(args[0], plans, args[1], args[2], args[3], attributes, docs);
+    int finished;
+    PyObject *decision =
+        decide_fast(args[0], plans, args[1], args[2], args[3], attributes, docs, &finished);
     Py_DECREF(plans);
     return decision != NULL ? decision : delegate(args, nargs, kw);
 }
@@ -928,13 +941,16 @@ static PyObject *engine_decide(PyObject *callable, PyObject *const *args, size_t
     if (count == NULL || PyDict_SetItem(self->state, s_decisions_made, count) < 0) goto error;
     PyObject *decision;
     if (sticky) {
-        decision = decide_fast(snapshot, plans, project_id, flag, subject, attributes, docs);
+        int finished = 1;
+        decision = decide_fast(snapshot, plans, project_id, flag, subject, attributes, docs, &finished);
         if (decision == NULL) {
             PyObject *dargs[6] = {snapshot, project_id, flag, subject, attributes, docs};
             decision = PyObject_Vectorcall(py_decide, dargs, 5, kwnames_sticky);
             if (decision == NULL) goto error;
+            finished = 1;
         }
-        PyObject *write = PyObject_GetAttr(decision, s_sticky_bucket);
+        /* Only _finish_sticky (or the Python path) sets a sticky_bucket. */
+        PyObject *write = finished ? PyObject_GetAttr(decision, s_sticky_bucket) : Py_NewRef(Py_None);
         if (write == NULL) {
             Py_DECREF(decision);
             goto error;

@@ -72,6 +72,11 @@ under a version below ``min_bucket_version`` keeps the subject out
 carries in ``sticky_bucket`` the assignment to store. This is GrowthBook's sticky
 bucketing, including its use of the fallback attribute's document.
 
+**Two paths.** ``decide_python`` below is the reference; ``decide`` is the compiled path
+(``_native.c``, over the plans of ``_plans.py``) where the install built it, else that
+same function. The compiled path answers exactly as the Python one and hands it whatever
+it does not handle; see docs/design.md ("The compiled decide path").
+
 **Participation limit** ("how many concurrent running experiments one subject may be
 in"), made deterministic and stateless so every process agrees without shared state: the
 project's running, non-holdout experiments are ordered by (``started_at``, key). A subject
@@ -115,7 +120,7 @@ from assay.engine._core._sticky import StickyAssignment, StickyDocs
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-__all__ = ["Decision", "Reason", "decide", "decide_all", "new_decision_id"]
+__all__ = ["Decision", "Reason", "decide", "decide_all", "decide_python", "new_decision_id"]
 
 
 class Reason(enum.StrEnum):

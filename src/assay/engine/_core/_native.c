@@ -1173,8 +1173,13 @@ static PyObject *configure(PyObject *self, PyObject *const *args, Py_ssize_t nar
 }
 
 static PyMethodDef methods[] = {
-    {"decide", (PyCFunction)(void (*)(void))decide, METH_FASTCALL | METH_KEYWORDS, NULL},
-    {"evaluate", (PyCFunction)(void (*)(void))evaluate, METH_FASTCALL, NULL},
+    {"decide", (PyCFunction)(void (*)(void))decide, METH_FASTCALL | METH_KEYWORDS,
+     "decide(snapshot, project_id, flag_key, subject, attributes=None, *, new_id=None, "
+     "sticky=None)\n--\n\n_decide.decide_python, compiled: the same answers and refusals; "
+     "what it does not handle goes to that function."},
+    {"evaluate", (PyCFunction)(void (*)(void))evaluate, METH_FASTCALL,
+     "evaluate(plan, attrs, docs)\n--\n\n_decide._evaluate for a flag's plan, or None "
+     "when the Python path must answer."},
     {"gb_hash", (PyCFunction)(void (*)(void))hash_fn, METH_FASTCALL, NULL},
     {"condition", (PyCFunction)(void (*)(void))condition_fn, METH_FASTCALL, NULL},
     {"choose", (PyCFunction)(void (*)(void))choose_fn, METH_FASTCALL, NULL},

@@ -255,3 +255,33 @@ def test_the_build_falls_back_without_a_compiler(tmp_path: Path) -> None:
     assert "CompileError" in reason
     assert not reason.startswith("PosixPath")  # a reason (one line), not a build
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ranges_that_do_not_line_up_with_the_variants_decide_alike() -> None:
+    # Explicit ranges fewer or more than the variations: no plan, the Python path answers.
+    for ranges in ([[0, 0.5], [0.5, 1.0]], [[0, 0.2], [0.2, 0.4], [0.4, 0.6], [0.6, 1.0]]):
+        payload: dict[str, Any] = {
+            "features": {
+                "f": {
+                    "defaultValue": "off",
+                    "rules": [
+                        {
+                            "key": "e",
+                            "variations": ["a", "b", "c"],
+                            "ranges": ranges,
+                            "meta": [{"key": "a"}, {"key": "b"}, {"key": "c"}],
+                            "hashVersion": 2,
+                        }
+                    ],
+                }
+            }
+        }
+        try:
+            snapshot = snapshot_of(payload)
+        except AssertionError:
+            continue  # refused when compiled: nothing to decide
+        for i in range(40):
+            compiled, python = both_paths(
+                lambda i=i, s=snapshot: decide(s, PID, "f", f"u{i}", None)  # type: ignore[misc]
+            )
+            assert compiled == python

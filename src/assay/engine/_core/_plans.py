@@ -115,6 +115,11 @@ def _filters(filters: tuple[CompiledFilter, ...]) -> tuple[Any, ...]:
 def _experiment(e: CompiledExperiment) -> tuple[Any, ...]:
     if e.forced or e.holdout is not None or e.participation_limit is not None:
         raise _NoPlan
+    # The C code indexes the variants with a range's index: they must line up (where they
+    # do not, the Python path raises as it always has).
+    variants = len(e.variant_keys)
+    if not len(e.ranges) == len(e.variant_values) == len(e.passthrough) == variants:
+        raise _NoPlan
     ns = e.namespace
     return (
         e.key,

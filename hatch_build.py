@@ -34,7 +34,10 @@ def build_extension(root: Path, destination: Path) -> Path | str:
         from setuptools.command.build_ext import build_ext
 
         flags = [] if sys.platform == "win32" else ["-O2"]
-        extension = Extension(MODULE, [str(root / SOURCE)], extra_compile_args=flags)
+        header = str(root / SOURCE.with_name("_native_eval.h"))
+        extension = Extension(
+            MODULE, [str(root / SOURCE)], depends=[header], extra_compile_args=flags
+        )
         with tempfile.TemporaryDirectory() as work:
             command = build_ext(Distribution({"name": "assay", "ext_modules": [extension]}))
             command.build_temp = os.path.join(work, "temp")

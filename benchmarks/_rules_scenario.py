@@ -60,7 +60,13 @@ PAYLOAD: dict[str, Any] = {
 }
 
 
-async def rules_scenario(users: Sequence[dict[str, str]], rounds: int) -> dict[str, Any]:
+async def rules_scenario(
+    users: Sequence[dict[str, str]],
+    rounds: int,
+    reference: tuple[str, Callable[[], Any]] | None = None,
+) -> dict[str, Any]:
+    """``reference``: the fastest peer on the first scenario (its name and its run),
+    timed in the same interleaved rounds, so the rules figure reads against it paired."""
     import trio
     from growthbook import GrowthBook, InMemoryStickyBucketService
 
@@ -97,9 +103,27 @@ async def rules_scenario(users: Sequence[dict[str, str]], rounds: int) -> dict[s
                 out.append((d.value, d.variant if d.in_experiment else None))
             return out
 
-        contenders: dict[str, Callable[[], list[tuple[Any, str | None]]]] = {
-            "assay": assay_decide,
+        def assay_timed() -> list[str | None]:
+            # Timed rounds: the first scenario's loop (each decision's variant), the
+            # outcomes having been checked in full above.
+            return [
+                decide(FLAG, s, u, project=PROJECT).variant
+                for s, u in zip(subjects, users, strict=True)
+            ]
+
+        def assay_pure() -> list[str | None]:
+            from assay.engine._core._compiled import use_compiled
+
+            previous = use_compiled(False)
+            try:
+                return assay_timed()
+            finally:
+                use_compiled(previous)
+
+        contenders: dict[str, Callable[[], Any]] = {
+            "assay": assay_timed,
             "growthbook_instance": growthbook,
+            "assay_pure": assay_pure,
         }
         imported = await engine.service.list_objects(SYSTEM_KEY, Experiment, PROJECT)
         if [e.sticky_bucketing for e in imported.items] != [True]:
@@ -122,6 +146,10 @@ async def rules_scenario(users: Sequence[dict[str, str]], rounds: int) -> dict[s
         if not 0.05 * len(users) < enrolled < 0.5 * len(users):
             raise SystemExit(f"rules scenario: {enrolled} users enrolled, expected ~15-25%")
         split = {v: sum(x == v for _, x in ours) for v in VARIANTS}
+        if assay_pure() != assay_timed():
+            raise SystemExit("rules scenario: the pure-Python path disagrees with the compiled")
+        if reference is not None:
+            contenders[reference[0]] = reference[1]
 
         samples: dict[str, list[float]] = {name: [] for name in contenders}
         for _ in range(rounds):
@@ -134,7 +162,22 @@ async def rules_scenario(users: Sequence[dict[str, str]], rounds: int) -> dict[s
     paired = statistics.median(
         g / a for g, a in zip(samples["growthbook_instance"], samples["assay"], strict=True)
     )
+
+    def paired_over_assay(name: str) -> float:
+        return statistics.median(
+            x / a for x, a in zip(samples[name], samples["assay"], strict=True)
+        )
+
+    compared: dict[str, Any] = {
+        "pure_over_compiled": medians["assay_pure"] / medians["assay"],
+        "pure_over_compiled_paired": paired_over_assay("assay_pure"),
+    }
+    if reference is not None:
+        compared["reference"] = reference[0]
+        compared["reference_over_assay"] = medians[reference[0]] / medians["assay"]
+        compared["reference_over_assay_paired"] = paired_over_assay(reference[0])
     return {
+        **compared,
         "payload": PAYLOAD,
         "verification": {
             "users": len(users),
@@ -165,3 +208,13 @@ def print_rules_table(rules: dict[str, Any]) -> None:
         f" {v['variant_split']}; assay = GrowthBook on every user;"
         f" sticky documents {v['sticky_documents']}"
     )
+    print(
+        f"  compiled path against pure Python: {rules['pure_over_compiled']:.2f}x faster"
+        f" (paired {rules['pure_over_compiled_paired']:.2f}x)"
+    )
+    if "reference" in rules:
+        print(
+            f"  assay against the fastest peer ({rules['reference']}, on the first scenario,"
+            f" same rounds): {rules['reference_over_assay']:.2f}x"
+            f" (paired {rules['reference_over_assay_paired']:.2f}x); target >= 1.00x"
+        )

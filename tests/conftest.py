@@ -54,6 +54,23 @@ ASSAY = [sys.executable, "-m", "assay.adapters.cli"]
 """The ``assay`` command, as this interpreter runs it."""
 
 
+@pytest.fixture(scope="module", params=["compiled", "python"])
+def decide_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a module's tests on both decide paths: the compiled one (the C extension the
+    install builds where a compiler is present) and pure Python, which must agree. Module
+    scoped, so hypothesis tests can use it. The compiled variant fails when the extension
+    was not built (a compiler can be installed), unless ASSAY_PURE_PYTHON asked for that."""
+    from assay.engine._core._compiled import STATUS, native, use_compiled
+
+    if request.param == "compiled" and native is None:
+        if os.environ.get("ASSAY_PURE_PYTHON", "") not in ("", "0"):
+            pytest.skip("ASSAY_PURE_PYTHON is set")
+        pytest.fail(f"the compiled decide path is not built: {STATUS}")
+    previous = use_compiled(request.param == "compiled")
+    yield request.param
+    use_compiled(previous)
+
+
 @pytest.fixture(scope="session")
 def scratch_base() -> Path:
     """Where tests put PostgreSQL data directories: in memory (/dev/shm) when available,

@@ -33,6 +33,9 @@ from assay.engine import (
     Variant,
 )
 
+# Both decide paths, compiled and pure Python, must pass (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("decide_path")
+
 P = "shop"
 
 

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import trio
 
@@ -41,35 +40,18 @@ MAX_PENDING = 100_000
 (the hot path never waits on the database)."""
 
 
-class _ProjectView(Mapping[tuple[str, str], Mapping[str, str]]):
-    """One project's cached documents, as ``decide`` reads them (``get`` by key)."""
-
-    __slots__ = ("_docs", "_project_id")
-
-    def __init__(self, docs: OrderedDict[_Key, dict[str, str]], project_id: str) -> None:
-        self._docs = docs
-        self._project_id = project_id
-
-    def get(self, key: tuple[str, str], default: Any = None) -> Any:
-        return self._docs.get((self._project_id, key[0], key[1]), default)
-
-    def __getitem__(self, key: tuple[str, str]) -> Mapping[str, str]:
-        return self._docs[(self._project_id, key[0], key[1])]
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return ((a, v) for p, a, v in self._docs if p == self._project_id)
-
-    def __len__(self) -> int:
-        return sum(1 for p, _, _ in self._docs if p == self._project_id)
-
-
 class StickyBuckets:
     """The cache, the durable path and the write-behind queue; see the module docstring."""
 
     def __init__(self, store: Store, max_entries: int) -> None:
         self._store = store
         self._max = max_entries
-        self._docs: OrderedDict[_Key, dict[str, str]] = OrderedDict()
+        # Per project, a plain dict: what ``decide`` reads (the compiled path looks a dict
+        # up without calling a Python method). The LRU order of all projects' documents is
+        # kept beside it, for eviction.
+        self.by_project: dict[str, dict[tuple[str, str], dict[str, str]]] = {}
+        """Read only: each project's documents, as ``view`` gives them."""
+        self._order: OrderedDict[_Key, None] = OrderedDict()
         self._pending: list[tuple[str, StickyAssignment]] = []
         self._ready = trio.Event()
         self._closed = False
@@ -78,21 +60,31 @@ class StickyBuckets:
         self.loads = 0
 
     def view(self, project_id: str) -> Mapping[tuple[str, str], Mapping[str, str]]:
-        return _ProjectView(self._docs, project_id)
+        """One project's cached documents, as ``decide`` reads them (kept up to date)."""
+        docs = self.by_project.get(project_id)
+        if docs is None:
+            docs = self.by_project[project_id] = {}
+        return docs
 
     def _remember(self, project_id: str, key: tuple[str, str], doc: dict[str, str]) -> None:
         if self._max == 0:
             return
         full = (project_id, key[0], key[1])
-        self._docs[full] = doc
-        self._docs.move_to_end(full)
-        while len(self._docs) > self._max:
-            self._docs.popitem(last=False)
+        docs = self.by_project.get(project_id)
+        if docs is None:
+            docs = self.by_project[project_id] = {}
+        docs[key] = doc
+        self._order[full] = None
+        self._order.move_to_end(full)
+        while len(self._order) > self._max:
+            old_project, attribute, value = self._order.popitem(last=False)[0]
+            del self.by_project[old_project][(attribute, value)]
 
     async def load(self, project_id: str, keys: Sequence[tuple[str, str]]) -> None:
         """Read the documents of ``keys`` not cached yet, in one batch, into the cache
         (a key with no document is cached as empty, so it is not read again)."""
-        missing = [k for k in dict.fromkeys(keys) if (project_id, k[0], k[1]) not in self._docs]
+        cached = self.by_project.get(project_id, {})
+        missing = [k for k in dict.fromkeys(keys) if (k[0], k[1]) not in cached]
         if not missing:
             return
         self.loads += 1
@@ -103,7 +95,7 @@ class StickyBuckets:
     def note(self, project_id: str, assignment: StickyAssignment) -> None:
         """A new assignment from the synchronous path: cached now, written behind."""
         key = (assignment.attribute, assignment.value)
-        doc = dict(self._docs.get((project_id, *key), {}))
+        doc = dict(self.by_project.get(project_id, {}).get(key, {}))
         doc.setdefault(assignment.key, assignment.variant)
         self._remember(project_id, key, doc)
         if len(self._pending) >= MAX_PENDING:

@@ -28,6 +28,7 @@ from assay.engine._core._conditions import (
     CompileContext,
     OperatorFactory,
     ValuePredicate,
+    describe,
     is_array,
     is_nullish,
     is_operator_object,
@@ -127,14 +128,14 @@ def _strict_equal_to(expected: Any) -> ValuePredicate:
         def equals_string(value: Any) -> bool:
             return isinstance(value, str) and value == expected_str
 
-        return equals_string
+        return describe(equals_string, "str_eq", expected_str)
     if isinstance(expected, bool):
         expected_bool = expected
 
         def equals_bool(value: Any) -> bool:
             return isinstance(value, bool) and value is expected_bool
 
-        return equals_bool
+        return describe(equals_bool, "is", expected_bool)
     if _is_number(expected):
         expected_number = js_number(expected)
 
@@ -227,7 +228,7 @@ def _membership(op: str, *, case_insensitive: bool, negate: bool) -> OperatorFac
                 return value in strings
             return intersects(value)
 
-        return is_in
+        return describe(is_in, "str_in", strings)
 
     return factory
 
@@ -509,6 +510,16 @@ def _pad_version(value: str) -> str:
     return "-".join(part.rjust(5) if part.isascii() and part.isdigit() else part for part in parts)
 
 
+_COMPARISONS: Final[dict[Callable[[Any, Any], bool], str]] = {
+    operator.lt: "<",
+    operator.le: "<=",
+    operator.eq: "==",
+    operator.ne: "!=",
+    operator.gt: ">",
+    operator.ge: ">=",
+}
+
+
 def _version(op: str, cmp: Callable[[Any, Any], bool]) -> OperatorFactory:
     def factory(argument: Any, ctx: CompileContext) -> ValuePredicate:
         if not (isinstance(argument, str) or _is_number(argument)):
@@ -528,7 +539,7 @@ def _version(op: str, cmp: Callable[[Any, Any], bool]) -> OperatorFactory:
                 return cmp(_pad_version(value), expected)
             return cmp(padded_version_string(value), expected)
 
-        return compare_ascii
+        return describe(compare_ascii, "str_cmp", _pad_version, expected, _COMPARISONS[cmp])
 
     return factory
 

@@ -15,13 +15,22 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 from growthbook import GrowthBook, InMemoryStickyBucketService
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assay.adapters.growthbook._import import convert_growthbook
-from assay.engine._core import ConditionCompiler, Reason, Snapshot, compile_snapshot, decide
+from assay.engine._core import (
+    ConditionCompiler,
+    Decision,
+    Reason,
+    Snapshot,
+    compile_snapshot,
+    decide,
+)
+from assay.engine._core._decide import decide_python
 from assay.engine._model import Experiment, ExperimentStatus, Flag, Project
 from assay.engine._ports import ConfigState
 from assay.plugins._growthbook_operators import GROWTHBOOK_OPERATORS
@@ -145,6 +154,13 @@ def test_sticky_bucketing_matches_growthbook_long(
     compare(*scenario)
 
 
+def same_decision(a: Decision, b: Decision) -> bool:
+    """Equal but for the decision id and time."""
+    return msgspec.structs.replace(a, decision_id="", decided_at=0.0) == msgspec.structs.replace(
+        b, decision_id="", decided_at=0.0
+    )
+
+
 def compare(phases: list[dict[str, Any]], subjects: list[dict[str, Any]]) -> None:
     service = InMemoryStickyBucketService()
     docs: dict[tuple[str, str], dict[str, str]] = {}
@@ -158,6 +174,10 @@ def compare(phases: list[dict[str, Any]], subjects: list[dict[str, Any]]) -> Non
             in_gb = result is not None and result.inExperiment
             # assay's subject is the id; without one (subject ""), the fallback buckets.
             decision = decide(snapshot, PID, "f", attrs.get("id", ""), attrs, sticky=docs)
+            # Both paths on the same examples (a parametrized hypothesis test would draw
+            # other ones): the compiled decide above, and the pure-Python reference.
+            reference = decide_python(snapshot, PID, "f", attrs.get("id", ""), attrs, sticky=docs)
+            assert same_decision(decision, reference)
             assert decision.value == expected.value, (rule, attrs, decision)
             assert decision.in_experiment == in_gb, (rule, attrs, decision)
             if in_gb:

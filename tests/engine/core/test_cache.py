@@ -35,6 +35,9 @@ from assay.plugins._growthbook_operators import GROWTHBOOK_OPERATORS
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+# Both decide paths, compiled and pure Python, must pass (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("decide_path")
+
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 PID = "p1"
 COMPILER = ConditionCompiler(GROWTHBOOK_OPERATORS)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import pytest
 
 from assay.engine._core import ConditionCompiler, Reason, Snapshot, compile_snapshot, decide
 from assay.engine._core._bucketing import gb_hash
@@ -35,6 +36,9 @@ from assay.engine._model import (
 )
 from assay.engine._ports import ConfigState
 from assay.plugins._growthbook_operators import GROWTHBOOK_OPERATORS
+
+# Both decide paths, compiled and pure Python, must pass (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("decide_path")
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 PID = "p1"

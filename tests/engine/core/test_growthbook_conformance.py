@@ -22,8 +22,13 @@ from assay.engine._core._bucketing import (
     get_equal_weights,
     in_namespace,
 )
+from assay.engine._core._compiled import native
 from assay.engine._core._conditions import ConditionCompiler, ConditionError, compile_condition
+from assay.engine._core._plans import condition_node
 from assay.plugins._growthbook_operators import GROWTHBOOK_OPERATORS
+
+# Both decide paths, compiled and pure Python, must pass (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("decide_path")
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CASES_PATH = REPO_ROOT / "tests" / "conformance" / "growthbook-cases.json"
@@ -40,6 +45,22 @@ def _load_cases() -> dict[str, Any]:
 
 
 CASES = _load_cases()
+
+
+# On the compiled path (the decide_path fixture), hashing, conditions and the choice of a
+# variation are the C extension's, as decide runs them.
+def _hash(path: str, seed: str, value: str, version: int) -> float | None:
+    if path == "compiled":
+        assert native is not None
+        return native.gb_hash(seed, value, version)
+    return gb_hash(seed, value, version)
+
+
+def _holds(path: str, predicate: Any, attributes: Any) -> Any:
+    if path == "compiled":
+        assert native is not None
+        return native.condition(condition_node(predicate), attributes)
+    return predicate(attributes)
 
 
 def _unique_ids(names: list[str]) -> list[str]:
@@ -89,7 +110,7 @@ def _saved_groups(case: list[Any]) -> dict[str, list[Any]] | None:
 
 
 @pytest.mark.parametrize("case", EVAL_CONDITION, ids=EVAL_CONDITION_IDS)
-def test_eval_condition(case: list[Any]) -> None:
+def test_eval_condition(case: list[Any], decide_path: str) -> None:
     name, condition, attributes, expected = case[:4]
     saved_groups = _saved_groups(case)
     if name in REFUSED_IN_STRICT_MODE:
@@ -98,11 +119,11 @@ def test_eval_condition(case: list[Any]) -> None:
         assert excinfo.value.code == REFUSED_IN_STRICT_MODE[name]
     else:
         predicate = compile_condition(condition, GROWTHBOOK_OPERATORS, saved_groups=saved_groups)
-        assert predicate(attributes) is expected
+        assert _holds(decide_path, predicate, attributes) is expected
     tolerant = compile_condition(
         condition, GROWTHBOOK_OPERATORS, strict=False, saved_groups=saved_groups
     )
-    assert tolerant(attributes) is expected
+    assert _holds(decide_path, tolerant, attributes) is expected
 
 
 def test_refused_cases_exist() -> None:
@@ -110,7 +131,7 @@ def test_refused_cases_exist() -> None:
     assert set(REFUSED_IN_STRICT_MODE) <= {case[0] for case in EVAL_CONDITION}
 
 
-def test_eval_condition_through_one_caching_compiler() -> None:
+def test_eval_condition_through_one_caching_compiler(decide_path: str) -> None:
     # The engine compiles through a ConditionCompiler that shares predicates between equal
     # conditions; sharing must not change any answer.
     compilers: dict[str, ConditionCompiler] = {}
@@ -122,7 +143,7 @@ def test_eval_condition_through_one_caching_compiler() -> None:
             group_key,
             ConditionCompiler(GROWTHBOOK_OPERATORS, strict=False, saved_groups=groups),
         )
-        assert compiler.compile(condition)(attributes) is expected, name
+        assert _holds(decide_path, compiler.compile(condition), attributes) is expected, name
     assert sum(len(c) for c in compilers.values()) < len(EVAL_CONDITION)  # some were shared
 
 
@@ -136,9 +157,11 @@ def test_eval_condition_through_one_caching_compiler() -> None:
     CASES["hash"],
     ids=[f"v{v} seed={s!r} value={x!r}" for s, x, v, _ in CASES["hash"]],
 )
-def test_hash(seed: str, value: str, version: int, expected: float | None) -> None:
+def test_hash(
+    seed: str, value: str, version: int, expected: float | None, decide_path: str
+) -> None:
     # Exact equality: n / 1000 and n / 10000 are correctly rounded, as in JavaScript.
-    assert gb_hash(seed, value, version) == expected
+    assert _hash(decide_path, seed, value, version) == expected
 
 
 @pytest.mark.parametrize(
@@ -158,8 +181,15 @@ def test_get_bucket_ranges(args: list[Any], expected: list[list[float]]) -> None
     [case[1:] for case in CASES["chooseVariation"]],
     ids=[case[0] for case in CASES["chooseVariation"]],
 )
-def test_choose_variation(n: float, ranges: list[list[float]], expected: int) -> None:
-    assert choose_variation(n, [(start, end) for start, end in ranges]) == expected
+def test_choose_variation(
+    n: float, ranges: list[list[float]], expected: int, decide_path: str
+) -> None:
+    if decide_path == "compiled":
+        assert native is not None
+        pairs = tuple((float(start), float(end)) for start, end in ranges)
+        assert native.choose(float(n), pairs) == expected
+    else:
+        assert choose_variation(n, [(start, end) for start, end in ranges]) == expected
 
 
 @pytest.mark.parametrize(
@@ -167,9 +197,14 @@ def test_choose_variation(n: float, ranges: list[list[float]], expected: int) ->
     [case[1:] for case in CASES["inNamespace"]],
     ids=[case[0] for case in CASES["inNamespace"]],
 )
-def test_in_namespace(user_id: str, namespace: list[Any], expected: bool) -> None:
+def test_in_namespace(user_id: str, namespace: list[Any], expected: bool, decide_path: str) -> None:
     namespace_id, start, end = namespace
-    assert in_namespace(user_id, (namespace_id, start, end)) is expected
+    if decide_path == "compiled":
+        n = _hash(decide_path, "__" + namespace_id, user_id, 1)
+        assert n is not None
+        assert (start <= n < end) is expected
+    else:
+        assert in_namespace(user_id, (namespace_id, start, end)) is expected
 
 
 @pytest.mark.parametrize(
@@ -222,13 +257,13 @@ NON_ASCII_HASHES = [
     ids=[case[0] for case in NON_ASCII_HASHES],
 )
 def test_non_ascii_hashing(
-    text: str, fnv: int, v1: float, v2: float, v2_accented_seed: float
+    text: str, fnv: int, v1: float, v2: float, v2_accented_seed: float, decide_path: str
 ) -> None:
     assert _reference_fnv1a32(text) == fnv
     assert fnv1a32(text) == fnv
-    assert gb_hash("seed", text, 1) == v1
-    assert gb_hash("seed", text, 2) == v2
-    assert gb_hash("exp-é", text, 2) == v2_accented_seed
+    assert _hash(decide_path, "seed", text, 1) == v1
+    assert _hash(decide_path, "seed", text, 2) == v2
+    assert _hash(decide_path, "exp-é", text, 2) == v2_accented_seed
 
 
 def test_first_byte_by_hand() -> None:
@@ -257,8 +292,9 @@ def test_astral_hash_differs_from_code_point_hashing() -> None:
 
 
 @pytest.mark.parametrize("seed", ["", "exp", "exp-é", "\U0001d49c-seed"])
-def test_v2_seed_prefix_cache_is_transparent(seed: str) -> None:
+def test_v2_seed_prefix_cache_is_transparent(seed: str, decide_path: str) -> None:
     # gb_hash resumes FNV from a cached per-seed state; it must equal hashing seed + value.
-    for value in ["", "1", "user-42", "Zürich", "😀"]:
+    for value in ["", "1", "user-42", "Zürich", "😀", "\ud800", "a\udfffb"]:
         inner = _reference_fnv1a32(seed + value)
-        assert gb_hash(seed, value, 2) == (_reference_fnv1a32(str(inner)) % 10000) / 10000
+        expected = (_reference_fnv1a32(str(inner)) % 10000) / 10000
+        assert _hash(decide_path, seed, value, 2) == expected

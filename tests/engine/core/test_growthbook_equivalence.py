@@ -40,6 +40,9 @@ from assay.engine._model import (
 from assay.engine._ports import ConfigState
 from assay.plugins._growthbook_operators import GROWTHBOOK_OPERATORS
 
+# Both decide paths, compiled and pure Python, must pass (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("decide_path")
+
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 PID = "p1"
 COUNTRIES = ["FR", "DE", "US", "JP", "BR", "IN"]

@@ -109,7 +109,7 @@ class DecisionCache:
         subject: str,
         attributes: Mapping[str, Any] | None = None,
         *,
-        new_id: Callable[[], str] = new_decision_id,
+        new_id: Callable[[], str] | None = None,
     ) -> Decision:
         """``decide(...)``, answered from the cache when an equal question was decided
         within the TTL against the same flag and experiment revisions."""
@@ -138,7 +138,7 @@ class DecisionCache:
         subject: str,
         attributes: Mapping[str, Any] | None = None,
         *,
-        new_id: Callable[[], str] = new_decision_id,
+        new_id: Callable[[], str] | None = None,
     ) -> list[Decision]:
         """``decide_all(...)`` through the cache, one entry per flag."""
         flags = snapshot.project_flags.get(project_id)
@@ -163,7 +163,7 @@ class DecisionCache:
         return decisions
 
     def _lookup(
-        self, key: tuple[str, str, Hashable], snapshot: Snapshot, new_id: Callable[[], str]
+        self, key: tuple[str, str, Hashable], snapshot: Snapshot, new_id: Callable[[], str] | None
     ) -> Decision | None:
         entry = self._entries.get(key)
         if entry is not None:
@@ -172,7 +172,7 @@ class DecisionCache:
                 self.hits += 1
                 return _replace(
                     entry[1],
-                    decision_id=new_id(),
+                    decision_id=new_decision_id() if new_id is None else new_id(),
                     decided_at=time.time(),
                     snapshot_version=snapshot.version,
                 )

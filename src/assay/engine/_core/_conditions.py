@@ -26,7 +26,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Final, TypeAlias, final
+from typing import Any, Final, TypeAlias, TypeVar, final
 
 __all__ = [
     "MISSING",
@@ -37,6 +37,7 @@ __all__ = [
     "OperatorFactory",
     "ValuePredicate",
     "compile_condition",
+    "describe",
     "is_array",
     "is_nullish",
     "is_operator_object",
@@ -46,6 +47,7 @@ __all__ = [
     "js_type",
     "json_equal",
     "mentions_saved_groups",
+    "shape_of",
 ]
 
 
@@ -337,12 +339,43 @@ def json_equal(a: Any, b: Any) -> bool:
 # --------------------------------------------------------------------------------------
 
 
+_SHAPE: Final = "__assay_shape__"
+
+_P = TypeVar("_P", bound=Callable[..., Any])
+
+
+def describe(predicate: _P, *shape: Any) -> _P:
+    """Attach to ``predicate`` the shape of what it computes, for the compiled decide path
+    (``_core/_plans.py``), and return it. The closure stays the reference: the compiled
+    path evaluates the shape only where it says so and calls the closure everywhere else.
+
+    Shapes: ``("all", preds)``, ``("any", preds)``, ``("not", pred)``, ``("true",)``,
+    ``("false",)``, ``("path", key, pred)`` (for a ``dict``: ``pred`` of the key's value,
+    else ``MISSING``), ``("is", obj)`` (identity), and for an exact, non-subclassed ``str``
+    value only: ``("str_in", set)``, ``("str_eq", text)``, ``("str_cmp", f, expected, op)``
+    (non-empty strings: ``f(value) op expected``, ``op`` one of ``< <= == != > >=``). A
+    predicate that describes itself must compute exactly that on those values.
+    """
+    setattr(predicate, _SHAPE, shape)
+    return predicate
+
+
+def shape_of(predicate: Callable[..., Any]) -> tuple[Any, ...] | None:
+    """The shape ``describe`` attached to ``predicate``, if any."""
+    shape: tuple[Any, ...] | None = getattr(predicate, _SHAPE, None)
+    return shape
+
+
 def _always_true(_: Any) -> bool:
     return True
 
 
 def _always_false(_: Any) -> bool:
     return False
+
+
+describe(_always_true, "true")
+describe(_always_false, "false")
 
 
 def _all_of(predicates: Sequence[Callable[[Any], bool]]) -> Callable[[Any], bool]:
@@ -358,7 +391,7 @@ def _all_of(predicates: Sequence[Callable[[Any], bool]]) -> Callable[[Any], bool
         def both(value: Any) -> bool:
             return p0(value) and p1(value)
 
-        return both
+        return describe(both, "all", (p0, p1))
     preds = tuple(predicates)
 
     def every(value: Any) -> bool:
@@ -368,7 +401,7 @@ def _all_of(predicates: Sequence[Callable[[Any], bool]]) -> Callable[[Any], bool
                 return False
         return True
 
-    return every
+    return describe(every, "all", preds)
 
 
 def _any_of(predicates: Sequence[Callable[[Any], bool]]) -> Callable[[Any], bool]:
@@ -384,14 +417,14 @@ def _any_of(predicates: Sequence[Callable[[Any], bool]]) -> Callable[[Any], bool
                 return True
         return False
 
-    return some
+    return describe(some, "any", preds)
 
 
 def _negate(predicate: Callable[[Any], bool]) -> Callable[[Any], bool]:
     def negated(value: Any) -> bool:
         return not predicate(value)
 
-    return negated
+    return describe(negated, "not", predicate)
 
 
 def _is_array_index(part: str, length: int) -> bool:
@@ -425,7 +458,7 @@ def _path_predicate(path: str, predicate: ValuePredicate) -> Callable[[Any], boo
                 return predicate(obj.get(key, MISSING))
             return predicate(_step(obj, key))
 
-        return single
+        return describe(single, "path", key, predicate)
 
     def dotted(obj: Any) -> bool:
         current = obj
@@ -679,7 +712,7 @@ def _string_equality(expected: str, case_insensitive: bool) -> ValuePredicate:
             return value == expected
         return js_string(value) == expected
 
-    return equals
+    return describe(equals, "str_eq", expected)
 
 
 _GROUP_MARKERS: Final = ('"$inGroup"', '"$notInGroup"', '"$savedGroup"')

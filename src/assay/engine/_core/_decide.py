@@ -72,6 +72,11 @@ under a version below ``min_bucket_version`` keeps the subject out
 carries in ``sticky_bucket`` the assignment to store. This is GrowthBook's sticky
 bucketing, including its use of the fallback attribute's document.
 
+**Two paths.** ``decide_python`` below is the reference; ``decide`` is the compiled path
+(``_native.c``, over the plans of ``_plans.py``) where the install built it, else that
+same function. The compiled path answers exactly as the Python one and hands it whatever
+it does not handle; see docs/design.md ("The compiled decide path").
+
 **Participation limit** ("how many concurrent running experiments one subject may be
 in"), made deterministic and stateless so every process agrees without shared state: the
 project's running, non-holdout experiments are ordered by (``started_at``, key). A subject
@@ -98,7 +103,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 import msgspec
 
 from assay.engine._core._bucketing import choose_variation, gb_hash, in_namespace
-from assay.engine._core._conditions import js_string, json_equal
+from assay.engine._core._compiled import native
+from assay.engine._core._conditions import MISSING, js_string, json_equal
 from assay.engine._core._snapshot import (
     CompiledExperiment,
     CompiledFilter,
@@ -114,7 +120,7 @@ from assay.engine._core._sticky import StickyAssignment, StickyDocs
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-__all__ = ["Decision", "Reason", "decide", "decide_all", "new_decision_id"]
+__all__ = ["Decision", "Reason", "decide", "decide_all", "decide_python", "new_decision_id"]
 
 
 class Reason(enum.StrEnum):
@@ -188,9 +194,16 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 def _id_source() -> Callable[[], str]:
+    prefix = os.urandom(8).hex()
+    if native is not None:
+        # The compiled path makes the ids (a third of the cost of the %-format), for both
+        # paths, so they share one counter.
+        native.reseed(prefix)
+        next_id: Callable[[], str] = native.next_id
+        return next_id
     # The ids as an iterator's __next__: a map of the %-format over a counter runs in C,
     # with no Python frame per id (it is a tenth of a decision's cost otherwise).
-    return map((os.urandom(8).hex() + "%08x").__mod__, itertools.count(1)).__next__
+    return map((prefix + "%08x").__mod__, itertools.count(1)).__next__
 
 
 _next_id = _id_source()
@@ -634,7 +647,7 @@ def _subject_attributes(subject: str, attributes: Mapping[str, Any] | None) -> M
     return merged
 
 
-def decide(
+def decide_python(
     snapshot: Snapshot,
     project_id: str,
     flag_key: str,
@@ -650,6 +663,10 @@ def decide(
     subject is the attribute ``id`` unless ``attributes`` has an ``id`` of its own, which
     is then used as given (a numeric id stays a number). ``sticky``: the subject's sticky
     bucket documents (none: an empty set).
+
+    This is the pure-Python path, the reference; ``decide`` is the compiled one where it
+    was built (``_compiled``), which gives the same answers and hands this function every
+    case it does not handle.
     """
     flags = snapshot.project_flags.get(project_id)
     cf = None if flags is None else flags.get(flag_key)
@@ -700,6 +717,18 @@ def decide(
     return decision
 
 
+def _finish_sticky(
+    decision: Decision,
+    snapshot: Snapshot,
+    project_id: str,
+    attrs: Mapping[str, Any],
+    docs: StickyDocs,
+) -> Decision:
+    """The compiled path's end of a decision in a sticky project, as ``decide_python``'s."""
+    write = _sticky_write(snapshot, project_id, decision.experiment, attrs, docs, decision.variant)
+    return decision if write is None else msgspec.structs.replace(decision, sticky_bucket=write)
+
+
 def _sticky_write(
     snapshot: Snapshot,
     project_id: str,
@@ -734,9 +763,15 @@ def decide_all(
     decisions: list[Decision] = []
     docs = _NO_DOCS if sticky is None else sticky
     any_sticky = project_id in snapshot.sticky_projects
+    plans = snapshot.native_plans
+    project_plans: Mapping[str, Any] = {}
+    if plans is not None and native is not None:
+        project_plans = plans[2].get(project_id, project_plans)
     for cf in flags.values():
-        value, variant, rule, reason, experiment, experiment_reason, in_experiment, hv = _evaluate(
-            cf, attrs, docs
+        plan = project_plans.get(cf.key)
+        outcome = None if plan is None else native_evaluate(plan, attrs, docs)
+        value, variant, rule, reason, experiment, experiment_reason, in_experiment, hv = (
+            _evaluate(cf, attrs, docs) if outcome is None else outcome
         )
         decision = Decision(
             decision_id=next_id(),
@@ -761,3 +796,68 @@ def decide_all(
                 decision = msgspec.structs.replace(decision, sticky_bucket=write)
         decisions.append(decision)
     return decisions
+
+
+# --------------------------------------------------------------------------------------
+# The compiled path, where it was built.
+# --------------------------------------------------------------------------------------
+
+_DECISION_FIELDS: Final = (
+    "decision_id",
+    "project_id",
+    "flag",
+    "subject",
+    "value",
+    "variant",
+    "rule",
+    "reason",
+    "experiment",
+    "experiment_reason",
+    "in_experiment",
+    "hash_value",
+    "flag_revision",
+    "snapshot_version",
+    "decided_at",
+)
+"""The keywords _native.c passes to Decision, in its order."""
+
+_REASONS: Final = (
+    _FLAG_NOT_FOUND,
+    _FLAG_OFF,
+    _PREREQUISITE_FAILED,
+    _FORCED,
+    _ROLLOUT,
+    _NO_ACTIVE_EXPERIMENT,
+    _EXPERIMENT_NOT_RUNNING,
+    _TARGETING_MISMATCH,
+    _PARTICIPATION_LIMIT,
+    _LAYER_CONFLICT,
+    _OUTSIDE_TRAFFIC_ALLOCATION,
+    _NO_VARIANTS,
+    _EXPERIMENT_ASSIGNED,
+    _ROLLED_BACK,
+    _DEFAULT,
+    _FORCED_VARIATION,
+    _PASSTHROUGH,
+    _PREREQUISITE_GATE,
+    _PREREQUISITE_CYCLE,
+    _STICKY_BUCKET,
+    _STICKY_BUCKET_BLOCKED,
+)
+"""The reasons in the order of _native.c's reason indices."""
+
+
+def _no_native(plan: tuple[Any, ...], attrs: Mapping[str, Any], docs: StickyDocs) -> None:
+    return None
+
+
+decide = decide_python
+native_evaluate: Callable[[tuple[Any, ...], Mapping[str, Any], StickyDocs], _Outcome | None] = (
+    _no_native
+)
+if native is not None:
+    native.configure(
+        decide_python, _hashable, _finish_sticky, Decision, MISSING, _REASONS, _DECISION_FIELDS
+    )
+    decide = native.decide
+    native_evaluate = native.evaluate

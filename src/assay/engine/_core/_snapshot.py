@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, final
 
 from assay.engine._core._bucketing import get_bucket_ranges
+from assay.engine._core._compiled import native
 from assay.engine._core._conditions import AttributesPredicate, ConditionCompiler
 from assay.engine._core._segments import saved_groups, segment_references, segments_version
 from assay.engine._core._sticky import sticky_bucket_key
@@ -303,6 +304,9 @@ class Snapshot:
     sticky_projects: frozenset[str] = frozenset()
     """Projects with a sticky-bucketing experiment (decide looks for assignments to store
     only there)."""
+    native_plans: tuple[Any, ...] | None = None
+    """The flags' plans for the compiled decide path (``_plans.Plans``); None when it is
+    not built."""
 
     def flag(self, project_id: str, key: str) -> CompiledFlag | None:
         """The compiled flag, or None."""
@@ -689,20 +693,30 @@ def compile_snapshot(state: ConfigSource, version: int, compiler: ConditionCompi
     c = _Compiler(compiler, segments)
     experiments = _compile_experiments(c, state.experiments)
     per_project = _compile_flags(c, state.flags, experiments)
+    project_flags = _frozen((pid, MappingProxyType(fs)) for pid, fs in per_project.items())
+    sticky_projects = frozenset(e.project_id for e in state.experiments if e.sticky_bucketing)
+    project_ids = _frozen((p.key, p.id) for p in state.projects)
+    plans = None
+    if native is not None:
+        # Imported here: _plans reads this module's compiled types.
+        from assay.engine._core._plans import build_plans
+
+        plans = build_plans(version, project_flags, sticky_projects, project_ids)
 
     return Snapshot(
         version=version,
         projects=_frozen((p.id, p) for p in state.projects),
-        project_ids=_frozen((p.key, p.id) for p in state.projects),
+        project_ids=project_ids,
         flags=_frozen(((f.project_id, f.key), f) for f in state.flags),
         experiments=_frozen(((e.project_id, e.key), e) for e in state.experiments),
         layers=_frozen(((x.project_id, x.key), x) for x in state.layers),
         metrics=_frozen(((m.project_id, m.key), m) for m in state.metrics),
         segments=_frozen(((x.project_id, x.key), x) for x in segments),
-        project_flags=_frozen((pid, MappingProxyType(fs)) for pid, fs in per_project.items()),
+        project_flags=project_flags,
         compiled_experiments=MappingProxyType(experiments),
         errors=tuple(c.errors),
-        sticky_projects=frozenset(e.project_id for e in state.experiments if e.sticky_bucketing),
+        sticky_projects=sticky_projects,
+        native_plans=plans,
     )
 
 

@@ -15,6 +15,7 @@ from assay.adapters.http.routes import (
     probes,
     projects,
     reports,
+    sdk_connections,
     timeseries,
 )
 
@@ -23,6 +24,7 @@ ROUTES: tuple[Route, ...] = (
     *objects.ROUTES,
     *lifecycle.ROUTES,
     *keys.ROUTES,
+    *sdk_connections.ROUTES,
     *audit.ROUTES,
     *decisions.ROUTES,
     *events.ROUTES,

@@ -46,6 +46,10 @@ ORDER = [
     "recordEvents",
     "recordExposures",
     "recordConversions",
+    "createSdkConnection",
+    "updateSdkConnection",
+    "evalSdkPayload",
+    "recordSdkExposures",
     "checkGuardrails",
     "pauseExperiment",
     "resumeExperiment",
@@ -59,8 +63,6 @@ ORDER = [
     "deleteSegment",
     "createKey",
     "revokeKey",
-    "createSdkConnection",
-    "updateSdkConnection",
     "revokeSdkConnection",
     "archiveProject",
     "restoreProject",
@@ -151,7 +153,10 @@ async def test_the_server_accepts_every_example_in_order(world, admin) -> None:
             await _prepare(service)
         path = route.path
         for name in route.path_params:
-            value = answers[ID_FROM[op]]["id"] if name == "id" else OVERRIDES.get(op)
+            if name == "client_key":
+                value = answers["createSdkConnection"]["client_key"]
+            else:
+                value = answers[ID_FROM[op]]["id"] if name == "id" else OVERRIDES.get(op)
             path = path.replace(f"{{{name}}}", value or PATH_KEYS[route.path.split("/")[3]])
         if any(q.name == "project" for q in route.query):
             path += "?project=shop"

@@ -1,5 +1,6 @@
 """The route table: every route the HTTP API serves, in the order the docs list them."""
 
+from assay.adapters.growthbook import routes as growthbook
 from assay.adapters.http._routing import Route
 from assay.adapters.http.routes import (
     audit,
@@ -25,6 +26,7 @@ ROUTES: tuple[Route, ...] = (
     *lifecycle.ROUTES,
     *keys.ROUTES,
     *sdk_connections.ROUTES,
+    *growthbook.ROUTES,
     *audit.ROUTES,
     *decisions.ROUTES,
     *events.ROUTES,

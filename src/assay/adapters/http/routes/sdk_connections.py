@@ -104,7 +104,7 @@ ROUTES = (
         "Send `If-Match: <revision>` to refuse the change if someone changed it first.",
         tag=TAG,
         query=(PROJECT,),
-        body=PatchBody(SdkConnectionSpec, example={"allow_exposures": False}),
+        body=PatchBody(SdkConnectionSpec, example={"name": "web shop"}),
         if_match=True,
         response=SdkConnection,
     ),

@@ -87,9 +87,7 @@ __all__ = [
 ]
 
 Format: TypeAlias = Literal["json", "toml"]
-KindName: TypeAlias = Literal[
-    "layer", "metric", "segment", "experiment", "flag", "sdk_connection"
-]
+KindName: TypeAlias = Literal["layer", "metric", "segment", "experiment", "flag", "sdk_connection"]
 Action: TypeAlias = Literal["created", "updated", "unchanged"]
 Scoped: TypeAlias = Flag | Experiment | Layer | Metric | Segment
 Spec: TypeAlias = FlagSpec | ExperimentSpec | LayerSpec | MetricSpec | SegmentSpec
@@ -227,9 +225,7 @@ _SPEC_TYPES: dict[KindName, type[Spec]] = {
 # Parsing.
 # --------------------------------------------------------------------------------------
 
-_PATH = re.compile(
-    r"at `\$\.(layers|metrics|segments|experiments|flags|sdk_connections)\[(\d+)\]"
-)
+_PATH = re.compile(r"at `\$\.(layers|metrics|segments|experiments|flags|sdk_connections)\[(\d+)\]")
 
 
 def parse_definitions(data: bytes | str, fmt: Format) -> Definitions:
@@ -755,9 +751,8 @@ async def _plan_connections(
         if current is None:
             out.append((spec, None, "created", list(SdkConnectionSpec.__struct_fields__)))
             continue
-        fields = [
-            f for f in SdkConnectionSpec.__struct_fields__ if getattr(spec, f) != getattr(current, f)
-        ]
+        names = SdkConnectionSpec.__struct_fields__
+        fields = [f for f in names if getattr(spec, f) != getattr(current, f)]
         out.append((spec, current, "updated" if fields else "unchanged", fields))
     return out
 

@@ -492,7 +492,8 @@ def print_table(result: dict[str, Any]) -> None:
 
     print(
         "By server CPU per request: /api/features over raw "
-        f"{fmt(http['features_over_raw_by_cpu'])}, 304 over raw {fmt(http['not_modified_over_raw_by_cpu'])}, "
+        f"{fmt(http['features_over_raw_by_cpu'])}, "
+        f"304 over raw {fmt(http['not_modified_over_raw_by_cpu'])}, "
         f"/api/eval over /decide {fmt(http['eval_over_decide_by_cpu'])}"
     )
     print("SSE (GET /sub/{clientKey}): not measured here yet (streaming branch).")

@@ -263,8 +263,9 @@ async def verify(assay_server: ServerProcess, users: list[dict[str, Any]]) -> No
                     assay_server.secret,
                 )
             )
-            if status != 200 or json.loads(decided)["value"] != (
-                features[DECIDE_FLAG]["defaultValue"]
+            if (
+                status != 200
+                or json.loads(decided)["value"] != (features[DECIDE_FLAG]["defaultValue"])
             ):
                 raise SystemExit(f"/api/eval and /decide disagree for {user}")
     finally:

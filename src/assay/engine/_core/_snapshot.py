@@ -47,6 +47,7 @@ from assay.engine._model import (
     ParentCondition,
     Project,
     RolloutRule,
+    SdkConnection,
     Segment,
 )
 
@@ -307,6 +308,8 @@ class Snapshot:
     native_plans: tuple[Any, ...] | None = None
     """The flags' plans for the compiled decide path (``_plans.Plans``); None when it is
     not built."""
+    sdk_connections: Mapping[str, SdkConnection] = field(default_factory=lambda: _frozen(()))
+    """Active SDK connections by client key: what GrowthBook's SDK protocol routes read."""
 
     def flag(self, project_id: str, key: str) -> CompiledFlag | None:
         """The compiled flag, or None."""
@@ -717,6 +720,9 @@ def compile_snapshot(state: ConfigSource, version: int, compiler: ConditionCompi
         errors=tuple(c.errors),
         sticky_projects=sticky_projects,
         native_plans=plans,
+        sdk_connections=_frozen(
+            (c.client_key, c) for c in getattr(state, "sdk_connections", ()) if c.active
+        ),
     )
 
 

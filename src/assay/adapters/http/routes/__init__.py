@@ -15,6 +15,8 @@ from assay.adapters.http.routes import (
     probes,
     projects,
     reports,
+    sdk_connections,
+    sdk_protocol,
     timeseries,
 )
 
@@ -23,6 +25,8 @@ ROUTES: tuple[Route, ...] = (
     *objects.ROUTES,
     *lifecycle.ROUTES,
     *keys.ROUTES,
+    *sdk_connections.ROUTES,
+    *sdk_protocol.ROUTES,
     *audit.ROUTES,
     *decisions.ROUTES,
     *events.ROUTES,

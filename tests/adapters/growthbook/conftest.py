@@ -64,8 +64,12 @@ class GrowthBookJs:
         """For each subject's attributes and each flag, what the SDK evaluates locally:
         ``value``, ``source``, ``in_experiment``, ``experiment`` and ``variant`` (keys, or
         None outside an experiment)."""
-        subjects_in = [{"attributes": attributes} for attributes in subjects]
-        out = self.run("evaluate.mjs", {"payload": payload, "flags": flags, "subjects": subjects_in})
+        batch = {
+            "payload": payload,
+            "flags": flags,
+            "subjects": [{"attributes": attributes} for attributes in subjects],
+        }
+        out = self.run("evaluate.mjs", batch)
         results: list[list[dict[str, Any]]] = out["results"]
         return results
 

@@ -1,0 +1,41 @@
+// GrowthBook's JavaScript SDK evaluating a payload for many subjects, with assay's tracking
+// callback (the module shipped in the Python package) reporting the exposures.
+//
+// stdin: {"module": path of assay-tracking.mjs, "options": {url, headers, batchSize, ...},
+//         "payload", "flag", "subjects": [attributes...], "views": n,
+//         "lose_answers": n (the first n answers are lost after the server handled the request),
+//         "fail_first": n (the first n requests fail before reaching the server),
+//         "ids": [[experiment, variant, subject], ...] (event ids to compute)}
+// stdout: {"stats", "values": [value per subject], "ids": [...]}
+import { pathToFileURL } from "node:url";
+import { GrowthBookClient } from "@growthbook/growthbook";
+
+const chunks = [];
+for await (const chunk of process.stdin) chunks.push(chunk);
+const input = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+const { assayTracking, exposureEventId } = await import(pathToFileURL(input.module).href);
+
+let requests = 0;
+async function unreliableFetch(url, init) {
+  requests += 1;
+  if (requests <= (input.fail_first ?? 0)) throw new TypeError("fetch failed (test)");
+  const response = await fetch(url, init);
+  if (requests <= (input.fail_first ?? 0) + (input.lose_answers ?? 0)) throw new TypeError("answer lost (test)");
+  return response;
+}
+
+const tracker = assayTracking({ ...input.options, backoff: 10, fetch: unreliableFetch });
+const client = new GrowthBookClient({ trackingCallback: tracker.trackingCallback });
+client.initSync({ payload: input.payload, streaming: false });
+
+const values = [];
+for (let view = 0; view < (input.views ?? 1); view++) {
+  for (const [i, attributes] of input.subjects.entries()) {
+    // A fresh user context per view: the SDK would otherwise skip the repeated view itself.
+    const value = client.evalFeature(input.flag, { attributes }).value;
+    if (view === 0) values[i] = value;
+  }
+}
+await tracker.close();
+const ids = await Promise.all((input.ids ?? []).map(([e, v, s]) => exposureEventId(e, v, s)));
+process.stdout.write(JSON.stringify({ stats: tracker.stats, values, ids, requests }));

@@ -1,9 +1,51 @@
-"""GrowthBook's formats and SDKs: what assay speaks to them.
+"""GrowthBook's formats, both ways: everything assay reads from or writes for GrowthBook.
 
-- ``tracking``: ``ExposureTracker``, the tracking callback for GrowthBook's Python SDK that
-  sends exposures to assay (batched, retried, de-duplicated by event id).
-- ``js/assay-tracking.mjs``: the same for GrowthBook's JavaScript SDK, shipped as package
-  data.
+assay assigns exactly as GrowthBook's SDKs do, so the two can exchange configuration:
 
-See docs/sdk-tracking.md.
+- **Import** (``convert_growthbook``, ``import_growthbook``, ``parse_growthbook_payload``):
+  a GrowthBook SDK features payload becomes assay definitions (flags, experiments, layers,
+  segments) that decide what the SDK decides for every subject. ``assay import growthbook``
+  is its command. Modules ``_import`` (the conversion), ``_values`` (reading payload values
+  as the SDK reads them) and ``_segments`` (saved groups as segments, or inlined).
+- **Export** (``sdk_payload``, ``payload_document``, ``SdkPayload``): a project of the
+  engine's compiled snapshot as the payload GrowthBook SDKs download
+  (``GET /api/features/{clientKey}``), so that any GrowthBook SDK evaluates locally what
+  ``engine.decide`` answers. What the payload cannot express exactly is left out and named
+  in ``SdkPayload.remote_only`` with a reason code (module ``payload``, docs/growthbook.md).
+- **Exposures from SDKs** (module ``tracking``): ``ExposureTracker``, the tracking callback
+  for GrowthBook's Python SDK, and ``js/assay-tracking.mjs`` (package data), the same for
+  its JavaScript SDK: exposures sent to assay batched, retried and de-duplicated by a
+  deterministic event id (docs/sdk-tracking.md).
+
+The engine keeps only assay's own model: its condition language and its segments are
+GrowthBook's saved groups by design (``assay.engine._core``), which is why this package
+translates rather than re-implements. The engine never imports this package.
 """
+
+from assay.adapters.growthbook._import import (
+    GrowthBookImport,
+    ImportWarning,
+    convert_growthbook,
+    import_growthbook,
+    parse_growthbook_payload,
+)
+from assay.adapters.growthbook.payload import (
+    REMOTE_ONLY_REASONS,
+    SdkPayload,
+    build_payload,
+    payload_document,
+    sdk_payload,
+)
+
+__all__ = [
+    "REMOTE_ONLY_REASONS",
+    "GrowthBookImport",
+    "ImportWarning",
+    "SdkPayload",
+    "build_payload",
+    "convert_growthbook",
+    "import_growthbook",
+    "parse_growthbook_payload",
+    "payload_document",
+    "sdk_payload",
+]

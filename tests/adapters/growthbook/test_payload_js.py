@@ -479,4 +479,4 @@ async def test_the_javascript_sdk_decides_what_decide_answers(
 async def test_the_javascript_sdk_decides_what_decide_answers_many(
     engine: Engine, growthbook_js: GrowthBookJs
 ) -> None:
-    await check_projects(engine, growthbook_js, range(100, 110), flags=40, people=10_000)
+    await check_projects(engine, growthbook_js, range(100, 105), flags=30, people=10_000)

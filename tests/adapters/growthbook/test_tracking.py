@@ -1,8 +1,9 @@
 """The tracking callbacks for GrowthBook's SDKs, end to end and alone.
 
-End to end: GrowthBook's Python SDK and its JavaScript SDK (run with Node) evaluate a
-payload for an assay experiment, each subject viewing it more than once, with assay's
-callback reporting to a real server (hypercorn on an engine on PostgreSQL); some requests
+End to end: GrowthBook's Python SDK and its JavaScript SDK (run with Node) evaluate the
+payload assay exports for an experiment (``sdk_payload``), each subject viewing it more
+than once, with assay's callback reporting to a real server (hypercorn on an engine on
+PostgreSQL); some requests
 fail before reaching the server and some answers are lost after it handled them, so
 batches are retried. The experiment's ingestion summary then counts exactly the subjects
 that were evaluated, each in the variant the engine decides for it.
@@ -27,6 +28,7 @@ import trio
 from growthbook import GrowthBook
 
 import assay
+from assay.adapters.growthbook import payload_document, sdk_payload
 from assay.adapters.growthbook.tracking import ExposureTracker, exposure_event_id
 from assay.adapters.http import serve
 from assay.engine import (
@@ -80,27 +82,11 @@ async def populate(engine: Engine) -> None:
     await engine.refresh()
 
 
-def payload() -> dict[str, Any]:
-    """The experiment as a GrowthBook payload carries it."""
-    return {
-        "features": {
-            FLAG: {
-                "defaultValue": "blue",
-                "rules": [
-                    {
-                        "key": EXPERIMENT,
-                        "seed": EXPERIMENT,
-                        "hashAttribute": "id",
-                        "hashVersion": 2,
-                        "coverage": 0.8,
-                        "variations": ["blue", "green", "red"],
-                        "weights": [0.25, 0.25, 0.5],
-                        "meta": [{"key": "control"}, {"key": "green"}, {"key": "red"}],
-                    }
-                ],
-            }
-        }
-    }
+def payload(engine: Engine) -> dict[str, Any]:
+    """The project's GrowthBook payload, as ``GET /api/features/{clientKey}`` serves it."""
+    document = payload_document(sdk_payload(engine, P))
+    assert FLAG in document["features"]
+    return document
 
 
 @pytest.fixture
@@ -160,7 +146,7 @@ async def test_python_sdk_exposures_reach_the_report_once_each(engine: Engine) -
     subjects = [f"py-{i}" for i in range(400)]
     async with trio.open_nursery() as nursery:
         port = await nursery.start(partial(serve, engine, host="127.0.0.1", port=0))
-        features = payload()["features"]
+        features = payload(engine)["features"]
         transport = LosesAnswers(fail=1, lose=2)
         tracker = ExposureTracker(
             f"http://127.0.0.1:{port}",
@@ -207,7 +193,7 @@ async def test_python_sdk_exposures_reach_the_report_once_each(engine: Engine) -
         # Another process (or a restart) reports the same views: stored once still.
         again = ExposureTracker(f"http://127.0.0.1:{port}", api_key=secret, project=P)
         for subject in subjects[:100]:
-            features = payload()["features"]
+            features = payload(engine)["features"]
             gb = GrowthBook(
                 attributes={"id": subject}, features=features, on_experiment_viewed=again
             )
@@ -235,7 +221,7 @@ async def test_javascript_sdk_exposures_reach_the_report_once_each(
                 "headers": {"Authorization": f"Bearer {secret}"},
                 "batchSize": 100,
             },
-            "payload": payload(),
+            "payload": payload(engine),
             "flag": FLAG,
             "subjects": [{"id": s} for s in subjects],
             "views": 3,

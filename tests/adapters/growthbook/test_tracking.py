@@ -422,3 +422,37 @@ def test_the_subject_is_the_id_attribute_else_the_hashed_value(make_tracker: Any
     assert tracker.flush(timeout=10)
     assert [e["subject"] for e in recorder.batches[0]] == ["123", "d2"]
     assert tracker.stats.dropped == 1
+
+
+# --- the JavaScript tracker alone -----------------------------------------------------
+
+
+def test_javascript_tracker_batches_retries_bounds_and_beacons(growthbook_js: GrowthBookJs) -> None:
+    out = growthbook_js.run("tracking-cases.mjs", {"module": str(MODULE)})
+
+    def sizes(case: str) -> list[int]:
+        return [len(r["events"]) for r in out[case]["requests"]]
+
+    batches = out["batches"]
+    assert sorted(sizes("batches")) == [6, 10, 10]
+    assert {r["url"] for r in batches["requests"]} == {"http://assay.test/api/events/sdk-k%2F1"}
+    first = batches["requests"][0]["events"][0]
+    assert first["event_id"] == exposure_event_id("e", "a", first["subject"])
+    assert (batches["stats"]["queued"], batches["stats"]["repeated"]) == (26, 25)
+    # 503, 429 and 500 are retried (Retry-After: 0 honoured), then recorded once.
+    assert sizes("retried") == [1, 1, 1, 1]
+    assert (out["retried"]["stats"]["retries"], out["retried"]["stats"]["recorded"]) == (3, 1)
+    # A 404 (a revoked client key) is final; 503 stops after maxAttempts.
+    assert (sizes("final"), out["final"]["stats"]["failed"]) == ([1], 1)
+    assert (sizes("exhausted"), out["exhausted"]["stats"]["failed"]) == ([1, 1, 1], 1)
+    assert (sizes("bounded"), out["bounded"]["stats"]["dropped"]) == ([5], 3)
+    # A hidden page sends what is queued with a beacon, not a request.
+    hidden = out["hidden"]
+    assert hidden["requests"] == []
+    (beacon,) = hidden["beacons"]
+    assert beacon["type"] == "application/json"
+    assert [e["subject"] for e in beacon["events"]] == ["u0", "u1", "u2"]
+    # A refused beacon falls back to a (keepalive) request.
+    refused = out["hidden, beacon refused"]
+    assert len(refused["beacons"]) == 1
+    assert [e["subject"] for r in refused["requests"] for e in r["events"]] == ["u1"]

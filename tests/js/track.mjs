@@ -7,8 +7,12 @@
 //         "fail_first": n (the first n requests fail before reaching the server),
 //         "ids": [[experiment, variant, subject], ...] (event ids to compute)}
 // stdout: {"stats", "values": [value per subject], "ids": [...]}
+import { webcrypto } from "node:crypto";
 import { pathToFileURL } from "node:url";
 import { GrowthBookClient } from "@growthbook/growthbook";
+
+// Browsers and Node 19+ have Web Crypto as a global; Node 18 (Debian 12's) only behind a flag.
+globalThis.crypto ??= webcrypto;
 
 const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);

@@ -2,7 +2,11 @@
 //
 // stdin: {"module": path of assay-tracking.mjs}
 // stdout: {case name: {"requests": [{"url", "headers", "events"}], "beacons": [...], "stats"}}
+import { webcrypto } from "node:crypto";
 import { pathToFileURL } from "node:url";
+
+// Browsers and Node 19+ have Web Crypto as a global; Node 18 (Debian 12's) only behind a flag.
+globalThis.crypto ??= webcrypto;
 
 const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);

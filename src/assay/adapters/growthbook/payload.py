@@ -65,6 +65,8 @@ Reason codes (``remote_only``):
   the experiment for that subject and goes on; a ``force`` rule cannot go on).
 - ``namespace_with_filters``: an experiment with both a layer and filters that hashes with
   a fallback attribute or is sticky (written as a filter, the layer would not be exact).
+- ``sticky_passthrough``: a sticky experiment has a passthrough variant (the SDKs store a
+  passthrough assignment, assay stores only the assignment that decided the flag).
 - ``null_value``: a ``force``, rollout, rolled-back or forced-variation value is null
   (GrowthBook's SDKs skip ``force: null`` and go on to the next rule).
 - ``prerequisite_value``: a flag prerequisite expects null, an array or an object (the
@@ -121,6 +123,7 @@ REMOTE_ONLY_REASONS: dict[str, str] = {
     "forced_passthrough": "A forced variation names a passthrough variant.",
     "namespace_with_filters": "An experiment with a layer and filters that is sticky or "
     "hashes with a fallback attribute.",
+    "sticky_passthrough": "A sticky experiment has a passthrough variant.",
     "null_value": "A forced, rollout, rolled-back or forced-variation value is null, which "
     "the SDKs skip.",
     "prerequisite_value": "A flag prerequisite expects null, an array or an object.",
@@ -261,6 +264,8 @@ def _parents(parents: Sequence[ParentCondition]) -> list[dict[str, Any]]:
 def _rollout_coverage(coverage: float, hash_version: int) -> float:
     """GrowthBook's coverage (``n < c``) including exactly the hashes assay's (``n <=
     coverage``) includes: half a step above the last one included."""
+    if coverage <= 0:
+        return 0.0  # assay includes no one, not even hash 0
     if coverage >= 1:
         return 1.0
     steps = 1000 if hash_version == 1 else 10000
@@ -271,6 +276,11 @@ def _rollout_coverage(coverage: float, hash_version: int) -> float:
     while (k + 1) / steps <= coverage:
         k += 1
     return min(1.0, (k + 0.5) / steps)
+
+
+def _derived_id(base: dict[str, Any], suffix: str) -> dict[str, Any]:
+    """The id of a rule written for a part of ``base`` (still a valid assay key)."""
+    return {"id": f"{base['id'][: 127 - len(suffix)]}.{suffix}"} if "id" in base else {}
 
 
 def _force(value: Any) -> Any:
@@ -360,14 +370,13 @@ class _Exporter:
                 raise _Remote("prerequisite_value")
             if parent in self.near_cycle:
                 raise _Remote("prerequisite_cycle")
-            rule_id = f"prerequisite:{parent}"
             if cf.default_value is None:
                 # The SDKs skip ``force: null``; a gate ends the flag with null instead.
                 pc = {"id": parent, "condition": {"value": {"$eq": expected}}, "gate": True}
-                rules.append({"id": rule_id, "parentConditions": [pc]})
+                rules.append({"parentConditions": [pc]})
             else:
                 pc = {"id": parent, "condition": {"value": {"$not": {"$eq": expected}}}}
-                rules.append({"id": rule_id, "parentConditions": [pc], "force": cf.default_value})
+                rules.append({"parentConditions": [pc], "force": cf.default_value})
         for rule, compiled in zip(cf.flag.rules, cf.rules, strict=True):
             rules.extend(self._rule(cf, rule, compiled))
         if rules:
@@ -392,7 +401,8 @@ class _Exporter:
 
     def _rule(self, cf: CompiledFlag, rule: Any, compiled: Any) -> list[dict[str, Any]]:
         parents = _parents(rule.parent_conditions)
-        base: dict[str, Any] = {"id": compiled.rule_id}
+        # The rule's own id only: the SDKs report it as the result's ``ruleId``.
+        base: dict[str, Any] = {} if rule.id is None else {"id": rule.id}
         if parents:
             base["parentConditions"] = parents
         if isinstance(rule, ForceRule):
@@ -451,6 +461,8 @@ class _Exporter:
             raise _Remote("participation_limit")
         if e.fallback_attribute is not None and not e.sticky:
             raise _Remote("fallback_attribute")
+        if e.sticky and any(e.passthrough):
+            raise _Remote("sticky_passthrough")
         for prior in e.prior:
             if prior.key in self.broken_experiments:
                 raise _Remote("compile_error")
@@ -530,7 +542,7 @@ class _Exporter:
                 rules.append(
                     {
                         **base,
-                        "id": f"{base['id']}:forced:{e.variant_keys[index]}",
+                        **_derived_id(base, f"forced-{e.variant_keys[index]}"),
                         "condition": tests[0] if len(tests) == 1 else {"$or": tests},
                         "force": _force(e.variant_values[index]),
                     }
@@ -552,7 +564,7 @@ class _Exporter:
         condition = (
             conditions[0] if len(conditions) == 1 else {"$and": conditions} if conditions else None
         )
-        rule = {**base, "id": f"{base['id']}:holdout", **self._experiment(h, condition)}
+        rule = {**base, **_derived_id(base, "holdout"), **self._experiment(h, condition)}
         rule["variations"] = [cf.default_value, *h.variant_values[1:]]
         for m in rule["meta"][1:]:
             m["passthrough"] = True

@@ -21,6 +21,7 @@ class Resource(enum.StrEnum):
     LAYER = "layer"
     METRIC = "metric"
     SEGMENT = "segment"
+    SDK_CONNECTION = "sdk_connection"
     KEY = "key"
     AUDIT = "audit"
     REPORT = "report"
@@ -42,6 +43,7 @@ _CONFIG = (
     Resource.LAYER,
     Resource.METRIC,
     Resource.SEGMENT,
+    Resource.SDK_CONNECTION,
 )
 
 PERMISSIONS: Final[dict[Role, frozenset[tuple[Resource, Action]]]] = {

@@ -34,10 +34,12 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
     # 401, 403: who is asking.
     "unauthenticated": ErrorCode(401, "No API key, a malformed header, or an unknown or revoked key."),
     "forbidden": ErrorCode(403, "The key may read this but not change it."),
+    "exposures_not_allowed": ErrorCode(403, "The SDK connection does not accept exposures (`allow_exposures` is off)."),
     "csrf_failed": ErrorCode(403, "A console form did not come from this session (or the session expired)."),
     # 404: nothing there (or nothing this key may see).
     "not_found": ErrorCode(404, "No such object, or the key may not read it."),
     "project_not_found": ErrorCode(404, "No such project, or the key may not read it."),
+    "client_key_not_found": ErrorCode(404, "No active SDK connection has this client key (unknown, revoked or malformed: the answer is the same)."),
     "route_not_found": ErrorCode(404, "No route has this path."),
     "decision_expired": ErrorCode(404, "The decision record is past its retention and was deleted (docs/retention.md)."),
     # 405, 408, 413: the HTTP layer.
@@ -58,6 +60,7 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
     "in_use": ErrorCode(409, "Another object refers to this one; remove the reference first."),
     "bucket_version_decreased": ErrorCode(409, "A sticky experiment's bucket_version or min_bucket_version may only go up."),
     "project_archived": ErrorCode(409, "The project is archived and refuses writes."),
+    "connection_revoked": ErrorCode(409, "The SDK connection is revoked and cannot change."),
     # 422: the request was read, and is invalid.
     "validation_failed": ErrorCode(422, "The input is invalid."),
     "invalid_body": ErrorCode(422, "The body does not match the schema (`details.path` points at the value)."),

@@ -427,6 +427,49 @@ class ApiKey(Struct, frozen=True, kw_only=True):
         return self.revoked_at is None
 
 
+# --- SDK connections ------------------------------------------------------------------
+
+
+EvaluationMode = Literal["local", "remote"]
+
+
+class SdkConnectionSpec(Struct, frozen=True, kw_only=True):
+    """What a person chooses about an SDK connection (GrowthBook's SDK protocol,
+    docs/sdk.md). ``name`` identifies it among the project's active connections (a
+    definitions file refers to it by name)."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "default"
+    encrypt: bool = False
+    """Serve the payload encrypted (GrowthBook's AES-CBC) with the connection's
+    ``decryption_key``."""
+    evaluation: EvaluationMode = "local"
+    """``local``: SDKs download the payload and decide themselves; ``remote``: they post
+    attributes to ``/api/eval/{clientKey}`` and get the evaluated flags back."""
+    allow_exposures: bool = False
+    """Accept exposures sent with the client key to ``/api/events/{clientKey}``."""
+
+
+class SdkConnection(SdkConnectionSpec, frozen=True, kw_only=True):
+    """A connection as stored. The client key is public (it ships in web pages and apps):
+    it reads this connection's payload and, when allowed, sends exposures; nothing else."""
+
+    id: str
+    project_id: str
+    client_key: str
+    decryption_key: str | None = None
+    """Base64 of a random 128-bit AES key while ``encrypt`` is on (what GrowthBook's SDKs
+    take as ``decryptionKey``)."""
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+    created_by: str | None = None
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
 class AuditEntry(Struct, frozen=True, kw_only=True):
     id: int = 0
     project_id: str | None

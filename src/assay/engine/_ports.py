@@ -33,6 +33,7 @@ from assay.engine._model import (
     Layer,
     Metric,
     Project,
+    SdkConnection,
     Segment,
 )
 from assay.engine._planned_verdict import PlannedLook
@@ -59,6 +60,8 @@ class ConfigState(msgspec.Struct, frozen=True, kw_only=True):
     layers: Sequence[Layer]
     metrics: Sequence[Metric]
     segments: Sequence[Segment] = ()
+    sdk_connections: Sequence[SdkConnection] = ()
+    """Active SDK connections only."""
 
 
 class StoreTransaction(Protocol):
@@ -118,6 +121,25 @@ class StoreTransaction(Protocol):
         ...
 
     async def count_keys(self) -> int: ...
+
+    # SDK connections: a change to one is a configuration change (its snapshot carries the
+    # active ones), so it is announced to every process like one.
+
+    async def insert_connection(self, connection: SdkConnection) -> None:
+        """Raises ``Conflict`` (``already_exists``) on a taken id or client key."""
+        ...
+
+    async def update_connection(
+        self, connection: SdkConnection, *, expected_revision: int
+    ) -> None: ...
+
+    async def get_connection(self, connection_id: str) -> SdkConnection | None: ...
+
+    async def list_connections(
+        self, project_id: str, *, after: str | None, limit: int
+    ) -> builtins.list[SdkConnection]:
+        """A project's connections (revoked ones too) ordered by id, ids after ``after``."""
+        ...
 
 
 class Store(Protocol):

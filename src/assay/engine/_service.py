@@ -1,11 +1,12 @@
 """Configuration service: every change to projects, flags, experiments, layers, metrics,
-segments and keys goes through here, so validation, access control, revisions and the audit log are
-applied the same way whether the change comes from HTTP, the CLI or Python.
+segments, keys and SDK connections goes through here, so validation, access control,
+revisions and the audit log are applied the same way whether the change comes from HTTP,
+the CLI or Python.
 
 Each write runs in one store transaction: the object and its audit entry commit together
 or not at all. The rules across objects (what may run at once, what may be deleted, what a
 started experiment may change) are in ``_integrity``; authentication and API keys in
-``_api_keys``, mixed in here.
+``_api_keys``, SDK connections in ``_sdk_connections``, both mixed in here.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from assay.engine._model import (
 )
 from assay.engine._pagination import Page, check_limit, decode_cursor, page_of
 from assay.engine._ports import KIND_NAMES, Store, StoreTransaction
+from assay.engine._sdk_connections import ConnectionManagement
 from assay.engine._segments import validate_segment
 from assay.engine._validation import (
     validate_experiment,
@@ -106,7 +108,7 @@ def _spec_fields(kind: type[msgspec.Struct]) -> tuple[str, ...]:
     return kind.__struct_fields__
 
 
-class ConfigService(KeyManagement):
+class ConfigService(KeyManagement, ConnectionManagement):
     """Create, read, update and delete configuration, checked and audited."""
 
     def __init__(

@@ -37,6 +37,7 @@ from assay.engine import (
     MetricSpec,
     ProjectSpec,
     Role,
+    SdkConnectionSpec,
     Segment,
     SegmentSpec,
     Transition,
@@ -251,7 +252,8 @@ class Scene:
     """Fills ``{placeholders}`` in a request template with objects made for it, in one
     project: {project}, {archived_project} (the project, archived), {fresh} (an unused
     key), {flag}, {layer}, {metric}, {segment}, {draft}, {running}, {paused}, {completed}
-    (experiments in that status) and {key_id} (a VIEWER key of the project)."""
+    (experiments in that status), {key_id} (a VIEWER key of the project) and
+    {connection} (an SDK connection's id)."""
 
     def __init__(self, world: World, project: str) -> None:
         self.world = world
@@ -297,6 +299,11 @@ class Scene:
                 return key.id
             case "decision":
                 return await world.decision(project)
+            case "connection":
+                connection = await world.engine.service.create_connection(
+                    SYSTEM_KEY, project, SdkConnectionSpec(name=unique("web"))
+                )
+                return connection.id
         raise AssertionError(f"unknown placeholder {{{name}}}")
 
 

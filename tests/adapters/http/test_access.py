@@ -78,6 +78,21 @@ MATRIX: list[tuple[str, str, Any, int, int, int, int, int]] = [
     ("GET", "/api/v1/keys", None, 200, 404, 404, 404, 404),
     ("POST", "/api/v1/keys", {"role": "VIEWER", "project": "{project}"}, 201, 404, 404, 404, 404),
     ("DELETE", "/api/v1/keys/{key_id}", None, 204, 404, 404, 404, 404),
+    # SDK connections: managed like flags, read by every role that reads configuration
+    ("GET", "/api/v1/sdk-connections" + P, None, 200, 200, 200, 200, 404),
+    ("POST", "/api/v1/sdk-connections" + P, {"name": "{fresh}"}, 201, 201, 403, 403, 404),
+    ("GET", "/api/v1/sdk-connections/{connection}" + P, None, 200, 200, 200, 200, 404),
+    (
+        "PATCH",
+        "/api/v1/sdk-connections/{connection}" + P,
+        {"encrypt": True},
+        200,
+        200,
+        403,
+        403,
+        404,
+    ),
+    ("DELETE", "/api/v1/sdk-connections/{connection}" + P, None, 204, 204, 403, 403, 404),
     # audit
     ("GET", "/api/v1/audit" + P, None, 200, 200, 200, 404, 404),
     # decide: SDK keys may decide; ANALYST reads decisions but does not make them

@@ -46,6 +46,10 @@ ORDER = [
     "recordEvents",
     "recordExposures",
     "recordConversions",
+    "createSdkConnection",
+    "updateSdkConnection",
+    "evalSdkPayload",
+    "recordSdkExposures",
     "checkGuardrails",
     "pauseExperiment",
     "resumeExperiment",
@@ -59,6 +63,7 @@ ORDER = [
     "deleteSegment",
     "createKey",
     "revokeKey",
+    "revokeSdkConnection",
     "archiveProject",
     "restoreProject",
 ]
@@ -79,6 +84,12 @@ OVERRIDES = {
     "deleteExperiment": "draft-experiment",
     "deleteLayer": "unused-layer",
     "deleteMetric": "unused-metric",
+}
+# Operations whose {id} is the id an earlier example created.
+ID_FROM = {
+    "revokeKey": "createKey",
+    "updateSdkConnection": "createSdkConnection",
+    "revokeSdkConnection": "createSdkConnection",
 }
 
 
@@ -142,7 +153,10 @@ async def test_the_server_accepts_every_example_in_order(world, admin) -> None:
             await _prepare(service)
         path = route.path
         for name in route.path_params:
-            value = answers["createKey"]["id"] if name == "id" else OVERRIDES.get(op)
+            if name == "client_key":
+                value = answers["createSdkConnection"]["client_key"]
+            else:
+                value = answers[ID_FROM[op]]["id"] if name == "id" else OVERRIDES.get(op)
             path = path.replace(f"{{{name}}}", value or PATH_KEYS[route.path.split("/")[3]])
         if any(q.name == "project" for q in route.query):
             path += "?project=shop"

@@ -28,7 +28,7 @@ from assay.adapters.http.routes import ROUTES
 from assay.engine import LatencyRecorder
 
 if TYPE_CHECKING:
-    from assay.adapters.http._fast_path import DecideFrontend
+    from assay.adapters.growthbook.routes import SdkFrontend
     from assay.engine import Engine
 
 View = Callable[..., Awaitable[Response]]
@@ -54,6 +54,8 @@ def create_app(engine: Engine) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = engine.config.max_body_bytes
     documents = _documents()
     for route in ROUTES:
+        if route.raw:
+            continue
         app.add_url_rule(
             route.rule,
             endpoint=route.operation_id,
@@ -66,15 +68,19 @@ def create_app(engine: Engine) -> QuartTrio:
 
     app.register_error_handler(Exception, handle_error)
     register_console(app, engine)
+    from assay.adapters.growthbook.routes import register
+
+    register(app, engine)
     return app
 
 
-def create_asgi(engine: Engine) -> DecideFrontend:
-    """What the server runs: the decide routes answered in plain ASGI, everything else by
-    the Quart app (both from the same route table)."""
+def create_asgi(engine: Engine) -> SdkFrontend:
+    """What the server runs: GrowthBook's SDK protocol and the decide routes answered in
+    plain ASGI, everything else by the Quart app (all from the same route table)."""
+    from assay.adapters.growthbook.routes import SdkFrontend
     from assay.adapters.http._fast_path import DecideFrontend
 
-    return DecideFrontend(engine, create_app(engine), _documents())
+    return SdkFrontend(engine, DecideFrontend(engine, create_app(engine), _documents()))
 
 
 def _view(engine: Engine, route: Route, documents: Documents) -> View:

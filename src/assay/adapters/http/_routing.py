@@ -124,6 +124,10 @@ class Route:
     description: str = ""
     public: bool = False
     """Served without an API key."""
+    raw: bool = False
+    """Answered by its own dispatch (headers in, headers out; GrowthBook's SDK protocol,
+    ``adapters.growthbook.routes``), not through ``endpoint`` and a ``Call``: the entry
+    documents it."""
     query: tuple[QueryParam, ...] = ()
     body: JsonBody | PatchBody | None = None
     if_match: bool = False

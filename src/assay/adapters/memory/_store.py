@@ -33,6 +33,7 @@ from assay.engine._model import (
     Layer,
     Metric,
     Project,
+    SdkConnection,
     Segment,
 )
 from assay.engine._ports import KIND_NAMES, ConfigState, ConfigT
@@ -74,6 +75,10 @@ class _Tables:
     """Object id -> its natural key."""
     keys: dict[str, ApiKey] = field(default_factory=dict)
     key_ids_by_hash: dict[str, str] = field(default_factory=dict)
+    connections: dict[str, bytes] = field(default_factory=dict)
+    """SDK connection id -> the encoded connection."""
+    client_keys: dict[str, str] = field(default_factory=dict)
+    """Client key -> connection id (unique, like the SQL index)."""
     audit: list[_AuditRow] = field(default_factory=list)
     """Append-only, ids ascending; transactions stage new rows apart and append at commit."""
     next_audit_id: int = 1
@@ -96,8 +101,11 @@ class MemoryTransaction:
         self._natural_keys = committed.natural_keys
         self._keys = committed.keys
         self._key_ids_by_hash = committed.key_ids_by_hash
+        self._connections = committed.connections
+        self._client_keys = committed.client_keys
         self._objects_copied = False
         self._keys_copied = False
+        self._connections_copied = False
         self._new_audit: list[_AuditRow] = []
         self.config_changed = False
 
@@ -112,6 +120,8 @@ class MemoryTransaction:
             natural_keys=self._natural_keys,
             keys=self._keys,
             key_ids_by_hash=self._key_ids_by_hash,
+            connections=self._connections,
+            client_keys=self._client_keys,
             audit=audit,
             next_audit_id=self._committed.next_audit_id + len(self._new_audit),
         )
@@ -278,6 +288,62 @@ class MemoryTransaction:
         await trio.lowlevel.checkpoint()
         return len(self._keys)
 
+    # --- SDK connections ----------------------------------------------------------------
+
+    async def insert_connection(self, connection: SdkConnection) -> None:
+        await trio.lowlevel.checkpoint()
+        if connection.id in self._connections or connection.client_key in self._client_keys:
+            raise Conflict(
+                f"SDK connection {connection.id!r} already exists", code="already_exists"
+            )
+        self._write_connections()
+        self._connections[connection.id] = msgspec.json.encode(connection)
+        self._client_keys[connection.client_key] = connection.id
+
+    async def update_connection(self, connection: SdkConnection, *, expected_revision: int) -> None:
+        await trio.lowlevel.checkpoint()
+        raw = self._connections.get(connection.id)
+        if raw is None:
+            raise NotFound(f"SDK connection {connection.id!r} not found")
+        old = msgspec.json.decode(raw, type=SdkConnection)
+        if old.revision != expected_revision:
+            raise Conflict(
+                f"SDK connection {connection.id!r} is at revision {old.revision}, "
+                f"not {expected_revision}",
+                code="revision_mismatch",
+            )
+        if self._client_keys.get(connection.client_key, connection.id) != connection.id:
+            raise Conflict("another connection has this client key", code="already_exists")
+        self._write_connections()
+        del self._client_keys[old.client_key]
+        self._connections[connection.id] = msgspec.json.encode(connection)
+        self._client_keys[connection.client_key] = connection.id
+
+    async def get_connection(self, connection_id: str) -> SdkConnection | None:
+        await trio.lowlevel.checkpoint()
+        raw = self._connections.get(connection_id)
+        return None if raw is None else msgspec.json.decode(raw, type=SdkConnection)
+
+    async def list_connections(
+        self, project_id: str, *, after: str | None, limit: int
+    ) -> builtins.list[SdkConnection]:
+        await trio.lowlevel.checkpoint()
+        found = (
+            msgspec.json.decode(raw, type=SdkConnection)
+            for cid, raw in self._connections.items()
+            if after is None or cid > after
+        )
+        mine = sorted((c for c in found if c.project_id == project_id), key=lambda c: c.id)
+        return mine[:limit]
+
+    def _write_connections(self) -> None:
+        # A connection is configuration: its change is announced like a flag's.
+        self.config_changed = True
+        if not self._connections_copied:
+            self._connections = dict(self._connections)
+            self._client_keys = dict(self._client_keys)
+            self._connections_copied = True
+
     def _write_keys(self) -> None:
         if not self._keys_copied:
             self._keys = dict(self._keys)
@@ -361,6 +427,14 @@ class MemoryStore(
             layers=self._decode_all(Layer),
             metrics=self._decode_all(Metric),
             segments=self._decode_all(Segment),
+            sdk_connections=[
+                c
+                for c in (
+                    msgspec.json.decode(raw, type=SdkConnection)
+                    for raw in self._tables.connections.values()
+                )
+                if c.active
+            ],
         )
 
     def _decode_all(self, kind: type[ConfigT]) -> list[ConfigT]:

@@ -35,6 +35,7 @@ from assay.engine._model import (
     Metric,
     Project,
     Role,
+    SdkConnection,
     Segment,
 )
 from assay.engine._ports import KIND_NAMES, ConfigState, ConfigT
@@ -170,6 +171,12 @@ async def _aio_close(conn: Any) -> None:
         conn.terminate()
 
 
+async def _aio_load_config(pool: Any) -> tuple[list[Any], list[Any]]:
+    """Configuration objects and active SDK connections from one consistent view."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        return await conn.fetch(_LOAD), await conn.fetch(_LOAD_CONNECTIONS)
+
+
 # --- encoding ---------------------------------------------------------------------------
 
 _encode = msgspec.json.Encoder().encode
@@ -288,6 +295,26 @@ _LIST_PROJECT_KEYS = f"""
 SELECT {_KEY_COLUMNS} FROM api_keys WHERE project_id = $3 AND id > $1 ORDER BY id LIMIT $2
 """
 _COUNT_KEYS = "SELECT count(*) FROM api_keys"
+
+_INSERT_CONNECTION = """
+INSERT INTO sdk_connections (id, project_id, client_key, revision, body, revoked_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT DO NOTHING
+RETURNING 1
+"""
+_UPDATE_CONNECTION = """
+UPDATE sdk_connections
+SET client_key = $2, revision = $3, body = $4, revoked_at = $5
+WHERE id = $1 AND revision = $6
+  AND NOT EXISTS (SELECT 1 FROM sdk_connections o WHERE o.client_key = $2 AND o.id <> $1)
+RETURNING 1
+"""
+_CONNECTION_REVISION = "SELECT revision FROM sdk_connections WHERE id = $1"
+_GET_CONNECTION = "SELECT body FROM sdk_connections WHERE id = $1"
+_LIST_CONNECTIONS = """
+SELECT body FROM sdk_connections WHERE project_id = $1 AND id > $2 ORDER BY id LIMIT $3
+"""
+_LOAD_CONNECTIONS = "SELECT body FROM sdk_connections WHERE revoked_at IS NULL ORDER BY id"
 
 
 # --- the transaction --------------------------------------------------------------------
@@ -462,6 +489,58 @@ class PostgresTransaction:
         count: int = await self._loop.run(self._conn.fetchval, _COUNT_KEYS)
         return count
 
+    async def insert_connection(self, connection: SdkConnection) -> None:
+        inserted = await self._loop.run(
+            self._conn.fetchval,
+            _INSERT_CONNECTION,
+            connection.id,
+            connection.project_id,
+            connection.client_key,
+            connection.revision,
+            _encode(connection),
+            connection.revoked_at,
+        )
+        if inserted is None:
+            raise Conflict(
+                f"SDK connection {connection.id!r} already exists", code="already_exists"
+            )
+
+    async def update_connection(self, connection: SdkConnection, *, expected_revision: int) -> None:
+        updated = await self._loop.run(
+            self._conn.fetchval,
+            _UPDATE_CONNECTION,
+            connection.id,
+            connection.client_key,
+            connection.revision,
+            _encode(connection),
+            connection.revoked_at,
+            expected_revision,
+        )
+        if updated is not None:
+            return
+        stored = await self._loop.run(self._conn.fetchval, _CONNECTION_REVISION, connection.id)
+        if stored is None:
+            raise NotFound(f"SDK connection {connection.id!r} not found")
+        if stored != expected_revision:
+            raise Conflict(
+                f"SDK connection {connection.id!r} is at revision {stored}, "
+                f"not {expected_revision}",
+                code="revision_mismatch",
+            )
+        raise Conflict("another connection has this client key", code="already_exists")
+
+    async def get_connection(self, connection_id: str) -> SdkConnection | None:
+        raw = await self._loop.run(self._conn.fetchval, _GET_CONNECTION, connection_id)
+        return None if raw is None else msgspec.json.decode(raw, type=SdkConnection)
+
+    async def list_connections(
+        self, project_id: str, *, after: str | None, limit: int
+    ) -> builtins.list[SdkConnection]:
+        rows = await self._loop.run(
+            self._conn.fetch, _LIST_CONNECTIONS, project_id, after or "", limit
+        )
+        return [msgspec.json.decode(row["body"], type=SdkConnection) for row in rows]
+
 
 # --- the store --------------------------------------------------------------------------
 
@@ -561,7 +640,7 @@ class PostgresStore(
         return await self._loop.run(aio_save_sticky, self._pool, project_id, assignments)
 
     async def load_config(self) -> ConfigState:
-        rows = await self._loop.run(self._pool.fetch, _LOAD)
+        rows, connections = await self._loop.run(_aio_load_config, self._pool)
         grouped: dict[str, list[Any]] = {name: [] for name in KIND_NAMES.values()}
         for row in rows:
             kind = row["kind"]
@@ -573,6 +652,9 @@ class PostgresStore(
             layers=grouped["layer"],
             metrics=grouped["metric"],
             segments=grouped["segment"],
+            sdk_connections=[
+                msgspec.json.decode(row["body"], type=SdkConnection) for row in connections
+            ],
         )
 
     async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None:

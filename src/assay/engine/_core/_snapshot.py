@@ -46,6 +46,7 @@ from assay.engine._model import (
     ParentCondition,
     Project,
     RolloutRule,
+    SdkConnection,
     Segment,
 )
 
@@ -303,6 +304,8 @@ class Snapshot:
     sticky_projects: frozenset[str] = frozenset()
     """Projects with a sticky-bucketing experiment (decide looks for assignments to store
     only there)."""
+    sdk_connections: Mapping[str, SdkConnection] = field(default_factory=lambda: _frozen(()))
+    """Active SDK connections by client key: what GrowthBook's SDK protocol routes read."""
 
     def flag(self, project_id: str, key: str) -> CompiledFlag | None:
         """The compiled flag, or None."""
@@ -703,6 +706,9 @@ def compile_snapshot(state: ConfigSource, version: int, compiler: ConditionCompi
         compiled_experiments=MappingProxyType(experiments),
         errors=tuple(c.errors),
         sticky_projects=frozenset(e.project_id for e in state.experiments if e.sticky_bucketing),
+        sdk_connections=_frozen(
+            (c.client_key, c) for c in getattr(state, "sdk_connections", ()) if c.active
+        ),
     )
 
 

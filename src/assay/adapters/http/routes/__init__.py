@@ -1,5 +1,6 @@
 """The route table: every route the HTTP API serves, in the order the docs list them."""
 
+from assay.adapters.growthbook import routes as growthbook
 from assay.adapters.http._routing import Route
 from assay.adapters.http.routes import (
     audit,
@@ -15,6 +16,7 @@ from assay.adapters.http.routes import (
     probes,
     projects,
     reports,
+    sdk_connections,
     timeseries,
 )
 
@@ -23,6 +25,8 @@ ROUTES: tuple[Route, ...] = (
     *objects.ROUTES,
     *lifecycle.ROUTES,
     *keys.ROUTES,
+    *sdk_connections.ROUTES,
+    *growthbook.ROUTES,
     *audit.ROUTES,
     *decisions.ROUTES,
     *events.ROUTES,

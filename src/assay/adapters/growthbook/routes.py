@@ -1,0 +1,283 @@
+"""Where GrowthBook's SDKs reach assay: the protocol's routes (``protocol``) served in plain
+ASGI in front of the Quart app, the same answers registered in the Quart app (its test
+client and any server running ``create_app`` alone), and their entries in the route table
+for the OpenAPI document.
+
+The plain-ASGI front exists for speed: ``GET /api/features/{clientKey}`` is polled by every
+SDK of every client, and Quart's request machinery costs several times a dictionary
+lookup and a send. ``answer`` is the one dispatch both paths call, so they cannot differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from assay.adapters.growthbook.protocol import (
+    CORS,
+    EVAL,
+    EVENTS,
+    FEATURES,
+    NOT_FOUND,
+    PREFIXES,
+    PREFLIGHT,
+    Answer,
+    BodyReader,
+    EvalRequest,
+    ExposureBatch,
+    SdkProtocol,
+    client_key_of,
+)
+from assay.adapters.http._errors import ErrorResponse, HttpError, describe, unexpected
+from assay.adapters.http._request import check_content_type, decode_body
+from assay.adapters.http._routing import Call, JsonBody, Route
+from assay.engine._events import EventsRecorded
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
+    from assay.engine import Engine
+
+_encode = msgspec.json.Encoder().encode
+_JSON = (b"content-type", b"application/json")
+_EVAL_BODY = JsonBody(EvalRequest)
+_EVENTS_BODY = JsonBody(ExposureBatch)
+
+
+async def answer(
+    protocol: SdkProtocol,
+    method: str,
+    path: str,
+    headers: Mapping[bytes, bytes],
+    read_body: BodyReader,
+) -> Answer:
+    """The answer to one request on a protocol path (one of ``PREFIXES``)."""
+    if method == "OPTIONS":
+        # A preflight says nothing about keys: the same answer for every one.
+        return 204, PREFLIGHT, b""
+    try:
+        if path.startswith(FEATURES):
+            if method not in ("GET", "HEAD"):
+                raise _method_not_allowed("GET")
+            status, out, body = protocol.features(
+                client_key_of(path, FEATURES), headers.get(b"if-none-match")
+            )
+            return status, out, b"" if method == "HEAD" else body
+        prefix = EVAL if path.startswith(EVAL) else EVENTS
+        if method != "POST":
+            raise _method_not_allowed("POST")
+        connection = protocol.connection(client_key_of(path, prefix))
+        if connection is None:
+            return NOT_FOUND
+        raw = await read_body()
+        content_type = headers.get(b"content-type")
+        check_content_type(None if content_type is None else content_type.decode("latin-1"), raw)
+        result: Any
+        if prefix == EVAL:
+            result = await protocol.evaluate(connection, decode_body(_EVAL_BODY, raw))
+        else:
+            result = await protocol.record(connection, decode_body(_EVENTS_BODY, raw))
+        body = _encode(result) + b"\n"
+        return 200, [_JSON, (b"content-length", b"%d" % len(body)), *CORS], body
+    except Exception as error:
+        return _error(error, protocol)
+
+
+def _method_not_allowed(allowed: str) -> HttpError:
+    return HttpError(
+        405,
+        "method_not_allowed",
+        f"this route answers {allowed} (and OPTIONS)",
+        {"allowed": [allowed, "OPTIONS"]},
+    )
+
+
+def _error(error: Exception, protocol: SdkProtocol) -> Answer:
+    status, body, extra = describe(error)
+    if status >= 500 and body.code == "internal_error":
+        unexpected(error)
+    payload = _encode(ErrorResponse(error=body)) + b"\n"
+    headers = [
+        _JSON,
+        (b"content-length", b"%d" % len(payload)),
+        *CORS,
+        *[(k.lower().encode(), v.encode()) for k, v in extra.items()],
+    ]
+    if status == 405:
+        headers.append((b"allow", b"GET, POST, OPTIONS"))
+    return status, headers, payload
+
+
+# --- plain ASGI ---------------------------------------------------------------------------
+
+
+class SdkFrontend:
+    """ASGI app: the protocol's paths here, everything else through ``app``."""
+
+    def __init__(self, engine: Engine, app: Any) -> None:
+        self._app = app
+        self._protocol = SdkProtocol(engine)
+        self._max_body = engine.config.max_body_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(PREFIXES):
+            await self._app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        method = scope["method"]
+
+        async def read_body() -> bytes:
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+                raise _too_large(self._max_body)
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise HttpError(400, "bad_request", "the client went away")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self._max_body:
+                    raise _too_large(self._max_body)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+
+        status, out, body = await answer(self._protocol, method, path, headers, read_body)
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _too_large(limit: int) -> HttpError:
+    return HttpError(
+        413, "body_too_large", f"the body is larger than {limit} bytes", {"max_bytes": limit}
+    )
+
+
+# --- the same answers in the Quart app ----------------------------------------------------
+
+
+def register(app: QuartTrio, engine: Engine) -> None:
+    """Serve the protocol's routes from the Quart app too (what ``create_app`` builds)."""
+    from quart import Response, request
+
+    protocol = SdkProtocol(engine)
+
+    async def view(client_key: str) -> Response:
+        async def read_body() -> bytes:
+            data: bytes = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+            return data
+
+        headers = {k.lower().encode("latin-1"): v.encode("latin-1") for k, v in request.headers}
+        status, out, body = await answer(protocol, request.method, request.path, headers, read_body)
+        response = Response(body, status=status)
+        response.headers.clear()
+        for name, value in out:
+            if name != b"content-length":
+                response.headers[name.decode("latin-1")] = value.decode("latin-1")
+        return response
+
+    for route in ROUTES:
+        app.add_url_rule(
+            route.rule,
+            endpoint=route.operation_id,
+            view_func=view,
+            methods=[route.method, "OPTIONS"],
+            provide_automatic_options=False,
+        )
+
+
+# --- the route table's entries (the OpenAPI document) ----------------------------------------
+
+
+async def _served_by_the_front(call: Call) -> None:
+    raise RuntimeError("the GrowthBook SDK routes are answered by routes.answer, not a Call")
+
+
+TAG = "growthbook-sdk"
+_KEY_NOTE = (
+    " An unknown, revoked or malformed client key gets 404 `client_key_not_found`, the same "
+    "answer whether or not it ever existed. CORS: every answer allows any origin, and "
+    "`OPTIONS` answers the preflight."
+)
+
+ROUTES = (
+    Route(
+        method="GET",
+        path="/api/features/{client_key}",
+        endpoint=_served_by_the_front,
+        operation_id="getSdkPayload",
+        summary="GrowthBook SDK payload",
+        description="What GrowthBook's SDKs download (`apiHost` + `clientKey`): the "
+        "project's flags as a GrowthBook features payload (`features`, `savedGroups`, "
+        "`dateUpdated`), encrypted as `encryptedFeatures`/`encryptedSavedGroups` when the "
+        "connection encrypts. Flags the payload cannot express exactly are left out (the "
+        "connection's remote-only flags, docs/sdk.md). A `remote` connection's payload "
+        "has no features: its SDKs ask `/api/eval`. `ETag` with `If-None-Match` answers "
+        "304." + _KEY_NOTE,
+        tag=TAG,
+        public=True,
+        raw=True,
+        extra_errors=(404,),
+    ),
+    Route(
+        method="POST",
+        path="/api/eval/{client_key}",
+        endpoint=_served_by_the_front,
+        operation_id="evalSdkPayload",
+        summary="GrowthBook remote evaluation",
+        description="Remote evaluation as GrowthBook's proxy answers it (SDKs with "
+        "`remoteEval`): every flag of the project, remote-only ones included, decided by "
+        "assay for the posted `attributes` (the subject is `attributes.id`), each feature "
+        "reduced to its `defaultValue`; an experiment assignment adds a `force` rule whose "
+        "`tracks` the SDK reports to its tracking callback. `forcedFeatures` are answered "
+        "as given; `forcedVariations` and `url` are accepted and ignored." + _KEY_NOTE,
+        tag=TAG,
+        public=True,
+        raw=True,
+        body=JsonBody(
+            EvalRequest,
+            example={
+                "attributes": {"id": "user-1", "country": "DE"},
+                "forcedVariations": {},
+                "forcedFeatures": [],
+                "url": "",
+            },
+        ),
+        response=dict[str, Any],
+        extra_errors=(404,),
+    ),
+    Route(
+        method="POST",
+        path="/api/events/{client_key}",
+        endpoint=_served_by_the_front,
+        operation_id="recordSdkExposures",
+        summary="Exposures from SDK tracking callbacks",
+        description="The events API's batch, exposures only, for the connection's project; "
+        "the same answer as `POST /api/v1/events`. Refused with 403 "
+        "`exposures_not_allowed` unless the connection has `allow_exposures`." + _KEY_NOTE,
+        tag=TAG,
+        public=True,
+        raw=True,
+        body=JsonBody(
+            ExposureBatch,
+            example={
+                "events": [
+                    {
+                        "type": "exposure",
+                        "experiment": "checkout-button",
+                        "subject": "user-1",
+                        "variant": "green",
+                        "event_id": "gb-user-1-checkout-button",
+                    }
+                ]
+            },
+        ),
+        response=EventsRecorded,
+        extra_errors=(403, 404),
+    ),
+)

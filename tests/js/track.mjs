@@ -1,8 +1,8 @@
 // GrowthBook's JavaScript SDK evaluating a payload for many subjects, with assay's tracking
 // callback (the module shipped in the Python package) reporting the exposures.
 //
-// stdin: {"module": path of assay-tracking.mjs, "options": {url, headers, batchSize, ...},
-//         "payload", "flag", "subjects": [attributes...], "views": n,
+// stdin: {"module": path of assay-tracking.mjs, "options": {apiHost, clientKey, batchSize, ...},
+//         "payload" (else the SDK downloads it with apiHost and clientKey), "flag", "subjects": [attributes...], "views": n,
 //         "lose_answers": n (the first n answers are lost after the server handled the request),
 //         "fail_first": n (the first n requests fail before reaching the server),
 //         "ids": [[experiment, variant, subject], ...] (event ids to compute)}
@@ -29,8 +29,17 @@ async function unreliableFetch(url, init) {
 }
 
 const tracker = assayTracking({ ...input.options, backoff: 10, fetch: unreliableFetch });
-const client = new GrowthBookClient({ trackingCallback: tracker.trackingCallback });
-client.initSync({ payload: input.payload, streaming: false });
+let client;
+if (input.payload) {
+  client = new GrowthBookClient({ trackingCallback: tracker.trackingCallback });
+  client.initSync({ payload: input.payload, streaming: false });
+} else {
+  // As an application does: the SDK downloads the payload from GET /api/features/{clientKey}.
+  const { apiHost, clientKey } = input.options;
+  client = new GrowthBookClient({ apiHost, clientKey, trackingCallback: tracker.trackingCallback });
+  const loaded = await client.init({ streaming: false, timeout: 10000 });
+  if (!loaded.success) throw new Error(`the SDK could not load its payload: ${JSON.stringify(loaded)}`);
+}
 
 const values = [];
 for (let view = 0; view < (input.views ?? 1); view++) {

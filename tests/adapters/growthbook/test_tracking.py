@@ -44,6 +44,7 @@ from assay.engine import (
     MetricSpec,
     ProjectSpec,
     Role,
+    SdkConnectionSpec,
     Transition,
     Variant,
 )
@@ -141,23 +142,30 @@ class LosesAnswers(httpx.BaseTransport):
         self.inner.close()
 
 
+async def connection(engine: Engine, *, allow_exposures: bool = True) -> str:
+    """A new SDK connection's client key."""
+    spec = SdkConnectionSpec(name=f"web-{allow_exposures}", allow_exposures=allow_exposures)
+    made = await engine.service.create_connection(SYSTEM_KEY, P, spec)
+    await engine.refresh()
+    return made.client_key
+
+
 async def test_python_sdk_exposures_reach_the_report_once_each(engine: Engine) -> None:
+    client_key = await connection(engine)
     _, secret = await engine.service.create_key(SYSTEM_KEY, role=Role.SDK, project=P)
     subjects = [f"py-{i}" for i in range(400)]
     async with trio.open_nursery() as nursery:
         port = await nursery.start(partial(serve, engine, host="127.0.0.1", port=0))
-        features = payload(engine)["features"]
+        host = f"http://127.0.0.1:{port}"
         transport = LosesAnswers(fail=1, lose=2)
         tracker = ExposureTracker(
-            f"http://127.0.0.1:{port}",
-            api_key=secret,
-            project=P,
-            batch_size=64,
-            backoff=0.01,
-            transport=transport,
+            host, client_key=client_key, batch_size=64, backoff=0.01, transport=transport
         )
 
         def evaluate() -> list[Any]:
+            # The payload as the SDK downloads it (a service keeps it between requests).
+            document = httpx.get(f"{host}/api/features/{client_key}", timeout=10).json()
+            assert document == payload(engine) | {"dateUpdated": document["dateUpdated"]}
             values = []
             for view in range(3):
                 for subject in subjects:
@@ -165,7 +173,8 @@ async def test_python_sdk_exposures_reach_the_report_once_each(engine: Engine) -
                     # SDK's own memory of tracked experiments does not hide the repeat.
                     gb = GrowthBook(
                         attributes={"id": subject},
-                        features=features,
+                        features=document["features"],
+                        saved_groups=document["savedGroups"],
                         on_experiment_viewed=tracker,
                     )
                     value = gb.get_feature_value(FLAG, None)
@@ -190,10 +199,11 @@ async def test_python_sdk_exposures_reach_the_report_once_each(engine: Engine) -
         assert stats.recorded + stats.deduplicated == in_experiment
         assert stats.deduplicated > 0
 
-        # Another process (or a restart) reports the same views: stored once still.
-        again = ExposureTracker(f"http://127.0.0.1:{port}", api_key=secret, project=P)
+        # A server-side service (an API key, the events API) reports the same views: the
+        # event ids are the same, so nothing is stored twice.
+        again = ExposureTracker(host, api_key=secret, project=P)
+        features = payload(engine)["features"]
         for subject in subjects[:100]:
-            features = payload(engine)["features"]
             gb = GrowthBook(
                 attributes={"id": subject}, features=features, on_experiment_viewed=again
             )
@@ -206,22 +216,35 @@ async def test_python_sdk_exposures_reach_the_report_once_each(engine: Engine) -
         nursery.cancel_scope.cancel()
 
 
+async def test_a_connection_that_takes_no_exposures_is_not_retried(engine: Engine) -> None:
+    client_key = await connection(engine, allow_exposures=False)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(serve, engine, host="127.0.0.1", port=0))
+        tracker = ExposureTracker(f"http://127.0.0.1:{port}", client_key=client_key)
+        result = Viewed("control", hash_value="u1")
+        tracker(experiment=Viewed(EXPERIMENT), result=result, user_context=None)
+        assert await trio.to_thread.run_sync(tracker.close)
+        assert (tracker.stats.failed, tracker.stats.retries) == (1, 0)  # 403: final
+        assert await counted(engine) == {}
+        nursery.cancel_scope.cancel()
+
+
 async def test_javascript_sdk_exposures_reach_the_report_once_each(
     engine: Engine, growthbook_js: GrowthBookJs
 ) -> None:
-    _, secret = await engine.service.create_key(SYSTEM_KEY, role=Role.SDK, project=P)
+    client_key = await connection(engine)
     subjects = [f"js-{i}" for i in range(600)]
     triples = [[EXPERIMENT, "green", "js-1"], ["e", "v", "用户 😀"], ["e", "v", "a\0b"]]
     async with trio.open_nursery() as nursery:
         port = await nursery.start(partial(serve, engine, host="127.0.0.1", port=0))
         batch = {
             "module": str(MODULE),
+            # The SDK downloads the payload and the tracker reports with the client key.
             "options": {
-                "url": f"http://127.0.0.1:{port}/api/v1/events?project={P}",
-                "headers": {"Authorization": f"Bearer {secret}"},
+                "apiHost": f"http://127.0.0.1:{port}",
+                "clientKey": client_key,
                 "batchSize": 100,
             },
-            "payload": payload(engine),
             "flag": FLAG,
             "subjects": [{"id": s} for s in subjects],
             "views": 3,

@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import pytest
 
@@ -64,14 +64,36 @@ class GrowthBookJs:
         """For each subject's attributes and each flag, what the SDK evaluates locally:
         ``value``, ``source``, ``in_experiment``, ``experiment`` and ``variant`` (keys, or
         None outside an experiment)."""
+        (job,) = self.evaluate_jobs([Job(payload, flags, subjects)])
+        return job["results"]
+
+    def evaluate_jobs(self, jobs: list[Job]) -> list[dict[str, Any]]:
+        """Many payloads in one Node process: per job, ``results`` (as ``evaluate``),
+        ``attributes`` (each subject's as JavaScript read them: integers past 2**53 and
+        -0 change) and ``sticky`` (the sticky documents after the job, when it had any)."""
         batch = {
-            "payload": payload,
-            "flags": flags,
-            "subjects": [{"attributes": attributes} for attributes in subjects],
+            "jobs": [
+                {
+                    "payload": job.payload,
+                    "flags": job.flags,
+                    "subjects": [{"attributes": a} for a in job.subjects],
+                    "sticky": job.sticky,
+                }
+                for job in jobs
+            ]
         }
-        out = self.run("evaluate.mjs", batch)
-        results: list[list[dict[str, Any]]] = out["results"]
-        return results
+        out: list[dict[str, Any]] = self.run("evaluate.mjs", batch)["jobs"]
+        return out
+
+
+class Job(NamedTuple):
+    """One payload for ``GrowthBookJs.evaluate_jobs``: its flags for each subject, with
+    sticky bucketing on the ``sticky`` documents when given (None: no sticky bucketing)."""
+
+    payload: dict[str, Any]
+    flags: list[str]
+    subjects: list[dict[str, Any]]
+    sticky: dict[str, Any] | None = None
 
 
 @pytest.fixture(scope="session")

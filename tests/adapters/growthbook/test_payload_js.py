@@ -29,7 +29,7 @@ import msgspec
 import pytest
 
 import assay
-from assay.adapters.growthbook import payload_document, sdk_payload
+from assay.adapters.growthbook import build_payload, payload_document, sdk_payload
 from assay.engine import (
     SYSTEM_KEY,
     AssayError,
@@ -54,9 +54,19 @@ from assay.engine import (
     Transition,
     Variant,
 )
+from assay.engine._core import Snapshot, compile_snapshot, decide
 from assay.engine._model import ForcedVariation, HashFilter, ParentCondition
+from assay.engine._ports import ConfigState
+from tests.adapters.growthbook.test_payload_differential import (
+    COMPILER,
+    PID,
+    PROJECT,
+    moved,
+    project,
+    subjects_from,
+)
 
-from .conftest import GrowthBookJs
+from .conftest import GrowthBookJs, Job
 
 HASH_ATTRIBUTES = ["id", "id", "deviceId", "company"]
 COUNTRIES = ["FR", "DE", "US", "JP", ""]
@@ -481,3 +491,120 @@ async def test_the_javascript_sdk_decides_what_decide_answers_many(
     engine: Engine, growthbook_js: GrowthBookJs
 ) -> None:
     await check_projects(engine, growthbook_js, range(100, 105), flags=30, people=10_000)
+
+
+# --- the Python SDK differential's projects, through the JavaScript SDK ----------------
+
+
+HASHED = ("id", "deviceId", "company")
+"""The attributes the generated projects hash (``test_payload_differential.ATTRIBUTES``)."""
+
+
+def hashable(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` without hash attributes that are booleans, arrays or objects (an ``id``
+    becomes a string instead: decide would hash the subject in its place). There
+    GrowthBook's two SDKs disagree: the JavaScript SDK hashes any truthy value as
+    ``String()`` writes it (``true`` as "true", ``[]`` as "", ``{}`` as "[object Object]"),
+    while its Python SDK, and assay with it, treat them as missing."""
+    out = {}
+    for k, v in attrs.items():
+        if k in HASHED and isinstance(v, (bool, list, dict)):
+            if k == "id":
+                out[k] = f"id-{v!r}"
+            continue
+        out[k] = v
+    return out
+
+
+def without_sticky_conditions(state: ConfigState) -> ConfigState:
+    """``state`` with no targeting condition on sticky experiments. There GrowthBook's two
+    SDKs disagree: the JavaScript SDK checks an experiment rule's condition only when the
+    subject has no sticky bucket (a subject with one stays in, matching or not), its Python
+    SDK, and assay with it, check the condition first."""
+    experiments = [
+        msgspec.structs.replace(e, condition=None) if e.sticky_bucketing else e
+        for e in state.experiments
+    ]
+    return msgspec.structs.replace(state, experiments=experiments)
+
+
+def check_generated(js: GrowthBookJs, seeds: range) -> tuple[int, set[str]]:
+    """``test_payload_differential``'s seeded projects (its generator: sticky bucketing,
+    plugin operators, cycles, every status...), decided by the JavaScript SDK with sticky
+    bucketing on (one store of sticky documents per project, kept between the phases),
+    then again after their sticky experiments moved. Returns (cases, reasons)."""
+    reasons: set[str] = set()
+    cases = 0
+    states = {s: without_sticky_conditions(project(s)) for s in seeds}
+    docs: dict[int, dict[tuple[str, str], dict[str, str]]] = {s: {} for s in seeds}
+
+    def phase(snapshots: dict[int, Snapshot], sticky: dict[int, Any]) -> dict[int, Any]:
+        nonlocal cases
+        payloads = {s: build_payload(snap, PROJECT) for s, snap in snapshots.items()}
+        jobs = [
+            Job(
+                payload_document(p),
+                list(p.features),
+                [hashable(a) for a in subjects_from(s)],
+                sticky.get(s),
+            )
+            for s, p in payloads.items()
+        ]
+        out = js.evaluate_jobs(jobs)
+        for (s, snap), job, done in zip(snapshots.items(), jobs, out, strict=True):
+            assert set(payloads[s].features) | set(payloads[s].remote_only) == set(
+                snap.project_flags.get(PID, {})
+            )
+            for attrs, row in zip(done["attributes"], done["results"], strict=True):
+                for key, got in zip(job.flags, row, strict=True):
+                    d = decide(snap, PID, key, "subject", attrs, sticky=docs[s])
+                    expected = (
+                        canon(d.value),
+                        d.in_experiment,
+                        d.experiment if d.in_experiment else None,
+                        d.variant if d.in_experiment else None,
+                    )
+                    actual = (
+                        canon(got["value"]),
+                        got["in_experiment"],
+                        got["experiment"],
+                        got["variant"],
+                    )
+                    assert expected == actual, (s, key, attrs, d, got, job.payload)
+                    if d.sticky_bucket is not None:
+                        w = d.sticky_bucket
+                        docs[s].setdefault((w.attribute, w.value), {})[w.key] = w.variant
+                    reasons.add(d.reason)
+                    if d.experiment_reason is not None:
+                        reasons.add(d.experiment_reason)
+                    cases += 1
+        return {s: done["sticky"] for s, done in zip(snapshots, out, strict=True)}
+
+    first = {s: compile_snapshot(state, 1, COMPILER) for s, state in states.items()}
+    # Always with sticky bucketing, as the Python differential runs its SDK: without it the
+    # JavaScript SDK ignores a rollout's fallbackAttribute (its Python SDK and decide do not).
+    sticky = phase(first, {s: {} for s in first})
+    moved_states = {
+        s: compile_snapshot(moved(states[s], random.Random(s)), 2, COMPILER)
+        for s, snap in first.items()
+        if snap.sticky_projects
+    }
+    phase(moved_states, sticky)
+    return cases, reasons
+
+
+def test_generated_projects_decide_as_the_javascript_sdk(growthbook_js: GrowthBookJs) -> None:
+    cases, reasons = check_generated(growthbook_js, range(20261205, 20261205 + 300))
+    print(f"JS SDK vs decide on generated projects: {cases} cases")
+    assert cases >= 100_000
+    assert {"sticky_bucket", "sticky_bucket_blocked", "passthrough", "experiment_assigned"} <= (
+        reasons
+    ), reasons
+
+
+@pytest.mark.slow
+def test_generated_projects_decide_as_the_javascript_sdk_at_length(
+    growthbook_js: GrowthBookJs,
+) -> None:
+    for start in range(7_000_000, 7_003_000, 500):
+        check_generated(growthbook_js, range(start, start + 500))

@@ -479,3 +479,28 @@ def test_javascript_tracker_batches_retries_bounds_and_beacons(growthbook_js: Gr
     refused = out["hidden, beacon refused"]
     assert len(refused["beacons"]) == 1
     assert [e["subject"] for r in refused["requests"] for e in r["events"]] == ["u1"]
+
+
+def test_a_process_exiting_without_close_sends_what_is_queued(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "exits.py"
+    script.write_text(
+        "import json, httpx\n"
+        "from assay.adapters.growthbook.tracking import ExposureTracker\n"
+        "def answer(request):\n"
+        "    print('sent', len(json.loads(request.content)['events']), flush=True)\n"
+        "    return httpx.Response(200, json={'recorded': 1})\n"
+        "tracker = ExposureTracker('http://assay.test', client_key='k', flush_interval=3600,\n"
+        "                          transport=httpx.MockTransport(answer))\n"
+        "class Seen: pass\n"
+        "experiment, result = Seen(), Seen()\n"
+        "experiment.key, result.key, result.hashValue = 'e', 'a', 'u1'\n"
+        "tracker(experiment=experiment, result=result)\n"
+        "print('exiting', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split("\n")[:2] == ["exiting", "sent 1"]

@@ -29,11 +29,13 @@ The rules it keeps:
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import random
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,6 +115,7 @@ class ExposureTracker:
 
     Give ``client_key`` (an SDK connection's public key) or ``api_key`` and ``project``.
     Call ``close()`` at shutdown (or use it as a context manager): it sends what is queued.
+    A process that exits without it closes the tracker at exit, waiting at most 5 s.
     """
 
     def __init__(
@@ -171,6 +174,8 @@ class ExposureTracker:
             target=self._run, name="assay-exposure-tracker", daemon=True
         )
         self._thread.start()
+        # A process that exits without close() still sends what is queued (briefly).
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     # --- the callback, in the caller's thread -------------------------------------------
 
@@ -346,6 +351,12 @@ class ExposureTracker:
             self._counts["recorded"] += int(body.get("recorded", 0))
             self._counts["deduplicated"] += int(body.get("deduplicated", 0))
             self._counts["rejected"] += len(rejected)
+
+
+def _close_at_exit(ref: weakref.ref[ExposureTracker]) -> None:
+    tracker = ref()
+    if tracker is not None and not tracker._closed:
+        tracker.close(timeout=5.0)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -288,6 +288,8 @@ class Gen:
                 coverage=self.rng.choice([0.2, 0.5, 1.0]),
                 hash_attribute=attribute,
                 condition=self.condition() if self.chance(0.3) else None,
+                layer=LayerRange(layer="ns1", start=0.1, end=0.9) if self.chance(0.2) else None,
+                filters=self.filters(),
                 is_holdout=True,
                 status=ExperimentStatus.RUNNING,
                 started_at=NOW,
@@ -504,6 +506,17 @@ def round_trip(snapshot: Snapshot, payload: SdkPayload, subjects: list[dict[str,
     # Where the import supports it: it warns about what it leaves out or changes (e.g. a
     # second running experiment on one flag, which assay's model refuses).
     warned = {w.location.split(".")[1] for w in imported.warnings}
+    reads = {
+        key: {pc["id"] for r in f.get("rules", ()) for pc in r.get("parentConditions", ())}
+        for key, f in payload.features.items()
+    }
+    grown = True
+    while grown:  # and what reads them, which the import keeps as it is
+        grown = False
+        for key, parents in reads.items():
+            if key not in warned and parents & warned:
+                warned.add(key)
+                grown = True
     for key, feature in payload.features.items():
         if key in warned or any("bucketVersion" in r for r in feature.get("rules", ())):
             continue

@@ -23,16 +23,19 @@ How each part of assay's model is written (the reference is GrowthBook's SDKs):
   flag. With a null default, a ``gate`` instead (GrowthBook's SDKs skip ``force: null``).
 - ``force`` rules: ``condition``, ``filters``, ``parentConditions``, ``force``.
 - ``rollout`` rules: a ``force`` rule with ``coverage`` or ``range``, ``hashAttribute``,
-  ``fallbackAttribute``, ``seed`` and ``hashVersion``. assay includes hash ``n <=
-  coverage``, GrowthBook ``n < coverage``: hashes are multiples of 1/1000 (v1) or 1/10000
-  (v2), so the coverage written is the midpoint after the last hash assay includes.
+  ``seed`` and ``hashVersion``; with a fallback attribute, a second such rule hashing the
+  fallback for subjects without a hash value (the SDKs differ on ``fallbackAttribute``).
+  assay includes hash ``n <= coverage``, GrowthBook ``n < coverage``: hashes are
+  multiples of 1/1000 (v1) or 1/10000 (v2), so the coverage written is the midpoint after
+  the last hash assay includes.
 - ``experiment`` rules of a running experiment: ``key``, ``variations``, the bucket
   ``ranges`` assay computed (so weights and coverage bucket bit for bit), ``seed``,
   ``hashVersion``, ``hashAttribute``, ``condition``, ``namespace`` (the layer), ``filters``
   (with a namespace beside filters written as the filter it is, since GrowthBook ignores a
   namespace when there are filters), ``meta`` (variant keys, names, ``passthrough``),
   ``name``, and either ``bucketVersion``/``minBucketVersion``/``fallbackAttribute``
-  (sticky bucketing) or ``disableStickyBucketing``. Sticky experiments are exact for an
+  (sticky bucketing) or ``disableStickyBucketing`` (then a fallback attribute is a second
+  rule, as for rollouts). Sticky experiments are exact for an
   SDK that has a sticky bucket service holding the same assignments.
 - Forced variations: ``force`` rules before the experiment, matching the listed values
   by JSON type (``$type`` with ``$in``); the SDK reports a forced value, not an
@@ -40,8 +43,8 @@ How each part of assay's model is written (the reference is GrowthBook's SDKs):
 - A holdout: an experiment rule before the experiment, with the holdout's key, hashing and
   buckets, serving the flag's default to the held-out variant and passing every other
   variant through (GrowthBook's own holdout form); ``condition`` is the experiment's and
-  the holdout's together, since assay asks the holdout only of subjects the experiment
-  targets.
+  the holdout's together (and "has the experiment's hash value" when they hash different
+  attributes), since assay asks the holdout only of subjects the experiment targets.
 - A rolled-back experiment: a ``force`` rule with its control value. A draft, paused or
   completed experiment, a missing one, or one with fewer than two variants, assigns no
   one: the rule is left out, or kept as ``parentConditions`` alone when it has any (a gate
@@ -56,17 +59,26 @@ Reason codes (``remote_only``):
   SDKs do not have (a plugin's).
 - ``participation_limit``: an experiment's participation limit can exclude subjects
   (other running experiments precede it); the SDK cannot count a subject's experiments.
-- ``fallback_attribute``: an experiment without sticky bucketing hashes with a fallback
-  attribute; GrowthBook's SDKs use an experiment's fallback only with sticky bucketing.
-- ``holdout``: a holdout the format cannot place exactly (a sticky experiment, which keeps
-  its stored assignments ahead of the holdout; a holdout hashing another attribute than
-  the experiment, or with a fallback attribute).
+- ``fallback_attribute``: a rollout or an experiment without sticky bucketing hashes with
+  a fallback attribute, and its hash attribute's name has a dot. (A fallback is written as
+  a second rule hashing the fallback for subjects without a hash value, since the SDKs
+  use an experiment's fallback only with sticky bucketing, and JavaScript's a rollout's
+  too; "has no hash value" is a condition, which would read the dotted name as a path.)
+- ``holdout``: a holdout the format cannot place exactly: the experiment is sticky (its
+  stored assignments come before the holdout), or the holdout hashes with a fallback
+  attribute.
 - ``forced_passthrough``: a forced variation names a passthrough variant (assay then skips
   the experiment for that subject and goes on; a ``force`` rule cannot go on).
-- ``namespace_with_filters``: an experiment with both a layer and filters that hashes with
-  a fallback attribute or is sticky (written as a filter, the layer would not be exact).
+- ``namespace_with_filters``: a sticky experiment with both a layer and filters (written as
+  a filter, the layer would be checked before the stored assignment; assay checks it
+  after).
 - ``sticky_passthrough``: a sticky experiment has a passthrough variant (the SDKs store a
   passthrough assignment, assay stores only the assignment that decided the flag).
+- ``sticky_parent``: a prerequisite or parent flag runs a sticky experiment (the SDKs
+  store the assignment a parent's evaluation makes, decide stores only the decided flag's,
+  so after a change the two could read the parent differently).
+- ``forced_attribute_path``: a forced variation's attribute has a dot (a condition would
+  read it as a path into the attributes).
 - ``null_value``: a ``force``, rollout, rolled-back or forced-variation value is null
   (GrowthBook's SDKs skip ``force: null`` and go on to the next rule).
 - ``prerequisite_value``: a flag prerequisite expects null, an array or an object (the
@@ -116,14 +128,15 @@ __all__ = [
 REMOTE_ONLY_REASONS: dict[str, str] = {
     "plugin_operator": "A condition uses an operator GrowthBook's SDKs do not have.",
     "participation_limit": "An experiment's participation limit can exclude subjects.",
-    "fallback_attribute": "An experiment without sticky bucketing hashes with a fallback "
-    "attribute, which the SDKs use only with sticky bucketing.",
-    "holdout": "A holdout the payload cannot place exactly (sticky experiment, another hash "
-    "attribute, a fallback attribute).",
+    "fallback_attribute": "A rollout or a non-sticky experiment hashes with a fallback "
+    "attribute, and its hash attribute's name has a dot.",
+    "holdout": "A holdout the payload cannot place exactly (a sticky experiment, or a "
+    "holdout with a fallback attribute).",
     "forced_passthrough": "A forced variation names a passthrough variant.",
-    "namespace_with_filters": "An experiment with a layer and filters that is sticky or "
-    "hashes with a fallback attribute.",
+    "namespace_with_filters": "A sticky experiment with a layer and filters.",
     "sticky_passthrough": "A sticky experiment has a passthrough variant.",
+    "sticky_parent": "A prerequisite or parent flag runs a sticky experiment.",
+    "forced_attribute_path": "A forced variation's attribute name has a dot.",
     "null_value": "A forced, rollout, rolled-back or forced-variation value is null, which "
     "the SDKs skip.",
     "prerequisite_value": "A flag prerequisite expects null, an array or an object.",
@@ -278,6 +291,30 @@ def _rollout_coverage(coverage: float, hash_version: int) -> float:
     return min(1.0, (k + 0.5) / steps)
 
 
+def _hash_value_tests(attribute: str) -> list[dict[str, Any]]:
+    """Conditions true when ``attribute`` is a hash value (the SDKs' ``isHashable``: a
+    non-empty string, or a non-zero number; JSON has no NaN or infinity)."""
+    if "." in attribute:
+        # A condition reads "a.b" as a path, hashing reads the attribute named "a.b".
+        raise _Remote("fallback_attribute")
+    return [{attribute: {"$type": "string", "$ne": ""}}, {attribute: {"$type": "number", "$ne": 0}}]
+
+
+def _missing(attribute: str) -> dict[str, Any]:
+    return {"$nor": _hash_value_tests(attribute)}
+
+
+def _present(attribute: str) -> dict[str, Any]:
+    return {"$or": _hash_value_tests(attribute)}
+
+
+def _all_of(*conditions: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    parts = [dict(c) for c in conditions if c]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
 def _derived_id(base: dict[str, Any], suffix: str) -> dict[str, Any]:
     """The id of a rule written for a part of ``base`` (still a valid assay key)."""
     return {"id": f"{base['id'][: 127 - len(suffix)]}.{suffix}"} if "id" in base else {}
@@ -336,6 +373,17 @@ class _Exporter:
                 for rule in feature.get("rules", ())
                 for pc in rule.get("parentConditions", ())
             }
+        # The SDKs store a sticky assignment made while deciding a parent; decide stores only
+        # the decided flag's, so a flag reading a sticky flag could drift from the SDK's.
+        sticky = {
+            key
+            for key, feature in features.items()
+            if any("bucketVersion" in rule for rule in feature.get("rules", ()))
+        }
+        for key in list(features):
+            if depends[key] & sticky:
+                del features[key]
+                remote[key] = "sticky_parent"
         changed = True
         while changed:
             changed = False
@@ -415,7 +463,7 @@ class _Exporter:
             return [out]
         if isinstance(rule, RolloutRule):
             assert isinstance(compiled, CompiledRolloutRule)
-            return [self._rollout(base, rule, compiled)]
+            return self._rollout(base, rule, compiled)
         assert isinstance(rule, ExperimentRule)
         assert isinstance(compiled, CompiledExperimentRule)
         e = compiled.experiment
@@ -432,7 +480,7 @@ class _Exporter:
 
     def _rollout(
         self, base: dict[str, Any], rule: RolloutRule, compiled: CompiledRolloutRule
-    ) -> dict[str, Any]:
+    ) -> list[dict[str, Any]]:
         out = dict(base)
         if (condition := _gb_condition(rule.condition)) is not None:
             out["condition"] = condition
@@ -444,11 +492,17 @@ class _Exporter:
         else:
             out["coverage"] = _rollout_coverage(compiled.coverage, compiled.hash_version)
         out["hashAttribute"] = compiled.hash_attribute
-        if compiled.fallback_attribute is not None:
-            out["fallbackAttribute"] = compiled.fallback_attribute
         out["seed"] = compiled.seed
         out["hashVersion"] = compiled.hash_version
-        return out
+        fallback = compiled.fallback_attribute
+        if fallback is None or fallback == compiled.hash_attribute:
+            return [out]
+        # The SDKs disagree on a rollout's fallbackAttribute (Python's always uses it,
+        # JavaScript's only with sticky bucketing): a second rule hashes the fallback for
+        # subjects without a hash value, which every SDK reads alike.
+        second = {**out, **_derived_id(base, "fallback"), "hashAttribute": fallback}
+        second["condition"] = _all_of(out.get("condition"), _missing(compiled.hash_attribute))
+        return [out, second]
 
     def _running(
         self,
@@ -459,8 +513,6 @@ class _Exporter:
     ) -> list[dict[str, Any]]:
         if e.participation_limit is not None and e.prior:
             raise _Remote("participation_limit")
-        if e.fallback_attribute is not None and not e.sticky:
-            raise _Remote("fallback_attribute")
         if e.sticky and any(e.passthrough):
             raise _Remote("sticky_passthrough")
         for prior in e.prior:
@@ -471,19 +523,33 @@ class _Exporter:
             rules.extend(self._holdout(cf, base, e, e.holdout))
         if not e.assignable:
             return rules + skipped
-        rule = {**base, **self._experiment(e, e.experiment.condition)}
+        condition = e.experiment.condition
+        rule = {**base, **self._experiment(e, condition)}
+        fallback = e.fallback_attribute
         if e.sticky:
             rule["bucketVersion"] = e.experiment.bucket_version
             rule["minBucketVersion"] = e.experiment.min_bucket_version
-            if e.fallback_attribute is not None:
-                rule["fallbackAttribute"] = e.fallback_attribute
-        else:
-            rule["disableStickyBucketing"] = True
+            if fallback is not None:
+                rule["fallbackAttribute"] = fallback
+            return [*rules, rule]
+        rule["disableStickyBucketing"] = True
         rules.append(rule)
+        if fallback is not None and fallback != e.hash_attribute:
+            # The SDKs use an experiment's fallback only with sticky bucketing; assay
+            # always: a second rule hashes the fallback for subjects without a hash value.
+            second = self._experiment(
+                e, _all_of(condition, _missing(e.hash_attribute)), hash_attribute=fallback
+            )
+            rules.append(
+                {**base, **_derived_id(base, "fallback"), **second, "disableStickyBucketing": True}
+            )
         return rules
 
-    def _experiment(self, e: CompiledExperiment, condition: Any) -> dict[str, Any]:
+    def _experiment(
+        self, e: CompiledExperiment, condition: Any, hash_attribute: str | None = None
+    ) -> dict[str, Any]:
         """The fields every experiment rule has: hashing, buckets, targeting, meta."""
+        attribute = e.hash_attribute if hash_attribute is None else hash_attribute
         out: dict[str, Any] = {"key": e.key}
         if e.experiment.name:
             out["name"] = e.experiment.name
@@ -493,20 +559,21 @@ class _Exporter:
         out["ranges"] = [[a, b] for a, b in e.ranges]
         out["seed"] = e.seed
         out["hashVersion"] = e.hash_version
-        out["hashAttribute"] = e.hash_attribute
+        out["hashAttribute"] = attribute
         filters = _filters(e.filters)
         if e.namespace is not None:
             layer, start, end = e.namespace
             if not filters:
                 out["namespace"] = [layer, start, end]
-            elif e.fallback_attribute is not None or e.sticky:
+            elif e.sticky:
+                # assay checks the layer after a sticky assignment, filters before it.
                 raise _Remote("namespace_with_filters")
             else:
                 # GrowthBook ignores a namespace beside filters: the same test as a filter
                 # (its inNamespace hashes v1 with seed "__" + the namespace id).
                 filters.append(
                     {
-                        "attribute": e.hash_attribute,
+                        "attribute": attribute,
                         "seed": "__" + layer,
                         "hashVersion": 1,
                         "ranges": [[start, end]],
@@ -531,6 +598,9 @@ class _Exporter:
         the first listing a value wins); values are matched with their JSON type."""
         rules: list[dict[str, Any]] = []
         for attribute, table in e.forced:
+            if "." in attribute:
+                # A condition reads "a.b" as a path; assay's forced variations as a name.
+                raise _Remote("forced_attribute_path")
             by_variant: dict[int, dict[str, list[Any]]] = {}
             for (kind, value), index in table.items():
                 group = ("string", "boolean", "number")[kind]
@@ -554,16 +624,23 @@ class _Exporter:
     ) -> list[dict[str, Any]]:
         """The holdout as GrowthBook writes one: its first variant serves the flag's
         default, the others pass through to the experiment."""
-        if e.sticky or h.fallback_attribute is not None or h.hash_attribute != e.hash_attribute:
+        if e.sticky or h.fallback_attribute is not None:
             raise _Remote("holdout")
         if h.key in self.broken_experiments:
             raise _Remote("compile_error")
         if not h.assignable:
             return []  # never holds anyone out
-        conditions = [c for c in (e.experiment.condition, h.experiment.condition) if c]
-        condition = (
-            conditions[0] if len(conditions) == 1 else {"$and": conditions} if conditions else None
-        )
+        # assay asks the holdout only of subjects the experiment targets and can hash.
+        hashable: dict[str, Any] | None = None
+        if h.hash_attribute != e.hash_attribute or e.fallback_attribute is not None:
+            try:
+                tests = _hash_value_tests(e.hash_attribute)
+                if e.fallback_attribute is not None:
+                    tests += _hash_value_tests(e.fallback_attribute)
+            except _Remote:
+                raise _Remote("holdout") from None
+            hashable = {"$or": tests}
+        condition = _all_of(e.experiment.condition, h.experiment.condition, hashable)
         rule = {**base, **_derived_id(base, "holdout"), **self._experiment(h, condition)}
         rule["variations"] = [cf.default_value, *h.variant_values[1:]]
         for m in rule["meta"][1:]:
@@ -582,60 +659,22 @@ class _Exporter:
             for rule in cf.rules:
                 out.update(p.flag_key for p in rule.parents if p.flag_key in self.flags)
             edges[key] = out
-        # Tarjan's strongly connected components, iteratively.
-        index: dict[str, int] = {}
-        low: dict[str, int] = {}
-        on_stack: set[str] = set()
-        stack: list[str] = []
-        cyclic: set[str] = set()
-        counter = 0
-        for root in edges:
-            if root in index:
-                continue
-            work = [(root, iter(sorted(edges[root])))]
-            index[root] = low[root] = counter
-            counter += 1
-            stack.append(root)
-            on_stack.add(root)
-            while work:
-                node, it = work[-1]
-                advanced = False
-                for nxt in it:
-                    if nxt not in index:
-                        index[nxt] = low[nxt] = counter
-                        counter += 1
-                        stack.append(nxt)
-                        on_stack.add(nxt)
-                        work.append((nxt, iter(sorted(edges[nxt]))))
-                        advanced = True
-                        break
-                    if nxt in on_stack:
-                        low[node] = min(low[node], index[nxt])
-                if advanced:
-                    continue
-                work.pop()
-                if work:
-                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
-                if low[node] == index[node]:
-                    component = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        component.append(member)
-                        if member == node:
-                            break
-                    if len(component) > 1 or node in edges[node]:
-                        cyclic.update(component)
-        # Everything that reaches a cyclic flag.
-        reaching = set(cyclic)
-        changed = True
-        while changed:
-            changed = False
-            for key, out in edges.items():
-                if key not in reaching and out & reaching:
-                    reaching.add(key)
-                    changed = True
-        return reaching
+        # Peel off flags that reach no cycle (those whose every edge leads to a flag
+        # already peeled, sinks first); what is left reaches a cycle.
+        readers: dict[str, set[str]] = {key: set() for key in edges}
+        for key, out in edges.items():
+            for other in out:
+                readers[other].add(key)
+        pending = {key: len(out) for key, out in edges.items()}
+        ready = [key for key, n in pending.items() if n == 0]
+        while ready:
+            done = ready.pop()
+            del pending[done]
+            for reader in readers[done]:
+                pending[reader] -= 1
+                if pending[reader] == 0:
+                    ready.append(reader)
+        return set(pending)
 
     # -- segments and dates -----------------------------------------------------------
 

@@ -34,6 +34,10 @@ ASSAY = [sys.executable, "-m", "assay.adapters.cli"]  # as tests/conftest.py run
         ["keys", "create"],
         ["keys", "list"],
         ["keys", "revoke"],
+        ["sdk-connections", "create"],
+        ["sdk-connections", "list"],
+        ["sdk-connections", "update"],
+        ["sdk-connections", "revoke"],
     ],
 )
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,6 +87,47 @@ def test_keys_create_list_revoke(pg_dsn: str, capsys: pytest.CaptureFixture[str]
     assert created["id"] in capsys.readouterr().out
     assert main(["keys", "list", *db]) == 0
     assert "revoked" in capsys.readouterr().out
+
+
+def test_sdk_connections_create_list_update_revoke(
+    pg_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = ["--database-url", pg_dsn]
+    import trio
+
+    from assay._bootstrap import open_service
+    from assay.engine import SYSTEM_KEY, EngineConfig, ProjectSpec
+
+    async def make_project() -> None:
+        async with open_service(EngineConfig(database_url=pg_dsn)) as service:
+            await service.create_project(SYSTEM_KEY, ProjectSpec(key="shop"))
+
+    trio.run(make_project)
+    create = ["sdk-connections", "create", "--project", "shop", "--name", "web"]
+    assert main([*create, "--encrypt", "--allow-exposures", "--json", *db]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["client_key"].startswith("sdk-")
+    assert created["decryption_key"]
+    assert created["allow_exposures"] is True
+    assert created["evaluation"] == "local"
+    assert main(["sdk-connections", "create", "--project", "shop", "--remote", *db]) == 0
+    assert "remote" in capsys.readouterr().out
+
+    update = ["sdk-connections", "update", created["id"], "--project", "shop"]
+    assert main([*update, "--no-encrypt", "--remote", "--json", *db]) == 0
+    updated = json.loads(capsys.readouterr().out)
+    assert updated["decryption_key"] is None
+    assert updated["evaluation"] == "remote"
+    assert updated["allow_exposures"] is True
+
+    assert main(["sdk-connections", "revoke", created["id"], "--project", "shop", *db]) == 0
+    capsys.readouterr()
+    assert main(["sdk-connections", "list", "--project", "shop", *db]) == 0
+    listed = capsys.readouterr().out
+    assert created["client_key"] in listed
+    assert "revoked" in listed
+    assert main([*update, "--name", "again", *db]) == 1
+    assert "connection_revoked" in capsys.readouterr().err
 
 
 def test_errors_are_reported_with_their_code(

@@ -235,6 +235,7 @@ async def test_load_creates_everything_in_dependency_order(service: ConfigServic
         "segment": {"created": 0, "updated": 0, "unchanged": 0},
         "experiment": {"created": 2, "updated": 0, "unchanged": 0},
         "flag": {"created": 2, "updated": 0, "unchanged": 0},
+        "sdk_connection": {"created": 0, "updated": 0, "unchanged": 0},
     }
     button = await service.get_object(SYSTEM_KEY, Experiment, P, "button")
     assert button.status is ExperimentStatus.RUNNING
@@ -679,3 +680,39 @@ async def test_the_rule_language_loads_from_a_file_and_decides() -> None:
         assert (pinned.value, pinned.reason) == ("B", Reason.FORCED_VARIATION)
         assigned = decide(engine.snapshot, pid, "child", "u1", {"beta": True})
         assert assigned.reason is Reason.EXPERIMENT_ASSIGNED
+
+
+# --- SDK connections --------------------------------------------------------------------
+
+
+async def test_sdk_connections_are_matched_by_name_and_never_revoked(
+    service: ConfigService,
+) -> None:
+    web = {"name": "web", "encrypt": True, "allow_exposures": True}
+    app = {"name": "app", "evaluation": "remote"}
+    first = await load(service, definitions(sdk_connections=[web, app]))
+    assert first.counts()["sdk_connection"] == {"created": 2, "updated": 0, "unchanged": 0}
+    made = {c.name: c for c in await service.all_connections(SYSTEM_KEY, P)}
+    assert made["web"].decryption_key is not None
+    assert made["app"].evaluation == "remote"
+
+    before = await audit_ids(service)
+    again = await load(service, definitions(sdk_connections=[web, app]))
+    assert again.counts()["sdk_connection"] == {"created": 0, "updated": 0, "unchanged": 2}
+    assert await audit_ids(service) == before
+
+    changed = await load(service, definitions(sdk_connections=[{**web, "encrypt": False}]))
+    [change] = [c for c in changed.changes if c.kind == "sdk_connection"]
+    assert (change.action, change.fields) == ("updated", ["encrypt"])
+    now = {c.name: c for c in await service.all_connections(SYSTEM_KEY, P)}
+    assert now["web"].client_key == made["web"].client_key
+    assert now["web"].decryption_key is None
+    assert now["app"].active  # left out of the file, kept
+
+    with pytest.raises(ValidationFailed) as twice:
+        definitions(sdk_connections=[web, web])
+    assert twice.value.code == "duplicate_key"
+    with pytest.raises(ValidationFailed) as bad:
+        definitions(sdk_connections=[{"name": "x", "evaluation": "edge"}])
+    assert bad.value.code == "invalid_definitions"
+    assert "sdk_connection 'x'" in bad.value.message

@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_db_commands(commands, _add_config_args, load_config)  # db stats, db expire
     add_plan_command(commands, _add_config_args)
+
+    from assay.adapters._cli_sdk import add_sdk_commands
+
+    add_sdk_commands(commands, _add_config_args, load_config)  # sdk-connections
     return parser
 
 

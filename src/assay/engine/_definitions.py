@@ -4,7 +4,8 @@ file.
 A definitions file is JSON or TOML with the same structure::
 
     {"layers": [LayerSpec...], "metrics": [MetricSpec...], "segments": [SegmentSpec...],
-     "experiments": [ExperimentSpec + optional "status"...], "flags": [FlagSpec...]}
+     "experiments": [ExperimentSpec + optional "status"...], "flags": [FlagSpec...],
+     "sdk_connections": [SdkConnectionSpec...]}
 
 Each entry is exactly the spec the HTTP API takes, decoded strictly: an unknown field or a
 wrong type is an error that names the object (``flag 'checkout'``) and the path in the file.
@@ -13,7 +14,9 @@ Loading is declarative and idempotent. Every object in the file is created, or u
 match the file (fields left out take their defaults, as on create), or left alone when it
 already matches, in which case no revision is bumped and no audit entry is written, so
 loading the same file twice changes nothing the second time. Objects in the store but not in
-the file are never deleted. An experiment's ``status`` is reached through the lifecycle's
+the file are never deleted. SDK connections are matched by ``name`` among the project's
+active connections (their client keys are made by the server, never written in a file),
+and are never revoked by a load. An experiment's ``status`` is reached through the lifecycle's
 own transitions (``DRAFT`` -> ``RUNNING`` is a ``start``), after every object is written.
 
 Every write goes through ``ConfigService``, so it is validated, access-checked and audited
@@ -62,6 +65,8 @@ from assay.engine._model import (
     Metric,
     MetricSpec,
     ProjectSpec,
+    SdkConnection,
+    SdkConnectionSpec,
     Segment,
     SegmentSpec,
     Struct,
@@ -82,7 +87,7 @@ __all__ = [
 ]
 
 Format: TypeAlias = Literal["json", "toml"]
-KindName: TypeAlias = Literal["layer", "metric", "segment", "experiment", "flag"]
+KindName: TypeAlias = Literal["layer", "metric", "segment", "experiment", "flag", "sdk_connection"]
 Action: TypeAlias = Literal["created", "updated", "unchanged"]
 Scoped: TypeAlias = Flag | Experiment | Layer | Metric | Segment
 Spec: TypeAlias = FlagSpec | ExperimentSpec | LayerSpec | MetricSpec | SegmentSpec
@@ -108,6 +113,7 @@ class Definitions(Struct, frozen=True, kw_only=True):
     segments: list[SegmentSpec] = []
     experiments: list[ExperimentDefinition] = []
     flags: list[FlagSpec] = []
+    sdk_connections: list[SdkConnectionSpec] = []
 
 
 class ObjectChange(Struct, frozen=True, kw_only=True):
@@ -184,13 +190,21 @@ class LoadReport(Struct, frozen=True, kw_only=True):
         return "\n".join(lines)
 
 
-_KIND_ORDER: tuple[KindName, ...] = ("layer", "metric", "segment", "experiment", "flag")
+_KIND_ORDER: tuple[KindName, ...] = (
+    "layer",
+    "metric",
+    "segment",
+    "experiment",
+    "flag",
+    "sdk_connection",
+)
 _SECTION: dict[KindName, str] = {
     "layer": "layers",
     "metric": "metrics",
     "segment": "segments",
     "experiment": "experiments",
     "flag": "flags",
+    "sdk_connection": "sdk_connections",
 }
 _KIND_TYPES: dict[KindName, type[Scoped]] = {
     "layer": Layer,
@@ -211,7 +225,7 @@ _SPEC_TYPES: dict[KindName, type[Spec]] = {
 # Parsing.
 # --------------------------------------------------------------------------------------
 
-_PATH = re.compile(r"at `\$\.(layers|metrics|segments|experiments|flags)\[(\d+)\]")
+_PATH = re.compile(r"at `\$\.(layers|metrics|segments|experiments|flags|sdk_connections)\[(\d+)\]")
 
 
 def parse_definitions(data: bytes | str, fmt: Format) -> Definitions:
@@ -258,7 +272,8 @@ def _located(exc: msgspec.ValidationError, raw: Callable[[], Any]) -> Validation
         key: Any = None
         try:
             entry = raw()[section][index]
-            key = entry.get("key") if isinstance(entry, Mapping) else None
+            name = "name" if section == "sdk_connections" else "key"
+            key = entry.get(name) if isinstance(entry, Mapping) else None
         except (LookupError, TypeError, ValueError, msgspec.DecodeError):
             key = None
         where = f"{section}[{index}]"
@@ -281,6 +296,15 @@ def _check_unique(definitions: Definitions) -> None:
                     details={"kind": kind, "key": item.key, "index": i},
                 )
             seen.add(item.key)
+    names: set[str] = set()
+    for i, connection in enumerate(definitions.sdk_connections):
+        if connection.name in names:
+            raise ValidationFailed(
+                f"sdk_connection {connection.name!r} (sdk_connections[{i}]) is defined twice",
+                code="duplicate_key",
+                details={"kind": "sdk_connection", "key": connection.name, "index": i},
+            )
+        names.add(connection.name)
 
 
 def _sections(
@@ -644,20 +668,29 @@ async def load_definitions(
     await _validate(planned, _Overlay(stored, planned), validate_condition)
     _check_running(planned, stored)
 
+    connections = await _plan_connections(
+        service, principal, project, definitions.sdk_connections, project_created
+    )
     report = LoadReport(
         project=project,
         dry_run=dry_run,
         project_created=project_created,
         changes=[
-            ObjectChange(
-                kind=p.kind,
-                key=p.spec.key,
-                action=p.action,
-                fields=p.fields,
-                transitions=p.transitions,
-                status=p.status,
-            )
-            for p in planned
+            *(
+                ObjectChange(
+                    kind=p.kind,
+                    key=p.spec.key,
+                    action=p.action,
+                    fields=p.fields,
+                    transitions=p.transitions,
+                    status=p.status,
+                )
+                for p in planned
+            ),
+            *(
+                ObjectChange(kind="sdk_connection", key=spec.name, action=action, fields=fields)
+                for spec, _, action, fields in connections
+            ),
         ],
     )
     if dry_run:
@@ -679,7 +712,49 @@ async def load_definitions(
                     await service.transition_experiment(principal, project, p.spec.key, transition)
                 except AssayError as exc:
                     raise _named(exc, p.kind, p.spec.key) from None
+        for spec, current, _, fields in connections:
+            try:
+                if current is None:
+                    await service.create_connection(principal, project, spec)
+                elif fields:
+                    patch = {f: msgspec.to_builtins(getattr(spec, f)) for f in fields}
+                    await service.update_connection(
+                        principal, project, current.id, patch, expected_revision=current.revision
+                    )
+            except AssayError as exc:
+                raise _named(exc, "sdk_connection", spec.name) from None
     return report
+
+
+_PlannedConnection: TypeAlias = tuple[SdkConnectionSpec, SdkConnection | None, Action, list[str]]
+
+
+async def _plan_connections(
+    service: ConfigService,
+    principal: ApiKey,
+    project: str,
+    specs: Sequence[SdkConnectionSpec],
+    project_created: bool,
+) -> list[_PlannedConnection]:
+    """Each connection of the file with the active one of its name, what to do and which
+    fields differ."""
+    if not specs:
+        return []
+    stored: dict[str, SdkConnection] = {}
+    if not project_created:
+        for c in await service.all_connections(principal, project):
+            if c.active:
+                stored[c.name] = c
+    out: list[_PlannedConnection] = []
+    for spec in specs:
+        current = stored.get(spec.name)
+        if current is None:
+            out.append((spec, None, "created", list(SdkConnectionSpec.__struct_fields__)))
+            continue
+        names = SdkConnectionSpec.__struct_fields__
+        fields = [f for f in names if getattr(spec, f) != getattr(current, f)]
+        out.append((spec, current, "updated" if fields else "unchanged", fields))
+    return out
 
 
 def _write_order(planned: Sequence[_Planned]) -> list[_Planned]:

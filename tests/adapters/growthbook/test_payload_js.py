@@ -21,8 +21,9 @@ flags with 10,000 subjects (287 flag payloads, 2,870,000 cases).
 
 The projects of ``test_payload_differential`` (the Python SDK's differential: sticky
 bucketing, plugin operators, cycles, ...) go through the JavaScript SDK too, with sticky
-bucketing on and the SDK's sticky documents kept from one phase to the next: 300 projects,
-about 119,000 cases, in one Node process (``-m slow``: 3,000 projects).
+bucketing where a project has sticky experiments and the SDK's sticky documents kept from
+one phase to the next: 300 projects, about 119,000 cases, in one Node process (``-m
+slow``: 3,000 projects).
 
 Two behaviours of GrowthBook's JavaScript SDK differ from its Python SDK, which decide
 follows; the generated cases avoid them and a strict xfail test pins the second down: a hash

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -20,10 +21,11 @@ from assay.adapters.growthbook import (
     REMOTE_ONLY_REASONS,
     SdkPayload,
     build_payload,
+    import_growthbook,
     payload_document,
     sdk_payload,
 )
-from assay.adapters.growthbook.payload import _rollout_coverage
+from assay.adapters.growthbook.payload import _SDK_OPERATORS, _rollout_coverage
 from assay.engine import SYSTEM_KEY, Engine, NotFound
 from assay.engine._core import ConditionCompiler, Snapshot, compile_snapshot, decide
 from assay.engine._core._bucketing import gb_hash
@@ -31,6 +33,7 @@ from assay.engine._core._conditions import CompileContext, ValuePredicate
 from assay.engine._model import (
     Experiment,
     ExperimentRule,
+    ExperimentSpec,
     ExperimentStatus,
     Flag,
     FlagSpec,
@@ -46,6 +49,8 @@ from assay.engine._model import (
     RolloutRule,
     Rule,
     Segment,
+    SegmentSpec,
+    Transition,
     Variant,
 )
 from assay.engine._ports import ConfigState
@@ -526,6 +531,27 @@ async def test_built_once_per_snapshot_version_and_project(engine: Engine) -> No
         sdk_payload(engine, "nope")
 
 
+async def test_the_date_moves_whenever_the_content_does(engine: Engine) -> None:
+    # SDKs keep the payload they hold while dateUpdated is the same.
+    first = sdk_payload(engine, "shop")
+    spec = FlagSpec(key="g", type=FlagType.STRING, default_value="x")
+    await engine.service.create_object(SYSTEM_KEY, Flag, "shop", spec)
+    await engine.refresh()
+    second = sdk_payload(engine, "shop")
+    # A deletion does not move the project's latest change; the date moves anyway.
+    await engine.service.delete_object(SYSTEM_KEY, Flag, "shop", "g")
+    await engine.refresh()
+    third = sdk_payload(engine, "shop")
+    assert third.features == first.features
+    assert first.date_updated < second.date_updated < third.date_updated
+    # A change elsewhere gives a new snapshot, and the same content keeps its date.
+    await engine.service.create_object(SYSTEM_KEY, Flag, "blog", spec)
+    await engine.refresh()
+    fourth = sdk_payload(engine, "shop")
+    assert fourth.version > third.version
+    assert fourth.date_updated == third.date_updated
+
+
 @pytest.fixture(autouse=True)
 def quiet_sdk() -> Any:
     sdk = logging.getLogger("growthbook")
@@ -533,3 +559,102 @@ def quiet_sdk() -> Any:
     sdk.setLevel(logging.CRITICAL)
     yield
     sdk.setLevel(level)
+
+
+def test_the_operators_sent_are_growthbooks() -> None:
+    # assay's built-in operators are GrowthBook's language: a condition using only them is
+    # written; any other operator came from a plugin (``plugin_operator``).
+    logical = {"$and", "$or", "$nor", "$savedGroup"}
+    assert set(GROWTHBOOK_OPERATORS) | logical == _SDK_OPERATORS
+
+
+async def test_an_engine_project_through_the_service_decides_as_the_sdk(engine: Engine) -> None:
+    """The whole path: objects saved through the service (an imported GrowthBook payload
+    beside assay's own holdout, forced variations, segment, prerequisite and fallback),
+    the engine's snapshot, ``sdk_payload``, and ``engine.decide`` against the SDK."""
+    from tests.adapters.growthbook.test_import import PAYLOAD, subject
+
+    service = engine.service
+    await import_growthbook(service, SYSTEM_KEY, "shop", PAYLOAD)
+    await service.create_object(
+        SYSTEM_KEY, Segment, "shop", SegmentSpec(key="vip", values=["u1", "u7", "u42"])
+    )
+    variants = [Variant(key="control", value="a"), Variant(key="treatment", value="b")]
+    holdout = ExperimentSpec(
+        key="global-holdout",
+        variants=[Variant(key="held", value="x"), Variant(key="general", value="y")],
+        coverage=0.2,
+        is_holdout=True,
+    )
+    native = ExperimentSpec(
+        key="native",
+        variants=variants,
+        coverage=0.7,
+        hash_attribute="deviceId",
+        fallback_attribute="id",
+        condition={"country": {"$in": ["FR", "DE", "US"]}},
+        holdout="global-holdout",
+        forced_variations=[ForcedVariation(variant="treatment", values=["u3", "u5"])],
+    )
+    for spec in (holdout, native):
+        await service.create_object(SYSTEM_KEY, Experiment, "shop", spec)
+        await service.transition_experiment(SYSTEM_KEY, "shop", spec.key, Transition.START)
+    flags = [
+        FlagSpec(
+            key="native-flag",
+            type=FlagType.STRING,
+            default_value="off",
+            rules=[
+                ForceRule(condition={"id": {"$inGroup": "vip"}}, value="vip"),
+                ExperimentRule(experiment="native"),
+                RolloutRule(coverage=0.5, value="half", hash_attribute="company"),
+            ],
+        ),
+        FlagSpec(
+            key="gated",
+            type=FlagType.STRING,
+            default_value="closed",
+            prerequisites=[Prerequisite(flag="native-flag", value="b")],
+            rules=[ForceRule(value="open")],
+        ),
+    ]
+    for spec in flags:
+        await service.create_object(SYSTEM_KEY, Flag, "shop", spec)
+    await engine.refresh()
+
+    payload = sdk_payload(engine, "shop")
+    assert payload.remote_only == {}
+    assert set(payload.features) == {*PAYLOAD["features"], "f", "native-flag", "gated"}
+    assert "vip" in payload.saved_groups
+    gb = GrowthBook(features=payload.features, saved_groups=payload.saved_groups)
+    rng = random.Random(20261205)
+    outcomes: dict[str, set[Any]] = {}
+    for i in range(1500):
+        sid, attrs = subject(rng, i)
+        gb.set_attributes(attrs)
+        for key in payload.features:
+            got = engine.decide(key, sid, attrs, project="shop")
+            expected = gb.eval_feature(key)
+            er = expected.experimentResult
+            in_gb = er is not None and er.inExperiment
+            theirs = (
+                msgspec.json.encode(expected.value),
+                in_gb,
+                expected.experiment.key if in_gb and expected.experiment else None,
+                er.key if in_gb and er else None,
+            )
+            ours = (
+                msgspec.json.encode(got.value),
+                got.in_experiment,
+                got.experiment if got.in_experiment else None,
+                got.variant if got.in_experiment else None,
+            )
+            assert ours == theirs, (key, attrs, got, expected.to_dict())
+            outcomes.setdefault(key, set()).add((got.reason, got.experiment))
+    assert {
+        ("forced", None),
+        ("experiment_assigned", "native"),
+        ("experiment_assigned", "global-holdout"),
+        ("forced_variation", "native"),
+    } <= outcomes["native-flag"], outcomes["native-flag"]
+    assert {r for r, _ in outcomes["gated"]} == {"forced", "prerequisite_failed"}

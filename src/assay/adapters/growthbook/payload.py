@@ -97,7 +97,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -147,7 +147,7 @@ REMOTE_ONLY_REASONS: dict[str, str] = {
 """Why a flag is left out of the payload, by stable code (also in docs/growthbook.md)."""
 
 # Every operator GrowthBook's SDKs evaluate; anything else came from a plugin.
-GROWTHBOOK_OPERATORS = frozenset(
+_SDK_OPERATORS = frozenset(
     {
         "$and", "$or", "$nor", "$not", "$eq", "$ne", "$gt", "$gte", "$lt", "$lte",
         "$in", "$nin", "$ini", "$nini", "$all", "$alli", "$size", "$elemMatch",
@@ -169,7 +169,9 @@ class SdkPayload(msgspec.Struct, frozen=True):
     """GrowthBook ``savedGroups``: the segments the features refer to, by key."""
     remote_only: dict[str, str]
     """Flag key -> reason code (``REMOTE_ONLY_REASONS``), for flags the payload cannot
-    express exactly: they are answered by remote evaluation."""
+    express exactly: they are answered by remote evaluation.
+
+    A payload is shared by every caller of ``sdk_payload``: read it, never change it."""
     date_updated: str
     """ISO timestamp of the project's latest configuration change."""
 
@@ -186,11 +188,14 @@ def payload_document(p: SdkPayload) -> dict[str, Any]:
 
 
 class _Cache:
-    __slots__ = ("payloads", "version")
+    __slots__ = ("latest", "payloads", "version")
 
     def __init__(self) -> None:
         self.version = -1
         self.payloads: dict[str, SdkPayload] = {}
+        """This snapshot version's payloads, by project key."""
+        self.latest: dict[str, SdkPayload] = {}
+        """The latest payload built for each project, whatever its version."""
 
 
 # Per engine: the payloads of its snapshot in force, by project key. Weak, so a closed
@@ -200,7 +205,11 @@ _CACHES: weakref.WeakKeyDictionary[Engine, _Cache] = weakref.WeakKeyDictionary()
 
 def sdk_payload(engine: Engine, project: str) -> SdkPayload:
     """The payload of ``project`` (a key) from the engine's snapshot in force; built once
-    per (snapshot version, project). Raises ``NotFound`` (``project_not_found``)."""
+    per (snapshot version, project). Raises ``NotFound`` (``project_not_found``).
+
+    ``date_updated`` is what SDKs compare to tell a new payload from the one they hold:
+    it moves whenever the content does. It is the project's latest change, which a
+    deletion does not move; then it is moved a millisecond past the previous payload's."""
     snapshot = engine.snapshot
     cache = _CACHES.get(engine)
     if cache is None:
@@ -210,8 +219,26 @@ def sdk_payload(engine: Engine, project: str) -> SdkPayload:
         cache.payloads = {}
     payload = cache.payloads.get(project)
     if payload is None:
-        payload = cache.payloads[project] = build_payload(snapshot, project)
+        payload = build_payload(snapshot, project)
+        before = cache.latest.get(project)
+        if before is not None:
+            payload = _dated_after(payload, before)
+        cache.payloads[project] = cache.latest[project] = payload
     return payload
+
+
+def _dated_after(payload: SdkPayload, before: SdkPayload) -> SdkPayload:
+    same = (
+        payload.features == before.features
+        and payload.saved_groups == before.saved_groups
+        and payload.remote_only == before.remote_only
+    )
+    if same:
+        return msgspec.structs.replace(before, version=payload.version)
+    if payload.date_updated > before.date_updated:
+        return payload
+    later = datetime.strptime(before.date_updated, _DATE).replace(tzinfo=UTC)
+    return msgspec.structs.replace(payload, date_updated=_date(later + timedelta(milliseconds=1)))
 
 
 def build_payload(snapshot: Snapshot, project: str) -> SdkPayload:
@@ -247,7 +274,7 @@ def _operators(value: Any) -> Iterator[str]:
 def _gb_condition(condition: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not condition:
         return None
-    if any(op not in GROWTHBOOK_OPERATORS for op in _operators(condition)):
+    if any(op not in _SDK_OPERATORS for op in _operators(condition)):
         raise _Remote("plugin_operator")
     return dict(condition)
 
@@ -304,10 +331,6 @@ def _missing(attribute: str) -> dict[str, Any]:
     return {"$nor": _hash_value_tests(attribute)}
 
 
-def _present(attribute: str) -> dict[str, Any]:
-    return {"$or": _hash_value_tests(attribute)}
-
-
 def _all_of(*conditions: Mapping[str, Any] | None) -> dict[str, Any] | None:
     parts = [dict(c) for c in conditions if c]
     if not parts:
@@ -330,7 +353,11 @@ def _timestamp(value: datetime) -> float:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
+_DATE = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
 def _date(value: datetime) -> str:
+    """GrowthBook's form of a time: UTC, milliseconds, ``Z``."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

@@ -65,7 +65,6 @@ from assay.engine._model import (
     Metric,
     MetricSpec,
     ProjectSpec,
-    SdkConnection,
     SdkConnectionSpec,
     Segment,
     SegmentSpec,
@@ -73,6 +72,7 @@ from assay.engine._model import (
     Transition,
 )
 from assay.engine._ports import StoreTransaction
+from assay.engine._sdk_connections import plan_connections
 from assay.engine._segments import validate_segment
 from assay.engine._service import ConfigService
 from assay.engine._validation import validate_experiment, validate_flag, validate_metric
@@ -668,7 +668,7 @@ async def load_definitions(
     await _validate(planned, _Overlay(stored, planned), validate_condition)
     _check_running(planned, stored)
 
-    connections = await _plan_connections(
+    connections = await plan_connections(
         service, principal, project, definitions.sdk_connections, project_created
     )
     report = LoadReport(
@@ -724,37 +724,6 @@ async def load_definitions(
             except AssayError as exc:
                 raise _named(exc, "sdk_connection", spec.name) from None
     return report
-
-
-_PlannedConnection: TypeAlias = tuple[SdkConnectionSpec, SdkConnection | None, Action, list[str]]
-
-
-async def _plan_connections(
-    service: ConfigService,
-    principal: ApiKey,
-    project: str,
-    specs: Sequence[SdkConnectionSpec],
-    project_created: bool,
-) -> list[_PlannedConnection]:
-    """Each connection of the file with the active one of its name, what to do and which
-    fields differ."""
-    if not specs:
-        return []
-    stored: dict[str, SdkConnection] = {}
-    if not project_created:
-        for c in await service.all_connections(principal, project):
-            if c.active:
-                stored[c.name] = c
-    out: list[_PlannedConnection] = []
-    for spec in specs:
-        current = stored.get(spec.name)
-        if current is None:
-            out.append((spec, None, "created", list(SdkConnectionSpec.__struct_fields__)))
-            continue
-        names = SdkConnectionSpec.__struct_fields__
-        fields = [f for f in names if getattr(spec, f) != getattr(current, f)]
-        out.append((spec, current, "updated" if fields else "unchanged", fields))
-    return out
 
 
 def _write_order(planned: Sequence[_Planned]) -> list[_Planned]:

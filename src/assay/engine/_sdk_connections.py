@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import msgspec
 
@@ -265,3 +265,36 @@ def _public(connection: SdkConnection) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.to_builtins(connection)
     data.pop("decryption_key", None)
     return data
+
+
+PlannedConnection: TypeAlias = tuple[
+    SdkConnectionSpec, SdkConnection | None, Literal["created", "updated", "unchanged"], list[str]
+]
+
+
+async def plan_connections(
+    service: ConnectionManagement,
+    principal: ApiKey,
+    project: str,
+    specs: Sequence[SdkConnectionSpec],
+    project_created: bool,
+) -> list[PlannedConnection]:
+    """For a definitions file (``_definitions``): each connection with the active one of its
+    name, what loading does to it and which fields differ."""
+    if not specs:
+        return []
+    stored: dict[str, SdkConnection] = {}
+    if not project_created:
+        for c in await service.all_connections(principal, project):
+            if c.active:
+                stored[c.name] = c
+    out: list[PlannedConnection] = []
+    for spec in specs:
+        current = stored.get(spec.name)
+        if current is None:
+            out.append((spec, None, "created", list(SdkConnectionSpec.__struct_fields__)))
+            continue
+        names = SdkConnectionSpec.__struct_fields__
+        fields = [f for f in names if getattr(spec, f) != getattr(current, f)]
+        out.append((spec, current, "updated" if fields else "unchanged", fields))
+    return out

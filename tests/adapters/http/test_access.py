@@ -83,6 +83,16 @@ MATRIX: list[tuple[str, str, Any, int, int, int, int, int]] = [
     ("POST", "/api/v1/sdk-connections" + P, {"name": "{fresh}"}, 201, 201, 403, 403, 404),
     ("GET", "/api/v1/sdk-connections/{connection}" + P, None, 200, 200, 200, 200, 404),
     (
+        "GET",
+        "/api/v1/sdk-connections/{connection}/remote-only" + P,
+        None,
+        200,
+        200,
+        200,
+        200,
+        404,
+    ),
+    (
         "PATCH",
         "/api/v1/sdk-connections/{connection}" + P,
         {"encrypt": True},

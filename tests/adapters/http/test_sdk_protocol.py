@@ -229,6 +229,16 @@ async def test_growthbooks_sdk_decides_every_flag_as_decide(world, shop, base_ur
     assert payload.remote_only, "the participation limit makes a flag remote-only"
     assert len(payload.features) >= 8
 
+    _, viewer = await world.key(Role.VIEWER)
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        listed = await client.get(
+            f"/api/v1/sdk-connections/{plain.id}/remote-only?project={shop}",
+            headers={"Authorization": f"Bearer {viewer}"},
+        )
+    assert listed.status_code == 200
+    assert listed.json()["flags"] == payload.remote_only
+    assert set(listed.json()["flags"].values()) <= set(listed.json()["reasons"])
+
     people = subjects(SUBJECTS, 1)
     expected = await decided(base_url, secret, shop, flags, people)
 

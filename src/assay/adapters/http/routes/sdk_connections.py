@@ -2,8 +2,11 @@
 project's payload (docs/sdk.md). Managed by ADMIN and DEVELOPER keys, read by every role
 that reads configuration."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: msgspec reads these annotations at runtime.
 
+import msgspec
+
+from assay.adapters.growthbook import REMOTE_ONLY_REASONS, sdk_payload
 from assay.adapters.http._routing import (
     CURSOR,
     LIMIT,
@@ -49,6 +52,26 @@ async def revoke_connection(call: Call) -> None:
     await call.service.revoke_connection(call.key, call.project, call.path["id"])
 
 
+class RemoteOnly(msgspec.Struct, frozen=True, kw_only=True):
+    """The flags a connection's payload leaves out, answered by remote evaluation."""
+
+    flags: dict[str, str]
+    """Flag key -> reason code."""
+    reasons: dict[str, str]
+    """Every reason code there is, and what it means."""
+    snapshot_version: int
+
+
+async def remote_only(call: Call) -> RemoteOnly:
+    connection = await call.service.get_connection(call.key, call.project, call.path["id"])
+    snapshot = call.engine.snapshot
+    project = snapshot.projects.get(connection.project_id)
+    flags = {} if project is None else sdk_payload(call.engine, project.key).remote_only
+    return RemoteOnly(
+        flags=dict(flags), reasons=REMOTE_ONLY_REASONS, snapshot_version=snapshot.version
+    )
+
+
 ROUTES = (
     Route(
         method="GET",
@@ -91,6 +114,19 @@ ROUTES = (
         tag=TAG,
         query=(PROJECT,),
         response=SdkConnection,
+    ),
+    Route(
+        method="GET",
+        path=f"{ONE}/remote-only",
+        endpoint=remote_only,
+        operation_id="getSdkConnectionRemoteOnly",
+        summary="Flags an SDK connection's payload leaves out",
+        description="The flags GrowthBook's payload format cannot express exactly, by key, "
+        "with their reason codes: they are never sent as if they were exact, and "
+        "`POST /api/eval/{clientKey}` answers them (docs/sdk.md).",
+        tag=TAG,
+        query=(PROJECT,),
+        response=RemoteOnly,
     ),
     Route(
         method="PATCH",

@@ -42,6 +42,11 @@ function server(statuses, headers = {}) {
   return { requests, fetch };
 }
 
+// Event ids are computed asynchronously (Web Crypto): wait until `n` events are queued.
+async function queued(tracker, n) {
+  for (let i = 0; i < 2000 && tracker.stats.queued < n; i++) await new Promise((r) => setTimeout(r, 5));
+}
+
 const view = (tracker, subject, variant = "a", experiment = "e") =>
   tracker.trackingCallback({ key: experiment }, { key: variant, hashValue: subject }, { attributes: { id: subject } });
 
@@ -81,7 +86,7 @@ await run("bounded", [], { maxQueue: 5, batchSize: 100 }, async (t) => {
 });
 await run("hidden", [], {}, async (t) => {
   for (let i = 0; i < 3; i++) view(t, `u${i}`);
-  await new Promise((r) => setTimeout(r, 10)); // the event ids are computed
+  await queued(t, 3);
   globalThis.document.visibilityState = "hidden";
   for (const fn of listeners.visibilitychange) fn();
   globalThis.document.visibilityState = "visible";
@@ -90,7 +95,7 @@ await run("hidden", [], {}, async (t) => {
 await run("hidden, beacon refused", [], {}, async (t) => {
   beaconAccepts = false;
   view(t, "u1");
-  await new Promise((r) => setTimeout(r, 10));
+  await queued(t, 1);
   for (const fn of listeners["window:pagehide"]) fn();
   await t.flush();
 });

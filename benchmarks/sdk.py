@@ -19,6 +19,12 @@ driven by the lean keep-alive client of ``decide.py`` in this process:
 4. Server-sent events (``GET /sub/{clientKey}``): a section left for the streaming branch
    (``sse`` in the JSON is ``null`` until it is wired in).
 
+On a shared machine requests/s swing with what else runs; the server's CPU time per
+request is reported beside them, and an in-process part times the handlers alone (no
+server, no sockets): the SDK front answering ``/api/features`` against the raw ASGI app
+answering the same bytes, and a remote evaluation of 20 flags against one durable
+``adecide_many`` of one flag (what ``/decide`` does), in CPU microseconds per request.
+
 Rounds interleave the scenarios; medians are reported. Before timing, the answers are
 checked: the raw app's body is assay's, a 304 comes with the ETag, every remote evaluation
 equals ``/decide`` for the flag both answer. See benchmarks/README.md.
@@ -442,6 +448,85 @@ class NotModifiedConnection(Connection):
         return 200, b""
 
 
+async def in_process(params: dict[str, Any]) -> dict[str, Any]:
+    """The handlers alone, in CPU microseconds per request (median of rounds)."""
+    import msgspec
+
+    import assay
+    from assay.adapters.growthbook.protocol import EvalRequest, SdkProtocol
+    from assay.adapters.growthbook.routes import SdkFrontend
+    from assay.engine import SYSTEM_KEY, ProjectSpec, SdkConnectionSpec, load_definitions
+    from assay.engine._definitions import Definitions
+
+    config = assay.EngineConfig(store="memory", decision_cache_size=0)
+    users = make_users(2_000, params["seed"])
+    samples: dict[str, list[float]] = {}
+    async with assay.open_engine(config, load_entry_points=False) as engine:
+        service = engine.service
+        await service.create_project(SYSTEM_KEY, ProjectSpec(key=PROJECT))
+        defs = msgspec.convert(definitions(), Definitions)
+        await load_definitions(service, SYSTEM_KEY, PROJECT, defs)
+        connection = await service.create_connection(SYSTEM_KEY, PROJECT, SdkConnectionSpec())
+        front = SdkFrontend(engine, None)
+        protocol = SdkProtocol(engine)
+        project_id = engine.snapshot.project_ids[PROJECT]
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": f"/api/features/{connection.client_key}",
+            "headers": [(b"host", b"127.0.0.1"), (b"accept", b"*/*")],
+        }
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        await front(scope, receive, send)
+        raw = raw_app_for(sent[1]["body"], sent[0]["headers"])
+        encode = msgspec.json.Encoder().encode
+
+        async def features(app: Any) -> None:
+            for _ in range(2_000):
+                await app(scope, receive, send)
+                sent.clear()
+
+        async def evaluations() -> None:
+            for user in users:
+                encode(await protocol.evaluate(connection, EvalRequest(attributes=user)))
+
+        async def decides() -> None:
+            for user in users:
+                decided = await engine.adecide_many(
+                    [(DECIDE_FLAG, user["id"], user)], project_id=project_id
+                )
+                encode(decided[0])
+
+        for _ in range(params["rounds"] * 2 + 1):
+            for name, run_once in (
+                ("raw_app_features", lambda: features(raw)),
+                ("front_features", lambda: features(front)),
+                ("eval_20_flags", evaluations),
+                ("decide_1_flag", decides),
+            ):
+                started = time.process_time()
+                await run_once()
+                per = 2_000
+                samples.setdefault(name, []).append((time.process_time() - started) / per * 1e6)
+    med = {name: statistics.median(values) for name, values in samples.items()}
+    return {
+        "cpu_us_per_request": med,
+        "front_features_over_raw_app": med["raw_app_features"] / med["front_features"],
+        # What the front adds to a request, to set beside the server's whole CPU time per
+        # request (hypercorn's parsing and sending dominate it).
+        "front_extra_us": med["front_features"] - med["raw_app_features"],
+        "eval_over_decide": med["decide_1_flag"] / med["eval_20_flags"],
+        "samples": samples,
+    }
+
+
 def targets(http: dict[str, Any]) -> dict[str, bool]:
     met = {
         "features_90pct_of_raw": http["features_over_raw"] >= 0.9,
@@ -498,6 +583,16 @@ def print_table(result: dict[str, Any]) -> None:
         f"/api/eval over /decide {fmt(http['eval_over_decide_by_cpu'])}"
     )
     print("SSE (GET /sub/{clientKey}): not measured here yet (streaming branch).")
+    alone = result["in_process"]
+    us = alone["cpu_us_per_request"]
+    print(
+        "\nHandlers alone, in process (CPU us per request, medians): raw ASGI app "
+        f"{us['raw_app_features']:.1f}, SDK front /api/features {us['front_features']:.1f} "
+        f"(+{alone['front_extra_us']:.1f} us a request); "
+        f"/decide's adecide_many (1 flag) {us['decide_1_flag']:.0f}, "
+        f"remote evaluation ({FLAGS} flags) {us['eval_20_flags']:.0f} "
+        f"(ratio {alone['eval_over_decide']:.2f})"
+    )
 
 
 def main() -> None:
@@ -536,6 +631,7 @@ def main() -> None:
         "parameters": params,
     }
     result["http"] = trio.run(run, params)
+    result["in_process"] = trio.run(in_process, params)
     result["targets"] = targets(result["http"])
     result["elapsed_s"] = time.perf_counter() - started
     print_table(result)

@@ -403,6 +403,7 @@ async def test_remote_connections_keep_their_rules_and_eval_bodies_are_checked(
             (b'{"attributes": []}', 422, "invalid_body"),
             (b'{"attributes": {"id": "u"}}' + b" " * BODY_LIMIT, 413, "body_too_large"),
             (b"[" * 100 + b"]" * 100, 422, "too_deep"),
+            (b'{"attributes": {"id": "u\\u0000"}}', 422, "invalid_text"),
         ):
             answer = await client.post(
                 url, content=body, headers={"Content-Type": "application/json"}
@@ -438,3 +439,9 @@ async def test_exposures_from_sdks_only_when_the_connection_allows(world, shop, 
         conversion = {"type": "conversion", "experiment": "button", "metric": "m", "subject": "u"}
         only = await client.post(f"/api/events/{open_.client_key}", json={"events": [conversion]})
         assert (only.status_code, only.json()["error"]["code"]) == (422, "invalid_body")
+        extra = await client.post(
+            f"/api/events/{open_.client_key}", json={"events": [{**event, "bogus": 1}]}
+        )
+        assert (extra.status_code, extra.json()["error"]["code"]) == (422, "unknown_field")
+    before = await world.engine.store.load_config()
+    assert [c for c in before.sdk_connections if c.id == open_.id] == [open_]

@@ -173,7 +173,9 @@ class SdkPayload(msgspec.Struct, frozen=True):
 
     A payload is shared by every caller of ``sdk_payload``: read it, never change it."""
     date_updated: str
-    """ISO timestamp of the project's latest configuration change."""
+    """ISO timestamp (GrowthBook's form, milliseconds and ``Z``) of the project's latest
+    configuration change; SDKs compare it to tell a new payload from theirs, so
+    ``sdk_payload`` moves it whenever the content changes."""
 
 
 def payload_document(p: SdkPayload) -> dict[str, Any]:

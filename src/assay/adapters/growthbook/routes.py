@@ -1,9 +1,11 @@
 """Where GrowthBook's SDKs reach assay: the protocol's routes (``protocol``) served in plain
-ASGI in front of the Quart app, the same answers registered in the Quart app (its test
-client and any server running ``create_app`` alone), and their entries in the route table
-for the OpenAPI document.
+ASGI in front of the Quart app, and the same answers registered in the Quart app (its test
+client and any server running ``create_app`` alone).
 
-The plain-ASGI front exists for speed: ``GET /api/features/{clientKey}`` is polled by every
+The route table's entries for these routes (what the OpenAPI document says of them) are in
+``adapters/http/routes/sdk_protocol.py``, with the rest of the table, so the HTTP adapter
+never imports this module at import time (no import cycle). The plain-ASGI front exists
+for speed: ``GET /api/features/{clientKey}`` is polled by every
 SDK of every client, and Quart's request machinery costs several times a dictionary
 lookup and a send. ``answer`` is the one dispatch both paths call, so they cannot differ.
 """
@@ -32,8 +34,8 @@ from assay.adapters.growthbook.protocol import (
 )
 from assay.adapters.http._errors import ErrorResponse, HttpError, describe, unexpected
 from assay.adapters.http._request import check_content_type, decode_body
-from assay.adapters.http._routing import Call, JsonBody, Route
-from assay.engine._events import EventsRecorded
+from assay.adapters.http._routing import JsonBody
+from assay.adapters.http.routes.sdk_protocol import ROUTES
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -204,95 +206,3 @@ def register(app: QuartTrio, engine: Engine) -> None:
             methods=[route.method, "OPTIONS"],
             provide_automatic_options=False,
         )
-
-
-# --- the route table's entries (the OpenAPI document) ----------------------------------------
-
-
-async def _served_by_the_front(call: Call) -> None:
-    raise RuntimeError("the GrowthBook SDK routes are answered by routes.answer, not a Call")
-
-
-TAG = "growthbook-sdk"
-_KEY_NOTE = (
-    " An unknown, revoked or malformed client key gets 404 `client_key_not_found`, the same "
-    "answer whether or not it ever existed. CORS: every answer allows any origin, and "
-    "`OPTIONS` answers the preflight."
-)
-
-ROUTES = (
-    Route(
-        method="GET",
-        path="/api/features/{client_key}",
-        endpoint=_served_by_the_front,
-        operation_id="getSdkPayload",
-        summary="GrowthBook SDK payload",
-        description="What GrowthBook's SDKs download (`apiHost` + `clientKey`): the "
-        "project's flags as a GrowthBook features payload (`features`, `savedGroups`, "
-        "`dateUpdated`), encrypted as `encryptedFeatures`/`encryptedSavedGroups` when the "
-        "connection encrypts. Flags the payload cannot express exactly are left out (the "
-        "connection's remote-only flags, docs/sdk.md). A `remote` connection's payload "
-        "has no features: its SDKs ask `/api/eval`. `ETag` with `If-None-Match` answers "
-        "304." + _KEY_NOTE,
-        tag=TAG,
-        public=True,
-        raw=True,
-        extra_errors=(404,),
-    ),
-    Route(
-        method="POST",
-        path="/api/eval/{client_key}",
-        endpoint=_served_by_the_front,
-        operation_id="evalSdkPayload",
-        summary="GrowthBook remote evaluation",
-        description="Remote evaluation as GrowthBook's proxy answers it (SDKs with "
-        "`remoteEval`): every flag of the project, remote-only ones included, decided by "
-        "assay for the posted `attributes` (the subject is `attributes.id`), each feature "
-        "reduced to its `defaultValue`; an experiment assignment adds a `force` rule whose "
-        "`tracks` the SDK reports to its tracking callback. `forcedFeatures` are answered "
-        "as given; `forcedVariations` and `url` are accepted and ignored." + _KEY_NOTE,
-        tag=TAG,
-        public=True,
-        raw=True,
-        body=JsonBody(
-            EvalRequest,
-            example={
-                "attributes": {"id": "user-1", "country": "DE"},
-                "forcedVariations": {},
-                "forcedFeatures": [],
-                "url": "",
-            },
-        ),
-        response=dict[str, Any],
-        extra_errors=(404,),
-    ),
-    Route(
-        method="POST",
-        path="/api/events/{client_key}",
-        endpoint=_served_by_the_front,
-        operation_id="recordSdkExposures",
-        summary="Exposures from SDK tracking callbacks",
-        description="The events API's batch, exposures only, for the connection's project; "
-        "the same answer as `POST /api/v1/events`. Refused with 403 "
-        "`exposures_not_allowed` unless the connection has `allow_exposures`." + _KEY_NOTE,
-        tag=TAG,
-        public=True,
-        raw=True,
-        body=JsonBody(
-            ExposureBatch,
-            example={
-                "events": [
-                    {
-                        "type": "exposure",
-                        "experiment": "checkout-button",
-                        "subject": "user-1",
-                        "variant": "green",
-                        "event_id": "gb-user-1-checkout-button",
-                    }
-                ]
-            },
-        ),
-        response=EventsRecorded,
-        extra_errors=(403, 404),
-    ),
-)

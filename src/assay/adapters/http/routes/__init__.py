@@ -1,6 +1,5 @@
 """The route table: every route the HTTP API serves, in the order the docs list them."""
 
-from assay.adapters.growthbook import routes as growthbook
 from assay.adapters.http._routing import Route
 from assay.adapters.http.routes import (
     audit,
@@ -17,6 +16,7 @@ from assay.adapters.http.routes import (
     projects,
     reports,
     sdk_connections,
+    sdk_protocol,
     timeseries,
 )
 
@@ -26,7 +26,7 @@ ROUTES: tuple[Route, ...] = (
     *lifecycle.ROUTES,
     *keys.ROUTES,
     *sdk_connections.ROUTES,
-    *growthbook.ROUTES,
+    *sdk_protocol.ROUTES,
     *audit.ROUTES,
     *decisions.ROUTES,
     *events.ROUTES,

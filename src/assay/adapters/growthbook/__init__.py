@@ -12,6 +12,10 @@ assay assigns exactly as GrowthBook's SDKs do, so the two can exchange configura
   (``GET /api/features/{clientKey}``), so that any GrowthBook SDK evaluates locally what
   ``engine.decide`` answers. What the payload cannot express exactly is left out and named
   in ``SdkPayload.remote_only`` with a reason code (module ``payload``, docs/growthbook.md).
+- **Exposures from SDKs** (module ``tracking``): ``ExposureTracker``, the tracking callback
+  for GrowthBook's Python SDK, and ``js/assay-tracking.mjs`` (package data), the same for
+  its JavaScript SDK: exposures sent to assay batched, retried and de-duplicated by a
+  deterministic event id (docs/sdk-tracking.md).
 
 The engine keeps only assay's own model: its condition language and its segments are
 GrowthBook's saved groups by design (``assay.engine._core``), which is why this package

@@ -235,6 +235,15 @@ CASES: dict[str, tuple[list[Flag], list[Experiment], list[Segment], str]] = {
         [],
         "out",
     ),
+    "sticky_condition": (
+        [flag("out", uses("e1")), flag("in", uses("e2"))],
+        [
+            experiment("e1", sticky_bucketing=True, condition={"country": "FR"}),
+            experiment("e2", sticky_bucketing=True),
+        ],
+        [],
+        "out",
+    ),
     "sticky_parent": (
         [
             flag("sticky", uses("e1")),

@@ -638,12 +638,7 @@ async def divergence_project(engine: Engine, experiment: ExperimentSpec, flag: F
     await engine.refresh()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GrowthBook's JS SDK skips a sticky experiment's condition once the hash value "
-    "has a sticky bucket; its Python SDK and decide check the condition first",
-)
-async def test_a_sticky_bucket_outside_targeting(
+async def test_a_sticky_experiment_with_targeting_is_remote_only(
     engine: Engine, growthbook_js: GrowthBookJs
 ) -> None:
     experiment = ExperimentSpec(
@@ -657,12 +652,27 @@ async def test_a_sticky_bucket_outside_targeting(
     await divergence_project(engine, experiment, flag)
     # Two people of one company (the hash value): the first matches the targeting.
     people = [{"id": "a", "company": "acme", "country": "FR"}, {"id": "b", "company": "acme"}]
-    payload = payload_document(sdk_payload(engine, "gap"))
+    exported = sdk_payload(engine, "gap")
+    assert "f" not in exported.features
+    assert exported.remote_only == {"f": "sticky_condition"}
+    # Why: the rule as GrowthBook writes it, evaluated by the JS SDK, keeps b in through
+    # acme's sticky bucket; GrowthBook's Python SDK and decide check the targeting first.
+    rule = {
+        "key": "sticky",
+        "variations": [False, True],
+        "weights": [0.5, 0.5],
+        "hashAttribute": "company",
+        "condition": {"country": "FR"},
+        "bucketVersion": 0,
+        "minBucketVersion": 0,
+        "meta": [{"key": "off"}, {"key": "on"}],
+    }
+    payload = {"features": {"f": {"defaultValue": False, "rules": [rule]}}}
     (job,) = growthbook_js.evaluate_jobs([Job(payload, ["f"], people, sticky={})])
     theirs = [row[0]["in_experiment"] for row in job["results"]]
     ours = [engine.decide("f", p["id"], p, project="gap").in_experiment for p in people]
-    assert theirs == [True, True]  # the JS SDK keeps b in through acme's sticky bucket
-    assert ours == theirs
+    assert theirs == [True, True]
+    assert ours == [True, False]
 
 
 async def test_a_rollout_fallback_attribute_without_sticky_bucketing(

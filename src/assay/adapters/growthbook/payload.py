@@ -74,6 +74,9 @@ Reason codes (``remote_only``):
   after).
 - ``sticky_passthrough``: a sticky experiment has a passthrough variant (the SDKs store a
   passthrough assignment, assay stores only the assignment that decided the flag).
+- ``sticky_condition``: a sticky experiment has a targeting condition. GrowthBook's
+  JavaScript SDK skips the condition once the hash value has a stored assignment, its
+  Python SDK and decide check it first, so no payload is exact for both.
 - ``sticky_parent``: a prerequisite or parent flag runs a sticky experiment (the SDKs
   store the assignment a parent's evaluation makes, decide stores only the decided flag's,
   so after a change the two could read the parent differently).
@@ -136,6 +139,8 @@ REMOTE_ONLY_REASONS: dict[str, str] = {
     "namespace_with_filters": "A sticky experiment with a layer and filters.",
     "sticky_passthrough": "A sticky experiment has a passthrough variant.",
     "sticky_parent": "A prerequisite or parent flag runs a sticky experiment.",
+    "sticky_condition": "A sticky experiment has a targeting condition, which GrowthBook's "
+    "SDKs read differently once a subject has a stored assignment.",
     "forced_attribute_path": "A forced variation's attribute name has a dot.",
     "null_value": "A forced, rollout, rolled-back or forced-variation value is null, which "
     "the SDKs skip.",
@@ -544,6 +549,8 @@ class _Exporter:
             raise _Remote("participation_limit")
         if e.sticky and any(e.passthrough):
             raise _Remote("sticky_passthrough")
+        if e.sticky and e.experiment.condition is not None:
+            raise _Remote("sticky_condition")
         for prior in e.prior:
             if prior.key in self.broken_experiments:
                 raise _Remote("compile_error")

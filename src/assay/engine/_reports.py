@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 import msgspec
 
@@ -217,6 +217,15 @@ class Report(_Out, frozen=True, kw_only=True):
     """How the primary metrics' verdicts were reached, in a sentence."""
 
 
+class PreparedReport(NamedTuple):
+    """A report's experiment, metric roles, metrics and store request (``report_request``)."""
+
+    experiment: Experiment
+    roles: dict[str, MetricRole]
+    metrics: dict[str, Metric]
+    request: ReportRequest
+
+
 def _role_of(experiment: Experiment) -> dict[str, MetricRole]:
     roles: dict[str, MetricRole] = {}
     for role, keys in (
@@ -295,6 +304,44 @@ class ReportAPI:
         """
         check_period(start, end)
         check_correction(correction)
+        target, roles, metrics, request = await self.report_request(
+            principal, project, experiment, start=start, end=end
+        )
+        aggregates = await self.store.report_aggregates(request)
+        report = build_report(
+            target,
+            roles,
+            metrics,
+            self.metric_kinds,
+            aggregates.units,
+            aggregates.rows,
+            pending=aggregates.pending,
+            start=start,
+            end=end,
+            correction=correction or target.correction,
+        )
+        if target.plan is not None and (start is not None or end is not None):
+            report = msgspec.structs.replace(
+                report,
+                verdict_basis="the experiment has a plan, but this report covers a period: "
+                "the planned verdict reads the whole experiment, so the primary metrics here "
+                "are judged by the always-valid sequential test",
+            )
+        elif target.plan is not None:
+            report = await self._planned(target, report)
+        return withhold_on_srm(report)
+
+    async def report_request(
+        self,
+        principal: ApiKey,
+        project: str | None,
+        experiment: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> PreparedReport:
+        """What a report of ``experiment`` over ``[start, end)`` asks of the store, after
+        the access checks (``NotFound`` for what the principal may not read)."""
         found = await self.service.resolve_project(principal, project)
         authorize(principal, Resource.REPORT, Action.READ, project_id=found.id)
         target = await self.service.get_object(principal, Experiment, found.key, experiment)
@@ -326,39 +373,16 @@ class ReportAPI:
             requested.append(ReportMetric(metric, kind))
             for k in keys:
                 inputs[k] = _rollup(metrics[k])
-        aggregates = await self.store.report_aggregates(
-            ReportRequest(
-                experiment_id=target.id,
-                start=start,
-                end=end,
-                until=target.ended_at,
-                rollups=tuple(inputs.values()),
-                metrics=tuple(requested),
-                now=datetime.now(UTC),
-            )
-        )
-        report = build_report(
-            target,
-            roles,
-            metrics,
-            self.metric_kinds,
-            aggregates.units,
-            aggregates.rows,
-            pending=aggregates.pending,
+        request = ReportRequest(
+            experiment_id=target.id,
             start=start,
             end=end,
-            correction=correction or target.correction,
+            until=target.ended_at,
+            rollups=tuple(inputs.values()),
+            metrics=tuple(requested),
+            now=datetime.now(UTC),
         )
-        if target.plan is not None and (start is not None or end is not None):
-            report = msgspec.structs.replace(
-                report,
-                verdict_basis="the experiment has a plan, but this report covers a period: "
-                "the planned verdict reads the whole experiment, so the primary metrics here "
-                "are judged by the always-valid sequential test",
-            )
-        elif target.plan is not None:
-            report = await self._planned(target, report)
-        return withhold_on_srm(report)
+        return PreparedReport(target, roles, metrics, request)
 
     async def _planned(self, experiment: Experiment, report: Report) -> Report:
         """Take a look if one is due, and judge the primary metrics by the looks taken."""
@@ -727,6 +751,7 @@ __all__ = [
     "MetricReport",
     "MetricValue",
     "PlanStatus",
+    "PreparedReport",
     "Report",
     "ReportAPI",
     "ReportVariant",

@@ -31,6 +31,7 @@ from assay.engine._metric_kinds import (
     Row,
     SqlPlan,
     SqlQuery,
+    TotalsKind,
     VariantUnits,
 )
 from assay.engine._planned_verdict import PlannedLook
@@ -131,6 +132,12 @@ ON CONFLICT (experiment_id, metric_key, subject) DO UPDATE SET
 """
 
 _SUMS = ", ".join(f"sum({c}) AS {c}" for c in TOTALS_COLUMNS[1:])
+_ORDER = ", ".join(("k", *TOTALS_COLUMNS[1:]))
+_ORDERED_SUMS = ", ".join(f"sum({c} ORDER BY {_ORDER}) AS {c}" for c in TOTALS_COLUMNS[1:])
+"""A period's totals add its rows in one fixed order (by hour, then by value), not in scan
+order: floating-point sums depend on the order, and ``report_series`` adds the same rows
+in the same order hour after hour, so that each of its points equals the report's own to
+the last digit."""
 _COMPACT_WHEN = 64
 """Delta rows per experiment beyond the number of distinct hours x variants x metrics
 that trigger a compaction."""
@@ -243,12 +250,12 @@ class PgSource:
             SELECT u.variant, u.n::float8 AS n, {outer}
             FROM {units} u
             LEFT JOIN (
-                SELECT variant, {_SUMS} FROM (
-                    SELECT variant, {columns} FROM assay_report_metric_hours
+                SELECT variant, {_ORDERED_SUMS} FROM (
+                    SELECT variant, hour AS k, {columns} FROM assay_report_metric_hours
                     WHERE experiment_id = {e} AND metric_key = {k}
                       AND hour >= {h_from} AND hour < {h_to}
                     UNION ALL
-                    SELECT variant, {columns} FROM assay_report_contributions
+                    SELECT variant, exposed_at AS k, {columns} FROM assay_report_contributions
                     WHERE experiment_id = {e} AND metric_key = {k}
                       AND ((exposed_at >= {start} AND exposed_at < {e1_to})
                         OR (exposed_at >= {e2_from} AND exposed_at < {end}))
@@ -318,25 +325,28 @@ _RETRIES = 3
 as a deadlock victim among ingestion transactions; it is safe to run again."""
 
 
-async def aio_report_aggregates(pool: Any, request: ReportRequest) -> ReportAggregates:
-    async with pool.acquire() as conn:
-        for attempt in range(1, _RETRIES + 1):
-            try:
-                await _aio_prepare(conn, request)
-                break
-            except asyncpg.exceptions.DeadlockDetectedError:
-                if attempt == _RETRIES:
-                    raise
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            source = PgSource(request.experiment_id, _period(request.start, request.end))
-            q = SqlQuery()
-            q.text = f"SELECT variant, exposed, crossed FROM {source.exposures(q)} ex"
-            exposure_rows: Sequence[Any] = await conn.fetch(q.text, *q.params)
-            pending: int = await conn.fetchval(_PENDING, request.experiment_id, request.now)
-            rows = {
-                m.metric.key: await _aio_run_plan(conn, m.kind.sql(m.metric, source))
-                for m in request.metrics
-            }
+async def _aio_prepare_retrying(conn: Any, request: ReportRequest) -> None:
+    for attempt in range(1, _RETRIES + 1):
+        try:
+            await _aio_prepare(conn, request)
+            return
+        except asyncpg.exceptions.DeadlockDetectedError:
+            if attempt == _RETRIES:
+                raise
+
+
+async def _aio_aggregate(
+    conn: Any, request: ReportRequest, end: datetime | None, pending: int
+) -> ReportAggregates:
+    """One period's aggregates, inside the caller's read-only transaction."""
+    source = PgSource(request.experiment_id, _period(request.start, end))
+    q = SqlQuery()
+    q.text = f"SELECT variant, exposed, crossed FROM {source.exposures(q)} ex"
+    exposure_rows: Sequence[Any] = await conn.fetch(q.text, *q.params)
+    rows = {
+        m.metric.key: await _aio_run_plan(conn, m.kind.sql(m.metric, source))
+        for m in request.metrics
+    }
     return ReportAggregates(
         units={
             r["variant"]: VariantUnits(int(r["exposed"]), int(r["crossed"])) for r in exposure_rows
@@ -344,6 +354,124 @@ async def aio_report_aggregates(pool: Any, request: ReportRequest) -> ReportAggr
         pending=pending,
         rows=rows,
     )
+
+
+async def aio_report_aggregates(pool: Any, request: ReportRequest) -> ReportAggregates:
+    async with pool.acquire() as conn:
+        await _aio_prepare_retrying(conn, request)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            pending: int = await conn.fetchval(_PENDING, request.experiment_id, request.now)
+            return await _aio_aggregate(conn, request, request.end, pending)
+
+
+async def aio_report_series(
+    pool: Any, request: ReportRequest, ends: Sequence[datetime]
+) -> list[ReportAggregates]:
+    async with pool.acquire() as conn:
+        await _aio_prepare_retrying(conn, request)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            pending: int = await conn.fetchval(_PENDING, request.experiment_id, request.now)
+            whole = sorted({e for e in ends if _whole_hours(_period(request.start, e))})
+            series = await _aio_cumulative(conn, request, whole) if whole else {}
+            out = []
+            for end in ends:
+                found = series.get(end)
+                if found is None:
+                    out.append(await _aio_aggregate(conn, request, end, pending))
+                    continue
+                units, totals = found
+                source = PgSource(request.experiment_id, _period(request.start, end))
+                rows: dict[str, Mapping[str, Row]] = {}
+                for m in request.metrics:
+                    if m.metric.key in totals:
+                        rows[m.metric.key] = totals[m.metric.key]
+                    else:
+                        rows[m.metric.key] = await _aio_run_plan(conn, m.kind.sql(m.metric, source))
+                out.append(ReportAggregates(units=units, pending=pending, rows=rows))
+    return out
+
+
+def _whole_hours(period: _Period) -> bool:
+    """Whether a period is read from the hourly rollups alone (no edge read row by row)."""
+    return period.hours_from == period.start and period.hours_to == period.end
+
+
+_EXPOSURE_HOURS = """
+SELECT variant, hour, sum(exposed)::bigint AS exposed, sum(crossed)::bigint AS crossed
+FROM assay_report_exposure_hours
+WHERE experiment_id = $1 AND hour >= $2 AND hour < $3
+GROUP BY variant, hour ORDER BY variant, hour
+"""
+_METRIC_HOURS = f"""
+SELECT variant, hour, {", ".join(TOTALS_COLUMNS[1:])} FROM assay_report_metric_hours
+WHERE experiment_id = $1 AND metric_key = $2 AND hour >= $3 AND hour < $4
+ORDER BY variant, {_ORDER.replace("k", "hour", 1)}
+"""
+
+
+async def _aio_cumulative(
+    conn: Any, request: ReportRequest, ends: Sequence[datetime]
+) -> dict[datetime, tuple[dict[str, VariantUnits], dict[str, Mapping[str, Row]]]]:
+    """Per end (sorted, each on a whole hour), the exposures per variant and the rows of
+    every metric whose kind reads its totals only: one read of each hourly rollup, summed
+    cumulatively. The sums run over the rows in the order ``PgSource.totals`` adds them,
+    one addition at a time as PostgreSQL's ``sum`` does, so each end's numbers are those
+    of the report ending there, bit for bit."""
+    lo = _period(request.start, ends[0]).hours_from
+    hi = ends[-1]
+    exposure_rows = await conn.fetch(_EXPOSURE_HOURS, request.experiment_id, lo, hi)
+    units: list[dict[str, VariantUnits]] = [{} for _ in ends]
+    for variant, hours in _by_variant_rows(exposure_rows):
+        exposed = crossed = 0
+        i = 0
+        for position, end in enumerate(ends):
+            while i < len(hours) and hours[i]["hour"] < end:
+                exposed += int(hours[i]["exposed"])
+                crossed += int(hours[i]["crossed"])
+                i += 1
+            if exposed > 0:
+                units[position][variant] = VariantUnits(exposed, crossed)
+    totals: list[dict[str, Mapping[str, Row]]] = [{} for _ in ends]
+    columns = TOTALS_COLUMNS[1:]
+    for m in request.metrics:
+        if not (isinstance(m.kind, TotalsKind) and m.kind.reads_totals_only(m.metric)):
+            continue
+        metric_rows = await conn.fetch(_METRIC_HOURS, request.experiment_id, m.metric.key, lo, hi)
+        folded: dict[str, list[dict[str, float]]] = {}
+        for variant, hours in _by_variant_rows(metric_rows):
+            state: dict[str, float] = {}
+            i = 0
+            snapshots = []
+            for end in ends:
+                while i < len(hours) and hours[i]["hour"] < end:
+                    for c in columns:
+                        value = float(hours[i][c])
+                        state[c] = state[c] + value if c in state else value
+                    i += 1
+                snapshots.append(dict(state))
+            folded[variant] = snapshots
+        for position in range(len(ends)):
+            totals[position][m.metric.key] = {
+                variant: {
+                    "n": float(u.exposed - u.crossovers),
+                    **{
+                        c: folded[variant][position].get(c, 0.0) if variant in folded else 0.0
+                        for c in columns
+                    },
+                }
+                for variant, u in units[position].items()
+            }
+    return {end: (units[i], totals[i]) for i, end in enumerate(ends)}
+
+
+def _by_variant_rows(rows: Sequence[Any]) -> list[tuple[str, list[Any]]]:
+    """Rows ordered by variant, grouped by it (order kept)."""
+    out: list[tuple[str, list[Any]]] = []
+    for r in rows:
+        if not out or out[-1][0] != r["variant"]:
+            out.append((r["variant"], []))
+        out[-1][1].append(r)
+    return out
 
 
 class PostgresReportStore:
@@ -354,6 +482,11 @@ class PostgresReportStore:
 
     async def report_aggregates(self, request: ReportRequest) -> ReportAggregates:
         return await self._loop.run(aio_report_aggregates, self._pool, request)
+
+    async def report_series(
+        self, request: ReportRequest, ends: Sequence[datetime]
+    ) -> list[ReportAggregates]:
+        return await self._loop.run(aio_report_series, self._pool, request, ends)
 
     async def planned_looks(self, experiment_id: str) -> list[PlannedLook]:
         rows = await self._loop.run(self._pool.fetch, _PLANNED_LOOKS, experiment_id)

@@ -192,8 +192,13 @@ async def report_timeseries(
     correction: str | None = None,
     principal: ApiKey = SYSTEM_KEY,
     now: datetime | None = None,
+    latest: Report | None = None,
 ) -> Timeseries:
     """The cumulative report of ``experiment`` at each ``interval`` since it started.
+
+    ``latest``: the experiment's whole report with this ``correction``, when the caller
+    has just made it (the console's results page); it is then the last point instead of
+    a report made again.
 
     Raises what ``report`` raises (``NotFound`` for what the principal cannot see or
     read, ``invalid_correction``), ``invalid_parameter`` for an unknown interval and
@@ -206,7 +211,10 @@ async def report_timeseries(
             details={"parameter": "interval", "accepted": list(INTERVALS)},
         )
     # The first report checks access (and the correction) before any series is built.
-    latest = await reports.report(project, experiment, correction=correction, principal=principal)
+    if latest is None:
+        latest = await reports.report(
+            project, experiment, correction=correction, principal=principal
+        )
     prepared = await reports.report_request(principal, project, experiment)
     target = prepared.experiment
     until = now or datetime.now(UTC)

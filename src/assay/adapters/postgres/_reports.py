@@ -16,12 +16,14 @@ Functions named ``aio_*`` are asyncio-flavoured and run on the trio-asyncio loop
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
 import msgspec
+import numpy as np
 
 from assay.engine._metric_kinds import (
     TOTALS_COLUMNS,
@@ -439,16 +441,19 @@ async def _aio_cumulative(
         metric_rows = await conn.fetch(_METRIC_HOURS, request.experiment_id, m.metric.key, lo, hi)
         folded: dict[str, list[dict[str, float]]] = {}
         for variant, hours in _by_variant_rows(metric_rows):
-            state: dict[str, float] = {}
-            i = 0
+            # np.cumsum adds row after row (accumulate is never pairwise): the running
+            # sums PostgreSQL's sum() reaches, one end after another.
+            running = np.cumsum(
+                np.array([[float(r[c]) for c in columns] for r in hours], dtype=np.float64),
+                axis=0,
+            )
+            starts = [r["hour"] for r in hours]
             snapshots = []
             for end in ends:
-                while i < len(hours) and hours[i]["hour"] < end:
-                    for c in columns:
-                        value = float(hours[i][c])
-                        state[c] = state[c] + value if c in state else value
-                    i += 1
-                snapshots.append(dict(state))
+                taken = bisect_left(starts, end)  # the rows of hours before ``end``
+                snapshots.append(
+                    dict(zip(columns, running[taken - 1].tolist(), strict=True)) if taken else {}
+                )
             folded[variant] = snapshots
         for position in range(len(ends)):
             totals[position][m.metric.key] = {

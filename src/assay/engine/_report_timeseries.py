@@ -19,14 +19,14 @@ anyone looks, which is what a chart of it invites.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 import msgspec
 
 from assay.engine._core._stats import LiftAnalysis
 from assay.engine._errors import ValidationFailed
-from assay.engine._model import ApiKey, ExperimentStatus
-from assay.engine._reports import build_report, withhold_on_srm
+from assay.engine._model import ApiKey, Experiment, ExperimentStatus
+from assay.engine._reports import build_report, check_correction, withhold_on_srm
 from assay.engine._service import SYSTEM_KEY
 
 if TYPE_CHECKING:
@@ -183,7 +183,17 @@ def _point(at: datetime, report: Report) -> TimeseriesPoint:
     )
 
 
-async def report_timeseries(
+class EarlierPoints(NamedTuple):
+    """A series without its last point (the experiment's whole report, made apart)."""
+
+    experiment: Experiment
+    interval: Interval
+    points: list[TimeseriesPoint]
+    last_at: datetime | None
+    """The last point's moment; None when the series has no point."""
+
+
+async def earlier_points(
     reports: _Reports,
     project: str | None,
     experiment: str,
@@ -192,29 +202,18 @@ async def report_timeseries(
     correction: str | None = None,
     principal: ApiKey = SYSTEM_KEY,
     now: datetime | None = None,
-    latest: Report | None = None,
-) -> Timeseries:
-    """The cumulative report of ``experiment`` at each ``interval`` since it started.
-
-    ``latest``: the experiment's whole report with this ``correction``, when the caller
-    has just made it (the console's results page); it is then the last point instead of
-    a report made again.
-
-    Raises what ``report`` raises (``NotFound`` for what the principal cannot see or
-    read, ``invalid_correction``), ``invalid_parameter`` for an unknown interval and
-    ``timeseries_too_long`` past ``MAX_POINTS``. A DRAFT experiment has no points.
-    """
+) -> EarlierPoints:
+    """Every point of the series but the last, from one ``Store.report_series`` call: each
+    built exactly as ``report(end=at)`` builds its report (a period: no planned verdict).
+    Checks the arguments and access as ``report_timeseries`` does, so it may run at the
+    same time as the report that will be the last point (the console's results page)."""
     if interval not in INTERVALS:
         raise ValidationFailed(
             f"interval must be one of {', '.join(INTERVALS)}",
             code="invalid_parameter",
             details={"parameter": "interval", "accepted": list(INTERVALS)},
         )
-    # The first report checks access (and the correction) before any series is built.
-    if latest is None:
-        latest = await reports.report(
-            project, experiment, correction=correction, principal=principal
-        )
+    check_correction(correction)
     prepared = await reports.report_request(principal, project, experiment)
     target = prepared.experiment
     until = now or datetime.now(UTC)
@@ -225,7 +224,6 @@ async def report_timeseries(
     series = await reports.store.report_series(prepared.request, ends) if ends else []
     points = []
     for at, aggregates in zip(ends, series, strict=True):
-        # What ``report(end=at)`` builds (a period: no planned verdict), minus the I/O.
         report = build_report(
             target,
             prepared.roles,
@@ -239,25 +237,68 @@ async def report_timeseries(
             correction=correction or target.correction,
         )
         points.append(_point(at, withhold_on_srm(report)))
-    if times:
-        points.append(_point(times[-1], latest))
-    return Timeseries(
-        experiment=target.key,
+    return EarlierPoints(
+        experiment=target,
         interval=interval,
+        points=points,
+        last_at=times[-1] if times else None,
+    )
+
+
+def with_last_point(earlier: EarlierPoints, latest: Report) -> Timeseries:
+    """The series, ``latest`` (the experiment's whole report) as its last point."""
+    points = list(earlier.points)
+    if earlier.last_at is not None:
+        points.append(_point(earlier.last_at, latest))
+    return Timeseries(
+        experiment=earlier.experiment.key,
+        interval=earlier.interval,
         control=latest.control,
         correction=latest.correction,
         points=points,
     )
 
 
+async def report_timeseries(
+    reports: _Reports,
+    project: str | None,
+    experiment: str,
+    *,
+    interval: str = "day",
+    correction: str | None = None,
+    principal: ApiKey = SYSTEM_KEY,
+    now: datetime | None = None,
+) -> Timeseries:
+    """The cumulative report of ``experiment`` at each ``interval`` since it started.
+
+    Raises what ``report`` raises (``NotFound`` for what the principal cannot see or
+    read, ``invalid_correction``), ``invalid_parameter`` for an unknown interval and
+    ``timeseries_too_long`` past ``MAX_POINTS``. A DRAFT experiment has no points.
+    """
+    earlier = await earlier_points(
+        reports,
+        project,
+        experiment,
+        interval=interval,
+        correction=correction,
+        principal=principal,
+        now=now,
+    )
+    latest = await reports.report(project, experiment, correction=correction, principal=principal)
+    return with_last_point(earlier, latest)
+
+
 __all__ = [
     "INTERVALS",
     "MAX_POINTS",
+    "EarlierPoints",
     "Timeseries",
     "TimeseriesComparison",
     "TimeseriesLift",
     "TimeseriesPoint",
     "TimeseriesVariant",
+    "earlier_points",
     "point_times",
     "report_timeseries",
+    "with_last_point",
 ]

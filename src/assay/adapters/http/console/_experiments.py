@@ -31,10 +31,10 @@ from assay.engine import (
     Resource,
     Transition,
     ValidationFailed,
-    report_timeseries,
 )
 from assay.engine._core._lifecycle import next_status
 from assay.engine._core._stats import CORRECTIONS
+from assay.engine._report_timeseries import EarlierPoints, earlier_points, with_last_point
 
 if TYPE_CHECKING:
     from assay.engine._guardrails import GuardrailTrigger
@@ -283,28 +283,23 @@ def register(bp: Blueprint, console: Console) -> None:
                                    ("correction", correction)) if v}  # fmt: skip
         return report, query
 
-    async def _over_time(
-        visit: Visit, project: str, key: str, target: Experiment, report: Report
-    ) -> OverTime:
-        """The charts over time of the whole experiment, with the page's correction. The
-        page's report is their last point when it covers the whole experiment."""
-        interval = request.args.get("interval") or "day"
-        whole = report.start is None and report.end is None
+    async def _earlier_points(visit: Visit, project: str, key: str) -> EarlierPoints | str:
+        """The series over time but its last point (the whole report, read beside it), or
+        why there is none (too many points at this interval)."""
+        correction = request.args.get("correction") or None
         try:
-            series = await report_timeseries(
+            return await earlier_points(
                 engine,
                 project,
                 key,
-                interval=interval,
-                correction=report.correction,
+                interval=request.args.get("interval") or "day",
+                correction=correction if correction in CORRECTIONS else None,
                 principal=visit.key,
-                latest=report if whole else None,
             )
         except ValidationFailed as exc:
             if exc.code != "timeseries_too_long":
                 raise
-            return OverTime(interval=interval, note=exc.message)
-        return over_time_charts(target, series)
+            return exc.message
 
     async def experiment(project: str, key: str) -> Response:
         visit = await console.visit()
@@ -316,15 +311,29 @@ def register(bp: Blueprint, console: Console) -> None:
             page = await engine.guardrail_triggers(project, key, limit=20, principal=visit.key)
             return page.items
 
-        # Each read checks access itself; they are independent, so they run at once.
-        found, target, reported, triggers = await gather(
+        reads_reports = visit.may(Resource.REPORT)
+        period = bool(request.args.get("start") or request.args.get("end"))
+
+        async def whole() -> Report:
+            correction = request.args.get("correction") or None
+            return await engine.report(project, key, correction=correction, principal=visit.key)
+
+        # Each read checks access itself; they are independent, so they run at once: the
+        # charts over time (one pass over the rollups) beside the report they end with.
+        found, target, reported, triggers, earlier, whole_report = await gather(
             lambda: engine.service.resolve_project(visit.key, project),
             lambda: engine.service.get_object(visit.key, Experiment, project, key),
-            (lambda: _report(visit, project, key)) if visit.may(Resource.REPORT) else nothing,
+            (lambda: _report(visit, project, key)) if reads_reports else nothing,
             triggers_of if visit.may(Resource.GUARDRAIL) else nothing,
+            (lambda: _earlier_points(visit, project, key)) if reads_reports else nothing,
+            whole if reads_reports and period else nothing,
         )
         report, query = reported if reported is not None else (None, {})
-        over = await _over_time(visit, project, key, target, report) if report else None
+        over = None
+        if report is not None and isinstance(earlier, str):
+            over = OverTime(interval=request.args.get("interval") or "day", note=earlier)
+        elif report is not None:
+            over = over_time_charts(target, with_last_point(earlier, whole_report or report))
         triggers = triggers or []
         variants = {v.key: v for v in report.variants} if report is not None else {}
         total_weight = sum(v.weight for v in target.variants) or 1.0

@@ -75,7 +75,7 @@ def over_time_charts(experiment: Experiment, series: Timeseries) -> OverTime:
                 variant=variant,
                 points=points,
                 chart=line_chart(
-                    [Series(f"{variant} vs control", [(t, r.estimate) for t, r in points])],
+                    [Series(variant, [(t, r.estimate) for t, r in points])],
                     title=f"Relative lift of {variant} on {metric} over time",
                     description="The line is the cumulative relative lift; the shaded, "
                     "dashed-edged band its 95% always-valid interval; the dark line no "

@@ -10,7 +10,14 @@ A report is two transactions:
    plus the partial hours at the period's edges, and each metric kind's queries against
    the relations of ``_metric_kinds.SqlSource``, all on one snapshot.
 
-Every query aggregates in the database; Python only ever receives a few rows per variant.
+A series of reports ending at many moments (``report_series``, the points of a report over
+time) is the same two transactions once: the hourly rollups of the exposures and of every
+``TotalsKind`` metric are read once, row by row in hour order, and summed cumulatively in
+the order a report's own sums add them (so each point is that report's, bit for bit);
+other kinds, and ends inside an hour, run their queries once per end on the same snapshot.
+
+Every query aggregates in the database; Python only ever receives a few rows per variant
+(per hour, for a series).
 Functions named ``aio_*`` are asyncio-flavoured and run on the trio-asyncio loop.
 """
 

@@ -19,15 +19,20 @@ At each size (1M, then 10M cumulative) it times:
 - **raw SQL baseline**: one query computing the same per-variant sums from the event tables
   (exposures joined to conversions in the window, crossovers excluded), run once: what a
   report would cost without rollups;
-- **report API** and **console page**: ``GET /api/v1/experiments/{key}/report`` and the
-  console's results page for the experiment, each through the Quart app in this process
-  (Quart's test client: the whole server-side handling, no network), signed in as an
-  admin; medians as above. The console page is measured against the report API in the
-  same run (its target: 100 ms or less at 10M exposures), and its size in bytes;
-- **charts over time**: what drawing them on the results page would cost, the report
-  plus one report per daily point (each ending at a UTC midnight, so whole hours of the
-  rollups), all run at once, with every day and with at most ``CAPPED_POINTS`` points
-  (medians of ``POINT_RUNS``). This is why they have a page of their own.
+- **report API**, **console page** and **timeseries API**: ``GET
+  /api/v1/experiments/{key}/report``, the console's results page for the experiment (its
+  charts over time included: daily points since the start, the last being now) and ``GET
+  .../report/timeseries?interval=day`` (the same points), each through the Quart app in
+  this process (Quart's test client: the whole server-side handling, no network), signed
+  in as an admin; medians as above. The console page is measured against the report API
+  in the same run (its target: 100 ms or less at 10M exposures), and its size in bytes;
+- **timeseries, before and after**: ``report_timeseries`` in process with ``POINTS``
+  daily points (each ending at a UTC midnight, so whole hours of the rollups; the last is
+  the report itself), computed as it was before (one report per point, in turn) and as it
+  is now (one pass over the rollups, ``Store.report_series``), medians of ``POINT_RUNS``.
+
+The experiment's start is set to the first exposure (``START``, ``DAYS`` days before
+today's UTC midnight), as if it had run since, so that its series has a point a day.
 
 ``--quick`` runs the 1M size only. JSON: ``sizes`` and ``seconds`` (parallel lists, the
 report medians) and the rest of the figures.
@@ -54,11 +59,11 @@ import trio
 
 CHUNK = 1_000_000
 RUNS = 7
-POINT_RUNS = 3
-CAPPED_POINTS = 4
+POINT_RUNS = 5
+POINTS = (4, 14)
 DAYS = 14
 PROJECT, EXPERIMENT = "bench", "checkout"
-START = datetime(2026, 1, 1, tzinfo=UTC)
+START = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAYS)
 
 _BASELINE = """
 WITH crossed AS (
@@ -175,7 +180,9 @@ async def run(dsn: str, sizes: list[int]) -> dict[str, Any]:
         ProjectSpec,
         Transition,
         Variant,
+        report_timeseries,
     )
+    from assay.engine._report_timeseries import point_times
 
     results: dict[str, Any] = {
         "sizes": [],
@@ -186,10 +193,11 @@ async def run(dsn: str, sizes: list[int]) -> dict[str, Any]:
         "report_api_seconds": [],
         "console_page_seconds": [],
         "console_page_bytes": [],
-        "over_time_daily_points": [],
-        "over_time_daily_seconds": [],
-        "over_time_capped_points": [],
-        "over_time_capped_seconds": [],
+        "console_page_points": [],
+        "timeseries_api_seconds": [],
+        "timeseries_points": list(POINTS),
+        "timeseries_per_point_seconds": [],
+        "timeseries_one_pass_seconds": [],
     }
     config = EngineConfig(database_url=dsn, pool_size=2, guardrail_interval_seconds=3600)
     async with assay.open_engine(config, load_entry_points=False) as engine:
@@ -212,10 +220,12 @@ async def run(dsn: str, sizes: list[int]) -> dict[str, Any]:
             ),
         )
         await service.transition_experiment(SYSTEM_KEY, PROJECT, EXPERIMENT, Transition.START)
+        await trio.to_thread.run_sync(asyncio.run, _backdate(dsn, experiment.id))
         await engine.report(PROJECT, EXPERIMENT)  # the rollups exist from here on
         client = await _signed_in_client(engine)
         page_url = f"/console/projects/{PROJECT}/experiments/{EXPERIMENT}"
         api_url = f"/api/v1/experiments/{EXPERIMENT}/report?project={PROJECT}"
+        series_url = f"/api/v1/experiments/{EXPERIMENT}/report/timeseries?project={PROJECT}"
         total = max(sizes)
         rng = np.random.default_rng(7)
         loaded = 0
@@ -266,36 +276,34 @@ async def run(dsn: str, sizes: list[int]) -> dict[str, Any]:
             pages = [await _get(client, page_url) for _ in range(RUNS)]
             page = statistics.median(t for t, _ in pages)
             page_bytes = pages[-1][1]
-            # What charts over time on the results page would cost: the report plus one
-            # report per daily point (each ends at a UTC midnight, so it reads whole hours
-            # of the rollups only), all at once; then with the points capped.
-            days = [
-                START + timedelta(days=d)
-                for d in range(1, DAYS)
-                if d * 86400 < span.total_seconds()
-            ]
-            capped = days[:: max(1, -(-len(days) // CAPPED_POINTS))]
-
-            async def with_points(ends: list[datetime]) -> float:
-                started = time.perf_counter()
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(partial(engine.report, PROJECT, EXPERIMENT))
-                    for end in ends:
-                        nursery.start_soon(partial(engine.report, PROJECT, EXPERIMENT, end=end))
-                return time.perf_counter() - started
-
-            await with_points(days)
-            daily = statistics.median([await with_points(days) for _ in range(POINT_RUNS)])
-            few = statistics.median([await with_points(capped) for _ in range(POINT_RUNS)])
+            await _get(client, series_url)
+            api_series = statistics.median(
+                [(await _get(client, series_url))[0] for _ in range(RUNS)]
+            )
+            shown = (await report_timeseries(engine, PROJECT, EXPERIMENT, interval="day")).points
+            per_point, one_pass = [], []
+            for count in POINTS:
+                now = START + timedelta(days=count - 1, hours=12)
+                assert len(point_times(START, now, "day")) == count
+                per_point.append(await _median_of(partial(_per_point, engine, now)))
+                one_pass.append(
+                    await _median_of(
+                        partial(report_timeseries, engine, PROJECT, EXPERIMENT, now=now)
+                    )
+                )
             base = await trio.to_thread.run_sync(asyncio.run, baseline(dsn, experiment.id))
             report = await engine.report(PROJECT, EXPERIMENT)
             assert sum(v.exposed for v in report.variants) == size, report.variants
             print(
                 f"{size:>12,} exposures: report {seconds * 1000:8.1f} ms, mid-hour period "
                 f"{mid_hour * 1000:8.1f} ms, report API {api * 1000:8.1f} ms, console page "
-                f"{page * 1000:8.1f} ms ({page_bytes:,} bytes), report + {len(days)} daily "
-                f"points {daily * 1000:8.1f} ms, + {len(capped)} points {few * 1000:8.1f} ms, "
-                f"raw SQL {base:7.2f} s "
+                f"{page * 1000:8.1f} ms ({page_bytes:,} bytes, {len(shown)} points over "
+                f"time), timeseries API {api_series * 1000:8.1f} ms, "
+                + ", ".join(
+                    f"{n} points {b * 1000:.1f} -> {a * 1000:.1f} ms"
+                    for n, b, a in zip(POINTS, per_point, one_pass, strict=True)
+                )
+                + f", raw SQL {base:7.2f} s "
                 f"(load {load_seconds:.1f} s)",
                 flush=True,
             )
@@ -307,11 +315,58 @@ async def run(dsn: str, sizes: list[int]) -> dict[str, Any]:
             results["report_api_seconds"].append(api)
             results["console_page_seconds"].append(page)
             results["console_page_bytes"].append(page_bytes)
-            results["over_time_daily_points"].append(len(days))
-            results["over_time_daily_seconds"].append(daily)
-            results["over_time_capped_points"].append(len(capped))
-            results["over_time_capped_seconds"].append(few)
+            results["console_page_points"].append(len(shown))
+            results["timeseries_api_seconds"].append(api_series)
+            results["timeseries_per_point_seconds"].append(per_point)
+            results["timeseries_one_pass_seconds"].append(one_pass)
     return results
+
+
+async def _backdate(dsn: str, experiment_id: str) -> None:
+    """The experiment started at ``START``, when its first subject was exposed."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "UPDATE config_objects SET body = jsonb_set(body, '{started_at}', to_jsonb($2::text))"
+            " WHERE id = $1",
+            experiment_id,
+            START.isoformat(),
+        )
+    finally:
+        await conn.close()
+
+
+async def _per_point(engine: Any, now: datetime) -> Any:
+    """``report_timeseries`` as it was before ``Store.report_series``: the report, then one
+    report per point but the last, in turn."""
+    from assay.engine import SYSTEM_KEY, Experiment
+    from assay.engine._report_timeseries import Timeseries, _point, point_times
+
+    latest = await engine.report(PROJECT, EXPERIMENT)
+    target = await engine.service.get_object(SYSTEM_KEY, Experiment, PROJECT, EXPERIMENT)
+    times = point_times(target.started_at, now, "day")
+    points = [_point(at, await engine.report(PROJECT, EXPERIMENT, end=at)) for at in times[:-1]]
+    points.append(_point(times[-1], latest))
+    return Timeseries(
+        experiment=EXPERIMENT,
+        interval="day",
+        control=latest.control,
+        correction=latest.correction,
+        points=points,
+    )
+
+
+async def _median_of(call: Any) -> float:
+    await call()  # warm-up
+
+    async def once() -> float:
+        started = time.perf_counter()
+        await call()
+        return time.perf_counter() - started
+
+    return statistics.median([await once() for _ in range(POINT_RUNS)])
 
 
 async def _signed_in_client(engine: Any) -> Any:
@@ -394,20 +449,30 @@ def main() -> None:
             f"{page / api:>13.2f}{size_b / 1024:>9.1f}"
         )
     print(
-        "\ncharts over time on the results page: the report plus one report per point, all at once"
+        "\nresults page with its charts over time, and the timeseries API, against the report API"
     )
-    print(f"{'exposures':>12}{'API (s)':>10}{'points':>8}{'all (s)':>10}{'/API':>7}")
-    for size, api, n_daily, daily, n_few, few in zip(
+    print(f"{'exposures':>12}{'API (s)':>10}{'page (s)':>10}{'/API':>7}{'points':>8}"
+          f"{'series API (s)':>16}{'/API':>7}")  # fmt: skip
+    for size, api, page, n, series in zip(
         results["sizes"],
         results["report_api_seconds"],
-        results["over_time_daily_points"],
-        results["over_time_daily_seconds"],
-        results["over_time_capped_points"],
-        results["over_time_capped_seconds"],
+        results["console_page_seconds"],
+        results["console_page_points"],
+        results["timeseries_api_seconds"],
         strict=True,
     ):
-        for n, t in ((n_daily, daily), (n_few, few)):
-            print(f"{size:>12,}{api:>10.4f}{n:>8}{t:>10.4f}{t / api:>7.2f}")
+        print(f"{size:>12,}{api:>10.4f}{page:>10.4f}{page / api:>7.2f}{n:>8}{series:>16.4f}"
+              f"{series / api:>7.2f}")  # fmt: skip
+    print("\ntimeseries in process: one report per point (before) against one pass (after)")
+    print(f"{'exposures':>12}{'points':>8}{'before (s)':>12}{'after (s)':>11}{'x faster':>10}")
+    for size, befores, afters in zip(
+        results["sizes"],
+        results["timeseries_per_point_seconds"],
+        results["timeseries_one_pass_seconds"],
+        strict=True,
+    ):
+        for n, b, a in zip(POINTS, befores, afters, strict=True):
+            print(f"{size:>12,}{n:>8}{b:>12.4f}{a:>11.4f}{b / a:>10.1f}")
     if len(results["sizes"]) > 1:
         data_growth = results["sizes"][-1] / results["sizes"][0]
         cost_growth = results["seconds"][-1] / results["seconds"][0]

@@ -265,7 +265,7 @@ async def test_two_compactions_at_once_remove_the_rows_once(pg_engine: Engine) -
     before = same(await engine.report(P, E))
     marked = await engine.service.mark_compacted(ended, ended.ended_at + timedelta(days=32))
     assert marked is not None
-    request, _, _ = await engine.report_request(marked)
+    request, _, _ = await engine.store_request(marked)
     compaction = Compaction(
         experiment_id=marked.id,
         request=request,

@@ -63,7 +63,7 @@ class CompactionHost(Protocol):
 
     def metrics_of(self, project_id: str) -> Iterable[Metric]: ...
 
-    async def report_request(
+    async def store_request(
         self,
         target: Experiment,
         *,
@@ -110,7 +110,7 @@ class ExperimentCompactor:
         compacted: list[str] = []
         removed = 0
         for experiment in self._to_compact(now):
-            request, _, _ = await self._host.report_request(experiment)
+            request, _, _ = await self._host.store_request(experiment)
             windows = {
                 m.key: m.attribution_window_hours
                 for m in self._host.metrics_of(experiment.project_id)

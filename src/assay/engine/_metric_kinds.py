@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -146,6 +146,18 @@ class MetricKind(Protocol):
 
     def statistics(self, metric: MetricSpec, row: Row) -> MetricStats:
         """One variant's sufficient statistics from its row."""
+        ...
+
+
+@runtime_checkable
+class TotalsKind(Protocol):
+    """A kind whose row per variant is its metric's ``totals`` row, read as it is (the
+    built-in proportion, count and mean). Totals add up hour by hour, so a store can give
+    such a metric at many period ends in one pass over its hourly rollups
+    (``Store.report_series``); any other kind is aggregated once per end."""
+
+    def reads_totals_only(self, metric: MetricSpec) -> bool:
+        """True when ``sql``/``aggregate`` answer ``totals(metric.key)`` unchanged."""
         ...
 
 

@@ -241,6 +241,17 @@ class Store(Protocol):
         and not after ``until``. Raw rows never leave the database (PostgreSQL)."""
         ...
 
+    async def report_series(
+        self, request: ReportRequest, ends: Sequence[datetime]
+    ) -> builtins.list[ReportAggregates]:
+        """``report_aggregates`` at each of ``ends`` (the request's ``end`` ignored), all
+        from one consistent view and equal to what each would answer alone, to the last
+        digit. Meant for a report's points over time: ends on whole hours are read in one
+        pass over the hourly rollups (cumulative sums, CUPED covariate sums included) for
+        the exposures and every ``TotalsKind`` metric; other kinds, and ends inside an hour,
+        are aggregated once per end."""
+        ...
+
     async def planned_looks(self, experiment_id: str) -> list[PlannedLook]:
         """The planned verdict's looks of one experiment, in order (``_planned_verdict``)."""
         ...

@@ -6,6 +6,10 @@ statistics and the same access checks as the report itself. Their conversions co
 the report counts them now (inside each metric's attribution window), so an older point
 can still grow while its subjects' windows are open.
 
+The points before the last are aggregated together (``Store.report_series``: one pass over
+the hourly rollups, summed cumulatively) and each is then built exactly as a report over
+that period would be, to the last digit; the last point is the report itself.
+
 Points run from the hour (or UTC day) of the experiment's start to its end, or to now
 while it runs, the last point being the end (or now) itself. Intervals are always-valid
 (sequential): the band of relative lift over time stays a valid 95% band however often
@@ -15,18 +19,22 @@ anyone looks, which is what a chart of it invites.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 import msgspec
 
 from assay.engine._core._stats import LiftAnalysis
 from assay.engine._errors import ValidationFailed
 from assay.engine._model import ApiKey, Experiment, ExperimentStatus
+from assay.engine._reports import build_report, check_correction, withhold_on_srm
 from assay.engine._service import SYSTEM_KEY
 
 if TYPE_CHECKING:
-    from assay.engine._reports import Report
-    from assay.engine._service import ConfigService
+    from collections.abc import Mapping
+
+    from assay.engine._metric_kinds import MetricKind
+    from assay.engine._ports import Store
+    from assay.engine._reports import PreparedReport, Report
 
 Interval = Literal["hour", "day"]
 INTERVALS: tuple[Interval, ...] = ("hour", "day")
@@ -84,7 +92,21 @@ class Timeseries(_Out, frozen=True, kw_only=True):
 
 
 class _Reports(Protocol):
-    service: ConfigService
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def metric_kinds(self) -> Mapping[str, MetricKind]: ...
+
+    async def report_request(
+        self,
+        principal: ApiKey,
+        project: str | None,
+        experiment: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> PreparedReport: ...
 
     async def report(
         self,
@@ -161,6 +183,82 @@ def _point(at: datetime, report: Report) -> TimeseriesPoint:
     )
 
 
+class EarlierPoints(NamedTuple):
+    """A series without its last point (the experiment's whole report, made apart)."""
+
+    experiment: Experiment
+    interval: Interval
+    points: list[TimeseriesPoint]
+    last_at: datetime | None
+    """The last point's moment; None when the series has no point."""
+
+
+async def earlier_points(
+    reports: _Reports,
+    project: str | None,
+    experiment: str,
+    *,
+    interval: str = "day",
+    correction: str | None = None,
+    principal: ApiKey = SYSTEM_KEY,
+    now: datetime | None = None,
+) -> EarlierPoints:
+    """Every point of the series but the last, from one ``Store.report_series`` call: each
+    built exactly as ``report(end=at)`` builds its report (a period: no planned verdict).
+    Checks the arguments and access as ``report_timeseries`` does, so it may run at the
+    same time as the report that will be the last point (the console's results page)."""
+    if interval not in INTERVALS:
+        raise ValidationFailed(
+            f"interval must be one of {', '.join(INTERVALS)}",
+            code="invalid_parameter",
+            details={"parameter": "interval", "accepted": list(INTERVALS)},
+        )
+    check_correction(correction)
+    prepared = await reports.report_request(principal, project, experiment)
+    target = prepared.experiment
+    until = now or datetime.now(UTC)
+    if target.ended_at is not None and target.status is not ExperimentStatus.RUNNING:
+        until = min(until, target.ended_at)
+    times = point_times(target.started_at, until, interval)
+    ends = times[:-1]
+    series = await reports.store.report_series(prepared.request, ends) if ends else []
+    points = []
+    for at, aggregates in zip(ends, series, strict=True):
+        report = build_report(
+            target,
+            prepared.roles,
+            prepared.metrics,
+            reports.metric_kinds,
+            aggregates.units,
+            aggregates.rows,
+            pending=aggregates.pending,
+            start=None,
+            end=at,
+            correction=correction or target.correction,
+        )
+        points.append(_point(at, withhold_on_srm(report)))
+    return EarlierPoints(
+        experiment=target,
+        interval=interval,
+        points=points,
+        last_at=times[-1] if times else None,
+    )
+
+
+def with_last_point(earlier: EarlierPoints, latest: Report) -> Timeseries:
+    """The series, ``latest`` (the experiment's whole report) as its last point."""
+    points = list(earlier.points)
+    if earlier.last_at is not None:
+        points.append(_point(earlier.last_at, latest))
+    return Timeseries(
+        experiment=earlier.experiment.key,
+        interval=earlier.interval,
+        control=latest.control,
+        correction=latest.correction,
+        points=points,
+    )
+
+
 async def report_timeseries(
     reports: _Reports,
     project: str | None,
@@ -177,44 +275,30 @@ async def report_timeseries(
     read, ``invalid_correction``), ``invalid_parameter`` for an unknown interval and
     ``timeseries_too_long`` past ``MAX_POINTS``. A DRAFT experiment has no points.
     """
-    if interval not in INTERVALS:
-        raise ValidationFailed(
-            f"interval must be one of {', '.join(INTERVALS)}",
-            code="invalid_parameter",
-            details={"parameter": "interval", "accepted": list(INTERVALS)},
-        )
-    # The first report checks access (and the correction) before any series is built.
-    latest = await reports.report(project, experiment, correction=correction, principal=principal)
-    target = await reports.service.get_object(principal, Experiment, project, experiment)
-    until = now or datetime.now(UTC)
-    if target.ended_at is not None and target.status is not ExperimentStatus.RUNNING:
-        until = min(until, target.ended_at)
-    times = point_times(target.started_at, until, interval)
-    points = []
-    for at in times[:-1]:
-        report = await reports.report(
-            project, experiment, end=at, correction=correction, principal=principal
-        )
-        points.append(_point(at, report))
-    if times:
-        points.append(_point(times[-1], latest))
-    return Timeseries(
-        experiment=target.key,
+    earlier = await earlier_points(
+        reports,
+        project,
+        experiment,
         interval=interval,
-        control=latest.control,
-        correction=latest.correction,
-        points=points,
+        correction=correction,
+        principal=principal,
+        now=now,
     )
+    latest = await reports.report(project, experiment, correction=correction, principal=principal)
+    return with_last_point(earlier, latest)
 
 
 __all__ = [
     "INTERVALS",
     "MAX_POINTS",
+    "EarlierPoints",
     "Timeseries",
     "TimeseriesComparison",
     "TimeseriesLift",
     "TimeseriesPoint",
     "TimeseriesVariant",
+    "earlier_points",
     "point_times",
     "report_timeseries",
+    "with_last_point",
 ]

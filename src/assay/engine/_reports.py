@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 import msgspec
 
@@ -217,6 +217,15 @@ class Report(_Out, frozen=True, kw_only=True):
     """How the primary metrics' verdicts were reached, in a sentence."""
 
 
+class PreparedReport(NamedTuple):
+    """A report's experiment, metric roles, metrics and store request (``report_request``)."""
+
+    experiment: Experiment
+    roles: dict[str, MetricRole]
+    metrics: dict[str, Metric]
+    request: ReportRequest
+
+
 def _role_of(experiment: Experiment) -> dict[str, MetricRole]:
     roles: dict[str, MetricRole] = {}
     for role, keys in (
@@ -295,10 +304,9 @@ class ReportAPI:
         """
         check_period(start, end)
         check_correction(correction)
-        found = await self.service.resolve_project(principal, project)
-        authorize(principal, Resource.REPORT, Action.READ, project_id=found.id)
-        target = await self.service.get_object(principal, Experiment, found.key, experiment)
-        request, roles, metrics = await self.report_request(target, start=start, end=end)
+        target, roles, metrics, request = await self.report_request(
+            principal, project, experiment, start=start, end=end
+        )
         aggregates = await self.store.report_aggregates(request)
         report = build_report(
             target,
@@ -324,6 +332,23 @@ class ReportAPI:
         return withhold_on_srm(report)
 
     async def report_request(
+        self,
+        principal: ApiKey,
+        project: str | None,
+        experiment: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> PreparedReport:
+        """What a report of ``experiment`` over ``[start, end)`` asks of the store, after
+        the access checks (``NotFound`` for what the principal may not read)."""
+        found = await self.service.resolve_project(principal, project)
+        authorize(principal, Resource.REPORT, Action.READ, project_id=found.id)
+        target = await self.service.get_object(principal, Experiment, found.key, experiment)
+        request, roles, metrics = await self.store_request(target, start=start, end=end)
+        return PreparedReport(target, roles, metrics, request)
+
+    async def store_request(
         self,
         target: Experiment,
         *,
@@ -739,6 +764,7 @@ __all__ = [
     "MetricReport",
     "MetricValue",
     "PlanStatus",
+    "PreparedReport",
     "Report",
     "ReportAPI",
     "ReportVariant",

@@ -138,7 +138,10 @@ def assay_metric_kinds() -> Mapping[str, MetricKind]:  # type: ignore[empty-body
     turns them into the statistics the report analyses (``statistics``). Metrics naming an
     unregistered kind are refused when saved (422 ``unknown_metric_kind``). Later plugins
     override earlier ones for the same name; built-ins (proportion, count, mean, ratio,
-    percentile) are registered first.
+    percentile) are registered first. A kind whose row is the ``totals`` row as it is may
+    also say so (``reads_totals_only(metric) -> True``, the ``TotalsKind`` protocol): the
+    points of a report over time are then summed from one pass over the hourly rollups
+    instead of one aggregation per point.
 
     Example: the mean value per *converting* subject (e.g. average order value among
     buyers), read from the cheap ``totals`` relation (``n_post`` subjects converted, with

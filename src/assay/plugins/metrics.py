@@ -72,6 +72,9 @@ class _TotalsKind:
     def inputs(self, metric: MetricSpec) -> tuple[str, ...]:
         return (metric.key,)
 
+    def reads_totals_only(self, metric: MetricSpec) -> bool:
+        return True
+
     def sql(self, metric: MetricSpec, source: SqlSource) -> SqlPlan:
         q = SqlQuery()
         columns = ", ".join(f"t.{c}" for c in TOTALS_COLUMNS)

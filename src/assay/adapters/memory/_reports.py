@@ -23,7 +23,7 @@ from assay.engine._metric_kinds import (
 from assay.engine._planned_verdict import PlannedLook
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from assay.adapters.memory._events import _EventTables
 
@@ -97,46 +97,86 @@ class MemoryReportStore:
 
     async def report_aggregates(self, request: ReportRequest) -> ReportAggregates:
         await trio.lowlevel.checkpoint()
+        return self._aggregate(request, [request.end])[0]
+
+    async def report_series(
+        self, request: ReportRequest, ends: Sequence[datetime]
+    ) -> list[ReportAggregates]:
+        await trio.lowlevel.checkpoint()
+        return self._aggregate(request, ends)
+
+    def _aggregate(
+        self, request: ReportRequest, ends: Sequence[datetime | None]
+    ) -> list[ReportAggregates]:
+        """The aggregates over ``[request.start, end)`` for each end. What does not depend
+        on the end (crossovers, each subject's classified conversions, pending) is worked
+        out once; each end then takes the same steps a report alone would, on the subjects
+        first exposed before it, so its numbers are the single report's exactly."""
         t = self._event_tables
         experiment_id = request.experiment_id
         crossed = {s for (x, s, _) in t.crossovers if x == experiment_id}
-        exposed: dict[str, int] = defaultdict(int)
-        crossovers: dict[str, int] = defaultdict(int)
-        analysed: dict[str, tuple[str, datetime]] = {}
+        first: list[tuple[str, str, datetime]] = []
         for (x, subject), exposure in t.exposures.items():
             if x != experiment_id:
                 continue
             at = exposure.exposed_at
-            if (request.start is not None and at < request.start) or (
-                request.end is not None and at >= request.end
-            ):
+            if request.start is not None and at < request.start:
                 continue
-            exposed[exposure.variant] += 1
-            if subject in crossed:
-                crossovers[exposure.variant] += 1
-            else:
-                analysed[subject] = (exposure.variant, at)
-        units = {v: exposed[v] - crossovers[v] for v in sorted(exposed)}
+            first.append((subject, exposure.variant, at))
+        analysed_at = {s: at for s, _, at in first if s not in crossed}
         specs = {spec.metric_key: spec for spec in request.rollups}
         # (metric, subject) -> [post_count, post_sum, pre_count, pre_sum]
         sums: dict[tuple[str, str], list[float]] = {}
         for c in t.conversions.get(experiment_id, ()):
             spec = specs.get(c.metric)
-            first = analysed.get(c.subject)
-            if spec is None or first is None:
+            exposed_at = analysed_at.get(c.subject)
+            if spec is None or exposed_at is None:
                 continue
-            where = classify(c.timestamp, first[1], spec, request.until)
+            where = classify(c.timestamp, exposed_at, spec, request.until)
             if where == 0:
                 continue
             cell = sums.setdefault((c.metric, c.subject), [0.0, 0.0, 0.0, 0.0])
             offset = 0 if where == 1 else 2
             cell[offset] += 1
             cell[offset + 1] += c.value
+        ordered = sorted(sums.items())
+        pending = sum(
+            1
+            for (x, _), waiting in t.pending.items()
+            if x == experiment_id
+            for c in waiting
+            if c.expires_at is not None and c.expires_at > request.now
+        )
+        return [self._aggregate_to(request, end, first, crossed, ordered, pending) for end in ends]
+
+    @staticmethod
+    def _aggregate_to(
+        request: ReportRequest,
+        end: datetime | None,
+        first: Sequence[tuple[str, str, datetime]],
+        crossed: set[str],
+        ordered: Sequence[tuple[tuple[str, str], list[float]]],
+        pending: int,
+    ) -> ReportAggregates:
+        exposed: dict[str, int] = defaultdict(int)
+        crossovers: dict[str, int] = defaultdict(int)
+        analysed: dict[str, str] = {}
+        for subject, variant, at in first:
+            if end is not None and at >= end:
+                continue
+            exposed[variant] += 1
+            if subject in crossed:
+                crossovers[variant] += 1
+            else:
+                analysed[subject] = variant
+        units = {v: exposed[v] - crossovers[v] for v in sorted(exposed)}
         grouped: dict[str, dict[str, list[tuple[str, list[float]]]]] = defaultdict(
             lambda: defaultdict(list)
         )
-        for (metric, subject), cell in sorted(sums.items()):
-            grouped[metric][analysed[subject][0]].append((subject, cell))
+        for (metric, subject), cell in ordered:
+            arm = analysed.get(subject)
+            if arm is not None:
+                grouped[metric][arm].append((subject, cell))
         values = {
             metric: {
                 variant: SubjectValues(
@@ -149,13 +189,6 @@ class MemoryReportStore:
         }
         source = _Source(units, values)
         rows = {m.metric.key: m.kind.aggregate(m.metric, source) for m in request.metrics}
-        pending = sum(
-            1
-            for (x, _), waiting in t.pending.items()
-            if x == experiment_id
-            for c in waiting
-            if c.expires_at is not None and c.expires_at > request.now
-        )
         return ReportAggregates(
             units={v: VariantUnits(exposed[v], crossovers[v]) for v in units},
             pending=pending,

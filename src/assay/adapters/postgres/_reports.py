@@ -11,18 +11,27 @@ A report is two transactions:
    plus the partial hours at the period's edges, and each metric kind's queries against
    the relations of ``_metric_kinds.SqlSource``, all on one snapshot.
 
-Every query aggregates in the database; Python only ever receives a few rows per variant.
+A series of reports ending at many moments (``report_series``, the points of a report over
+time) is the same two transactions once: the hourly rollups of the exposures and of every
+``TotalsKind`` metric are read once, row by row in hour order, and summed cumulatively in
+the order a report's own sums add them (so each point is that report's, bit for bit);
+other kinds, and ends inside an hour, run their queries once per end on the same snapshot.
+
+Every query aggregates in the database; Python only ever receives a few rows per variant
+(per hour, for a series).
 Functions named ``aio_*`` are asyncio-flavoured and run on the trio-asyncio loop.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
 import msgspec
+import numpy as np
 
 from assay.adapters.postgres._compaction import (
     aio_compacted_cuts,
@@ -37,6 +46,7 @@ from assay.engine._metric_kinds import (
     Row,
     SqlPlan,
     SqlQuery,
+    TotalsKind,
     VariantUnits,
 )
 from assay.engine._planned_verdict import PlannedLook
@@ -137,6 +147,12 @@ ON CONFLICT (experiment_id, metric_key, subject) DO UPDATE SET
 """
 
 _SUMS = ", ".join(f"sum({c}) AS {c}" for c in TOTALS_COLUMNS[1:])
+_ORDER = ", ".join(("k", *TOTALS_COLUMNS[1:]))
+_ORDERED_SUMS = ", ".join(f"sum({c} ORDER BY {_ORDER}) AS {c}" for c in TOTALS_COLUMNS[1:])
+"""A period's totals add its rows in one fixed order (by hour, then by value), not in scan
+order: floating-point sums depend on the order, and ``report_series`` adds the same rows
+in the same order hour after hour, so that each of its points equals the report's own to
+the last digit."""
 _COMPACT_WHEN = 64
 """Delta rows per experiment beyond the number of distinct hours x variants x metrics
 that trigger a compaction."""
@@ -276,12 +292,12 @@ class PgSource:
             SELECT u.variant, u.n::float8 AS n, {outer}
             FROM {units} u
             LEFT JOIN (
-                SELECT variant, {_SUMS} FROM (
-                    SELECT variant, {columns} FROM assay_report_metric_hours
+                SELECT variant, {_ORDERED_SUMS} FROM (
+                    SELECT variant, hour AS k, {columns} FROM assay_report_metric_hours
                     WHERE experiment_id = {e} AND metric_key = {k}
                       AND hour >= {h_from} AND hour < {h_to}
                     UNION ALL
-                    SELECT variant, {columns} FROM assay_report_contributions
+                    SELECT variant, exposed_at AS k, {columns} FROM assay_report_contributions
                     WHERE experiment_id = {e} AND metric_key = {k}
                       AND ((exposed_at >= {start} AND exposed_at < {e1_to})
                         OR (exposed_at >= {e2_from} AND exposed_at < {end}))
@@ -364,35 +380,50 @@ _RETRIES = 3
 as a deadlock victim among ingestion transactions; it is safe to run again."""
 
 
-async def aio_report_aggregates(pool: Any, request: ReportRequest) -> ReportAggregates:
-    async with pool.acquire() as conn:
-        cuts: list[datetime] | None = None
-        for attempt in range(1, _RETRIES + 1):
-            try:
-                cuts = await aio_prepare(conn, request)
-                break
-            except asyncpg.exceptions.DeadlockDetectedError:
-                if attempt == _RETRIES:
-                    raise
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            period = _period(request.start, request.end)
-            edges = None
-            if cuts is not None:
-                edges = await aio_compacted_edges(
-                    conn,
-                    request.experiment_id,
-                    cuts,
-                    [(period.start, period.edge1_to), (period.edge2_from, period.end)],
-                )
-            source = PgSource(request.experiment_id, period, edges)
-            q = SqlQuery()
-            q.text = f"SELECT variant, exposed, crossed FROM {source.exposures(q)} ex"
-            exposure_rows: Sequence[Any] = await conn.fetch(q.text, *q.params)
-            pending: int = await conn.fetchval(_PENDING, request.experiment_id, request.now)
-            rows = {
-                m.metric.key: await _aio_run_plan(conn, m.kind.sql(m.metric, source))
-                for m in request.metrics
-            }
+async def _aio_prepare_retrying(conn: Any, request: ReportRequest) -> list[datetime] | None:
+    """``aio_prepare``, run again when chosen as a deadlock victim; the compaction cuts."""
+    for attempt in range(1, _RETRIES + 1):
+        try:
+            return await aio_prepare(conn, request)
+        except asyncpg.exceptions.DeadlockDetectedError:
+            if attempt == _RETRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _aio_source(
+    conn: Any, request: ReportRequest, end: datetime | None, cuts: list[datetime] | None
+) -> PgSource:
+    """The relations of the period ending at ``end``; for an experiment whose raw events
+    were compacted (``cuts``), its partial hours come from what compaction kept."""
+    period = _period(request.start, end)
+    edges = None
+    if cuts is not None:
+        edges = await aio_compacted_edges(
+            conn,
+            request.experiment_id,
+            cuts,
+            [(period.start, period.edge1_to), (period.edge2_from, period.end)],
+        )
+    return PgSource(request.experiment_id, period, edges)
+
+
+async def _aio_aggregate(
+    conn: Any,
+    request: ReportRequest,
+    end: datetime | None,
+    pending: int,
+    cuts: list[datetime] | None,
+) -> ReportAggregates:
+    """One period's aggregates, inside the caller's read-only transaction."""
+    source = await _aio_source(conn, request, end, cuts)
+    q = SqlQuery()
+    q.text = f"SELECT variant, exposed, crossed FROM {source.exposures(q)} ex"
+    exposure_rows: Sequence[Any] = await conn.fetch(q.text, *q.params)
+    rows = {
+        m.metric.key: await _aio_run_plan(conn, m.kind.sql(m.metric, source))
+        for m in request.metrics
+    }
     return ReportAggregates(
         units={
             r["variant"]: VariantUnits(int(r["exposed"]), int(r["crossed"])) for r in exposure_rows
@@ -400,6 +431,127 @@ async def aio_report_aggregates(pool: Any, request: ReportRequest) -> ReportAggr
         pending=pending,
         rows=rows,
     )
+
+
+async def aio_report_aggregates(pool: Any, request: ReportRequest) -> ReportAggregates:
+    async with pool.acquire() as conn:
+        cuts = await _aio_prepare_retrying(conn, request)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            pending: int = await conn.fetchval(_PENDING, request.experiment_id, request.now)
+            return await _aio_aggregate(conn, request, request.end, pending, cuts)
+
+
+async def aio_report_series(
+    pool: Any, request: ReportRequest, ends: Sequence[datetime]
+) -> list[ReportAggregates]:
+    async with pool.acquire() as conn:
+        cuts = await _aio_prepare_retrying(conn, request)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            pending: int = await conn.fetchval(_PENDING, request.experiment_id, request.now)
+            whole = sorted({e for e in ends if _whole_hours(_period(request.start, e))})
+            series = await _aio_cumulative(conn, request, whole) if whole else {}
+            out = []
+            for end in ends:
+                found = series.get(end)
+                if found is None:
+                    out.append(await _aio_aggregate(conn, request, end, pending, cuts))
+                    continue
+                units, totals = found
+                source = await _aio_source(conn, request, end, cuts)
+                rows: dict[str, Mapping[str, Row]] = {}
+                for m in request.metrics:
+                    if m.metric.key in totals:
+                        rows[m.metric.key] = totals[m.metric.key]
+                    else:
+                        rows[m.metric.key] = await _aio_run_plan(conn, m.kind.sql(m.metric, source))
+                out.append(ReportAggregates(units=units, pending=pending, rows=rows))
+    return out
+
+
+def _whole_hours(period: _Period) -> bool:
+    """Whether a period is read from the hourly rollups alone (no edge read row by row)."""
+    return period.hours_from == period.start and period.hours_to == period.end
+
+
+_EXPOSURE_HOURS = """
+SELECT variant, hour, sum(exposed)::bigint AS exposed, sum(crossed)::bigint AS crossed
+FROM assay_report_exposure_hours
+WHERE experiment_id = $1 AND hour >= $2 AND hour < $3
+GROUP BY variant, hour ORDER BY variant, hour
+"""
+_METRIC_HOURS = f"""
+SELECT variant, hour, {", ".join(TOTALS_COLUMNS[1:])} FROM assay_report_metric_hours
+WHERE experiment_id = $1 AND metric_key = $2 AND hour >= $3 AND hour < $4
+ORDER BY variant, {_ORDER.replace("k", "hour", 1)}
+"""
+
+
+async def _aio_cumulative(
+    conn: Any, request: ReportRequest, ends: Sequence[datetime]
+) -> dict[datetime, tuple[dict[str, VariantUnits], dict[str, Mapping[str, Row]]]]:
+    """Per end (sorted, each on a whole hour), the exposures per variant and the rows of
+    every metric whose kind reads its totals only: one read of each hourly rollup, summed
+    cumulatively. The sums run over the rows in the order ``PgSource.totals`` adds them,
+    one addition at a time as PostgreSQL's ``sum`` does, so each end's numbers are those
+    of the report ending there, bit for bit."""
+    lo = _period(request.start, ends[0]).hours_from
+    hi = ends[-1]
+    exposure_rows = await conn.fetch(_EXPOSURE_HOURS, request.experiment_id, lo, hi)
+    units: list[dict[str, VariantUnits]] = [{} for _ in ends]
+    for variant, hours in _by_variant_rows(exposure_rows):
+        exposed = crossed = 0
+        i = 0
+        for position, end in enumerate(ends):
+            while i < len(hours) and hours[i]["hour"] < end:
+                exposed += int(hours[i]["exposed"])
+                crossed += int(hours[i]["crossed"])
+                i += 1
+            if exposed > 0:
+                units[position][variant] = VariantUnits(exposed, crossed)
+    totals: list[dict[str, Mapping[str, Row]]] = [{} for _ in ends]
+    columns = TOTALS_COLUMNS[1:]
+    for m in request.metrics:
+        if not (isinstance(m.kind, TotalsKind) and m.kind.reads_totals_only(m.metric)):
+            continue
+        metric_rows = await conn.fetch(_METRIC_HOURS, request.experiment_id, m.metric.key, lo, hi)
+        folded: dict[str, list[dict[str, float]]] = {}
+        for variant, hours in _by_variant_rows(metric_rows):
+            # np.cumsum adds row after row (accumulate is never pairwise): the running
+            # sums PostgreSQL's sum() reaches, one end after another.
+            running = np.cumsum(
+                np.array([[float(r[c]) for c in columns] for r in hours], dtype=np.float64),
+                axis=0,
+            )
+            starts = [r["hour"] for r in hours]
+            snapshots = []
+            for end in ends:
+                taken = bisect_left(starts, end)  # the rows of hours before ``end``
+                snapshots.append(
+                    dict(zip(columns, running[taken - 1].tolist(), strict=True)) if taken else {}
+                )
+            folded[variant] = snapshots
+        for position in range(len(ends)):
+            totals[position][m.metric.key] = {
+                variant: {
+                    "n": float(u.exposed - u.crossovers),
+                    **{
+                        c: folded[variant][position].get(c, 0.0) if variant in folded else 0.0
+                        for c in columns
+                    },
+                }
+                for variant, u in units[position].items()
+            }
+    return {end: (units[i], totals[i]) for i, end in enumerate(ends)}
+
+
+def _by_variant_rows(rows: Sequence[Any]) -> list[tuple[str, list[Any]]]:
+    """Rows ordered by variant, grouped by it (order kept)."""
+    out: list[tuple[str, list[Any]]] = []
+    for r in rows:
+        if not out or out[-1][0] != r["variant"]:
+            out.append((r["variant"], []))
+        out[-1][1].append(r)
+    return out
 
 
 class PostgresReportStore:
@@ -410,6 +562,11 @@ class PostgresReportStore:
 
     async def report_aggregates(self, request: ReportRequest) -> ReportAggregates:
         return await self._loop.run(aio_report_aggregates, self._pool, request)
+
+    async def report_series(
+        self, request: ReportRequest, ends: Sequence[datetime]
+    ) -> list[ReportAggregates]:
+        return await self._loop.run(aio_report_series, self._pool, request, ends)
 
     async def planned_looks(self, experiment_id: str) -> list[PlannedLook]:
         rows = await self._loop.run(self._pool.fetch, _PLANNED_LOOKS, experiment_id)

@@ -53,8 +53,10 @@ def adjust_p_values(p_values: Sequence[float], method: str) -> list[float]:
     p = np.asarray(p_values, dtype=np.float64)
     if p.ndim != 1 or np.any(~np.isfinite(p)) or np.any((p < 0) | (p > 1)):
         raise ValidationFailed("p-values must lie in [0, 1]", code="invalid_statistics")
-    if p.size == 0:
-        return []
+    if p.size <= 1:
+        # A family of one is its own adjustment under every method (Holm and BH both
+        # multiply by 1 and cap at 1, which a p-value already is): no need for either.
+        return [float(x) for x in p]
     match method:
         case "holm":
             adjusted = holm(p)

@@ -26,7 +26,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from assay.engine._core._scipy import special, sps
+from assay.engine._core._scipy import special
 from assay.engine._errors import ValidationFailed
 
 Floats = npt.NDArray[np.float64]
@@ -81,11 +81,14 @@ def srm_check(
     if total == 0 or int(live.sum()) < 2:
         # Nothing to test: no traffic yet, or a single variant takes all of it.
         return SrmResult(p_value=1.0, statistic=0.0, expected=expected.tolist(), flagged=False)
-    result = sps.chisquare(obs[live], expected[live])
-    p_value = float(result.pvalue)
+    # Pearson's chi-square as scipy.stats.chisquare computes it (the same bits), without
+    # its generic machinery, which cost more than the test.
+    o, e = obs[live], expected[live]
+    statistic = float(((o - e) ** 2 / e).sum())
+    p_value = float(special.chdtrc(o.size - 1, statistic))
     return SrmResult(
         p_value=p_value,
-        statistic=float(result.statistic),
+        statistic=statistic,
         expected=expected.tolist(),
         flagged=p_value < threshold,
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import pytest
 import trio
 
@@ -32,6 +33,7 @@ from assay.engine import (
     Guardrail,
     Metric,
     MetricSpec,
+    Project,
     ProjectSpec,
     Role,
     Transition,
@@ -68,6 +70,10 @@ class Seeded:
     flag: str
     global_admin: str
     """An ADMIN key for every project: the console starts at the project list."""
+
+
+RAN = timedelta(days=3, hours=5)
+"""How long the main experiment has run when the tests look at it."""
 
 
 async def seed(engine: Engine) -> Seeded:
@@ -126,28 +132,40 @@ async def seed(engine: Engine) -> Seeded:
         ),
     )
     await service.create_object(SYSTEM_KEY, Flag, project, FlagSpec(key="dark-mode"))
-    await engine.refresh()
     now = datetime.now(UTC) - timedelta(minutes=1)
+    # The main experiment has run for RAN (its start moved back in the store, as only the
+    # clock could), its subjects exposed evenly since: its charts over time have points.
+    async with engine.store.transaction() as tx:
+        found = await tx.get(Project, None, project)
+        assert found is not None
+        started = await tx.get(Experiment, found.id, experiment)
+        assert started is not None
+        await tx.update(
+            msgspec.structs.replace(started, started_at=now - RAN),
+            expected_revision=started.revision,
+        )
+    await engine.refresh()
     events: list[Any] = []
     for i in range(1200):
         variant = "treatment" if i % 2 else "control"
         subject = f"u{i}"
+        at = now - RAN * (1 - i / 1200)
         events.append(
-            Exposure(experiment=experiment, subject=subject, variant=variant, timestamp=now)
+            Exposure(experiment=experiment, subject=subject, variant=variant, timestamp=at)
         )
         if i % 5 in (0, 1) or (variant == "treatment" and i % 9 == 0):
             events.append(
-                Conversion(experiment=experiment, metric="bought", subject=subject, timestamp=now)
+                Conversion(experiment=experiment, metric="bought", subject=subject, timestamp=at)
             )
             events.append(
                 Conversion(
                     experiment=experiment, metric="revenue", subject=subject,
-                    value=float(10 + i % 90), timestamp=now,
+                    value=float(10 + i % 90), timestamp=at,
                 )
             )  # fmt: skip
         if i % 50 == 0:
             events.append(
-                Conversion(experiment=experiment, metric="errors", subject=subject, timestamp=now)
+                Conversion(experiment=experiment, metric="errors", subject=subject, timestamp=at)
             )
     for i in range(450):
         variant = "control" if i % 3 else "treatment"  # 2:1 against 1:1 weights

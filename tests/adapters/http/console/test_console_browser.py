@@ -123,6 +123,17 @@ def _report(live: Live, role: Role = Role.ANALYST, key: str | None = None) -> An
     return answer.json()
 
 
+def _timeseries(live: Live, interval: str = "day") -> Any:
+    seeded = live.seeded
+    answer = httpx.get(
+        f"{live.base}/api/v1/experiments/{seeded.experiment}/report/timeseries",
+        params={"project": seeded.project, "interval": interval},
+        headers={"Authorization": f"Bearer {seeded.keys[Role.ANALYST]}"},
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
 def test_wrong_key_is_told_and_not_signed_in(browser: Any, live: Live) -> None:
     visitor = Visitor(browser, live)
     try:
@@ -141,7 +152,8 @@ def test_walk_every_page_at_both_widths(browser: Any, live: Live) -> None:
         "experiments": f"{base}/experiments",
         "experiment": f"{base}/experiments/{seeded.experiment}",
         "experiment-srm": f"{base}/experiments/{seeded.srm_experiment}",
-        "over-time": f"{base}/experiments/{seeded.experiment}/over-time?interval=hour",
+        # The old page of the charts over time leads to them on the results page.
+        "experiment-hourly": f"{base}/experiments/{seeded.experiment}/over-time?interval=hour",
         "confirm-pause": f"{base}/experiments/{seeded.experiment}/actions/pause",
         "flags": f"{base}/flags",
         "flag-playground": f"{base}/flags/{seeded.flag}?subject=u7&attributes=%7B%7D",
@@ -237,15 +249,43 @@ def test_experiment_page_numbers_weight_and_origin(browser: Any, live: Live) -> 
                 )
         # The forest plot is drawn, and the SRM banner only where SRM is flagged.
         assert page.locator("figure.forest svg").count() == 1
-        # The charts over time are one prominent link away; their last point is the
-        # report itself, so its subjects are the report API's.
-        page.locator("#over-time-link").click()
-        page.wait_for_url("**/over-time**")
-        assert page.locator("h1").inner_text().endswith("over time")
-        assert page.locator("figure svg").count() >= 2
-        last = page.locator("section[aria-labelledby=subjects-h] tbody tr").last
-        shown = [c.text_content() for c in last.locator("td").all()]  # in a closed <details>
-        assert shown == [_format.count(v["subjects"]) for v in report["variants"]]
+        # The charts over time are on the page, each with its table: every number there
+        # is the timeseries API's, and the last point is the report itself.
+        series = _timeseries(live)
+        assert page.locator("#over-time figure svg").count() == 1
+        rows = page.locator("#subjects-over-time tbody tr")
+        assert rows.count() == len(series["points"]) > 0
+        for i, point in enumerate(series["points"]):
+            shown = [c.text_content() for c in rows.nth(i).locator("td").all()]
+            assert shown == [_format.count(v["subjects"]) for v in point["variants"]]
+        last = [c.text_content() for c in rows.last.locator("td").all()]
+        assert last == [_format.count(v["subjects"]) for v in report["variants"]]
+        for metric in report["metrics"]:
+            section = page.locator(f'section[data-metric="{metric["key"]}"]')
+            for comparison in metric["comparisons"]:
+                variant = comparison["variant"]
+                lifts = [
+                    c["relative"]
+                    for p in series["points"]
+                    for c in p["comparisons"]
+                    if c["metric"] == metric["key"]
+                    and c["variant"] == variant
+                    and not c["relative"].get("error")
+                ]
+                # A chart where some point has a lift; a sentence saying so where none has.
+                chart = section.locator(f'figure.lift-over-time[data-variant="{variant}"] svg')
+                none = section.locator(f'.lift-over-time-none[data-variant="{variant}"]')
+                assert (chart.count(), none.count()) == ((1, 0) if lifts else (0, 1))
+                cells = section.locator(f'table.lift-table[data-variant="{variant}"] tbody tr')
+                assert cells.count() == len(lifts)
+                for i, lift in enumerate(lifts):
+                    row = cells.nth(i)
+                    assert row.locator("[data-col=relative]").text_content() == _format.interval(
+                        lift["estimate"], lift["ci_low"], lift["ci_high"], relative=True
+                    )
+                    assert row.locator("[data-col=p]").text_content() == _format.p_value(
+                        lift["p_value"]
+                    )
         visitor.go(f"/console/projects/{seeded.project}/experiments/{seeded.experiment}")
         assert page.locator("#srm-banner").count() == 0
         visitor.go(f"/console/projects/{seeded.project}/experiments/{seeded.srm_experiment}")

@@ -339,3 +339,38 @@ async def test_sdk_keys_cannot_sign_in(
     assert answer.status_code == 403
     assert "SDK keys" in await _text(answer)
     assert "assay_console=" not in answer.headers.get("Set-Cookie", "")
+
+
+async def test_the_results_page_draws_the_series_over_time(app_client: Any, seeded: Any) -> None:
+    await sign_in(app_client, seeded.keys[Role.ANALYST])
+    base = f"/console/projects/{seeded.project}/experiments/{seeded.experiment}"
+    page = await _text(await app_client.get(base + "?interval=hour"))
+    headers = {"Authorization": f"Bearer {seeded.keys[Role.ANALYST]}"}
+    series = await (
+        await app_client.get(
+            f"/api/v1/experiments/{seeded.experiment}/report/timeseries"
+            f"?project={seeded.project}&interval=hour",
+            headers=headers,
+        )
+    ).get_json()
+    table = page.split('id="subjects-over-time"')[1].split("</table>")[0]
+    rows = re.findall(r"<tr><th scope=\"row\">.*?</tr>", table.split("<tbody>")[1])
+    assert len(rows) == len(series["points"]) > 0
+    for row, point in zip(rows, series["points"], strict=True):
+        shown = re.findall(r'<td class="num" data-variant="[^"]+">([^<]*)</td>', row)
+        assert shown == [_format.count(v["subjects"]) for v in point["variants"]]
+    for metric in ("bought", "revenue"):
+        section = page.split(f'data-metric="{metric}"')[1].split("</section>")[0]
+        assert 'class="lift-over-time" data-variant="treatment"' in section
+        assert "<svg" in section.split('class="lift-over-time"')[1]
+    # No error in the treatment arm: no relative lift at any point, nothing to draw.
+    errors = page.split('data-metric="errors"')[1].split("</section>")[0]
+    assert 'class="lift-over-time"' not in errors
+    assert "No relative lift of treatment computable" in errors
+    # The page of its own that the charts had is now a way to them on the results page.
+    moved = await app_client.get(f"{base}/over-time?interval=hour&correction=none&x=1")
+    assert moved.status_code == 301
+    assert moved.headers["Location"] == f"{base}?interval=hour&correction=none#over-time"
+    bad = await app_client.get(base + "?interval=week")
+    assert bad.status_code == 422
+    assert "interval must be one of" in await _text(bad)

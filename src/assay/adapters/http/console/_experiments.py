@@ -1,4 +1,4 @@
-"""Experiment pages: the list with alerts, an experiment's results, its numbers over
+"""Experiment pages: the list with alerts, an experiment's results with its numbers over
 time, downloads (CSV and JSON), and lifecycle actions behind a confirmation.
 
 Everything shown comes from the engine's public API with the signed-in key as principal
@@ -15,13 +15,15 @@ import math
 from datetime import UTC, date, datetime, time
 from functools import partial
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 import msgspec
 import trio
 from quart import Blueprint, Response, redirect, request
 
 from assay.adapters.http.console import _format
-from assay.adapters.http.console._charts import ForestRow, Series, forest_plot, line_chart
+from assay.adapters.http.console._charts import ForestRow, forest_plot
+from assay.adapters.http.console._over_time import OverTime, over_time_charts
 from assay.adapters.http.console._web import PREFIX, Console, Visit, gather
 from assay.engine import (
     Experiment,
@@ -29,10 +31,10 @@ from assay.engine import (
     Resource,
     Transition,
     ValidationFailed,
-    report_timeseries,
 )
 from assay.engine._core._lifecycle import next_status
 from assay.engine._core._stats import CORRECTIONS
+from assay.engine._report_timeseries import EarlierPoints, earlier_points, with_last_point
 
 if TYPE_CHECKING:
     from assay.engine._guardrails import GuardrailTrigger
@@ -281,6 +283,24 @@ def register(bp: Blueprint, console: Console) -> None:
                                    ("correction", correction)) if v}  # fmt: skip
         return report, query
 
+    async def _earlier_points(visit: Visit, project: str, key: str) -> EarlierPoints | str:
+        """The series over time but its last point (the whole report, read beside it), or
+        why there is none (too many points at this interval)."""
+        correction = request.args.get("correction") or None
+        try:
+            return await earlier_points(
+                engine,
+                project,
+                key,
+                interval=request.args.get("interval") or "day",
+                correction=correction if correction in CORRECTIONS else None,
+                principal=visit.key,
+            )
+        except ValidationFailed as exc:
+            if exc.code != "timeseries_too_long":
+                raise
+            return exc.message
+
     async def experiment(project: str, key: str) -> Response:
         visit = await console.visit()
 
@@ -291,14 +311,29 @@ def register(bp: Blueprint, console: Console) -> None:
             page = await engine.guardrail_triggers(project, key, limit=20, principal=visit.key)
             return page.items
 
-        # Each read checks access itself; they are independent, so they run at once.
-        found, target, reported, triggers = await gather(
+        reads_reports = visit.may(Resource.REPORT)
+        period = bool(request.args.get("start") or request.args.get("end"))
+
+        async def whole() -> Report:
+            correction = request.args.get("correction") or None
+            return await engine.report(project, key, correction=correction, principal=visit.key)
+
+        # Each read checks access itself; they are independent, so they run at once: the
+        # charts over time (one pass over the rollups) beside the report they end with.
+        found, target, reported, triggers, earlier, whole_report = await gather(
             lambda: engine.service.resolve_project(visit.key, project),
             lambda: engine.service.get_object(visit.key, Experiment, project, key),
-            (lambda: _report(visit, project, key)) if visit.may(Resource.REPORT) else nothing,
+            (lambda: _report(visit, project, key)) if reads_reports else nothing,
             triggers_of if visit.may(Resource.GUARDRAIL) else nothing,
+            (lambda: _earlier_points(visit, project, key)) if reads_reports else nothing,
+            whole if reads_reports and period else nothing,
         )
         report, query = reported if reported is not None else (None, {})
+        over = None
+        if report is not None and isinstance(earlier, str):
+            over = OverTime(interval=request.args.get("interval") or "day", note=earlier)
+        elif report is not None:
+            over = over_time_charts(target, with_last_point(earlier, whole_report or report))
         triggers = triggers or []
         variants = {v.key: v for v in report.variants} if report is not None else {}
         total_weight = sum(v.weight for v in target.variants) or 1.0
@@ -313,6 +348,7 @@ def register(bp: Blueprint, console: Console) -> None:
             total_weight=total_weight,
             metrics=_lift_rows(report) if report is not None else [],
             forest=_forest(report) if report is not None else None,
+            over=over,
             triggers=triggers,
             actions=actions_for(visit, target),
             labels=ACTION_LABELS,
@@ -333,62 +369,14 @@ def register(bp: Blueprint, console: Console) -> None:
         return response
 
     async def over_time(project: str, key: str) -> Response:
-        visit = await console.visit()
-        found = await engine.service.resolve_project(visit.key, project)
-        target = await engine.service.get_object(visit.key, Experiment, project, key)
-        interval = request.args.get("interval") or "day"
-        series = await report_timeseries(
-            engine,
-            project,
-            key,
-            interval=interval,
-            correction=request.args.get("correction") or None,
-            principal=visit.key,
-        )
-        subjects = line_chart(
-            [
-                Series(v.key, [(p.at, float(p.variants[i].subjects)) for p in series.points])
-                for i, v in enumerate(target.variants)
-            ],
-            title="Cumulative analysed subjects per variant",
-            description="One line per variant, labelled at its end.",
-            axis=lambda v: _format.count(round(v)),
-        )
-        lifts = []
-        keys = sorted({(c.metric, c.variant) for p in series.points for c in p.comparisons})
-        for metric, variant in keys:
-            points = [
-                (p.at, c.relative)
-                for p in series.points
-                for c in p.comparisons
-                if (c.metric, c.variant) == (metric, variant) and c.relative.error is None
-            ]
-            lifts.append(
-                {
-                    "metric": metric,
-                    "variant": variant,
-                    "points": points,
-                    "chart": line_chart(
-                        [Series(f"{variant} vs control", [(t, r.estimate) for t, r in points])],
-                        title=f"Relative lift of {variant} on {metric} over time",
-                        description="The line is the cumulative relative lift; the shaded "
-                        "band its 95% always-valid interval; the dark line no difference.",
-                        axis=lambda v: _format.percent(v, signed=True),
-                        band=[(t, r.ci_low, r.ci_high) for t, r in points],
-                        zero_line=True,
-                    ),
-                }
-            )
-        return await console.page(
-            "over_time.html",
-            visit,
-            project=found,
-            experiment=target,
-            series=series,
-            subjects=subjects,
-            lifts=lifts,
-            interval=interval,
-        )
+        # The charts over time used to have this page of their own; they are on the
+        # results page now, so old links and bookmarks land on them there.
+        await console.visit()
+        query = {k: v for k, v in request.args.items() if k in ("interval", "correction") and v}
+        target = f"{PREFIX}/projects/{quote(project)}/experiments/{quote(key)}"
+        if query:
+            target += "?" + urlencode(query)
+        return redirect(target + "#over-time", 301)  # type: ignore[return-value]
 
     async def confirm(project: str, key: str, action: str) -> Response:
         visit = await console.visit()

@@ -28,7 +28,8 @@ ROUTES = (
         summary="An experiment's report over time",
         description="Cumulative numbers at each hour or UTC day since the experiment "
         "started, the last point being its end (or now): at each point `at`, the report "
-        "over subjects first exposed before `at` (from the same rollups), per variant "
+        "over subjects first exposed before `at` (from the same rollups, read once for all "
+        "points and summed cumulatively: each point equals that report), per variant "
         "(exposed, crossovers, analysed) and, per metric and treatment, both values, the "
         "absolute and relative lift with the always-valid (sequential) 95% interval and "
         "adjusted p-value, chance to beat control and the verdict. Conversions count as in "

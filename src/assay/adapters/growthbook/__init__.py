@@ -1,0 +1,23 @@
+"""Everything about GrowthBook's formats and protocol: the SDK payload, the endpoints its
+SDKs call (``/api/features``, ``/sub`` streaming, ``/api/eval``) and the import."""
+
+from assay.adapters.growthbook._stream_listener import bind_stream_socket, serve_streams
+from assay.adapters.growthbook._streaming import (
+    Payload,
+    PayloadSource,
+    SnapshotSource,
+    StreamHub,
+    StreamRoute,
+    unknown_keys_source,
+)
+
+__all__ = [
+    "Payload",
+    "PayloadSource",
+    "SnapshotSource",
+    "StreamHub",
+    "StreamRoute",
+    "bind_stream_socket",
+    "serve_streams",
+    "unknown_keys_source",
+]

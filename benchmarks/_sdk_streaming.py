@@ -83,7 +83,7 @@ def serve_child(path: str) -> None:
     import trio
 
     import assay
-    from assay.adapters.growthbook import SnapshotSource
+    from assay.adapters.growthbook import SnapshotSource, stream_hub
     from assay.adapters.http import serve
     from assay.engine import SYSTEM_KEY, EngineConfig, FlagSpec, ProjectSpec
 
@@ -106,10 +106,10 @@ def serve_child(path: str) -> None:
             for i in range(FLAGS):
                 spec = FlagSpec(key=f"flag-{i:02d}", type=assay.FlagType.NUMBER, default_value=0)
                 await engine.service.create_object(SYSTEM_KEY, assay.Flag, "bench", spec)
-            source = SnapshotSource(engine, _render(engine))
+            hub = stream_hub(engine, SnapshotSource(engine, _render(engine)))
             port = await nursery.start(
                 lambda task_status: serve(
-                    engine, host="127.0.0.1", port=0, payloads=source, task_status=task_status
+                    engine, host="127.0.0.1", port=0, streams=hub, task_status=task_status
                 )
             )
             print(stream_port if path == "stream_port" else port, flush=True)

@@ -7,6 +7,8 @@ Clients here are raw sockets: the bytes on the wire are what is checked."""
 
 from __future__ import annotations
 
+import json
+import queue
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +24,7 @@ from assay.adapters.growthbook import (
     StreamHub,
     bind_stream_socket,
     serve_streams,
+    stream_hub,
 )
 from assay.adapters.growthbook._streaming import NOT_FOUND_BODY, SocketSubscriber
 from assay.adapters.http import serve
@@ -385,9 +388,10 @@ async def test_the_main_port_serves_the_same_streams_through_hypercorn() -> None
         assay.open_engine(config, load_entry_points=False) as engine,
         trio.open_nursery() as nursery,
     ):
+        hub = stream_hub(engine, source)
         port = await nursery.start(
             lambda task_status: serve(
-                engine, host="127.0.0.1", port=0, payloads=source, task_status=task_status
+                engine, host="127.0.0.1", port=0, streams=hub, task_status=task_status
             )
         )
         client = await Client.open(port, "sdk-a")
@@ -420,9 +424,10 @@ async def test_the_stream_port_serves_beside_the_main_port() -> None:
         assay.open_engine(config, load_entry_points=False) as engine,
         trio.open_nursery() as nursery,
     ):
+        hub = stream_hub(engine, source)
         await nursery.start(
             lambda task_status: serve(
-                engine, host="127.0.0.1", port=0, payloads=source, task_status=task_status
+                engine, host="127.0.0.1", port=0, streams=hub, task_status=task_status
             )
         )
         client = await Client.open(stream_port, "sdk-a")
@@ -430,3 +435,65 @@ async def test_the_stream_port_serves_beside_the_main_port() -> None:
         source.publish("sdk-a", b'{"v":2}')
         assert (await client.event())[1] == b'{"v":2}'
         nursery.cancel_scope.cancel()
+
+
+async def test_growthbooks_python_sdk_streams_from_both_ports_and_reconnects() -> None:
+    """GrowthBook's own SSE client (the Python SDK's) is the reference for the protocol:
+    it gets the payload as a ``features`` event, every change, and after the server ends
+    its stream (as a restarting node does) it reconnects and keeps getting changes."""
+    from growthbook.growthbook import SSEClient
+
+    source = FakeSource({"sdk-a": b'{"features":{"f":{"defaultValue":1}}}'})
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        stream_port = probe.getsockname()[1]
+    config = EngineConfig(store="memory", stream_port=stream_port)
+    async with (
+        assay.open_engine(config, load_entry_points=False) as engine,
+        trio.open_nursery() as nursery,
+    ):
+        hub = stream_hub(engine, source)
+        main_port = await nursery.start(
+            lambda task_status: serve(
+                engine, host="127.0.0.1", port=0, streams=hub, task_status=task_status
+            )
+        )
+        received: list[queue.SimpleQueue[dict[str, str]]] = []
+        sdks = []
+        for port in (stream_port, main_port):
+            events: queue.SimpleQueue[dict[str, str]] = queue.SimpleQueue()
+            sdk = SSEClient(f"http://127.0.0.1:{port}", "sdk-a", events.put, reconnect_delay=0)
+            sdk.connect()
+            received.append(events)
+            sdks.append(sdk)
+        try:
+
+            async def next_payloads() -> list[object]:
+                got = []
+                for events in received:
+                    event = await trio.to_thread.run_sync(lambda q=events: q.get(timeout=10))
+                    assert event["type"] == "features"
+                    got.append(json.loads(event["data"]))
+                return got
+
+            assert await next_payloads() == [{"features": {"f": {"defaultValue": 1}}}] * 2
+            source.publish("sdk-a", b'{"features":{"f":{"defaultValue":2}}}')
+            assert await next_payloads() == [{"features": {"f": {"defaultValue": 2}}}] * 2
+
+            # The server ends every stream; the SDK reconnects and is sent the payload.
+            hub.disconnect_all()
+            assert await next_payloads() == [{"features": {"f": {"defaultValue": 2}}}] * 2
+            source.publish("sdk-a", b'{"features":{"f":{"defaultValue":3}}}')
+            assert await next_payloads() == [{"features": {"f": {"defaultValue": 3}}}] * 2
+        finally:
+            # Stopped the way that leaves the SDK's thread clean: told to stop, then its
+            # stream ended by the server (its disconnect() cancels its asyncio tasks from
+            # another thread, and the CancelledError escapes that thread).
+            for sdk in sdks:
+                sdk.is_running = False
+            hub.disconnect_all()
+            for sdk in sdks:
+                thread = sdk._sse_thread
+                assert thread is not None
+                await trio.to_thread.run_sync(thread.join, 10)
+            nursery.cancel_scope.cancel()

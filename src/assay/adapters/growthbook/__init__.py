@@ -8,7 +8,7 @@ from assay.adapters.growthbook._streaming import (
     SnapshotSource,
     StreamHub,
     StreamRoute,
-    unknown_keys_source,
+    stream_hub,
 )
 
 __all__ = [
@@ -19,5 +19,5 @@ __all__ = [
     "StreamRoute",
     "bind_stream_socket",
     "serve_streams",
-    "unknown_keys_source",
+    "stream_hub",
 ]

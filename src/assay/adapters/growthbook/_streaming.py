@@ -211,6 +211,10 @@ class StreamHub:
     def close(self) -> None:
         """End every stream (e.g. when the server stops); later subscribers are refused."""
         self._closed = True
+        self.disconnect_all()
+
+    def disconnect_all(self) -> None:
+        """End every open stream (clients reconnect, and are sent the current payload)."""
         for channel in self._channels.values():
             for subscriber in channel.subscribers:
                 subscriber.close()
@@ -458,14 +462,19 @@ def _retry() -> bytes:
     return b"retry: %d\n\n" % RETRY_MILLISECONDS
 
 
-def unknown_keys_source(engine: Engine) -> SnapshotSource:
-    """The source a server uses until SDK connections exist: it follows the engine's
-    snapshots and knows no client key, so every stream request is answered 404."""
+def stream_hub(engine: Engine, source: PayloadSource | None = None) -> StreamHub:
+    """A hub with the engine's stream settings, following ``source`` (by default one
+    that follows the engine's snapshots and knows no client key, so every stream request
+    is answered 404, until SDK connections are wired in)."""
 
-    async def render(client_key: str) -> bytes | None:
+    async def no_key(client_key: str) -> bytes | None:
         return None
 
-    return SnapshotSource(engine, render)
+    return StreamHub(
+        source if source is not None else SnapshotSource(engine, no_key),
+        heartbeat_seconds=engine.config.stream_heartbeat_seconds,
+        stall_seconds=engine.config.stream_stall_seconds,
+    )
 
 
 class StreamRoute:

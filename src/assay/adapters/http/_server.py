@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from multiprocessing.context import SpawnProcess
     from multiprocessing.synchronize import Event as ProcessEvent
 
-    from assay.adapters.growthbook import PayloadSource
+    from assay.adapters.growthbook import StreamHub
     from assay.engine import Engine, EngineConfig
 
 log = logging.getLogger("assay.http")
@@ -152,7 +152,7 @@ async def serve(
     port: int,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     sockets: Sockets | None = None,
-    payloads: PayloadSource | None = None,
+    streams: StreamHub | None = None,
 ) -> None:
     """Serve ``engine``'s HTTP API until cancelled, then shut down gracefully: stop
     accepting, let requests in flight finish (up to ``GRACEFUL_SECONDS``), and return.
@@ -160,18 +160,18 @@ async def serve(
     Reports the bound port through ``task_status`` (useful with ``port=0``). With
     ``sockets`` (already bound, e.g. inherited from a parent process) ``host`` and
     ``port`` only label the configuration. GrowthBook's SDK streams (``GET /sub/{key}``)
-    are served from ``payloads`` on this port, and on ``config.stream_port`` too when set.
+    are served from ``streams`` (default: ``stream_hub(engine)``) on this port, and on
+    ``config.stream_port`` too when set.
     """
     # Imported here so a parent process that only supervises workers stays free of Quart.
     from hypercorn.trio.run import worker_serve
     from hypercorn.utils import wrap_app
 
     from assay.adapters.growthbook import (
-        StreamHub,
         StreamRoute,
         bind_stream_socket,
         serve_streams,
-        unknown_keys_source,
+        stream_hub,
     )
     from assay.adapters.http._app import create_asgi
 
@@ -183,11 +183,7 @@ async def serve(
             sockets = bind_sockets(host, port, **tls)
             for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
                 owned.callback(sock.close)
-        hub = StreamHub(
-            payloads if payloads is not None else unknown_keys_source(engine),
-            heartbeat_seconds=engine.config.stream_heartbeat_seconds,
-            stall_seconds=engine.config.stream_stall_seconds,
-        )
+        hub = streams if streams is not None else stream_hub(engine)
         stream_socket = None
         if engine.config.stream_port is not None:
             stream_socket = bind_stream_socket(host, engine.config.stream_port)
@@ -219,10 +215,10 @@ async def serve(
                 )
 
         async with trio.open_nursery() as nursery:
-            streams = trio.CancelScope()
+            streaming = trio.CancelScope()
 
             async def run_streams(task_status: trio.TaskStatus[None]) -> None:
-                with streams:
+                with streaming:
                     async with trio.open_nursery() as inner:
                         await inner.start(hub.run)
                         if stream_socket is not None:
@@ -241,7 +237,7 @@ async def serve(
                 # Streams never finish by themselves: end them first, so the graceful
                 # shutdown does not wait its whole grace period for them.
                 hub.close()
-                streams.cancel()
+                streaming.cancel()
                 stop.set()
                 server_scope.deadline = trio.current_time() + GRACEFUL_SECONDS + _CLEANUP_SECONDS
 

@@ -28,7 +28,7 @@ from assay.adapters.growthbook import (
 )
 from assay.adapters.growthbook._streaming import NOT_FOUND_BODY, SocketSubscriber
 from assay.adapters.http import serve
-from assay.engine import SYSTEM_KEY, Engine, EngineConfig, FlagSpec, ProjectSpec
+from assay.engine import SYSTEM_KEY, Engine, EngineConfig, FlagSpec, ProjectSpec, ValidationFailed
 
 
 class FakeSource:
@@ -497,3 +497,39 @@ async def test_growthbooks_python_sdk_streams_from_both_ports_and_reconnects() -
                 assert thread is not None
                 await trio.to_thread.run_sync(thread.join, 10)
             nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_reader_on_the_main_port_is_disconnected_without_holding_others_up() -> None:
+    source = FakeSource({"sdk-a": b"{}"})
+    async with (
+        assay.open_engine(EngineConfig(store="memory"), load_entry_points=False) as engine,
+        trio.open_nursery() as nursery,
+    ):
+        hub = StreamHub(source, stall_seconds=1.0)
+        port = await nursery.start(
+            lambda task_status: serve(
+                engine, host="127.0.0.1", port=0, streams=hub, task_status=task_status
+            )
+        )
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", port))
+        slow.sendall(b"GET /sub/sdk-a HTTP/1.1\r\nHost: x\r\n\r\n")
+        healthy = await Client.open(port, "sdk-a")
+        await healthy.event()
+        await wait_for(lambda: hub.subscribers == 2, "both subscribed")
+        for i in range(20):
+            document = b'{"v":%d,"pad":"%s"}' % (i, b"x" * 200_000)
+            source.publish("sdk-a", document)
+            assert (await healthy.event())[1] == document
+        await wait_for(lambda: hub.subscribers == 1, "the slow reader was dropped")
+        slow.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_stream_port_refuses_to_serve_plain_http_beside_tls() -> None:
+    config = EngineConfig(store="memory", stream_port=0, certfile="c.pem", keyfile="k.pem")
+    async with assay.open_engine(config, load_entry_points=False) as engine:
+        with pytest.raises(ValidationFailed) as raised:
+            await serve(engine, host="127.0.0.1", port=0)
+        assert raised.value.code == "invalid_config"

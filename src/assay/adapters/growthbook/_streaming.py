@@ -190,6 +190,7 @@ class StreamHub:
         self._generation = 0
         """Bumped whenever a change is noticed: a payload fetched across one may be stale."""
         self._closed = False
+        self._nursery: trio.Nursery | None = None
         self.events_sent = 0
         """Events offered to subscribers (one per subscriber per change)."""
 
@@ -202,11 +203,20 @@ class StreamHub:
         every stream."""
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._follow)
                 nursery.start_soon(self._heartbeats)
                 task_status.started()
         finally:
+            self._nursery = None
             self.close()
+
+    def start_soon(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run ``task`` for as long as the hub runs (a stream's writer that must outlive
+        its request)."""
+        if self._nursery is None:
+            raise RuntimeError("the hub is not running")
+        self._nursery.start_soon(task)
 
     def close(self) -> None:
         """End every stream (e.g. when the server stops); later subscribers are refused."""
@@ -434,6 +444,28 @@ async def serve_asgi_stream(
         )
         await send({"type": "http.response.body", "body": NOT_FOUND_BODY + b"\n"})
         return
+    # The sends run in a task of the hub's, not of this request: hypercorn shields its
+    # socket writes from cancellation, so a send to a client that stopped reading cannot
+    # be interrupted. Instead this request returns with its response unfinished, which
+    # makes hypercorn close the connection, and closing it ends the blocked send.
+    sending_since: list[float] = []
+    finished = trio.Event()
+
+    async def sender() -> None:
+        try:
+            while (data := await subscriber.next()) is not None:
+                sending_since.append(trio.current_time())
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                sending_since.clear()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except Exception:
+            # The connection is being torn down under the write (hypercorn closing it
+            # races with this task's send): the stream is over either way, and the hub,
+            # whose task this is, must not fail with it.
+            log.debug("a stream's write ended with its connection", exc_info=True)
+        finally:
+            finished.set()
+
     try:
         await send({"type": "http.response.start", "status": 200, "headers": list(SSE_HEADERS)})
         async with trio.open_nursery() as nursery:
@@ -441,18 +473,17 @@ async def serve_asgi_stream(
             async def until_disconnect() -> None:
                 while (await receive())["type"] != "http.disconnect":
                     pass
-                nursery.cancel_scope.cancel()
+                subscriber.close()
 
             nursery.start_soon(until_disconnect)
-            while (data := await subscriber.next()) is not None:
-                with trio.move_on_after(hub.stall_seconds) as stalled:
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
-                if stalled.cancelled_caught:
+            hub.start_soon(sender)
+            while not finished.is_set():
+                with trio.move_on_after(hub.stall_seconds / 4):
+                    await finished.wait()
+                if sending_since and trio.current_time() - sending_since[0] > hub.stall_seconds:
                     log.info("disconnecting a stream subscriber that stopped reading")
                     break
             nursery.cancel_scope.cancel()
-        with trio.move_on_after(1.0):
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         subscriber.close()
         hub.detach(client_key, subscriber)

@@ -186,6 +186,14 @@ async def serve(
         hub = streams if streams is not None else stream_hub(engine)
         stream_socket = None
         if engine.config.stream_port is not None:
+            if engine.config.certfile is not None:
+                # The lean listener speaks plain HTTP only: refuse rather than serve the
+                # streams unencrypted beside an HTTPS main port.
+                raise ValidationFailed(
+                    "stream_port does not speak TLS; serve SDK streams on the HTTPS main "
+                    "port (GET /sub/{clientKey}) or terminate TLS in front of the stream port",
+                    code="invalid_config",
+                )
             stream_socket = bind_stream_socket(host, engine.config.stream_port)
             owned.callback(stream_socket.close)
         asgi: Any = StreamRoute(hub, create_asgi(engine))

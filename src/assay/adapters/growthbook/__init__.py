@@ -1,7 +1,11 @@
 """Everything about GrowthBook's formats and protocol: the SDK payload, the endpoints its
 SDKs call (``/api/features``, ``/sub`` streaming, ``/api/eval``) and the import."""
 
-from assay.adapters.growthbook._stream_listener import bind_stream_socket, serve_streams
+from assay.adapters.growthbook._stream_listener import (
+    bind_stream_socket,
+    raise_file_limit,
+    serve_streams,
+)
 from assay.adapters.growthbook._streaming import (
     Payload,
     PayloadSource,
@@ -18,6 +22,7 @@ __all__ = [
     "StreamHub",
     "StreamRoute",
     "bind_stream_socket",
+    "raise_file_limit",
     "serve_streams",
     "stream_hub",
 ]

@@ -76,6 +76,24 @@ _PREFLIGHT = _head(
 )
 
 
+def raise_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit, where allowed:
+    every open stream holds a socket, and the usual soft limit (1,024) is far below what
+    one process can serve. Returns the soft limit in force."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            log.debug("could not raise the open-files limit from %d", soft)
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def bind_stream_socket(host: str, port: int, backlog: int = 4096) -> socket.socket:
     """A listening, non-blocking socket for ``serve_streams`` (port 0 picks one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import socket
 from collections.abc import Awaitable, Callable
@@ -447,16 +448,18 @@ async def serve_asgi_stream(
     # The sends run in a task of the hub's, not of this request: hypercorn shields its
     # socket writes from cancellation, so a send to a client that stopped reading cannot
     # be interrupted. Instead this request returns with its response unfinished, which
-    # makes hypercorn close the connection, and closing it ends the blocked send.
-    sending_since: list[float] = []
+    # makes hypercorn close the connection, and closing it ends the blocked send. The
+    # watchdog's deadline is armed only while a send is in progress: an idle stream
+    # costs no timer wake-ups.
+    watchdog = trio.CancelScope()
     finished = trio.Event()
 
     async def sender() -> None:
         try:
             while (data := await subscriber.next()) is not None:
-                sending_since.append(trio.current_time())
+                watchdog.deadline = trio.current_time() + hub.stall_seconds
                 await send({"type": "http.response.body", "body": data, "more_body": True})
-                sending_since.clear()
+                watchdog.deadline = math.inf
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except Exception:
             # The connection is being torn down under the write (hypercorn closing it
@@ -477,12 +480,10 @@ async def serve_asgi_stream(
 
             nursery.start_soon(until_disconnect)
             hub.start_soon(sender)
-            while not finished.is_set():
-                with trio.move_on_after(hub.stall_seconds / 4):
-                    await finished.wait()
-                if sending_since and trio.current_time() - sending_since[0] > hub.stall_seconds:
-                    log.info("disconnecting a stream subscriber that stopped reading")
-                    break
+            with watchdog:
+                await finished.wait()
+            if watchdog.cancelled_caught:
+                log.info("disconnecting a stream subscriber that stopped reading")
             nursery.cancel_scope.cancel()
     finally:
         subscriber.close()

@@ -170,6 +170,7 @@ async def serve(
     from assay.adapters.growthbook import (
         StreamRoute,
         bind_stream_socket,
+        raise_file_limit,
         serve_streams,
         stream_hub,
     )
@@ -184,6 +185,8 @@ async def serve(
             for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
                 owned.callback(sock.close)
         hub = streams if streams is not None else stream_hub(engine)
+        # Every open SDK stream holds a socket.
+        log.debug("open-files limit: %d", raise_file_limit())
         stream_socket = None
         if engine.config.stream_port is not None:
             if engine.config.certfile is not None:

@@ -5,7 +5,9 @@ how long until each has the new payload, and the server's memory per subscriber.
         [--paths stream_port,main_port] [--clients K]
 
 quick: 1,000 subscribers; full: 10,000. ``run_streaming(subscribers, quick)`` is what
-``benchmarks/sdk.py`` calls.
+``benchmarks/sdk.py`` calls. Figures per path: p50/p99/max seconds from the change to a
+subscriber having it (over all subscribers: one that never got it counts as late), the
+share within 1 s, server RSS per subscriber, server CPU per subscriber for the change.
 
 Setup: the server is its own process (an engine on the memory store, one project of 20
 flags, the streams served by ``assay.adapters.http.serve``): once with the lean listener
@@ -324,7 +326,15 @@ def run_streaming(
     processes' worth of patience); the figures per path."""
     clients = 2 if quick or subscribers <= 2000 else 4
     results = {path: measure(path, subscribers, clients) for path in paths}
-    return {"subscribers": subscribers, "quick": quick, "clients": clients, "paths": results}
+    return {
+        "subscribers": subscribers,
+        "quick": quick,
+        "clients": clients,
+        # How busy the machine was (the run shares its cores with everything else).
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+        "paths": results,
+    }
 
 
 def _table(result: dict[str, Any]) -> str:
@@ -360,6 +370,7 @@ def main() -> None:
     subscribers = args.subscribers or (1000 if args.quick else 10_000)
     result = run_streaming(subscribers, args.quick, paths=tuple(args.paths.split(",")))
     print(_table(result))
+    print(f"load average {result['load_average_1min']} on {result['cpus']} CPUs")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -38,6 +38,7 @@ ERROR_CODES: Final[dict[str, ErrorCode]] = {
     # 404: nothing there (or nothing this key may see).
     "not_found": ErrorCode(404, "No such object, or the key may not read it."),
     "project_not_found": ErrorCode(404, "No such project, or the key may not read it."),
+    "client_key_not_found": ErrorCode(404, "No active SDK connection has this client key (unknown, revoked or malformed: the answer is the same)."),
     "route_not_found": ErrorCode(404, "No route has this path."),
     "decision_expired": ErrorCode(404, "The decision record is past its retention and was deleted (docs/retention.md)."),
     # 405, 408, 413: the HTTP layer.

@@ -30,6 +30,7 @@ import trio
 
 from assay.adapters.growthbook._streaming import (
     NOT_FOUND_BODY,
+    NOT_FOUND_HEADERS,
     RETRY_MILLISECONDS,
     SSE_HEADERS,
     SocketSubscriber,
@@ -53,14 +54,7 @@ def _head(status: str, headers: tuple[tuple[bytes, bytes], ...]) -> bytes:
 
 
 _STREAM_HEAD = _head("200 OK", SSE_HEADERS) + b"retry: %d\n\n" % RETRY_MILLISECONDS
-_NOT_FOUND = _head(
-    "404 Not Found",
-    (
-        (b"content-type", b"application/json"),
-        (b"content-length", b"%d" % (len(NOT_FOUND_BODY) + 1)),
-        (b"access-control-allow-origin", b"*"),
-    ),
-) + (NOT_FOUND_BODY + b"\n")
+_NOT_FOUND = _head("404 Not Found", NOT_FOUND_HEADERS) + NOT_FOUND_BODY
 _METHOD_NOT_ALLOWED = _head(
     "405 Method Not Allowed", ((b"allow", b"GET"), (b"content-length", b"0"))
 )

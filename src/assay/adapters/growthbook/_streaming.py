@@ -65,11 +65,26 @@ _YIELD_EVERY = 512
 subscribers does not hold the event loop for its whole duration."""
 
 _CLIENT_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
-NOT_FOUND_BODY = msgspec.json.encode(
-    {"error": {"code": "not_found", "message": "No SDK connection has this client key."}}
+NOT_FOUND_BODY = (
+    msgspec.json.encode(
+        {
+            "error": {
+                "code": "client_key_not_found",
+                "message": "no active SDK connection has this client key",
+            }
+        }
+    )
+    + b"\n"
 )
 """The answer to an unknown, revoked or malformed client key: the same bytes for all three,
-so it says nothing about whether the key ever existed."""
+so it says nothing about whether the key ever existed; the same as ``GET
+/api/features/{clientKey}`` answers."""
+NOT_FOUND_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-type", b"application/json"),
+    (b"content-length", b"%d" % len(NOT_FOUND_BODY)),
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", b"ETag"),
+)
 HEARTBEAT = b": ping\n\n"
 SSE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-type", b"text/event-stream"),
@@ -433,17 +448,9 @@ async def serve_asgi_stream(
     subscriber = QueueSubscriber()
     if not await hub.attach(client_key, subscriber, prelude=_retry(), last_event_id=last_event_id):
         await send(
-            {
-                "type": "http.response.start",
-                "status": 404,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", b"%d" % (len(NOT_FOUND_BODY) + 1)),
-                    (b"access-control-allow-origin", b"*"),
-                ],
-            }
+            {"type": "http.response.start", "status": 404, "headers": list(NOT_FOUND_HEADERS)}
         )
-        await send({"type": "http.response.body", "body": NOT_FOUND_BODY + b"\n"})
+        await send({"type": "http.response.body", "body": NOT_FOUND_BODY})
         return
     # The sends run in a task of the hub's, not of this request: hypercorn shields its
     # socket writes from cancellation, so a send to a client that stopped reading cannot

@@ -61,11 +61,12 @@ class FakeSource:
 _OPEN: list[trio.SocketStream] = []
 
 
-@pytest.fixture(autouse=True)
-async def _close_clients() -> AsyncIterator[None]:
-    yield
+async def close_clients() -> None:
+    """Close every client a test opened (the servers' contexts call it as they end)."""
     while _OPEN:
-        await _OPEN.pop().aclose()
+        stream = _OPEN.pop()
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
 
 
 async def connect(port: int) -> trio.SocketStream:
@@ -166,12 +167,15 @@ def _fields(block: bytes) -> dict[bytes, bytes]:
 async def lean(hub: StreamHub) -> AsyncIterator[int]:
     """The hub served on a lean listener; yields its port."""
     listener = bind_stream_socket("127.0.0.1", 0)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(hub.run)
-        port = await nursery.start(serve_streams, hub, listener)
-        yield port
-        nursery.cancel_scope.cancel()
-    listener.close()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.run)
+            port = await nursery.start(serve_streams, hub, listener)
+            yield port
+            nursery.cancel_scope.cancel()
+    finally:
+        await close_clients()
+        listener.close()
 
 
 async def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -412,6 +416,7 @@ async def test_the_main_port_serves_the_same_streams_through_hypercorn() -> None
         assert missing.buffer == NOT_FOUND_BODY
         # Stopping the server ends the open stream promptly (no grace period spent on it).
         nursery.cancel_scope.cancel()
+    await close_clients()
 
 
 async def test_the_stream_port_serves_beside_the_main_port() -> None:
@@ -435,6 +440,7 @@ async def test_the_stream_port_serves_beside_the_main_port() -> None:
         source.publish("sdk-a", b'{"v":2}')
         assert (await client.event())[1] == b'{"v":2}'
         nursery.cancel_scope.cancel()
+    await close_clients()
 
 
 async def test_growthbooks_python_sdk_streams_from_both_ports_and_reconnects() -> None:
@@ -525,6 +531,7 @@ async def test_a_slow_reader_on_the_main_port_is_disconnected_without_holding_ot
         await wait_for(lambda: hub.subscribers == 1, "the slow reader was dropped")
         slow.close()
         nursery.cancel_scope.cancel()
+    await close_clients()
 
 
 async def test_the_stream_port_refuses_to_serve_plain_http_beside_tls() -> None:

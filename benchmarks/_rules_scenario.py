@@ -65,8 +65,8 @@ async def rules_scenario(users: Sequence[dict[str, str]], rounds: int) -> dict[s
     from growthbook import GrowthBook, InMemoryStickyBucketService
 
     import assay
+    from assay.adapters.growthbook._import import import_growthbook
     from assay.engine import SYSTEM_KEY, Experiment, ProjectSpec
-    from assay.engine._growthbook_import import import_growthbook
 
     sticky_service = InMemoryStickyBucketService()
     gb = GrowthBook(features=PAYLOAD["features"], sticky_bucket_service=sticky_service)

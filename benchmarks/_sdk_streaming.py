@@ -10,9 +10,10 @@ subscriber having it (over all subscribers: one that never got it counts as late
 share within 1 s, server RSS per subscriber, server CPU per subscriber for the change.
 
 Setup: the server is its own process (an engine on the memory store, one project of 20
-flags, the streams served by ``assay.adapters.http.serve``): once with the lean listener
-on a stream port (``stream_port``), once through hypercorn on the main port
-(``main_port``, the baseline, same run). The subscribers are raw non-blocking sockets in
+flags streamed as GrowthBook's SDK payload, the streams served by
+``assay.adapters.http.serve``): once with the lean listener on a stream port
+(``stream_port``), once through hypercorn on the main port (``main_port``, the baseline,
+same run). The subscribers are raw non-blocking sockets in
 K separate client processes driven by epoll (no HTTP or SSE library: the client side
 must cost as little as possible, since it shares the machine's CPUs with the server).
 Once every subscriber holds the first payload, the controller notes the time and tells
@@ -54,27 +55,15 @@ def _raise_fd_limit() -> int:
 
 
 def _render(engine: Any) -> Any:
-    """The payload document of ``sdk-bench``: GrowthBook's payload when the adapter has
-    it, else a stand-in of the same shape (the flags' default values)."""
+    """The payload document of ``sdk-bench``: GrowthBook's SDK payload of the project
+    (what ``GET /api/features`` serves), encoded once per snapshot by ``SnapshotSource``."""
     import msgspec
+
+    from assay.adapters.growthbook import payload_document, sdk_payload
 
     async def render(client_key: str) -> bytes | None:
         if client_key != KEY:
             return None
-        snapshot = engine.snapshot
-        project_id = snapshot.project_ids["bench"]
-        try:
-            from assay.adapters.growthbook import (  # type: ignore[attr-defined]
-                payload_document,
-                sdk_payload,
-            )
-        except ImportError:
-            flags = snapshot.project_flags.get(project_id, {})
-            features = {
-                key: {"defaultValue": f.default_value, "rules": []}
-                for key, f in sorted(flags.items())
-            }
-            return msgspec.json.encode({"status": 200, "features": features})
         return msgspec.json.encode(payload_document(sdk_payload(engine, "bench")))
 
     return render

@@ -6,6 +6,7 @@ packages through the ``assay.plugins`` entry point; or run ``assay serve``.
 
 from assay._bootstrap import open_engine
 from assay._version import __version__
+from assay.adapters.growthbook import convert_growthbook, import_growthbook
 from assay.engine import (
     ERROR_CODES,
     SYSTEM_KEY,
@@ -47,8 +48,6 @@ from assay.engine import (
     Unauthenticated,
     ValidationFailed,
     Variant,
-    convert_growthbook,
-    import_growthbook,
     load_definitions,
     parse_definitions,
 )

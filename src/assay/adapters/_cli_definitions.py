@@ -15,9 +15,9 @@ from typing import Any
 import msgspec
 import trio
 
+from assay.adapters.growthbook._import import import_growthbook, parse_growthbook_payload
 from assay.engine import SYSTEM_KEY, ConfigService, EngineConfig
 from assay.engine._definitions import LoadReport, load_definitions, parse_definitions
-from assay.engine._growthbook_import import import_growthbook, parse_growthbook_payload
 
 EXIT_OK, EXIT_ERROR = 0, 1
 

@@ -34,7 +34,6 @@ from assay.engine._events import (
     IngestionSummary,
     Rejection,
 )
-from assay.engine._growthbook_import import GrowthBookImport, convert_growthbook, import_growthbook
 from assay.engine._latency import LatencyRecorder
 from assay.engine._messages import Ping, Pong, RecordEvents, RefreshSnapshot, SnapshotPublished
 from assay.engine._model import (
@@ -103,7 +102,6 @@ __all__ = [
     "FlagSpec",
     "FlagType",
     "ForceRule",
-    "GrowthBookImport",
     "Guardrail",
     "IngestionSummary",
     "LatencyRecorder",
@@ -143,9 +141,7 @@ __all__ = [
     "ValidationFailed",
     "Variant",
     "authorize",
-    "convert_growthbook",
     "hash_secret",
-    "import_growthbook",
     "load_definitions",
     "open_engine",
     "parse_definitions",

@@ -2,7 +2,7 @@
 bucket ranges, rollout ranges, hash filters, parent conditions (gate, missing parent,
 cycles), passthrough variants and per-subject forced variations.
 
-The differential test (tests/engine/test_growthbook_differential.py) holds all of it to
+The differential test (tests/adapters/growthbook/test_import_differential.py) holds all of it to
 GrowthBook's SDK on generated payloads; these tests pin what assay adds on top (reason
 codes, forced variations, mixed cycles, cache keys) and name each behaviour.
 """

@@ -287,6 +287,9 @@ class Snapshot:
     """Domain experiments by (project id, key)."""
     layers: Mapping[tuple[str, str], Layer] = field(default_factory=lambda: _frozen(()))
     metrics: Mapping[tuple[str, str], Metric] = field(default_factory=lambda: _frozen(()))
+    segments: Mapping[tuple[str, str], Segment] = field(default_factory=lambda: _frozen(()))
+    """Domain segments by (project id, key): what conditions' ``$inGroup``/``$savedGroup``
+    references were compiled against (read by exports, never by decide)."""
     project_flags: Mapping[str, Mapping[str, CompiledFlag]] = field(
         default_factory=lambda: _frozen(())
     )
@@ -682,7 +685,8 @@ def compile_snapshot(state: ConfigSource, version: int, compiler: ConditionCompi
     compiled conditions by content; reusing one across snapshots makes recompiling after
     a small change cheap. Never raises for a bad rule: see ``Snapshot.errors``.
     """
-    c = _Compiler(compiler, getattr(state, "segments", ()))
+    segments: Sequence[Segment] = getattr(state, "segments", ())
+    c = _Compiler(compiler, segments)
     experiments = _compile_experiments(c, state.experiments)
     per_project = _compile_flags(c, state.flags, experiments)
 
@@ -694,6 +698,7 @@ def compile_snapshot(state: ConfigSource, version: int, compiler: ConditionCompi
         experiments=_frozen(((e.project_id, e.key), e) for e in state.experiments),
         layers=_frozen(((x.project_id, x.key), x) for x in state.layers),
         metrics=_frozen(((m.project_id, m.key), m) for m in state.metrics),
+        segments=_frozen(((x.project_id, x.key), x) for x in segments),
         project_flags=_frozen((pid, MappingProxyType(fs)) for pid, fs in per_project.items()),
         compiled_experiments=MappingProxyType(experiments),
         errors=tuple(c.errors),

@@ -21,9 +21,9 @@ from growthbook import GrowthBook
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from assay.adapters.growthbook._import import convert_growthbook
 from assay.engine._core import ConditionCompiler, compile_snapshot, decide
 from assay.engine._core._segments import segment_references
-from assay.engine._growthbook_import import convert_growthbook
 from assay.engine._model import Flag, Project, Segment
 from assay.engine._ports import ConfigState
 from assay.plugins._growthbook_operators import GROWTHBOOK_OPERATORS

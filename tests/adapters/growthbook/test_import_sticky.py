@@ -20,8 +20,8 @@ from growthbook import GrowthBook, InMemoryStickyBucketService
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from assay.adapters.growthbook._import import convert_growthbook
 from assay.engine._core import ConditionCompiler, Reason, Snapshot, compile_snapshot, decide
-from assay.engine._growthbook_import import convert_growthbook
 from assay.engine._model import Experiment, ExperimentStatus, Flag, Project
 from assay.engine._ports import ConfigState
 from assay.plugins._growthbook_operators import GROWTHBOOK_OPERATORS

@@ -39,7 +39,7 @@ so that decide answers what the GrowthBook SDK answers for the same payload:
   range of it, becomes the hash filter it is equivalent to.
 - Saved groups (the payload's ``savedGroups``) referenced by ``$inGroup``/``$notInGroup``/
   ``$savedGroup`` become segments of the same key, and the conditions keep their references
-  (``assay.engine._growthbook_segments``). A reference assay cannot keep exactly is inlined
+  (``assay.adapters.growthbook._segments``). A reference assay cannot keep exactly is inlined
   instead (a group missing from the payload is empty, as in the SDK).
 - Keys assay cannot take as they are (an experiment key with spaces, one experiment key used
   by two features) get a new assay key, and the original key is kept as the hashing seed.
@@ -61,16 +61,8 @@ from typing import Any
 
 import msgspec
 
-from assay.engine._definitions import (
-    ConditionValidator,
-    Definitions,
-    ExperimentDefinition,
-    LoadReport,
-    load_definitions,
-)
-from assay.engine._errors import ValidationFailed
-from assay.engine._growthbook_segments import SavedGroupSegments
-from assay.engine._growthbook_values import (
+from assay.adapters.growthbook._segments import SavedGroupSegments
+from assay.adapters.growthbook._values import (
     NeverApplies,
     Skip,
     clamped_range,
@@ -83,6 +75,14 @@ from assay.engine._growthbook_values import (
     valid_weights,
     value_flag_type,
 )
+from assay.engine._definitions import (
+    ConditionValidator,
+    Definitions,
+    ExperimentDefinition,
+    LoadReport,
+    load_definitions,
+)
+from assay.engine._errors import ValidationFailed
 from assay.engine._model import (
     ApiKey,
     ExperimentRule,

@@ -44,9 +44,9 @@ from growthbook import GrowthBook, InMemoryStickyBucketService
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from assay.adapters.growthbook._import import convert_growthbook
 from assay.engine._core import ConditionCompiler, Reason, compile_snapshot, decide
 from assay.engine._definitions import Definitions
-from assay.engine._growthbook_import import convert_growthbook
 from assay.engine._model import (
     Experiment,
     ExperimentSpec,

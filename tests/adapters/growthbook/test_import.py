@@ -19,14 +19,14 @@ import pytest
 from growthbook import GrowthBook
 
 import assay
-from assay.engine import SYSTEM_KEY, Engine, ExperimentStatus, ProjectSpec
-from assay.engine._core import Reason, decide
-from assay.engine._growthbook_import import (
+from assay.adapters.growthbook._import import (
     convert_growthbook,
     import_growthbook,
     parse_growthbook_payload,
     rollout_coverage,
 )
+from assay.engine import SYSTEM_KEY, Engine, ExperimentStatus, ProjectSpec
+from assay.engine._core import Reason, decide
 from assay.engine._model import (
     ExperimentRule,
     FlagType,

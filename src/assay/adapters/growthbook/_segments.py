@@ -22,8 +22,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from assay.adapters.growthbook._values import Skip
 from assay.engine._core._segments import segment_references
-from assay.engine._growthbook_values import Skip
 from assay.engine._model import SegmentSpec
 
 __all__ = ["SavedGroupSegments"]

@@ -1,7 +1,7 @@
 """Reading GrowthBook payload values as GrowthBook's SDK reads them: numbers, truthiness,
 flag types, hash versions, hash ranges (clamped, made disjoint as first-match bucketing
 reads them), rollout coverage, weights and sticky-bucketing versions. Pure helpers of the
-GrowthBook import (``_growthbook_import``), which turns the two exceptions here into "rule
+GrowthBook import (``_import``), which turns the two exceptions here into "rule
 skipped" warnings or silent omissions.
 """
 

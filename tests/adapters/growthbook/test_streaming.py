@@ -540,3 +540,41 @@ async def test_the_stream_port_refuses_to_serve_plain_http_beside_tls() -> None:
         with pytest.raises(ValidationFailed) as raised:
             await serve(engine, host="127.0.0.1", port=0)
         assert raised.value.code == "invalid_config"
+
+
+async def test_the_streamed_payload_is_the_sdk_payload_and_the_sdk_decides_as_the_engine() -> None:
+    """With the real payload (``sdk_payload``): a flag change reaches the subscriber as the
+    new document, and GrowthBook's SDK evaluating it answers what ``engine.decide`` does."""
+    from growthbook import GrowthBook
+
+    from assay.adapters.growthbook import payload_document, sdk_payload
+
+    config = EngineConfig(store="memory")
+    async with assay.open_engine(config, load_entry_points=False) as engine:
+        await engine.service.create_project(SYSTEM_KEY, ProjectSpec(key="shop"))
+        await engine.service.create_object(
+            SYSTEM_KEY,
+            assay.Flag,
+            "shop",
+            FlagSpec(key="color", type=assay.FlagType.STRING, default_value="blue"),
+        )
+
+        async def render(client_key: str) -> bytes | None:
+            if client_key != "sdk-shop":
+                return None
+            return msgspec.json.encode(payload_document(sdk_payload(engine, "shop")))
+
+        hub = StreamHub(SnapshotSource(engine, render))
+        async with lean(hub) as port:
+            client = await Client.open(port, "sdk-shop")
+            first = json.loads((await client.event())[1])
+            assert first == payload_document(sdk_payload(engine, "shop"))
+            await engine.service.update_object(
+                SYSTEM_KEY, assay.Flag, "shop", "color", {"default_value": "green"}
+            )
+            second = json.loads((await client.event())[1])
+            assert second == payload_document(sdk_payload(engine, "shop"))
+            assert second["dateUpdated"] != first["dateUpdated"]
+            sdk = GrowthBook(features=second["features"], attributes={"id": "u-1"})
+            assert sdk.get_feature_value("color", None) == "green"
+            assert engine.decide("color", "u-1", project="shop").value == "green"

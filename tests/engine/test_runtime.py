@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import assay
 from assay.engine import (
@@ -56,6 +57,29 @@ async def test_a_change_publishes_a_new_snapshot(engine: Engine) -> None:
         while not any(key == "checkout" for _, key in engine.snapshot.flags):  # noqa: ASYNC110
             await trio.sleep(0.01)
     assert engine.snapshot.version > before
+
+
+async def test_next_snapshot_waits_for_a_newer_snapshot_than_the_one_named(
+    engine: Engine,
+) -> None:
+    current = engine.snapshot
+    # Already newer than what the caller names: at once, without waiting.
+    with trio.fail_after(1):
+        assert await engine.next_snapshot(current.version - 1) is current
+    waiter: list[object] = []
+
+    async def wait() -> None:
+        waiter.append(await engine.next_snapshot(current.version))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait)
+        await trio.testing.wait_all_tasks_blocked()
+        assert waiter == []  # nothing newer yet
+        await engine.service.create_project(SYSTEM_KEY, ProjectSpec(key="shop"))
+    (published,) = waiter
+    assert published is engine.snapshot
+    assert engine.snapshot.version > current.version
+    assert "shop" in engine.snapshot.project_ids
 
 
 async def test_a_crashed_actor_is_restarted_and_the_engine_keeps_serving(

@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument(
+        "--stream-port",
+        type=int,
+        help="also serve SDK streams (GET /sub/{clientKey}) on this port from a lean listener",
+    )
     serve.add_argument("--certfile", metavar="PEM", help="TLS certificate: serve HTTPS")
     serve.add_argument("--keyfile", metavar="PEM", help="TLS private key for --certfile")
     serve.add_argument(
@@ -186,6 +191,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        stream_port=args.stream_port,
         certfile=args.certfile,
         keyfile=args.keyfile,
         trusted_proxies=args.trusted_proxies,

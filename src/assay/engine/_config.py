@@ -41,6 +41,14 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
     workers: PositiveInt = 1
+    stream_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None
+    """A second port on ``host`` serving only GrowthBook's ``GET /sub/{clientKey}`` streams
+    from a lean listener (SDKs take it as ``streamingHost``); the main port serves the
+    same streams through hypercorn. One worker only (docs/sdk-streaming.md)."""
+    stream_heartbeat_seconds: PositiveFloat = 20.0
+    """Between heartbeats (an SSE comment) on every open stream."""
+    stream_stall_seconds: PositiveFloat = 30.0
+    """A stream whose pending write makes no progress for this long is disconnected."""
     max_body_bytes: PositiveInt = 16 * 1024 * 1024
     """Larger request bodies are refused with 413 before they are parsed."""
     inbox_size: PositiveInt = 1024

@@ -114,6 +114,7 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
         self.store = store
         self.plugins = plugins
         self._snapshot: Snapshot = EMPTY_SNAPSHOT
+        self._snapshot_published = trio.Event()
         self.decision = Mailbox[DecisionMessage](
             DecisionActor(
                 store,
@@ -226,6 +227,17 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
 
     def metrics_of(self, project_id: str) -> Iterable[Metric]:
         return [m for (pid, _), m in self._snapshot.metrics.items() if pid == project_id]
+
+    async def next_snapshot(self, after: int) -> Snapshot:
+        """The snapshot in force once its version is above ``after``: at once when it
+        already is, else when the next one is published (a change made here, on another
+        node through the store's change feed, or a ``refresh``). For whatever serves a
+        view of the configuration and must follow it, e.g. streaming SDK payloads.
+        Versions only grow, but a new version does not promise a different
+        configuration: compare what you derive from it."""
+        while self._snapshot.version <= after:
+            await self._snapshot_published.wait()
+        return self._snapshot
 
     @property
     def mailboxes(self) -> tuple[Mailbox[Any], ...]:
@@ -586,6 +598,8 @@ class Engine(IngestionAPI, ReportAPI, PlanningAPI, GuardrailAPI):
             self._default_project_id = next(iter(snapshot.project_ids.values()))
         else:
             self._default_project_id = None
+        published, self._snapshot_published = self._snapshot_published, trio.Event()
+        published.set()
 
 
 class _Deferred:

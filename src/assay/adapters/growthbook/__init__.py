@@ -20,6 +20,10 @@ assay assigns exactly as GrowthBook's SDKs do, so the two can exchange configura
 The engine keeps only assay's own model: its condition language and its segments are
 GrowthBook's saved groups by design (``assay.engine._core``), which is why this package
 translates rather than re-implements. The engine never imports this package.
+- **SDK streaming** (``StreamHub``, ``SnapshotSource``, ``StreamRoute``,
+  ``serve_streams``): ``GET /sub/{clientKey}``, the server-sent events GrowthBook SDKs
+  stream payload changes from, on the main port and on a lean stream port
+  (modules ``_streaming`` and ``_stream_listener``, docs/sdk-streaming.md).
 """
 
 from assay.adapters.growthbook._import import (
@@ -28,6 +32,19 @@ from assay.adapters.growthbook._import import (
     convert_growthbook,
     import_growthbook,
     parse_growthbook_payload,
+)
+from assay.adapters.growthbook._stream_listener import (
+    bind_stream_socket,
+    raise_file_limit,
+    serve_streams,
+)
+from assay.adapters.growthbook._streaming import (
+    Payload,
+    PayloadSource,
+    SnapshotSource,
+    StreamHub,
+    StreamRoute,
+    stream_hub,
 )
 from assay.adapters.growthbook.payload import (
     REMOTE_ONLY_REASONS,
@@ -41,11 +58,20 @@ __all__ = [
     "REMOTE_ONLY_REASONS",
     "GrowthBookImport",
     "ImportWarning",
+    "Payload",
+    "PayloadSource",
     "SdkPayload",
+    "SnapshotSource",
+    "StreamHub",
+    "StreamRoute",
+    "bind_stream_socket",
     "build_payload",
     "convert_growthbook",
     "import_growthbook",
     "parse_growthbook_payload",
     "payload_document",
+    "raise_file_limit",
     "sdk_payload",
+    "serve_streams",
+    "stream_hub",
 ]

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from multiprocessing.context import SpawnProcess
     from multiprocessing.synchronize import Event as ProcessEvent
 
+    from assay.adapters.growthbook import StreamHub
     from assay.engine import Engine, EngineConfig
 
 log = logging.getLogger("assay.http")
@@ -151,18 +152,28 @@ async def serve(
     port: int,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     sockets: Sockets | None = None,
+    streams: StreamHub | None = None,
 ) -> None:
     """Serve ``engine``'s HTTP API until cancelled, then shut down gracefully: stop
     accepting, let requests in flight finish (up to ``GRACEFUL_SECONDS``), and return.
 
     Reports the bound port through ``task_status`` (useful with ``port=0``). With
     ``sockets`` (already bound, e.g. inherited from a parent process) ``host`` and
-    ``port`` only label the configuration.
+    ``port`` only label the configuration. GrowthBook's SDK streams (``GET /sub/{key}``)
+    are served from ``streams`` (default: ``stream_hub(engine)``) on this port, and on
+    ``config.stream_port`` too when set.
     """
     # Imported here so a parent process that only supervises workers stays free of Quart.
     from hypercorn.trio.run import worker_serve
     from hypercorn.utils import wrap_app
 
+    from assay.adapters.growthbook import (
+        StreamRoute,
+        bind_stream_socket,
+        raise_file_limit,
+        serve_streams,
+        stream_hub,
+    )
     from assay.adapters.http._app import create_asgi
 
     tls = {"certfile": engine.config.certfile, "keyfile": engine.config.keyfile}
@@ -173,7 +184,22 @@ async def serve(
             sockets = bind_sockets(host, port, **tls)
             for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
                 owned.callback(sock.close)
-        asgi: Any = create_asgi(engine)
+        hub = streams if streams is not None else stream_hub(engine)
+        # Every open SDK stream holds a socket.
+        log.debug("open-files limit: %d", raise_file_limit())
+        stream_socket = None
+        if engine.config.stream_port is not None:
+            if engine.config.certfile is not None:
+                # The lean listener speaks plain HTTP only: refuse rather than serve the
+                # streams unencrypted beside an HTTPS main port.
+                raise ValidationFailed(
+                    "stream_port does not speak TLS; serve SDK streams on the HTTPS main "
+                    "port (GET /sub/{clientKey}) or terminate TLS in front of the stream port",
+                    code="invalid_config",
+                )
+            stream_socket = bind_stream_socket(host, engine.config.stream_port)
+            owned.callback(stream_socket.close)
+        asgi: Any = StreamRoute(hub, create_asgi(engine))
         if config.accesslog is not None:
             asgi = _MarkResponded(asgi)
         if proxies:
@@ -200,6 +226,18 @@ async def serve(
                 )
 
         async with trio.open_nursery() as nursery:
+            streaming = trio.CancelScope()
+
+            async def run_streams(task_status: trio.TaskStatus[None]) -> None:
+                with streaming:
+                    async with trio.open_nursery() as inner:
+                        await inner.start(hub.run)
+                        if stream_socket is not None:
+                            stream_port = await inner.start(serve_streams, hub, stream_socket)
+                            log.debug("SDK streams listening on port %d", stream_port)
+                        task_status.started()
+
+            await nursery.start(run_streams)
             nursery.start_soon(run_server)
             try:
                 await listening.event.wait()
@@ -207,6 +245,10 @@ async def serve(
                 task_status.started(bound_port(sockets))
                 await trio.sleep_forever()
             finally:
+                # Streams never finish by themselves: end them first, so the graceful
+                # shutdown does not wait its whole grace period for them.
+                hub.close()
+                streaming.cancel()
                 stop.set()
                 server_scope.deadline = trio.current_time() + GRACEFUL_SECONDS + _CLEANUP_SECONDS
 
@@ -234,6 +276,12 @@ def run_workers(config: EngineConfig, workers: int, *, prepare: Prepare | None =
     """
     if workers < 1:
         raise ValidationFailed("workers must be at least 1", code="invalid_config")
+    if config.stream_port is not None and workers > 1:
+        raise ValidationFailed(
+            "stream_port needs a single worker; with several, serve SDK streams on the main "
+            "port (GET /sub/{clientKey})",
+            code="invalid_config",
+        )
     if config.store == "memory" and workers > 1:
         raise ValidationFailed(
             "the memory store cannot be shared between worker processes; use PostgreSQL",

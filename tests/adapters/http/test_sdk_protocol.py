@@ -445,3 +445,103 @@ async def test_exposures_from_sdks_only_when_the_connection_allows(world, shop, 
         assert (extra.status_code, extra.json()["error"]["code"]) == (422, "unknown_field")
     before = await world.engine.store.load_config()
     assert [c for c in before.sdk_connections if c.id == open_.id] == [open_]
+
+
+class _SseReader:
+    """A raw-socket SSE client: httpx's streaming iterators leave async generators to the
+    garbage collector when a test stops reading mid-stream."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self._buffer = b""
+
+    @classmethod
+    async def open(cls, base_url: str, path: str) -> tuple[_SseReader, int, dict[str, str]]:
+        host, port = base_url.removeprefix("http://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+        await stream.send_all(request.encode())
+        reader = cls(stream)
+        head = await reader._until(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v for k, _, v in (x.partition(": ") for x in lines)}
+        return reader, int(status_line.split()[1]), headers
+
+    async def _until(self, separator: bytes) -> bytes:
+        while separator not in self._buffer:
+            data = await self._stream.receive_some(65536)
+            if not data:
+                raise AssertionError("the stream ended")
+            self._buffer += data
+        block, _, self._buffer = self._buffer.partition(separator)
+        return block
+
+    async def next_event(self) -> dict[str, str]:
+        """The next event's fields; heartbeats and a block of only ``retry:`` skipped.
+        (The body is chunked on hypercorn's port: a chunk's size line is not a field.)"""
+        while True:
+            block = (await self._until(b"\n\n")).decode()
+            event: dict[str, str] = {}
+            for line in block.split("\n"):
+                name, sep, value = line.strip("\r").partition(": ")
+                if sep and name in {"event", "id", "data"}:
+                    event[name] = event.get(name, "") + value
+            if "event" in event:
+                return event
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+@pytest.mark.parametrize("encrypt", [False, True])
+async def test_streams_follow_the_features_route(world, shop, base_url, encrypt: bool) -> None:
+    """``GET /sub/{clientKey}`` of a real connection sends what ``/api/features`` answers,
+    then the new payload after a change, and nothing when a snapshot changes nothing the
+    connection sees (an encrypted payload's bytes differ per encoding, its tag does not)."""
+    service = world.engine.service
+    spec = SdkConnectionSpec(name="stream", encrypt=encrypt)
+    c = await service.create_connection(SYSTEM_KEY, shop, spec)
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        features = await client.get(f"/api/features/{c.client_key}")
+        # GrowthBook's JavaScript SDK streams only when the features route says it may.
+        assert features.headers["x-sse-support"] == "enabled"
+        assert "X-SSE-Support" in features.headers["access-control-expose-headers"]
+        reader, status, headers = await _SseReader.open(base_url, f"/sub/{c.client_key}")
+        try:
+            assert status == 200
+            assert headers["content-type"].startswith("text/event-stream")
+            first = await reader.next_event()
+            assert first["event"] == "features"
+            assert first["id"] == features.headers["etag"].strip('"')
+            if not encrypt:
+                assert msgspec.json.decode(first["data"]) == features.json()
+
+            # A change elsewhere in the project's configuration that the payload does not
+            # carry (a metric) makes a new snapshot but no event; the flag change does.
+            await service.create_object(SYSTEM_KEY, *_metric(shop))
+            await service.update_object(
+                SYSTEM_KEY, *_flag(shop, "forced"), {"default_value": "streamed"}
+            )
+            with trio.fail_after(10):
+                second = await reader.next_event()
+            now = await client.get(f"/api/features/{c.client_key}")
+            assert second["id"] == now.headers["etag"].strip('"') != first["id"]
+            if encrypt:
+                assert "encryptedFeatures" in msgspec.json.decode(second["data"])
+            else:
+                data = msgspec.json.decode(second["data"])
+                assert data["features"]["forced"]["defaultValue"] == "streamed"
+        finally:
+            await reader.aclose()
+
+        # Revoked, the key streams nothing: the same 404 as the features route.
+        await service.revoke_connection(SYSTEM_KEY, shop, c.id)
+        gone = await client.get(f"/sub/{c.client_key}")
+        assert gone.status_code == 404
+        assert gone.content == (await client.get(f"/api/features/{c.client_key}")).content
+
+
+def _metric(project: str) -> tuple[Any, str, Any]:
+    from assay.engine import Metric, MetricSpec
+
+    return Metric, project, MetricSpec(key="streamed-metric")

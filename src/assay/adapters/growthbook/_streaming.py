@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 import trio
 
+from assay.adapters.growthbook.protocol import SdkProtocol
+
 if TYPE_CHECKING:
     from assay.engine import Engine
 
@@ -129,8 +131,9 @@ class PayloadSource(Protocol):
         ...
 
 
-Render = Callable[[str], Awaitable[bytes | None]]
-"""Renders a client key's payload document from the snapshot in force (None: no such key)."""
+Render = Callable[[str], Awaitable[bytes | Payload | None]]
+"""Renders a client key's payload document from the snapshot in force (None: no such key);
+bytes are tagged by their content, a ``Payload`` keeps the tag it carries."""
 
 
 class SnapshotSource:
@@ -154,7 +157,7 @@ class SnapshotSource:
         except KeyError:
             pass
         document = await self._render(client_key)
-        payload = None if document is None else Payload.of(document)
+        payload = Payload.of(document) if isinstance(document, bytes) else document
         if self._cache_version == version and len(self._cache) < 10_000:
             self._cache[client_key] = payload
         return payload
@@ -502,18 +505,31 @@ def _retry() -> bytes:
 
 
 def stream_hub(engine: Engine, source: PayloadSource | None = None) -> StreamHub:
-    """A hub with the engine's stream settings, following ``source`` (by default one
-    that follows the engine's snapshots and knows no client key, so every stream request
-    is answered 404, until SDK connections are wired in)."""
-
-    async def no_key(client_key: str) -> bytes | None:
-        return None
-
+    """A hub with the engine's stream settings, following ``source``: by default the
+    engine's snapshots, each client key's payload being what ``GET /api/features/{key}``
+    answers (an unknown or revoked key, or a failure there, has none: 404)."""
+    if source is None:
+        source = SnapshotSource(engine, features_render(SdkProtocol(engine)))
     return StreamHub(
-        source if source is not None else SnapshotSource(engine, no_key),
+        source,
         heartbeat_seconds=engine.config.stream_heartbeat_seconds,
         stall_seconds=engine.config.stream_stall_seconds,
     )
+
+
+def features_render(protocol: SdkProtocol) -> Render:
+    """``Render`` from the features route's own answer. Tagged with its ``ETag``, which
+    names the plain content: an encrypted payload's bytes change with every encoding (a
+    new IV), and an event with nothing new in it must not go out."""
+
+    async def render(client_key: str) -> Payload | None:
+        status, headers, body = protocol.features(client_key, None)
+        if status != 200:
+            return None
+        etag = dict(headers)[b"etag"].strip(b'"').decode()
+        return Payload(tag=etag, document=body.rstrip(b"\n"))
+
+    return render
 
 
 class StreamRoute:

@@ -55,7 +55,7 @@ _encode = msgspec.json.Encoder().encode
 
 CORS: Headers = [
     (b"access-control-allow-origin", b"*"),
-    (b"access-control-expose-headers", b"ETag"),
+    (b"access-control-expose-headers", b"ETag, X-SSE-Support"),
 ]
 PREFLIGHT: Headers = [
     *CORS,
@@ -181,7 +181,13 @@ class SdkProtocol:
             plain + b"\0%s\0%d" % (connection.id.encode(), connection.revision)
         ).hexdigest()[:32]
         etag = b'"' + digest.encode() + b'"'
-        common = [(b"etag", etag), (b"cache-control", CACHE_CONTROL), *CORS]
+        # GrowthBook's JavaScript SDK opens GET /sub/{clientKey} only when told it may.
+        common = [
+            (b"etag", etag),
+            (b"cache-control", CACHE_CONTROL),
+            (b"x-sse-support", b"enabled"),
+            *CORS,
+        ]
         return Encoded(
             etag=etag,
             ok=(200, [_JSON, (b"content-length", b"%d" % len(body)), *common], body),

@@ -16,8 +16,10 @@ driven by the lean keep-alive client of ``decide.py`` in this process:
 3. ``POST /api/eval/{clientKey}``: remote evaluations/s of the 20-flag payload, each
    request another subject, against ``POST /api/v1/decide`` (one flag) requests/s for the
    same subjects. Target: at least 80%.
-4. Server-sent events (``GET /sub/{clientKey}``): a section left for the streaming branch
-   (``sse`` in the JSON is ``null`` until it is wired in).
+4. Server-sent events (``GET /sub/{clientKey}``, ``_sdk_streaming.run_streaming``): N
+   concurrent subscribers (10,000; ``--quick`` 1,000; ``--subscribers``), one flag changed,
+   the time until each has the new payload and the server's memory per subscriber, on the
+   lean stream port and through hypercorn's main port. Target: 99% within 1 s.
 
 On a shared machine requests/s swing with what else runs; the server's CPU time per
 request is reported beside them, and an in-process part times the handlers alone (no
@@ -45,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from _sdk_streaming import _table as streaming_table
+from _sdk_streaming import run_streaming
 from decide import Connection, LoadResult, machine_info, run_load  # benchmarks/ is on the path
 from decide import ServerProcess as _DecideServer
 
@@ -366,8 +370,7 @@ async def run(params: dict[str, Any]) -> dict[str, Any]:
             ],
         },
         "details": details,
-        # Server-sent events (GET /sub/{clientKey}): N subscribers, time until 99% have a
-        # change, memory per subscriber. Provided by the streaming branch; None until wired.
+        # Server-sent events: filled in by main() (run_streaming, its own servers).
         "sse": None,
     }
 
@@ -536,6 +539,11 @@ def targets(http: dict[str, Any]) -> dict[str, bool]:
         met["features_90pct_of_raw_by_cpu"] = http["features_over_raw_by_cpu"] >= 0.9
     if http["eval_over_decide_by_cpu"] is not None:
         met["eval_20_flags_80pct_of_decide_by_cpu"] = http["eval_over_decide_by_cpu"] >= 0.8
+    sse = http.get("sse")
+    if sse is not None:
+        for path, r in sse["paths"].items():
+            p99 = r["p99_seconds"]
+            met[f"sse_{sse['subscribers']}_p99_within_1s_{path}"] = p99 is not None and p99 <= 1
     return met
 
 
@@ -582,7 +590,9 @@ def print_table(result: dict[str, Any]) -> None:
         f"304 over raw {fmt(http['not_modified_over_raw_by_cpu'])}, "
         f"/api/eval over /decide {fmt(http['eval_over_decide_by_cpu'])}"
     )
-    print("SSE (GET /sub/{clientKey}): not measured here yet (streaming branch).")
+    if http.get("sse") is not None:
+        print("\nSSE (GET /sub/{clientKey}): time until each subscriber has a change")
+        print(streaming_table(http["sse"]))
     alone = result["in_process"]
     us = alone["cpu_us_per_request"]
     print(
@@ -608,6 +618,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20261205)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 2)")
+    parser.add_argument(
+        "--subscribers", type=int, help="SSE subscribers (default 10,000; quick 1,000; 0: skip)"
+    )
     parser.add_argument("--serve", choices=["raw", "assay"], help=argparse.SUPPRESS)
     parser.add_argument("--payload-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -631,6 +644,11 @@ def main() -> None:
         "parameters": params,
     }
     result["http"] = trio.run(run, params)
+    subscribers = (
+        args.subscribers if args.subscribers is not None else (1_000 if args.quick else 10_000)
+    )
+    if subscribers:
+        result["http"]["sse"] = run_streaming(subscribers, args.quick)
     result["in_process"] = trio.run(in_process, params)
     result["targets"] = targets(result["http"])
     result["elapsed_s"] = time.perf_counter() - started

@@ -3,7 +3,9 @@
 -- the primary key), by expiry (the primary key's decision ids, and ``decided_at`` in the
 -- default partition) and by ``assay db stats`` (sizes from the catalogue); reports read the
 -- exposures and their rollups, never decision records. Dropped on the partitioned table,
--- it goes from every partition: each day of decision records loses a third of its size,
--- which is that much less for every write to maintain and for the expiry to free
--- (docs/retention.md).
+-- it goes from every partition: one index fewer for every decision record written to
+-- maintain, and for the expiry to free. Its size depends on how many decisions each
+-- subject gets (B-tree deduplication folds a subject's repeats): in
+-- benchmarks/lifecycle.py, ~50 a day each, it was ~11 bytes per record of ~290 (4%); with
+-- one decision per subject it would be ~55 bytes per in-experiment record.
 DROP INDEX IF EXISTS assay_decisions_experiment;

@@ -124,6 +124,12 @@ async def expiry_runs(dsn: str, preset: Preset) -> tuple[list[ExpiryRun], float]
         print(
             f"  wrote {fill_rows:,} decision records over {len(days)} days in {fill_seconds:.1f}s"
         )
+        # A day expired in service was vacuumed long before: autovacuum, triggered by the
+        # inserts, must not be busy with it (a DETACH waits deadlock_timeout, 1 s, before
+        # cancelling an autovacuum that holds the partition).
+        started = time.perf_counter()
+        await loop.run(pool.execute, "VACUUM assay_decisions")
+        print(f"  vacuumed them in {time.perf_counter() - started:.1f}s", flush=True)
 
         # Partitions ahead are created by a first run (nothing is old enough to go), so
         # the timed runs only expire.

@@ -7,7 +7,7 @@ It starts its own embedded PostgreSQL in a temporary directory.
 
 - expiry: decision records are written over simulated days (server side, in the shape the
   engine writes them: ids of four processes' prefixes, half of them assignments), each day
-  in its own partition (migration 0016). Then, per repeat, one day is expired by
+  in its own partition (migration 0016), and vacuumed. Then, per repeat, one day is expired by
   ``store.expire`` (what the leader runs: partitions ahead, the expired ids remembered,
   the partition dropped) and the next day, of the same size, is removed by
   ``DELETE ... WHERE decided_at`` in its own transaction. Both are timed wall-clock.

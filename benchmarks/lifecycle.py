@@ -7,7 +7,7 @@ It starts its own embedded PostgreSQL in a temporary directory.
 
 - expiry: decision records are written over simulated days (server side, in the shape the
   engine writes them: ids of four processes' prefixes, half of them assignments), each day
-  in its own partition (migration 0016). Then, per repeat, one day is expired by
+  in its own partition (migration 0016), and vacuumed. Then, per repeat, one day is expired by
   ``store.expire`` (what the leader runs: partitions ahead, the expired ids remembered,
   the partition dropped) and the next day, of the same size, is removed by
   ``DELETE ... WHERE decided_at`` in its own transaction. Both are timed wall-clock.
@@ -124,6 +124,12 @@ async def expiry_runs(dsn: str, preset: Preset) -> tuple[list[ExpiryRun], float]
         print(
             f"  wrote {fill_rows:,} decision records over {len(days)} days in {fill_seconds:.1f}s"
         )
+        # A day expired in service was vacuumed long before: autovacuum, triggered by the
+        # inserts, must not be busy with it (a DETACH waits deadlock_timeout, 1 s, before
+        # cancelling an autovacuum that holds the partition).
+        started = time.perf_counter()
+        await loop.run(pool.execute, "VACUUM assay_decisions")
+        print(f"  vacuumed them in {time.perf_counter() - started:.1f}s", flush=True)
 
         # Partitions ahead are created by a first run (nothing is old enough to go), so
         # the timed runs only expire.

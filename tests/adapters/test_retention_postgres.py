@@ -143,6 +143,61 @@ SELECT length('prj_1') || ':' || 'prj_1' || 'ev-' || i FROM generate_series(1, 2
         assert store._legacy_ids is False
 
 
+async def test_migration_0023_drops_the_unread_index_from_every_partition(
+    embedded_pg: EmbeddedPostgres, empty_database: str
+) -> None:
+    # 2,000 decision records over five days, half of them in an experiment (what the
+    # partial index held), in day partitions and the default one, before 0023.
+    _migrate_before(
+        embedded_pg,
+        empty_database,
+        23,
+        """
+SELECT assay_create_day_partition('assay_decisions', (now() - d * interval '1 day')::date)
+FROM generate_series(1, 3) d;
+INSERT INTO assay_decisions (decision_id, project_id, flag, subject, value, variant, reason,
+    experiment, in_experiment, hash_value, flag_revision, snapshot_version, decided_at)
+SELECT 'cccccccccccccccc' || lpad(to_hex(i), 8, '0'), 'prj_1', 'f', 's' || i,
+    '"treatment"', CASE WHEN i % 2 = 0 THEN 'treatment' END,
+    CASE WHEN i % 2 = 0 THEN 'experiment_assigned' ELSE 'default' END,
+    'exp_1', i % 2 = 0, 's' || i, 1, 1, now() - (2000 - i) * interval '3 minutes'
+FROM generate_series(1, 2000) i;
+""",
+    )
+
+    def sql(query: str) -> str:
+        return embedded_pg.psql(query, database=empty_database).strip()
+
+    indexes = """SELECT count(*) FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid
+        WHERE (c.relname LIKE 'assay\\_decisions%' ESCAPE '\\') AND x.indpred IS NOT NULL"""
+    # The partial index, on the parent, the default partition and every day's.
+    assert int(sql(indexes)) >= 6
+    rows = "SELECT md5(string_agg(d::text, ',' ORDER BY decision_id)) FROM assay_decisions d"
+    before = sql(rows)
+    dsn = embedded_pg.dsn_for(empty_database)
+    assert await migrate(dsn) == [m.name for m in load_migrations() if m.version >= 23]
+    assert sql(indexes) == "0"
+    assert sql(rows) == before
+    assert sql("SELECT count(*) FROM assay_decisions_default") != "0"
+    async with open_postgres_store(dsn, migrate=False) as store:
+        got = await store.get_decision("cccccccccccccccc000007d0")
+        assert got is not None
+        assert (got.subject, got.value, got.variant, got.in_experiment, got.hash_value) == (
+            "s2000",
+            "treatment",
+            "treatment",
+            True,
+            "s2000",
+        )
+        # The primary key still serves a look-up by id, on every partition.
+        plan = await store._loop.run(
+            store._pool.fetchval,
+            "EXPLAIN (FORMAT JSON) SELECT * FROM assay_decisions WHERE decision_id = $1",
+            "cccccccccccccccc000007d0",
+        )
+        assert "Seq Scan" not in str(plan)
+
+
 async def test_one_expiry_run_at_a_time(pg_dsn: str, embedded_pg: EmbeddedPostgres) -> None:
     async with open_postgres_store(pg_dsn) as a, open_postgres_store(pg_dsn) as b:
         await a.record_decisions(

@@ -1,0 +1,12 @@
+-- assay_decisions_experiment (0003, carried onto the partitions by 0016) is dropped: no
+-- query reads it. Decision records are read by id alone (``GET /decisions/{id}``, through
+-- the primary key), by expiry (the primary key's decision ids, and ``decided_at`` in the
+-- default partition) and by ``assay db stats`` (sizes from the catalogue); reports read the
+-- exposures and their rollups, never decision records. Dropped on the partitioned table,
+-- it goes from every partition: one index fewer for every decision record written to
+-- maintain, and for the expiry to free. Its size depends on how many decisions each
+-- subject gets (B-tree deduplication folds a subject's repeats): in
+-- benchmarks/lifecycle.py at 10M records a day (~50 a day per subject) it was ~4 bytes
+-- per record of ~284 (a day: 2.84 GB with it, 2.80 GB without), at 1M a day (~5 each)
+-- ~11 bytes; with one decision per subject it would be ~55 bytes per assigned record.
+DROP INDEX IF EXISTS assay_decisions_experiment;

@@ -25,11 +25,12 @@ from assay.engine._errors import (
     ValidationFailed,
 )
 from assay.engine._ids import new_id, now
-from assay.engine._model import ApiKey, Project, Role
+from assay.engine._model import ApiKey, Role
 from assay.engine._pagination import Page, check_limit, decode_cursor, page_of
+from assay.engine._service_part import ServicePart
 
 if TYPE_CHECKING:
-    from assay.engine._ports import Store, StoreTransaction
+    pass
 
 SYSTEM_KEY = ApiKey(
     id="system",
@@ -54,29 +55,12 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class KeyManagement:
+class KeyManagement(ServicePart):
     """Authentication and the lifecycle of API keys."""
 
     # Provided by ConfigService.
-    _store: Store
     _keys_seen: dict[str, tuple[ApiKey, float]]
     """digest -> (key, when it was last read from the store)."""
-
-    if TYPE_CHECKING:
-
-        async def _resolve_project(
-            self, tx: StoreTransaction, principal: ApiKey, project: str | None
-        ) -> Project: ...
-
-        async def _audit_raw(
-            self,
-            tx: StoreTransaction,
-            principal: ApiKey,
-            action: str,
-            subject: tuple[str | None, str, str, str],
-            before: Any,
-            after: Any,
-        ) -> None: ...
 
     async def authenticate(self, secret: str) -> ApiKey:
         """The active key with this secret. Keys read in the last ``KEY_CACHE_SECONDS`` are

@@ -23,9 +23,10 @@ from assay.engine._errors import Conflict, NotFound, ValidationFailed
 from assay.engine._ids import new_id, now
 from assay.engine._model import ApiKey, Project, SdkConnection, SdkConnectionSpec
 from assay.engine._pagination import Page, check_limit, decode_cursor, page_of
+from assay.engine._service_part import ServicePart
 
 if TYPE_CHECKING:
-    from assay.engine._ports import Store, StoreTransaction
+    from assay.engine._ports import StoreTransaction
 
 CLIENT_KEY_PREFIX = "sdk-"
 _CLIENT_KEY_BYTES = 18
@@ -42,27 +43,11 @@ def new_decryption_key() -> str:
     return base64.b64encode(secrets.token_bytes(16)).decode()
 
 
-class ConnectionManagement:
+class ConnectionManagement(ServicePart):
     """The lifecycle of SDK connections."""
 
     # Provided by ConfigService.
-    _store: Store
-
     if TYPE_CHECKING:
-
-        async def _resolve_project(
-            self, tx: StoreTransaction, principal: ApiKey, project: str | None
-        ) -> Project: ...
-
-        async def _audit_raw(
-            self,
-            tx: StoreTransaction,
-            principal: ApiKey,
-            action: str,
-            subject: tuple[str | None, str, str, str],
-            before: Any,
-            after: Any,
-        ) -> None: ...
 
         async def _changed(self) -> None: ...
 

@@ -473,7 +473,7 @@ def test_javascript_tracker_batches_retries_bounds_and_beacons(growthbook_js: Gr
     hidden = out["hidden"]
     assert hidden["requests"] == []
     (beacon,) = hidden["beacons"]
-    assert beacon["type"] == "application/json"
+    assert beacon["type"] == "text/plain;charset=utf-8"
     assert sorted(e["subject"] for e in beacon["events"]) == ["u0", "u1", "u2"]
     # A refused beacon falls back to a (keepalive) request.
     refused = out["hidden, beacon refused"]

@@ -443,6 +443,24 @@ async def test_exposures_from_sdks_only_when_the_connection_allows(world, shop, 
             f"/api/events/{open_.client_key}", json={"events": [{**event, "bogus": 1}]}
         )
         assert (extra.status_code, extra.json()["error"]["code"]) == (422, "unknown_field")
+        # A page's last exposures leave with sendBeacon as text/plain (a type needing no
+        # CORS preflight): read as JSON here, and only here.
+        beacon = {**event, "subject": "u2", "event_id": "gb-u2-button"}
+        text = {"Content-Type": "text/plain;charset=UTF-8"}
+        body = msgspec.json.encode({"events": [beacon]})
+        beaconed = await client.post(f"/api/events/{open_.client_key}", content=body, headers=text)
+        assert (beaconed.status_code, beaconed.json()["recorded"]) == (200, 1)
+        eval_body = msgspec.json.encode({"attributes": {"id": "u2"}})
+        as_text = await client.post(
+            f"/api/eval/{open_.client_key}", content=eval_body, headers=text
+        )
+        assert (as_text.status_code, as_text.json()["error"]["code"]) == (
+            415,
+            "unsupported_media_type",
+        )
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        other = await client.post(f"/api/events/{open_.client_key}", content=body, headers=form)
+        assert other.status_code == 415
     before = await world.engine.store.load_config()
     assert [c for c in before.sdk_connections if c.id == open_.id] == [open_]
 

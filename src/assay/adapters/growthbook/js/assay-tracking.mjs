@@ -168,14 +168,15 @@ export function assayTracking(options) {
   }
 
   // A hidden page may never come back: send what is queued with a beacon, which the browser
-  // delivers after the page is gone.
+  // delivers after the page is gone. As text/plain (assay reads it as JSON): a beacon to
+  // another origin may carry only a type that needs no CORS preflight.
   function beacon() {
     const beacons = globalThis.navigator?.sendBeacon?.bind(globalThis.navigator);
     while (queue.length > 0) {
       const body = JSON.stringify({ events: queue.splice(0, batchSize) });
       let sent = false;
       try {
-        sent = !!beacons && Object.keys(headers).length === 0 && beacons(url, new Blob([body], { type: "application/json" }));
+        sent = !!beacons && Object.keys(headers).length === 0 && beacons(url, new Blob([body], { type: "text/plain;charset=UTF-8" }));
       } catch {
         sent = false;
       }

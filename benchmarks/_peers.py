@@ -16,9 +16,11 @@ The peers are imported lazily: each lives in the ``bench`` extra.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -630,6 +632,8 @@ def build_peers(s: Scenario, users: Users) -> Peers:
     """Every peer above, configured and ready; close() releases their threads."""
     peers = Peers()
     workdir = Path(tempfile.mkdtemp(prefix="assay-bench-peers-"))
+    # The peers' configuration files are read once, at start-up; close() removes them.
+    peers.closers.append(partial(shutil.rmtree, workdir, ignore_errors=True))
     add_eppo(peers, s, users)
     add_statsig(peers, s, users)
     add_launchdarkly(peers, s, users, workdir)

@@ -55,6 +55,8 @@ from _machine import machine_busy_seconds  # benchmarks/ is this script's direct
 from _peers import Scenario, build_peers
 from _rules_scenario import print_rules_table, rules_scenario
 
+from assay.engine._core._compiled import STATUS as DECIDE_PATH
+
 # --------------------------------------------------------------------------------------
 # The scenario, written once for each of the three systems.
 # --------------------------------------------------------------------------------------
@@ -1166,6 +1168,8 @@ def print_table(result: dict[str, Any]) -> None:
             f"\nNOTE: {background:.2f} of {result['machine']['cpu_count']} cores were busy"
             " before the run started (other work): expect noisy, pessimistic figures."
         )
+    if result.get("decide_path", "compiled") != "compiled":
+        print(f"\nNOTE: decide runs {result['decide_path']}")
     ip = result.get("in_process")
     if ip:
         params = result["parameters"]
@@ -1323,6 +1327,9 @@ def main() -> None:
         "benchmark": "decide",
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine,
+        # Which path engine.decide runs here: "compiled", or why it is pure Python (an
+        # install from before the compiled path, say), which changes every figure below.
+        "decide_path": DECIDE_PATH,
         "parameters": params,
         "scenario": {
             "flag": FLAG,

@@ -30,7 +30,8 @@ def _load() -> tuple[ModuleType | None, str]:
     except ImportError:
         return None, (
             "pure Python: the compiled decide path was not built (no C compiler when assay "
-            "was installed); decide gives the same answers, slower"
+            "was installed, or installed before the path existed: reinstall assay to build "
+            "it); decide gives the same answers, slower"
         )
     if getattr(_native, "ABI", None) != ABI:
         return None, "pure Python: the compiled decide path is stale (reinstall assay to rebuild)"

@@ -14,25 +14,10 @@ import asyncpg
 import msgspec
 
 from assay.adapters.postgres._aio import usable
-from assay.engine._core import Decision, Reason
+from assay.engine._core import RECORD_FIELDS, Decision, Reason
 
-_COLUMNS = (
-    "decision_id",
-    "project_id",
-    "flag",
-    "subject",
-    "value",
-    "variant",
-    "rule",
-    "reason",
-    "experiment",
-    "experiment_reason",
-    "in_experiment",
-    "hash_value",
-    "flag_revision",
-    "snapshot_version",
-    "decided_at",
-)
+_COLUMNS = RECORD_FIELDS
+"""The table's columns are the record's fields."""
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM assay_decisions WHERE decision_id = $1"
 _encode = msgspec.json.Encoder().encode
 

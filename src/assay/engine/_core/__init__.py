@@ -20,7 +20,14 @@ from assay.engine._core._conditions import (
     ValuePredicate,
     compile_condition,
 )
-from assay.engine._core._decide import Decision, Reason, decide, decide_all, new_decision_id
+from assay.engine._core._decide import (
+    RECORD_FIELDS,
+    Decision,
+    Reason,
+    decide,
+    decide_all,
+    new_decision_id,
+)
 from assay.engine._core._snapshot import (
     EMPTY_SNAPSHOT,
     CompiledExperiment,
@@ -40,6 +47,7 @@ from assay.engine._core._sticky import StickyAssignment, StickyDocs, sticky_buck
 __all__ = [
     "EMPTY_SNAPSHOT",
     "MISSING",
+    "RECORD_FIELDS",
     "AttributesPredicate",
     "CompileContext",
     "CompiledExperiment",

@@ -120,7 +120,15 @@ from assay.engine._core._sticky import StickyAssignment, StickyDocs
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-__all__ = ["Decision", "Reason", "decide", "decide_all", "decide_python", "new_decision_id"]
+__all__ = [
+    "RECORD_FIELDS",
+    "Decision",
+    "Reason",
+    "decide",
+    "decide_all",
+    "decide_python",
+    "new_decision_id",
+]
 
 
 class Reason(enum.StrEnum):
@@ -184,6 +192,11 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     sticky_bucket: StickyAssignment | None = None
     """A sticky experiment's assignment that the subject's sticky documents lack: the
     caller (the engine) stores it so the subject keeps this variant."""
+
+
+RECORD_FIELDS: Final = tuple(f for f in Decision.__struct_fields__ if f != "sticky_bucket")
+"""What a decision record keeps, in ``Decision``'s order: every field but the sticky
+assignment to store (which is stored as an assignment, not with the record)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -802,25 +815,6 @@ def decide_all(
 # The compiled path, where it was built.
 # --------------------------------------------------------------------------------------
 
-_DECISION_FIELDS: Final = (
-    "decision_id",
-    "project_id",
-    "flag",
-    "subject",
-    "value",
-    "variant",
-    "rule",
-    "reason",
-    "experiment",
-    "experiment_reason",
-    "in_experiment",
-    "hash_value",
-    "flag_revision",
-    "snapshot_version",
-    "decided_at",
-)
-"""The keywords _native.c passes to Decision, in its order."""
-
 _REASONS: Final = (
     _FLAG_NOT_FOUND,
     _FLAG_OFF,
@@ -856,8 +850,9 @@ native_evaluate: Callable[[tuple[Any, ...], Mapping[str, Any], StickyDocs], _Out
     _no_native
 )
 if native is not None:
+    # RECORD_FIELDS: the keywords _native.c passes to Decision, in their order.
     native.configure(
-        decide_python, _hashable, _finish_sticky, Decision, MISSING, _REASONS, _DECISION_FIELDS
+        decide_python, _hashable, _finish_sticky, Decision, MISSING, _REASONS, RECORD_FIELDS
     )
     decide = native.decide
     native_evaluate = native.evaluate

@@ -58,7 +58,7 @@ class Calls:
         self.count = 0
         self._changed = trio.Event()
 
-    def __call__(self) -> None:
+    def __call__(self, change: int | None) -> None:
         self.count += 1
         self._changed.set()
         self._changed = trio.Event()

@@ -162,7 +162,7 @@ class ConfigService(KeyManagement, ConnectionManagement):
         finally:
             _batched.reset(token)
             if changed:
-                await self._on_change(changed)
+                await self._on_change(tuple(changed))
 
     def validate_condition(self, condition: Mapping[str, Any]) -> None:
         """Check a targeting condition as a save would (raises ``ValidationFailed``)."""

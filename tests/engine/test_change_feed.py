@@ -82,7 +82,7 @@ async def test_an_own_write_is_loaded_once_and_visible_at_once(engine: Engine) -
 async def test_another_engines_writes_are_followed(pg_dsn: str) -> None:
     async with _open(pg_dsn) as a, _open(pg_dsn) as b:
         await a.service.create_project(SYSTEM_KEY, ProjectSpec(key="shop"))
-        await _until(b, set())
+        await _settled(b, announced=2)  # the watch's start, the project
         for i in range(3):
             await _create_flag(b, f"b{i}")
             await _until(a, {f"b{i}"})
@@ -121,7 +121,7 @@ async def test_a_change_committed_during_a_load_is_loaded_after_it(
     B's must be loaded again, though it arrived while a load was running."""
     async with _open(pg_dsn) as a, _open(pg_dsn) as b:
         await a.service.create_project(SYSTEM_KEY, ProjectSpec(key="shop"))
-        await _until(b, set())
+        await _settled(b, announced=2)  # the watch's start, the project
         announced = await _settled(a, announced=2)
         loads = a.snapshot.version
 

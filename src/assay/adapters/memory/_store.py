@@ -105,10 +105,11 @@ class MemoryTransaction:
         self._client_keys = committed.client_keys
         self._objects_copied = False
         self._keys_copied = False
-        self.change: int | None = None
         self._connections_copied = False
         self._new_audit: list[_AuditRow] = []
         self.config_changed = False
+        self.change: int | None = None
+        """Once committed with a configuration change: its number (``StoreTransaction``)."""
 
     def commit(self) -> _Tables:
         """The committed tables with this transaction's changes: the caller swaps them in."""

@@ -56,10 +56,12 @@ def empty_database(embedded_pg: EmbeddedPostgres) -> Iterator[str]:
 class Calls:
     def __init__(self) -> None:
         self.count = 0
+        self.changes: list[int | None] = []
         self._changed = trio.Event()
 
-    def __call__(self) -> None:
+    def __call__(self, change: int | None) -> None:
         self.count += 1
+        self.changes.append(change)
         self._changed.set()
         self._changed = trio.Event()
 
@@ -209,6 +211,36 @@ async def test_stores_on_one_database_see_each_others_commits_and_changes(
 
         async with b.transaction() as tx:
             assert await tx.get(Project, None, "p") == project("p")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_notification_naming_no_transaction_is_relayed_as_unknown(
+    pg_dsn: str, embedded_pg: EmbeddedPostgres, nursery: trio.Nursery
+) -> None:
+    """A server still running the trigger of 0001 sends an empty payload, and anything
+    else may NOTIFY on the channel: such a notification must make engines reload (None),
+    never pass for a change they hold."""
+    async with open_postgres_store(pg_dsn) as store:
+        calls = Calls()
+        nursery.start_soon(store.watch_config, calls)
+        with trio.fail_after(5):
+            await calls.wait_for(1)
+        await trio.to_thread.run_sync(
+            lambda: embedded_pg.psql(
+                "SELECT pg_notify('assay_config', ''); SELECT pg_notify('assay_config', 'x1')",
+                database=urlsplit(pg_dsn).path.lstrip("/"),
+            )
+        )
+        with trio.fail_after(5):
+            await calls.wait_for(2)  # both, or one for both (a burst relays each once)
+        async with store.transaction() as tx:
+            await tx.insert(project("p"))
+        assert isinstance(tx.change, int)
+        with trio.fail_after(5):
+            while tx.change not in calls.changes:
+                await calls.wait_for(calls.count + 1)
+        assert calls.changes[-1] == tx.change
+        assert set(calls.changes[:-1]) == {None}
         nursery.cancel_scope.cancel()
 
 

@@ -109,14 +109,17 @@ async def write_then_fail(
 
 
 class Calls:
-    """Counts ``on_change`` calls and lets a test wait for a given count."""
+    """Counts ``on_change`` calls, keeps the changes they name and lets a test wait for
+    a given count."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.changes: list[int | None] = []
         self._changed = trio.Event()
 
-    def __call__(self) -> None:
+    def __call__(self, change: int | None) -> None:
         self.count += 1
+        self.changes.append(change)
         self._changed.set()
         self._changed = trio.Event()
 
@@ -368,7 +371,7 @@ async def test_an_exception_rolls_back_everything(store: Store) -> None:
     with pytest.raises(Boom):
         await write_then_fail(store, work)
 
-    assert await store.load_config() == before
+    assert (await store.load_config()).content() == before.content()
     async with store.transaction() as tx:
         entries = await tx.list_audit(
             project_id=None, resource_kind=None, resource_key=None, before_id=None, limit=10
@@ -625,6 +628,47 @@ async def test_watch_config_fires_after_commits_only(store: Store, nursery: trio
     async with store.transaction() as tx:
         await tx.delete(msgspec.structs.replace(project("p"), revision=2), expected_revision=2)
     await calls.wait_for(4)
+
+
+async def test_a_load_holds_the_announced_changes_it_read_and_no_other(
+    store: Store, nursery: trio.Nursery
+) -> None:
+    """What lets an engine skip reloading for a change it has (its own write): a load's
+    horizon holds exactly the announced changes it read. A change still uncommitted while
+    the load read is not held, though it commits before it is announced."""
+    calls = Calls()
+    nursery.start_soon(store.watch_config, calls)
+    await calls.wait_for(1)
+    assert calls.changes == [None]  # the watch began: nothing named, reload
+
+    before = await store.load_config()
+    async with store.transaction() as tx:
+        await tx.insert(project("p"))
+        during = await store.load_config()  # the insert is not committed yet
+    await calls.wait_for(2)
+    after = await store.load_config()
+    change = calls.changes[1]
+    assert change is not None
+    assert before.horizon is not None
+    assert not before.horizon.holds(change)
+    assert during.horizon is not None
+    assert not during.horizon.holds(change)
+    assert [p.key for p in during.projects] == []
+    assert after.horizon is not None
+    assert after.horizon.holds(change)
+    assert [p.key for p in after.projects] == ["p"]
+
+    # A later change is another number, held only by loads after it.
+    async with store.transaction() as tx:
+        await tx.update(
+            msgspec.structs.replace(project("p"), name="P", revision=2), expected_revision=1
+        )
+    await calls.wait_for(3)
+    later = calls.changes[2]
+    assert later is not None
+    assert later != change
+    assert not after.horizon.holds(later)
+    assert (await store.load_config()).horizon.holds(later)  # type: ignore[union-attr]
 
 
 async def test_reads_do_not_wait_for_a_writer_and_see_only_commits(store: Store) -> None:

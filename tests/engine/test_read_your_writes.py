@@ -6,7 +6,7 @@ On both stores; no test here calls ``engine.refresh()`` or sleeps."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 import trio
@@ -140,10 +140,11 @@ async def test_loading_many_definitions_waits_for_one_snapshot(engine: Engine) -
     waits = 0
     catch_up = engine.service._on_change
 
-    async def counting() -> None:
+    async def counting(changes: Sequence[int | None]) -> None:
         nonlocal waits
         waits += 1
-        await catch_up()
+        assert len(changes) == 31  # the project and the flags, each its own transaction
+        await catch_up(changes)
 
     engine.service._on_change = counting
     await load_definitions(

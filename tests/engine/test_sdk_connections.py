@@ -113,7 +113,7 @@ async def test_load_config_carries_active_connections_and_changes_are_announced(
     calls = 0
     changed = trio.Event()
 
-    def on_change() -> None:
+    def on_change(change: int | None) -> None:
         nonlocal calls, changed
         calls += 1
         changed.set()

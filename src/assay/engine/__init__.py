@@ -67,7 +67,7 @@ from assay.engine._model import (
     Variant,
 )
 from assay.engine._pagination import Page
-from assay.engine._ports import ConfigState, Store, StoreTransaction
+from assay.engine._ports import ConfigHorizon, ConfigState, Store, StoreTransaction
 from assay.engine._report_timeseries import Timeseries, report_timeseries
 from assay.engine._runtime import Engine, Mailbox, StoreFactory, open_engine
 from assay.engine._service import SYSTEM_KEY, ConfigService, hash_secret
@@ -82,6 +82,7 @@ __all__ = [
     "ApiKey",
     "AssayError",
     "AuditEntry",
+    "ConfigHorizon",
     "ConfigService",
     "ConfigState",
     "Conflict",

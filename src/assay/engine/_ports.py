@@ -51,6 +51,27 @@ KIND_NAMES: dict[type[msgspec.Struct], str] = {
 }
 
 
+class ConfigHorizon(msgspec.Struct, frozen=True, kw_only=True):
+    """Which configuration changes one ``load_config`` read holds.
+
+    The store numbers every committed configuration change and ``watch_config`` announces
+    it with its number (PostgreSQL: the id of the transaction that made it). A read holds
+    every change numbered below ``complete``, and those below ``end`` that are not
+    ``missing`` (transactions still open when it read, which may commit later). This is
+    the shape of a PostgreSQL snapshot (``pg_current_snapshot()``: xmin, xmax, xip); a
+    store that numbers its commits in commit order has ``complete == end``."""
+
+    complete: int
+    end: int
+    missing: frozenset[int] = frozenset()
+
+    def holds(self, change: int) -> bool:
+        """Whether the read already had the committed change numbered ``change``."""
+        if change < self.complete:
+            return True
+        return change < self.end and change not in self.missing
+
+
 class ConfigState(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a snapshot is compiled from, read in one consistent transaction."""
 
@@ -62,6 +83,14 @@ class ConfigState(msgspec.Struct, frozen=True, kw_only=True):
     segments: Sequence[Segment] = ()
     sdk_connections: Sequence[SdkConnection] = ()
     """Active SDK connections only."""
+    horizon: ConfigHorizon | None = None
+    """Which announced changes this read holds; None: unknown (any change may be new).
+    Two reads of the same configuration may differ here (PostgreSQL: any transaction in
+    between moves it), so compare ``content()`` when asking whether configuration changed."""
+
+    def content(self) -> ConfigState:
+        """The configuration alone, without the read's horizon."""
+        return msgspec.structs.replace(self, horizon=None)
 
 
 class StoreTransaction(Protocol):
@@ -71,6 +100,14 @@ class StoreTransaction(Protocol):
     ``update``/``delete`` raise ``Conflict`` (code ``revision_mismatch``) when the stored
     revision is not ``expected_revision``.
     """
+
+    @property
+    def change(self) -> int | None:
+        """Once committed: the number ``watch_config`` announces this transaction's
+        configuration change with (``ConfigHorizon``), so its writer can wait for a load
+        that holds it; None when the store cannot name it (then only a load started
+        after the commit is sure to hold it)."""
+        ...
 
     async def get(
         self, kind: type[ConfigT], project_id: str | None, key: str
@@ -188,9 +225,13 @@ class Store(Protocol):
         """The authentication hot path: one indexed lookup, no transaction."""
         ...
 
-    async def watch_config(self, on_change: Callable[[], None]) -> None:
+    async def watch_config(self, on_change: Callable[[int | None], None]) -> None:
         """Run until cancelled, calling ``on_change`` whenever any process commits a
-        configuration change (PostgreSQL: LISTEN/NOTIFY)."""
+        configuration change (PostgreSQL: LISTEN/NOTIFY), with the change's number (see
+        ``ConfigHorizon``), so a reader holding a load whose horizon holds it need not
+        load again. ``on_change(None)`` says something may have changed that cannot be
+        named (on every (re)connection: changes committed while not listening were not
+        announced): only a load started after it is sure to hold it."""
         ...
 
     # --- events (exposures and conversions) --------------------------------------------

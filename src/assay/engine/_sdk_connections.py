@@ -49,7 +49,7 @@ class ConnectionManagement(ServicePart):
     # Provided by ConfigService.
     if TYPE_CHECKING:
 
-        async def _changed(self) -> None: ...
+        async def _changed(self, tx: StoreTransaction) -> None: ...
 
     async def create_connection(
         self, principal: ApiKey, project: str | None, spec: SdkConnectionSpec
@@ -73,7 +73,7 @@ class ConnectionManagement(ServicePart):
             await self._audit_raw(
                 tx, principal, "sdk_connection.create", _ref(connection), None, _public(connection)
             )
-        await self._changed()
+        await self._changed(tx)
         return connection
 
     async def list_connections(
@@ -156,7 +156,7 @@ class ConnectionManagement(ServicePart):
                 _public(current),
                 _public(updated),
             )
-        await self._changed()
+        await self._changed(tx)
         return updated
 
     async def revoke_connection(
@@ -184,7 +184,7 @@ class ConnectionManagement(ServicePart):
                 _public(current),
                 _public(revoked),
             )
-        await self._changed()
+        await self._changed(tx)
         return revoked
 
     async def all_connections(self, principal: ApiKey, project: str | None) -> list[SdkConnection]:

@@ -11,7 +11,7 @@ started experiment may change) are in ``_integrity``; authentication and API key
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import datetime
@@ -93,12 +93,12 @@ _RESOURCE_OF: dict[type[Scoped], Resource] = {
 }
 
 
-async def _nothing() -> None:
+async def _nothing(changes: Sequence[int | None]) -> None:
     return None
 
 
-_batched: ContextVar[list[bool] | None] = ContextVar("assay_changes_batched", default=None)
-"""Inside ``ConfigService.batched_changes()``: a flag set when a change waits for the end."""
+_batched: ContextVar[list[int | None] | None] = ContextVar("assay_changes_batched", default=None)
+"""Inside ``ConfigService.batched_changes()``: the changes waiting for the end."""
 
 
 def _builtins(obj: msgspec.Struct | None) -> Any:
@@ -117,15 +117,16 @@ class ConfigService(KeyManagement, ConnectionManagement):
         store: Store,
         *,
         # A coroutine function, not any awaitable: mypy then flags a call left unawaited.
-        on_change: Callable[[], Coroutine[Any, Any, None]] = _nothing,
+        on_change: Callable[[Sequence[int | None]], Coroutine[Any, Any, None]] = _nothing,
         validate_condition: ConditionValidator = lambda condition: None,
         validate_metric: Callable[[MetricSpec], None] = lambda metric: None,
         validate_guardrails: GuardrailCheck | None = None,
     ) -> None:
         self._store = store
         self._on_change = on_change
-        """Awaited after every committed configuration change; the engine's returns once
-        its own snapshot shows the change (read your writes)."""
+        """Awaited after every committed configuration change with the changes' numbers
+        (``StoreTransaction.change``); the engine's returns once its own snapshot holds
+        them (read your writes)."""
         self._validate_condition = validate_condition
         # Metric kinds come from plugins; the engine passes their save-time check here.
         self._validate_metric = validate_metric
@@ -137,14 +138,14 @@ class ConfigService(KeyManagement, ConnectionManagement):
         # within KEY_CACHE_SECONDS.
         self._keys_seen = {}
 
-    async def _changed(self) -> None:
-        """After a committed change: wait until it is visible here (or, inside
-        ``batched_changes``, note that the batch must wait at its end)."""
+    async def _changed(self, tx: StoreTransaction) -> None:
+        """After ``tx`` committed a change: wait until it is visible here (or, inside
+        ``batched_changes``, note that the batch must wait for it at its end)."""
         batch = _batched.get()
         if batch is not None:
-            batch[:] = [True]
+            batch.append(tx.change)
             return
-        await self._on_change()
+        await self._on_change((tx.change,))
 
     @asynccontextmanager
     async def batched_changes(self) -> AsyncIterator[None]:
@@ -154,14 +155,14 @@ class ConfigService(KeyManagement, ConnectionManagement):
         if _batched.get() is not None:
             yield  # nested: the outermost block waits
             return
-        changed: list[bool] = []
+        changed: list[int | None] = []
         token = _batched.set(changed)
         try:
             yield
         finally:
             _batched.reset(token)
             if changed:
-                await self._on_change()
+                await self._on_change(tuple(changed))
 
     def validate_condition(self, condition: Mapping[str, Any]) -> None:
         """Check a targeting condition as a save would (raises ``ValidationFailed``)."""
@@ -231,7 +232,7 @@ class ConfigService(KeyManagement, ConnectionManagement):
                 raise Conflict(f"project {spec.key!r} already exists", code="already_exists")
             await tx.insert(project)
             await self._audit(tx, principal, "project.create", project, None, project)
-        await self._changed()
+        await self._changed(tx)
         return project
 
     async def update_project(
@@ -257,7 +258,7 @@ class ConfigService(KeyManagement, ConnectionManagement):
             )
             await tx.update(updated, expected_revision=current.revision)
             await self._audit(tx, principal, "project.update", updated, current, updated)
-        await self._changed()
+        await self._changed(tx)
         return updated
 
     async def set_project_archived(self, principal: ApiKey, key: str, archived: bool) -> Project:
@@ -272,7 +273,7 @@ class ConfigService(KeyManagement, ConnectionManagement):
             await tx.update(updated, expected_revision=current.revision)
             action = "project.archive" if archived else "project.restore"
             await self._audit(tx, principal, action, updated, current, updated)
-        await self._changed()
+        await self._changed(tx)
         return updated
 
     # --- flags, experiments, layers, metrics ------------------------------------------
@@ -326,7 +327,7 @@ class ConfigService(KeyManagement, ConnectionManagement):
             await self._validate(tx, obj, None)
             await tx.insert(obj)
             await self._audit(tx, principal, f"{KIND_NAMES[kind]}.create", obj, None, obj)
-        await self._changed()
+        await self._changed(tx)
         return obj
 
     async def update_object(
@@ -360,7 +361,7 @@ class ConfigService(KeyManagement, ConnectionManagement):
             await self._audit(
                 tx, principal, f"{KIND_NAMES[kind]}.update", updated, current, updated
             )
-        await self._changed()
+        await self._changed(tx)
         return updated
 
     async def delete_object(
@@ -384,7 +385,7 @@ class ConfigService(KeyManagement, ConnectionManagement):
             await check_unreferenced(tx, current)
             await tx.delete(current, expected_revision=current.revision)
             await self._audit(tx, principal, f"{KIND_NAMES[kind]}.delete", current, current, None)
-        await self._changed()
+        await self._changed(tx)
 
     async def transition_experiment(
         self,
@@ -433,7 +434,7 @@ class ConfigService(KeyManagement, ConnectionManagement):
                 _builtins(current),
                 after,
             )
-        await self._changed()
+        await self._changed(tx)
         return updated
 
     async def mark_compacted(self, experiment: Experiment, at: datetime) -> Experiment | None:
@@ -454,7 +455,7 @@ class ConfigService(KeyManagement, ConnectionManagement):
             )
             await tx.update(updated, expected_revision=current.revision)
             await self._audit(tx, SYSTEM_KEY, "experiment.compact", updated, current, updated)
-        await self._changed()
+        await self._changed(tx)
         return updated
 
     # --- audit ----------------------------------------------------------------------

@@ -36,7 +36,7 @@ from assay.engine._model import (
     SdkConnection,
     Segment,
 )
-from assay.engine._ports import KIND_NAMES, ConfigState, ConfigT
+from assay.engine._ports import KIND_NAMES, ConfigHorizon, ConfigState, ConfigT
 
 if TYPE_CHECKING:
     import builtins
@@ -108,6 +108,8 @@ class MemoryTransaction:
         self._connections_copied = False
         self._new_audit: list[_AuditRow] = []
         self.config_changed = False
+        self.change: int | None = None
+        """Once committed with a configuration change: its number (``StoreTransaction``)."""
 
     def commit(self) -> _Tables:
         """The committed tables with this transaction's changes: the caller swaps them in."""
@@ -365,7 +367,9 @@ class MemoryStore(
         self._decisions: dict[str, bytes] = {}
         self._sticky: dict[tuple[str, str, str], dict[str, str]] = {}
         self._write_lock = trio.Lock()
-        self._watchers: list[Callable[[], None]] = []
+        self._watchers: list[Callable[[int | None], None]] = []
+        self._config_commits = 0
+        """Commits that changed configuration: the last one's number (``ConfigHorizon``)."""
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[MemoryTransaction]:
@@ -375,8 +379,11 @@ class MemoryStore(
             # Reached only when the block raised nothing: swapping in the staged tables is
             # the commit, and it is atomic because nothing here awaits.
             self._tables = tx.commit()
-        if tx.config_changed:
-            self._notify()
+            if tx.config_changed:
+                self._config_commits += 1
+                tx.change = self._config_commits
+        if tx.change is not None:
+            self._notify(tx.change)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[MemoryTransaction]:
@@ -420,6 +427,8 @@ class MemoryStore(
 
     async def load_config(self) -> ConfigState:
         await trio.lowlevel.checkpoint()
+        # Read with the tables, nothing awaited in between: it holds every commit so far.
+        held = self._config_commits + 1
         return ConfigState(
             projects=self._decode_all(Project),
             flags=self._decode_all(Flag),
@@ -435,6 +444,7 @@ class MemoryStore(
                 )
                 if c.active
             ],
+            horizon=ConfigHorizon(complete=held, end=held),
         )
 
     def _decode_all(self, kind: type[ConfigT]) -> list[ConfigT]:
@@ -452,23 +462,24 @@ class MemoryStore(
         key_id = self._tables.key_ids_by_hash.get(secret_hash)
         return None if key_id is None else self._tables.keys[key_id]
 
-    async def watch_config(self, on_change: Callable[[], None]) -> None:
-        """Call ``on_change`` once now (as the PostgreSQL adapter does once it listens, so
-        a change committed just before the watch began is never missed), then after every
-        committed transaction that changed configuration, until cancelled."""
+    async def watch_config(self, on_change: Callable[[int | None], None]) -> None:
+        """Call ``on_change(None)`` once now (as the PostgreSQL adapter does once it
+        listens, so a change committed just before the watch began is never missed), then
+        ``on_change(n)`` after every committed transaction that changed configuration, n
+        counting them, until cancelled."""
         self._watchers.append(on_change)
         try:
-            on_change()
+            on_change(None)
             await trio.sleep_forever()
         finally:
             self._watchers.remove(on_change)
 
-    def _notify(self) -> None:
+    def _notify(self, change: int) -> None:
         for on_change in list(self._watchers):
             # The transaction has committed: a failing watcher must not make the caller
             # believe its write failed.
             try:
-                on_change()
+                on_change(change)
             except Exception:
                 log.exception("configuration watcher failed")
 

@@ -38,7 +38,7 @@ from assay.engine._model import (
     SdkConnection,
     Segment,
 )
-from assay.engine._ports import KIND_NAMES, ConfigState, ConfigT
+from assay.engine._ports import KIND_NAMES, ConfigHorizon, ConfigState, ConfigT
 
 if TYPE_CHECKING:
     import builtins
@@ -151,6 +151,19 @@ async def _aio_end(pool: Any, conn: Any, statement: str) -> None:
         await pool.release(conn)
 
 
+async def _aio_commit(pool: Any, conn: Any) -> int | None:
+    """COMMIT and release; the id of the committed transaction (None when it wrote
+    nothing): what the change feed names its configuration change by (migration 0026)."""
+    xid = None
+    try:
+        if usable(conn):  # as _aio_end
+            xid = await conn.fetchval(_XID)
+            await conn.execute("COMMIT")
+    finally:
+        await pool.release(conn)
+    return None if xid is None else int(xid)
+
+
 async def _aio_listen(
     dsn: str, on_notify: Callable[..., None], on_lost: Callable[..., None]
 ) -> Any:
@@ -171,10 +184,29 @@ async def _aio_close(conn: Any) -> None:
         conn.terminate()
 
 
-async def _aio_load_config(pool: Any) -> tuple[list[Any], list[Any]]:
-    """Configuration objects and active SDK connections from one consistent view."""
+async def _aio_load_config(pool: Any) -> tuple[str, list[Any], list[Any]]:
+    """Configuration objects and active SDK connections from one consistent view, with
+    that view's snapshot (one snapshot for the whole transaction: repeatable read)."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        return await conn.fetch(_LOAD), await conn.fetch(_LOAD_CONNECTIONS)
+        snapshot = await conn.fetchval(_SNAPSHOT)
+        return snapshot, await conn.fetch(_LOAD), await conn.fetch(_LOAD_CONNECTIONS)
+
+
+def _horizon(snapshot: str) -> ConfigHorizon:
+    """A ``pg_snapshot``'s text (``xmin:xmax:xip,...``) as the changes it holds: the
+    transactions visible in it, as ``pg_visible_in_snapshot`` decides."""
+    xmin, xmax, xip = snapshot.split(":")
+    return ConfigHorizon(
+        complete=int(xmin),
+        end=int(xmax),
+        missing=frozenset(int(x) for x in xip.split(",") if x),
+    )
+
+
+def _change_id(payload: str) -> int | None:
+    """The id of the transaction a notification names (migration 0026); None for an empty
+    or foreign payload, which says only that something changed."""
+    return int(payload) if payload.isdigit() else None
 
 
 # --- encoding ---------------------------------------------------------------------------
@@ -260,6 +292,8 @@ _DELETE = """
 DELETE FROM config_objects WHERE id = $1 AND kind = $2 AND revision = $3 RETURNING 1
 """
 _REVISION = "SELECT revision FROM config_objects WHERE id = $1 AND kind = $2"
+_SNAPSHOT = "SELECT pg_current_snapshot()::text"
+_XID = "SELECT pg_current_xact_id_if_assigned()::text"
 _LOAD = """
 SELECT kind, body FROM config_objects ORDER BY kind, coalesce(project_id, ''), key
 """
@@ -326,6 +360,7 @@ class PostgresTransaction:
     def __init__(self, conn: Any, loop: AioLoop) -> None:
         self._conn = conn
         self._loop = loop
+        self.change: int | None = None
 
     async def get(self, kind: type[ConfigT], project_id: str | None, key: str) -> ConfigT | None:
         raw = await self._loop.run(
@@ -550,12 +585,13 @@ class _Wakeup:
     trio-asyncio loop's Trio task, so setting a trio.Event there is safe)."""
 
     def __init__(self) -> None:
-        self.changed = False
+        self.changes: dict[int | None, None] = {}
+        """Changes announced and not yet relayed, in order, each once."""
         self.lost = False
         self._event = trio.Event()
 
-    def notified(self, *_: object) -> None:
-        self.changed = True
+    def notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self.changes[_change_id(payload)] = None
         self._event.set()
 
     def terminated(self, *_: object) -> None:
@@ -595,8 +631,9 @@ class PostgresStore(
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
         async with self._write_lock:
             conn = await self._loop.run(_aio_begin, self._pool)
+            tx = PostgresTransaction(conn, self._loop)
             try:
-                yield PostgresTransaction(conn, self._loop)
+                yield tx
             except BaseException:
                 with trio.CancelScope(shield=True):
                     try:
@@ -609,7 +646,7 @@ class PostgresStore(
             # Shielded: a cancellation arriving during COMMIT must not leave the caller
             # unsure whether its write happened.
             with trio.CancelScope(shield=True):
-                await self._loop.run(_aio_end, self._pool, conn, "COMMIT")
+                tx.change = await self._loop.run(_aio_commit, self._pool, conn)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[PostgresTransaction]:
@@ -640,7 +677,7 @@ class PostgresStore(
         return await self._loop.run(aio_save_sticky, self._pool, project_id, assignments)
 
     async def load_config(self) -> ConfigState:
-        rows, connections = await self._loop.run(_aio_load_config, self._pool)
+        snapshot, rows, connections = await self._loop.run(_aio_load_config, self._pool)
         grouped: dict[str, list[Any]] = {name: [] for name in KIND_NAMES.values()}
         for row in rows:
             kind = row["kind"]
@@ -655,17 +692,19 @@ class PostgresStore(
             sdk_connections=[
                 msgspec.json.decode(row["body"], type=SdkConnection) for row in connections
             ],
+            horizon=_horizon(snapshot),
         )
 
     async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None:
         row = await self._loop.run(self._pool.fetchrow, _KEY_BY_HASH, secret_hash)
         return None if row is None else _api_key(row)
 
-    async def watch_config(self, on_change: Callable[[], None]) -> None:
-        """LISTEN on a dedicated connection and call ``on_change`` for each notification
-        (bursts are coalesced into one call), and once after every (re)connection, since
-        changes committed while not listening were not announced. Reconnects with back-off
-        when the connection drops. Runs until cancelled; raises once the store is closed."""
+    async def watch_config(self, on_change: Callable[[int | None], None]) -> None:
+        """LISTEN on a dedicated connection and call ``on_change`` with the transaction id
+        each notification names (a burst is relayed together, each id once), and
+        ``on_change(None)`` after every (re)connection, since changes committed while not
+        listening were not announced. Reconnects with back-off when the connection drops.
+        Runs until cancelled; raises once the store is closed."""
         failures = 0
         while True:
             self._check_open()
@@ -716,17 +755,20 @@ class PostgresStore(
                 log.debug("releasing the records connection failed", exc_info=True)
         await self._loop.run(_aio_close_pool, self._pool)
 
-    async def _follow(self, conn: Any, wakeup: _Wakeup, on_change: Callable[[], None]) -> None:
+    async def _follow(
+        self, conn: Any, wakeup: _Wakeup, on_change: Callable[[int | None], None]
+    ) -> None:
         """Relay notifications until the connection is lost."""
-        on_change()
+        on_change(None)
         while True:
             with trio.move_on_after(_LISTEN_KEEPALIVE) as quiet:
                 await wakeup.wait()
             if wakeup.lost:
                 return
-            if wakeup.changed:
-                wakeup.changed = False
-                on_change()
+            if wakeup.changes:
+                changes, wakeup.changes = wakeup.changes, {}
+                for change in changes:
+                    on_change(change)
             elif quiet.cancelled_caught:
                 with trio.fail_after(_PING_TIMEOUT):
                     await self._loop.run(conn.execute, "SELECT 1")

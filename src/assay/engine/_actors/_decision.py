@@ -8,6 +8,13 @@ the service returns only once a snapshot loaded after its commit is in force, so
 engine's own decide and ingestion read its writes. Snapshots are compiled one at a time, so
 an older load is never published over a newer one.
 
+The change feed announces this process's own changes too, usually while ``catch_up``'s
+load runs or just after. Each announcement names its change and each load says which
+changes it holds (``ConfigHorizon``), so an announced change is loaded again only when no
+snapshot published since holds it: an own write costs one load, not two. An announcement
+that names nothing (the feed reconnected), or a load that cannot say what it holds, is
+settled only by a load started after it, as every announcement was before.
+
 Records (from ``record`` and ``enqueue``, direct calls on the hot path, or from
 ``RecordDecisions`` messages) are group-committed. While one batch is being written, new
 records gather; the next write takes all of them. Writes start at most once per
@@ -47,7 +54,7 @@ from assay.engine._messages import (
     RefreshSnapshot,
     SnapshotPublished,
 )
-from assay.engine._ports import ConfigState, Store
+from assay.engine._ports import ConfigHorizon, ConfigState, Store
 
 log = logging.getLogger("assay.engine.decision")
 
@@ -92,11 +99,23 @@ class DecisionActor(Actor[DecisionMessage]):
         self._version = 0
         self._dirty = trio.Event()
         self._refreshing = trio.Lock()
-        # Read-your-writes: catch_up() takes a number; a refresh whose load started after
-        # that number was taken covers it (or, when it fails, gives up on it).
-        self._requested = 0
-        self._settled = 0
+        # Read-your-writes: catch_up() takes a ticket, kept with the caller's changes
+        # until a load holds them all or a load started after the ticket was taken ends
+        # (a failed one too: it gives up on it).
+        self._tickets = 0
+        self._catch_ups: dict[int, Sequence[int | None]] = {}
         self._settled_changed = trio.Event()
+        # The change feed: what the snapshot in force holds, and the announced changes it
+        # may not hold, each with the number of loads started when it was announced (a
+        # load started later holds it, whatever it can say about itself).
+        self._horizon: ConfigHorizon | None = None
+        self._loads_started = 0
+        self._unheld: list[tuple[int, int | None]] = []
+        self.changes_announced = 0
+        """Changes the store's feed announced (``None`` ones included)."""
+        self.changes_settled = 0
+        """Announced changes that a published snapshot holds (equal to the above when no
+        load is due); those held when announced cost no load at all."""
         self._pending: list[Decision] = []
         self._closed = False
         self._waiters: list[tuple[int, int, trio.MemorySendChannel[Any]]] = []
@@ -110,27 +129,70 @@ class DecisionActor(Actor[DecisionMessage]):
         self.records_dropped = 0
         self.record_batches = 0
 
-    def mark_dirty(self) -> None:
-        """Safe to call from anywhere in the Trio thread; never blocks."""
+    def mark_dirty(self, change: int | None = None) -> None:
+        """The store announced a committed change (``None``: one it cannot name). Safe to
+        call from anywhere in the Trio thread; never blocks. A change the snapshot in force
+        already holds (typically this process's own, loaded for ``catch_up``) is settled
+        here and costs no load."""
+        self.changes_announced += 1
+        if change is not None and self._holds((change,), self._horizon):
+            self.changes_settled += 1
+            return
+        self._unheld.append((self._loads_started, change))
         self._dirty.set()
 
-    async def catch_up(self) -> None:
-        """Return once a snapshot loaded after this call is in force: what this process
-        committed before calling is then visible to decide and ingestion. Concurrent calls
-        share one refresh. If that refresh fails (the store went away right after the
-        commit) this returns anyway and the snapshot follows when the store is back: the
-        write is committed and must not be reported as failed."""
-        if self._closed:
+    async def catch_up(self, changes: Sequence[int | None] = (None,)) -> None:
+        """Return once the snapshot in force holds ``changes``, committed by this process
+        (``StoreTransaction.change``; ``None``, a change the store cannot name, is held by
+        any snapshot loaded after this call): they are then visible to decide and
+        ingestion. Concurrent calls share one load, and so does the change feed's
+        announcement of the same changes: a load it started (the announcement may come
+        back before this is called) ends the wait if it holds them. If the load fails
+        (the store went away right after the commit) this returns anyway and the
+        snapshot follows when the store is back: the write is committed and must not be
+        reported as failed."""
+        if self._closed or self._holds(changes, self._horizon):
             return
-        self._requested += 1
-        ticket = self._requested
+        self._tickets += 1
+        ticket = self._tickets
+        self._catch_ups[ticket] = changes
         self._dirty.set()
-        while self._settled < ticket and not self._closed:
+        while ticket in self._catch_ups and not self._closed:
             await self._settled_changed.wait()
 
-    def _settle(self, ticket: int) -> None:
-        if ticket > self._settled:
-            self._settled = ticket
+    @staticmethod
+    def _holds(changes: Sequence[int | None], horizon: ConfigHorizon | None) -> bool:
+        return horizon is not None and all(c is not None and horizon.holds(c) for c in changes)
+
+    def _load_due(self) -> bool:
+        """Whether an announced change or a ``catch_up`` waits for a load."""
+        return bool(self._unheld or self._catch_ups)
+
+    def _settle_changes(self, load: int, horizon: ConfigHorizon | None) -> None:
+        """Load number ``load``, holding ``horizon``, is in force: forget the announced
+        changes it holds. Any left were announced while it ran and set ``_dirty``, which
+        is cleared only before a load starts, so the next load is due."""
+        self._horizon = horizon
+        unheld = [
+            (announced_at, change)
+            for announced_at, change in self._unheld
+            if announced_at >= load and not (change is not None and self._holds((change,), horizon))
+        ]
+        self.changes_settled += len(self._unheld) - len(unheld)
+        self._unheld = unheld
+
+    def _settle(self, started: int, horizon: ConfigHorizon | None) -> None:
+        """A load has ended (published holding ``horizon``, or failed: None): the
+        catch-ups whose ticket was taken before it started (``started``: the last ticket
+        then) are over, and so are those whose changes it holds."""
+        settled = [
+            ticket
+            for ticket, changes in self._catch_ups.items()
+            if ticket <= started or self._holds(changes, horizon)
+        ]
+        for ticket in settled:
+            del self._catch_ups[ticket]
+        if settled:
             self._settled_changed.set()
             self._settled_changed = trio.Event()
 
@@ -148,6 +210,10 @@ class DecisionActor(Actor[DecisionMessage]):
             while True:
                 await self._dirty.wait()
                 self._dirty = trio.Event()
+                if not failures and not self._load_due():
+                    # Whatever woke us was settled meanwhile, by a load already running
+                    # when it was announced (this process's own write and its catch_up).
+                    continue
                 try:
                     await self._refresh()
                 except Exception:
@@ -362,19 +428,24 @@ class DecisionActor(Actor[DecisionMessage]):
 
     async def _refresh(self) -> SnapshotPublished:
         async with self._refreshing:
-            ticket = self._requested
+            ticket = self._tickets
+            self._loads_started += 1
+            load = self._loads_started
+            horizon = None
             try:
                 state = await self._store.load_config()
                 self._version += 1
                 snapshot = self._compile(state, self._version)
                 self._publish(snapshot)
+                horizon = state.horizon
+                self._settle_changes(load, horizon)
             except Exception:
                 log.warning("loading the configuration failed; changes still wait for it")
                 raise
             finally:
                 # On failure too: a caller of catch_up must not wait on a store that is
                 # away; the next successful refresh (the actor restarts) publishes it.
-                self._settle(ticket)
+                self._settle(ticket, horizon)
         log.debug("published snapshot %d", snapshot.version)
         return SnapshotPublished(
             version=snapshot.version, flags=len(state.flags), experiments=len(state.experiments)

@@ -243,10 +243,11 @@ class _Run:
             rows = dict(await self.conn.fetch(_ROWS, [name for _, name in expiring]))
         for parent, name in expiring:
             # Detached first (the expired ids remembered in the same transaction), then
-            # dropped. Dropping removes the files at commit, which takes time in
-            # proportion to their size (0.1-0.3 s a million decision records on the test
-            # machine), and a partition's lock on its parent table would be held all
-            # along, stalling every writer of that table. Detached, it is a table nobody
+            # dropped. Dropping removes the files at commit, which can take time in
+            # proportion to their size (on a file system mounted with online discard,
+            # 0.05-0.08 s a million decision records on the test machine; see
+            # docs/retention.md), and a partition's lock on its parent table would be held
+            # all along, stalling every writer of that table. Detached, it is a table nobody
             # else uses.
             remember = _REMEMBER_EXPIRED_IDS.format(part=name) if parent == DECISIONS else ""
             started = time.perf_counter()

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import functools
 import gc
 import importlib.metadata
 import json
@@ -40,8 +40,6 @@ import platform
 import random
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -54,6 +52,7 @@ import trio
 from _machine import machine_busy_seconds  # benchmarks/ is this script's directory
 from _peers import Scenario, build_peers
 from _rules_scenario import print_rules_table, rules_scenario
+from _server import ServerProcess, fixed_answer_app, serve_child, serve_raw
 
 from assay.engine._core._compiled import STATUS as DECIDE_PATH
 
@@ -627,73 +626,20 @@ SERVERS = {
 RAW_BODY = b'{"value":"control","variant":"control","reason":"experiment_assigned"}'
 
 
-async def raw_asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The baseline: the least an ASGI app can do for a request, reading its body and
-    answering a small fixed JSON body."""
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    more = True
-    while more:
-        message = await receive()
-        more = message.get("more_body", False)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(RAW_BODY)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": RAW_BODY})
+# The baseline: the least an ASGI app can do for a request, reading its body and answering
+# a small fixed JSON body.
+raw_asgi_app = fixed_answer_app(
+    RAW_BODY,
+    [(b"content-type", b"application/json"), (b"content-length", str(len(RAW_BODY)).encode())],
+)
 
 
 async def serve_main(kind: str, dsn: str | None) -> None:
-    """A server subprocess: print one JSON line (port, secret), serve until stdin closes,
-    then print one JSON line of statistics."""
-    from assay.adapters.http._server import hypercorn_config
-
-    stop = trio.Event()
-
-    async def stop_on_eof() -> None:
-        # Read stdin without a thread (a thread blocked on it can crash interpreter exit).
-        async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
-            while await stdin.receive_some():
-                pass
-        stop.set()
-
-    def announce(**fields: Any) -> None:
-        sys.stdout.write(json.dumps(fields) + "\n")
-        sys.stdout.flush()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(stop_on_eof)
-        if kind == "raw":
-            from hypercorn.trio import serve as hypercorn_serve
-
-            # assay's own hypercorn configuration, so both servers differ only in the app.
-            config = hypercorn_config("127.0.0.1", 0)
-            binds = await nursery.start(
-                lambda task_status: hypercorn_serve(
-                    raw_asgi_app,  # type: ignore[arg-type]
-                    config,
-                    shutdown_trigger=stop.wait,
-                    task_status=task_status,
-                )
-            )
-            announce(port=int(binds[0].rsplit(":", 1)[1]), pid=os.getpid())
-            await stop.wait()
-            announce()
-        else:
-            await serve_assay(kind, dsn, stop, announce)
-        nursery.cancel_scope.cancel()
+    """A server subprocess (``_server.serve_child``): the raw app or an assay server."""
+    if kind == "raw":
+        await serve_child(functools.partial(serve_raw, raw_asgi_app))
+    else:
+        await serve_child(functools.partial(serve_assay, kind, dsn))
 
 
 async def serve_assay(kind: str, dsn: str | None, stop: trio.Event, announce: Any) -> None:
@@ -722,73 +668,10 @@ async def serve_assay(kind: str, dsn: str | None, stop: trio.Event, announce: An
         announce(**engine.decision_stats)
 
 
-class ServerProcess:
-    """A ``--serve KIND`` subprocess and the line-oriented pipe to it."""
-
-    def __init__(self, kind: str, process: trio.Process) -> None:
-        self.kind = kind
-        self.process = process
-        self._buffer = b""
-        self.port = 0
-        self.secret = ""
-        self.stats: dict[str, Any] = {}
-
-    @classmethod
-    async def start(cls, kind: str, dsn: str | None = None) -> ServerProcess:
-        env = {**os.environ, "ASSAY_PURE_PYTHON": "1" if kind.endswith("-pure") else "0"}
-        process = await trio.lowlevel.open_process(
-            [sys.executable, __file__, "--serve", kind, *(["--dsn", dsn] if dsn else [])],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        server = cls(kind, process)
-        try:
-            with trio.fail_after(60):
-                ready = await server._line()
-        except BaseException:
-            process.kill()
-            raise
-        server.port, server.secret = ready["port"], ready.get("secret", "")
-        return server
-
-    async def _line(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        while b"\n" not in self._buffer:
-            chunk = await self.process.stdout.receive_some(4096)
-            if not chunk:
-                raise RuntimeError(f"the {self.kind} server exited before answering")
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        decoded: dict[str, Any] = json.loads(line)
-        return decoded
-
-    async def stop(self) -> None:
-        """Close its stdin (it shuts down gracefully), collect its statistics; kill it
-        only if it does not exit in time."""
-        assert self.process.stdin is not None
-        await self.process.stdin.aclose()
-        with trio.move_on_after(30):
-            # A server that died has no statistics to give; its exit code tells the rest.
-            with contextlib.suppress(RuntimeError, ValueError):
-                self.stats = await self._line()
-            await self.process.wait()
-            return
-        self.process.kill()
-        await self.process.wait()
-
-    def cpu_seconds(self) -> float | None:
-        return process_cpu_seconds(self.process.pid)
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process, from /proc (None where there is no /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    # Fields 14 and 15 (utime, stime) counted from 1, after the ")" closing the name.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+async def start_server(kind: str, dsn: str | None = None) -> ServerProcess:
+    """This script's ``--serve KIND`` subprocess (``--dsn`` for the PostgreSQL one)."""
+    env = {**os.environ, "ASSAY_PURE_PYTHON": "1" if kind.endswith("-pure") else "0"}
+    return await ServerProcess.start(__file__, kind, *(["--dsn", dsn] if dsn else []), env=env)
 
 
 class Connection:
@@ -1032,7 +915,7 @@ async def http_part(users: list[dict[str, str]], params: dict[str, Any]) -> dict
                     pg = await trio.to_thread.run_sync(start_embedded_postgres, Path(data_dir.name))
                     postgres.append(pg)
                     dsn = pg.dsn
-                servers[kind] = await ServerProcess.start(kind, dsn)
+                servers[kind] = await start_server(kind, dsn)
 
             for kind in kinds:
                 nursery.start_soon(start, kind)

@@ -29,7 +29,6 @@ from assay.adapters.growthbook.payload import _SDK_OPERATORS, _rollout_coverage
 from assay.engine import SYSTEM_KEY, Engine, NotFound
 from assay.engine._core import ConditionCompiler, Snapshot, compile_snapshot, decide
 from assay.engine._core._bucketing import gb_hash
-from assay.engine._core._conditions import CompileContext, ValuePredicate
 from assay.engine._model import (
     Experiment,
     ExperimentRule,
@@ -55,17 +54,8 @@ from assay.engine._model import (
 )
 from assay.engine._ports import ConfigState
 from assay.plugins._growthbook_operators import GROWTHBOOK_OPERATORS
+from tests.adapters.growthbook.assay_projects import COMPILER, NOW, PID, PROJECT
 
-NOW = datetime(2025, 1, 1, tzinfo=UTC)
-PID = "p1"
-PROJECT = "proj"
-
-
-def _starts_with(argument: Any, ctx: CompileContext) -> ValuePredicate:
-    return lambda value: isinstance(value, str) and value.startswith(str(argument))
-
-
-COMPILER = ConditionCompiler({**GROWTHBOOK_OPERATORS, "$startsWith": _starts_with})
 VARIANTS = [Variant(key="control", value="a"), Variant(key="treatment", value="b")]
 
 
@@ -581,7 +571,7 @@ async def test_an_engine_project_through_the_service_decides_as_the_sdk(engine: 
     """The whole path: objects saved through the service (an imported GrowthBook payload
     beside assay's own holdout, forced variations, segment, prerequisite and fallback),
     the engine's snapshot, ``sdk_payload``, and ``engine.decide`` against the SDK."""
-    from tests.adapters.growthbook.test_import import PAYLOAD, subject
+    from tests.adapters.growthbook.growthbook_payloads import PAYLOAD, subject
 
     service = engine.service
     await import_growthbook(service, SYSTEM_KEY, "shop", PAYLOAD)

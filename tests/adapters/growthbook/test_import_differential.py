@@ -33,9 +33,7 @@ The default run is seeded and checks at least 10,000 (payload, subject, feature)
 
 from __future__ import annotations
 
-import logging
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -56,7 +54,7 @@ from tests.adapters.growthbook.growthbook_payloads import (
 )
 
 # Both decide paths, compiled and pure Python, must pass (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures("decide_path")
+pytestmark = pytest.mark.usefixtures("decide_path", "quiet_growthbook_sdk")
 
 SUBJECTS_PER_PAYLOAD = 50
 DEFAULT_PAYLOADS = 320
@@ -64,17 +62,6 @@ DEFAULT_PAYLOADS = 320
 the rarest (``sticky_bucket_blocked``) was reached in the whole suite but not in this file
 alone (other modules' imports, schemathesis among them, change hypothesis's generation)."""
 MIN_CASES = 10_000
-
-
-@pytest.fixture(autouse=True)
-def quiet_sdk() -> Iterator[None]:
-    # The SDK logs a warning for every missing parent and cycle it meets; thousands of
-    # them would cost more than the evaluations.
-    sdk = logging.getLogger("growthbook")
-    level = sdk.level
-    sdk.setLevel(logging.CRITICAL)
-    yield
-    sdk.setLevel(level)
 
 
 # --- the comparison -------------------------------------------------------------------
@@ -157,7 +144,6 @@ def _default_run(payload: list[dict[str, Any]], subjects: list[dict[str, Any]]) 
     Counter.cases += compare(payload, subjects)
 
 
-@pytest.mark.usefixtures("quiet_sdk")
 def test_imported_payloads_decide_as_growthbooks_sdk() -> None:
     Counter.cases = 0
     Counter.segments = 0

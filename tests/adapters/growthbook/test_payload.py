@@ -6,7 +6,6 @@ per snapshot version on a real engine. The differential test
 from __future__ import annotations
 
 import itertools
-import logging
 import random
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -55,6 +54,9 @@ from assay.engine._model import (
 from assay.engine._ports import ConfigState
 from assay.plugins._growthbook_operators import GROWTHBOOK_OPERATORS
 from tests.adapters.growthbook.assay_projects import COMPILER, NOW, PID, PROJECT
+
+# GrowthBook's SDK logs a warning for every missing parent and cycle it meets.
+pytestmark = pytest.mark.usefixtures("quiet_growthbook_sdk")
 
 VARIANTS = [Variant(key="control", value="a"), Variant(key="treatment", value="b")]
 
@@ -549,15 +551,6 @@ async def test_the_date_moves_whenever_the_content_does(engine: Engine) -> None:
     fourth = sdk_payload(engine, "shop")
     assert fourth.version > third.version
     assert fourth.date_updated == third.date_updated
-
-
-@pytest.fixture(autouse=True)
-def quiet_sdk() -> Any:
-    sdk = logging.getLogger("growthbook")
-    level = sdk.level
-    sdk.setLevel(logging.CRITICAL)
-    yield
-    sdk.setLevel(level)
 
 
 def test_the_operators_sent_are_growthbooks() -> None:

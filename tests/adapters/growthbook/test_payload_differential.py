@@ -30,9 +30,7 @@ as many projects.
 
 from __future__ import annotations
 
-import logging
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -58,17 +56,11 @@ from tests.adapters.growthbook.assay_projects import (
 )
 from tests.adapters.growthbook.growthbook_payloads import SETTINGS, payloads, snapshot_of
 
+# GrowthBook's SDK logs a warning for every missing parent and cycle it meets.
+pytestmark = pytest.mark.usefixtures("quiet_growthbook_sdk")
+
 DEFAULT_PROJECTS = 300
 DEFAULT_PAYLOADS = 60
-
-
-@pytest.fixture(autouse=True)
-def quiet_sdk() -> Iterator[None]:
-    sdk = logging.getLogger("growthbook")
-    level = sdk.level
-    sdk.setLevel(logging.CRITICAL)
-    yield
-    sdk.setLevel(level)
 
 
 # --- the comparison -------------------------------------------------------------------

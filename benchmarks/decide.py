@@ -33,12 +33,9 @@ import argparse
 import asyncio
 import functools
 import gc
-import importlib.metadata
 import json
 import os
-import platform
 import random
-import resource
 import statistics
 import tempfile
 import time
@@ -49,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from _machine import machine_busy_seconds  # benchmarks/ is this script's directory
+from _load import Connection, LoadResult, run_load
+from _machine import machine_busy_seconds, machine_info  # benchmarks/ is this script's directory
 from _peers import Scenario, build_peers
 from _rules_scenario import print_rules_table, rules_scenario
 from _server import ServerProcess, fixed_answer_app, serve_child, serve_raw
@@ -674,58 +672,6 @@ async def start_server(kind: str, dsn: str | None = None) -> ServerProcess:
     return await ServerProcess.start(__file__, kind, *(["--dsn", dsn] if dsn else []), env=env)
 
 
-class Connection:
-    """A minimal HTTP/1.1 keep-alive client connection: sends pre-encoded requests and
-    reads responses framed by Content-Length. Deliberately lean, so one client process
-    can saturate a server without being the bottleneck itself."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.stream: trio.SocketStream | None = None
-        self.buffer = bytearray()
-        self.reconnects = 0
-
-    async def request(self, raw: bytes) -> tuple[int, bytes]:
-        if self.stream is None:
-            self.stream = await trio.open_tcp_stream("127.0.0.1", self.port)
-            self.buffer.clear()
-        stream = self.stream
-        await stream.send_all(raw)
-        buffer = self.buffer
-        while (end := buffer.find(b"\r\n\r\n")) < 0:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                raise ConnectionError("server closed the connection mid-response")
-            buffer += chunk
-        head = bytes(buffer[:end]).lower()
-        status = int(head[9:12])
-        start = head.find(b"content-length:")
-        if start < 0:
-            raise ConnectionError("response without Content-Length")
-        stop = head.find(b"\r\n", start)
-        length = int(head[start + 15 : stop if stop >= 0 else len(head)])
-        total = end + 4 + length
-        while len(buffer) < total:
-            chunk = await stream.receive_some(max(65536, total - len(buffer)))
-            if not chunk:
-                raise ConnectionError("server closed the connection mid-body")
-            buffer += chunk
-        body = bytes(buffer[end + 4 : total])
-        del buffer[:total]
-        if b"connection: close" in head:
-            # hypercorn closes a keep-alive connection after keep_alive_max_requests
-            # (1,000 by default); open a new one for the next request.
-            await stream.aclose()
-            self.stream = None
-            self.reconnects += 1
-        return status, body
-
-    async def aclose(self) -> None:
-        if self.stream is not None:
-            await self.stream.aclose()
-            self.stream = None
-
-
 def http_request(path: str, port: int, secret: str, body: bytes) -> bytes:
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -742,124 +688,6 @@ def decide_body(user: dict[str, str]) -> bytes:
 def batch_body(users: Sequence[dict[str, str]]) -> bytes:
     requests = [{"flag": FLAG, "subject": u["id"], "attributes": u} for u in users]
     return json.dumps({"requests": requests}).encode()
-
-
-@dataclass
-class LoadResult:
-    requests: int
-    seconds: float
-    latencies_ms: list[float]
-    client_cpu: float
-    server_cpu: float | None
-    machine_busy: float | None
-    reconnects: int
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds
-
-    def describe(self, per_request: int = 1) -> dict[str, Any]:
-        lat = sorted(self.latencies_ms)
-        return {
-            "requests_per_s": self.rps,
-            "decisions_per_s": self.rps * per_request,
-            "requests": self.requests,
-            "seconds": self.seconds,
-            "latency_ms_p50": lat[len(lat) // 2] if lat else None,
-            "latency_ms_p99": lat[int(len(lat) * 0.99)] if lat else None,
-            # Fractions of one core over the measured window: a server near 1.0 is
-            # CPU-bound (one process, one core); a client near 1.0 would be the bottleneck.
-            "server_cpu_cores": self.server_cpu,
-            # The server's CPU time per request: unlike requests/s, this barely moves when
-            # other work on the machine steals the server's core.
-            "server_cpu_us_per_request": (
-                self.server_cpu / self.rps * 1e6 if self.server_cpu and self.rps else None
-            ),
-            # What one core given wholly to the server would sustain at that cost.
-            "capacity_decisions_per_s": (
-                self.rps / self.server_cpu * per_request if self.server_cpu else None
-            ),
-            "client_cpu_cores": self.client_cpu,
-            "machine_busy_cores": self.machine_busy,
-            "reconnects": self.reconnects,
-        }
-
-
-async def run_load(
-    server: ServerProcess,
-    requests: Sequence[bytes],
-    *,
-    connections: int,
-    warmup: float,
-    duration: float,
-) -> LoadResult:
-    """``connections`` keep-alive connections each send requests back to back (cycling
-    through ``requests`` from its own offset) for ``warmup`` + ``duration`` seconds;
-    only responses completed inside the measured window count."""
-    completed = 0
-    measuring = False
-    stopping = False
-    latencies: list[float] = []
-    conns = [Connection(server.port) for _ in range(connections)]
-
-    async def worker(index: int, conn: Connection) -> None:
-        nonlocal completed
-        i = index * len(requests) // connections
-        clock = time.perf_counter
-        # Requests are never cancelled mid-flight: at the end every connection finishes the
-        # request it has sent, so the server sees clean keep-alive traffic only.
-        while not stopping:
-            started = clock()
-            status, body = await conn.request(requests[i % len(requests)])
-            if status != 200:
-                raise RuntimeError(f"{server.kind}: HTTP {status}: {body[:300]!r}")
-            if measuring:
-                completed += 1
-                latencies.append((clock() - started) * 1e3)
-            i += 1
-
-    with trio.fail_after(warmup + duration + 60):
-        async with trio.open_nursery() as nursery:
-            for index, conn in enumerate(conns):
-                nursery.start_soon(worker, index, conn)
-            await trio.sleep(warmup)
-            measuring = True
-            started = time.perf_counter()
-            usage_before = resource.getrusage(resource.RUSAGE_SELF)
-            server_before = server.cpu_seconds()
-            machine_before = machine_busy_seconds()
-            await trio.sleep(duration)
-            done = completed
-            elapsed = time.perf_counter() - started
-            usage_after = resource.getrusage(resource.RUSAGE_SELF)
-            server_after = server.cpu_seconds()
-            machine_after = machine_busy_seconds()
-            stopping = True
-    for conn in conns:
-        await conn.aclose()
-
-    client_cpu = (
-        usage_after.ru_utime + usage_after.ru_stime - usage_before.ru_utime - usage_before.ru_stime
-    ) / elapsed
-    server_cpu = (
-        (server_after - server_before) / elapsed
-        if server_after is not None and server_before is not None
-        else None
-    )
-    machine = None
-    if machine_before and machine_after:
-        busy = machine_after[0] - machine_before[0]
-        total = machine_after[1] - machine_before[1]
-        machine = busy / total * (os.cpu_count() or 1) if total else None
-    return LoadResult(
-        requests=done,
-        seconds=elapsed,
-        latencies_ms=latencies[:done],
-        client_cpu=client_cpu,
-        server_cpu=server_cpu,
-        machine_busy=machine,
-        reconnects=sum(c.reconnects for c in conns),
-    )
 
 
 async def verify_server(server: ServerProcess, users: Sequence[dict[str, str]]) -> None:
@@ -1000,45 +828,6 @@ async def http_part(users: list[dict[str, str]], params: dict[str, Any]) -> dict
 # --------------------------------------------------------------------------------------
 # Reporting and the command line.
 # --------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    def version(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    cpu_model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "packages": {
-            name: version(name)
-            for name in (
-                "assay",
-                "growthbook",
-                "yggdrasil-engine",
-                "eppo-server-sdk",
-                "statsig-python-core",
-                "launchdarkly-server-sdk",
-                "flagsmith",
-                "hypercorn",
-                "quart",
-                "trio",
-            )
-        },
-    }
 
 
 def print_table(result: dict[str, Any]) -> None:

@@ -6,7 +6,8 @@ baselines measured in the same run.
 One project of 20 flags (force, rollout and experiment rules, a running experiment on every
 fourth flag) and one SDK connection, served by ``assay`` (memory store, decision cache off,
 so every evaluation is a real one; default ``async`` decision records) in a subprocess,
-driven by the lean keep-alive client of ``decide.py`` in this process:
+driven by the lean keep-alive client the decide benchmark uses too (``_load.py``), in this
+process:
 
 1. ``GET /api/features/{clientKey}`` requests/s against a **raw ASGI app serving the same
    bytes** (the payload assay serves, with the same headers) on the same hypercorn
@@ -46,10 +47,11 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from _load import Connection, LoadResult, run_load
+from _machine import machine_info  # benchmarks/ is this script's directory
 from _sdk_streaming import _table as streaming_table
 from _sdk_streaming import run_streaming
 from _server import ServerProcess, fixed_answer_app, serve_child, serve_raw
-from decide import Connection, LoadResult, machine_info, run_load  # benchmarks/ is on the path
 
 PROJECT = "shop"
 FLAGS = 20
@@ -350,19 +352,14 @@ async def run_load_304(
     server: ServerProcess, requests: list[bytes], params: dict[str, Any]
 ) -> LoadResult:
     """``run_load`` for 304 answers, which carry no body and no Content-Length."""
-    import decide
-
-    decide.Connection = NotModifiedConnection  # type: ignore[misc]
-    try:
-        return await run_load(
-            server,
-            requests,
-            connections=params["connections"],
-            warmup=params["warmup_s"],
-            duration=params["duration_s"],
-        )
-    finally:
-        decide.Connection = Connection  # type: ignore[misc]
+    return await run_load(
+        server,
+        requests,
+        connections=params["connections"],
+        warmup=params["warmup_s"],
+        duration=params["duration_s"],
+        connection=NotModifiedConnection,
+    )
 
 
 class NotModifiedConnection(Connection):

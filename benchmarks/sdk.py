@@ -124,22 +124,29 @@ async def serve_saved_payload(payload_file: str, stop: trio.Event, announce: Any
     await serve_raw(fixed_answer_app(saved["body"].encode(), headers), stop, announce)
 
 
-async def serve_assay(stop: trio.Event, announce: Any) -> None:
+async def populate(engine: Any) -> Any:
+    """The project (``definitions()``) and its SDK connection, which is returned."""
     import msgspec
 
+    from assay.engine import SYSTEM_KEY, ProjectSpec, SdkConnectionSpec, load_definitions
+    from assay.engine._definitions import Definitions
+
+    service = engine.service
+    await service.create_project(SYSTEM_KEY, ProjectSpec(key=PROJECT))
+    defs = msgspec.convert(definitions(), Definitions)
+    await load_definitions(service, SYSTEM_KEY, PROJECT, defs)
+    return await service.create_connection(SYSTEM_KEY, PROJECT, SdkConnectionSpec())
+
+
+async def serve_assay(stop: trio.Event, announce: Any) -> None:
     import assay
     from assay.adapters.http import serve
-    from assay.engine import SYSTEM_KEY, ProjectSpec, Role, SdkConnectionSpec, load_definitions
-    from assay.engine._definitions import Definitions
+    from assay.engine import SYSTEM_KEY, Role
 
     config = assay.EngineConfig(store="memory", decision_cache_size=0)
     async with assay.open_engine(config, load_entry_points=False) as engine:
-        service = engine.service
-        await service.create_project(SYSTEM_KEY, ProjectSpec(key=PROJECT))
-        defs = msgspec.convert(definitions(), Definitions)
-        await load_definitions(service, SYSTEM_KEY, PROJECT, defs)
-        connection = await service.create_connection(SYSTEM_KEY, PROJECT, SdkConnectionSpec())
-        _, secret = await service.create_key(SYSTEM_KEY, role=Role.SDK, project=PROJECT)
+        connection = await populate(engine)
+        _, secret = await engine.service.create_key(SYSTEM_KEY, role=Role.SDK, project=PROJECT)
         async with trio.open_nursery() as nursery:
             port = await nursery.start(
                 lambda task_status: serve(engine, host="127.0.0.1", port=0, task_status=task_status)
@@ -394,18 +401,12 @@ async def in_process(params: dict[str, Any]) -> dict[str, Any]:
     import assay
     from assay.adapters.growthbook.protocol import EvalRequest, SdkProtocol
     from assay.adapters.growthbook.routes import SdkFrontend
-    from assay.engine import SYSTEM_KEY, ProjectSpec, SdkConnectionSpec, load_definitions
-    from assay.engine._definitions import Definitions
 
     config = assay.EngineConfig(store="memory", decision_cache_size=0)
     users = make_users(2_000, params["seed"])
     samples: dict[str, list[float]] = {}
     async with assay.open_engine(config, load_entry_points=False) as engine:
-        service = engine.service
-        await service.create_project(SYSTEM_KEY, ProjectSpec(key=PROJECT))
-        defs = msgspec.convert(definitions(), Definitions)
-        await load_definitions(service, SYSTEM_KEY, PROJECT, defs)
-        connection = await service.create_connection(SYSTEM_KEY, PROJECT, SdkConnectionSpec())
+        connection = await populate(engine)
         front = SdkFrontend(engine, None)
         protocol = SdkProtocol(engine)
         project_id = engine.snapshot.project_ids[PROJECT]

@@ -31,17 +31,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import functools
 import gc
-import importlib.metadata
 import json
 import os
-import platform
 import random
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -51,9 +46,11 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from _machine import machine_busy_seconds  # benchmarks/ is this script's directory
+from _load import Connection, LoadResult, run_load
+from _machine import machine_busy_seconds, machine_info  # benchmarks/ is this script's directory
 from _peers import Scenario, build_peers
 from _rules_scenario import print_rules_table, rules_scenario
+from _server import ServerProcess, fixed_answer_app, serve_child, serve_raw
 
 from assay.engine._core._compiled import STATUS as DECIDE_PATH
 
@@ -627,73 +624,20 @@ SERVERS = {
 RAW_BODY = b'{"value":"control","variant":"control","reason":"experiment_assigned"}'
 
 
-async def raw_asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The baseline: the least an ASGI app can do for a request, reading its body and
-    answering a small fixed JSON body."""
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    more = True
-    while more:
-        message = await receive()
-        more = message.get("more_body", False)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(RAW_BODY)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": RAW_BODY})
+# The baseline: the least an ASGI app can do for a request, reading its body and answering
+# a small fixed JSON body.
+raw_asgi_app = fixed_answer_app(
+    RAW_BODY,
+    [(b"content-type", b"application/json"), (b"content-length", str(len(RAW_BODY)).encode())],
+)
 
 
 async def serve_main(kind: str, dsn: str | None) -> None:
-    """A server subprocess: print one JSON line (port, secret), serve until stdin closes,
-    then print one JSON line of statistics."""
-    from assay.adapters.http._server import hypercorn_config
-
-    stop = trio.Event()
-
-    async def stop_on_eof() -> None:
-        # Read stdin without a thread (a thread blocked on it can crash interpreter exit).
-        async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
-            while await stdin.receive_some():
-                pass
-        stop.set()
-
-    def announce(**fields: Any) -> None:
-        sys.stdout.write(json.dumps(fields) + "\n")
-        sys.stdout.flush()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(stop_on_eof)
-        if kind == "raw":
-            from hypercorn.trio import serve as hypercorn_serve
-
-            # assay's own hypercorn configuration, so both servers differ only in the app.
-            config = hypercorn_config("127.0.0.1", 0)
-            binds = await nursery.start(
-                lambda task_status: hypercorn_serve(
-                    raw_asgi_app,  # type: ignore[arg-type]
-                    config,
-                    shutdown_trigger=stop.wait,
-                    task_status=task_status,
-                )
-            )
-            announce(port=int(binds[0].rsplit(":", 1)[1]), pid=os.getpid())
-            await stop.wait()
-            announce()
-        else:
-            await serve_assay(kind, dsn, stop, announce)
-        nursery.cancel_scope.cancel()
+    """A server subprocess (``_server.serve_child``): the raw app or an assay server."""
+    if kind == "raw":
+        await serve_child(functools.partial(serve_raw, raw_asgi_app))
+    else:
+        await serve_child(functools.partial(serve_assay, kind, dsn))
 
 
 async def serve_assay(kind: str, dsn: str | None, stop: trio.Event, announce: Any) -> None:
@@ -722,125 +666,10 @@ async def serve_assay(kind: str, dsn: str | None, stop: trio.Event, announce: An
         announce(**engine.decision_stats)
 
 
-class ServerProcess:
-    """A ``--serve KIND`` subprocess and the line-oriented pipe to it."""
-
-    def __init__(self, kind: str, process: trio.Process) -> None:
-        self.kind = kind
-        self.process = process
-        self._buffer = b""
-        self.port = 0
-        self.secret = ""
-        self.stats: dict[str, Any] = {}
-
-    @classmethod
-    async def start(cls, kind: str, dsn: str | None = None) -> ServerProcess:
-        env = {**os.environ, "ASSAY_PURE_PYTHON": "1" if kind.endswith("-pure") else "0"}
-        process = await trio.lowlevel.open_process(
-            [sys.executable, __file__, "--serve", kind, *(["--dsn", dsn] if dsn else [])],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        server = cls(kind, process)
-        try:
-            with trio.fail_after(60):
-                ready = await server._line()
-        except BaseException:
-            process.kill()
-            raise
-        server.port, server.secret = ready["port"], ready.get("secret", "")
-        return server
-
-    async def _line(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        while b"\n" not in self._buffer:
-            chunk = await self.process.stdout.receive_some(4096)
-            if not chunk:
-                raise RuntimeError(f"the {self.kind} server exited before answering")
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        decoded: dict[str, Any] = json.loads(line)
-        return decoded
-
-    async def stop(self) -> None:
-        """Close its stdin (it shuts down gracefully), collect its statistics; kill it
-        only if it does not exit in time."""
-        assert self.process.stdin is not None
-        await self.process.stdin.aclose()
-        with trio.move_on_after(30):
-            # A server that died has no statistics to give; its exit code tells the rest.
-            with contextlib.suppress(RuntimeError, ValueError):
-                self.stats = await self._line()
-            await self.process.wait()
-            return
-        self.process.kill()
-        await self.process.wait()
-
-    def cpu_seconds(self) -> float | None:
-        return process_cpu_seconds(self.process.pid)
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process, from /proc (None where there is no /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    # Fields 14 and 15 (utime, stime) counted from 1, after the ")" closing the name.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Connection:
-    """A minimal HTTP/1.1 keep-alive client connection: sends pre-encoded requests and
-    reads responses framed by Content-Length. Deliberately lean, so one client process
-    can saturate a server without being the bottleneck itself."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.stream: trio.SocketStream | None = None
-        self.buffer = bytearray()
-        self.reconnects = 0
-
-    async def request(self, raw: bytes) -> tuple[int, bytes]:
-        if self.stream is None:
-            self.stream = await trio.open_tcp_stream("127.0.0.1", self.port)
-            self.buffer.clear()
-        stream = self.stream
-        await stream.send_all(raw)
-        buffer = self.buffer
-        while (end := buffer.find(b"\r\n\r\n")) < 0:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                raise ConnectionError("server closed the connection mid-response")
-            buffer += chunk
-        head = bytes(buffer[:end]).lower()
-        status = int(head[9:12])
-        start = head.find(b"content-length:")
-        if start < 0:
-            raise ConnectionError("response without Content-Length")
-        stop = head.find(b"\r\n", start)
-        length = int(head[start + 15 : stop if stop >= 0 else len(head)])
-        total = end + 4 + length
-        while len(buffer) < total:
-            chunk = await stream.receive_some(max(65536, total - len(buffer)))
-            if not chunk:
-                raise ConnectionError("server closed the connection mid-body")
-            buffer += chunk
-        body = bytes(buffer[end + 4 : total])
-        del buffer[:total]
-        if b"connection: close" in head:
-            # hypercorn closes a keep-alive connection after keep_alive_max_requests
-            # (1,000 by default); open a new one for the next request.
-            await stream.aclose()
-            self.stream = None
-            self.reconnects += 1
-        return status, body
-
-    async def aclose(self) -> None:
-        if self.stream is not None:
-            await self.stream.aclose()
-            self.stream = None
+async def start_server(kind: str, dsn: str | None = None) -> ServerProcess:
+    """This script's ``--serve KIND`` subprocess (``--dsn`` for the PostgreSQL one)."""
+    env = {**os.environ, "ASSAY_PURE_PYTHON": "1" if kind.endswith("-pure") else "0"}
+    return await ServerProcess.start(__file__, kind, *(["--dsn", dsn] if dsn else []), env=env)
 
 
 def http_request(path: str, port: int, secret: str, body: bytes) -> bytes:
@@ -859,124 +688,6 @@ def decide_body(user: dict[str, str]) -> bytes:
 def batch_body(users: Sequence[dict[str, str]]) -> bytes:
     requests = [{"flag": FLAG, "subject": u["id"], "attributes": u} for u in users]
     return json.dumps({"requests": requests}).encode()
-
-
-@dataclass
-class LoadResult:
-    requests: int
-    seconds: float
-    latencies_ms: list[float]
-    client_cpu: float
-    server_cpu: float | None
-    machine_busy: float | None
-    reconnects: int
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds
-
-    def describe(self, per_request: int = 1) -> dict[str, Any]:
-        lat = sorted(self.latencies_ms)
-        return {
-            "requests_per_s": self.rps,
-            "decisions_per_s": self.rps * per_request,
-            "requests": self.requests,
-            "seconds": self.seconds,
-            "latency_ms_p50": lat[len(lat) // 2] if lat else None,
-            "latency_ms_p99": lat[int(len(lat) * 0.99)] if lat else None,
-            # Fractions of one core over the measured window: a server near 1.0 is
-            # CPU-bound (one process, one core); a client near 1.0 would be the bottleneck.
-            "server_cpu_cores": self.server_cpu,
-            # The server's CPU time per request: unlike requests/s, this barely moves when
-            # other work on the machine steals the server's core.
-            "server_cpu_us_per_request": (
-                self.server_cpu / self.rps * 1e6 if self.server_cpu and self.rps else None
-            ),
-            # What one core given wholly to the server would sustain at that cost.
-            "capacity_decisions_per_s": (
-                self.rps / self.server_cpu * per_request if self.server_cpu else None
-            ),
-            "client_cpu_cores": self.client_cpu,
-            "machine_busy_cores": self.machine_busy,
-            "reconnects": self.reconnects,
-        }
-
-
-async def run_load(
-    server: ServerProcess,
-    requests: Sequence[bytes],
-    *,
-    connections: int,
-    warmup: float,
-    duration: float,
-) -> LoadResult:
-    """``connections`` keep-alive connections each send requests back to back (cycling
-    through ``requests`` from its own offset) for ``warmup`` + ``duration`` seconds;
-    only responses completed inside the measured window count."""
-    completed = 0
-    measuring = False
-    stopping = False
-    latencies: list[float] = []
-    conns = [Connection(server.port) for _ in range(connections)]
-
-    async def worker(index: int, conn: Connection) -> None:
-        nonlocal completed
-        i = index * len(requests) // connections
-        clock = time.perf_counter
-        # Requests are never cancelled mid-flight: at the end every connection finishes the
-        # request it has sent, so the server sees clean keep-alive traffic only.
-        while not stopping:
-            started = clock()
-            status, body = await conn.request(requests[i % len(requests)])
-            if status != 200:
-                raise RuntimeError(f"{server.kind}: HTTP {status}: {body[:300]!r}")
-            if measuring:
-                completed += 1
-                latencies.append((clock() - started) * 1e3)
-            i += 1
-
-    with trio.fail_after(warmup + duration + 60):
-        async with trio.open_nursery() as nursery:
-            for index, conn in enumerate(conns):
-                nursery.start_soon(worker, index, conn)
-            await trio.sleep(warmup)
-            measuring = True
-            started = time.perf_counter()
-            usage_before = resource.getrusage(resource.RUSAGE_SELF)
-            server_before = server.cpu_seconds()
-            machine_before = machine_busy_seconds()
-            await trio.sleep(duration)
-            done = completed
-            elapsed = time.perf_counter() - started
-            usage_after = resource.getrusage(resource.RUSAGE_SELF)
-            server_after = server.cpu_seconds()
-            machine_after = machine_busy_seconds()
-            stopping = True
-    for conn in conns:
-        await conn.aclose()
-
-    client_cpu = (
-        usage_after.ru_utime + usage_after.ru_stime - usage_before.ru_utime - usage_before.ru_stime
-    ) / elapsed
-    server_cpu = (
-        (server_after - server_before) / elapsed
-        if server_after is not None and server_before is not None
-        else None
-    )
-    machine = None
-    if machine_before and machine_after:
-        busy = machine_after[0] - machine_before[0]
-        total = machine_after[1] - machine_before[1]
-        machine = busy / total * (os.cpu_count() or 1) if total else None
-    return LoadResult(
-        requests=done,
-        seconds=elapsed,
-        latencies_ms=latencies[:done],
-        client_cpu=client_cpu,
-        server_cpu=server_cpu,
-        machine_busy=machine,
-        reconnects=sum(c.reconnects for c in conns),
-    )
 
 
 async def verify_server(server: ServerProcess, users: Sequence[dict[str, str]]) -> None:
@@ -1032,7 +743,7 @@ async def http_part(users: list[dict[str, str]], params: dict[str, Any]) -> dict
                     pg = await trio.to_thread.run_sync(start_embedded_postgres, Path(data_dir.name))
                     postgres.append(pg)
                     dsn = pg.dsn
-                servers[kind] = await ServerProcess.start(kind, dsn)
+                servers[kind] = await start_server(kind, dsn)
 
             for kind in kinds:
                 nursery.start_soon(start, kind)
@@ -1117,45 +828,6 @@ async def http_part(users: list[dict[str, str]], params: dict[str, Any]) -> dict
 # --------------------------------------------------------------------------------------
 # Reporting and the command line.
 # --------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    def version(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    cpu_model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "packages": {
-            name: version(name)
-            for name in (
-                "assay",
-                "growthbook",
-                "yggdrasil-engine",
-                "eppo-server-sdk",
-                "statsig-python-core",
-                "launchdarkly-server-sdk",
-                "flagsmith",
-                "hypercorn",
-                "quart",
-                "trio",
-            )
-        },
-    }
 
 
 def print_table(result: dict[str, Any]) -> None:

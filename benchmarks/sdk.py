@@ -6,7 +6,8 @@ baselines measured in the same run.
 One project of 20 flags (force, rollout and experiment rules, a running experiment on every
 fourth flag) and one SDK connection, served by ``assay`` (memory store, decision cache off,
 so every evaluation is a real one; default ``async`` decision records) in a subprocess,
-driven by the lean keep-alive client of ``decide.py`` in this process:
+driven by the lean keep-alive client the decide benchmark uses too (``_load.py``), in this
+process:
 
 1. ``GET /api/features/{clientKey}`` requests/s against a **raw ASGI app serving the same
    bytes** (the payload assay serves, with the same headers) on the same hypercorn
@@ -35,22 +36,22 @@ equals ``/decide`` for the flag both answer. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import trio
+from _load import Connection, LoadResult, run_load
+from _machine import machine_info  # benchmarks/ is this script's directory
 from _sdk_streaming import _table as streaming_table
 from _sdk_streaming import run_streaming
-from decide import Connection, LoadResult, machine_info, run_load  # benchmarks/ is on the path
-from decide import ServerProcess as _DecideServer
+from _server import ServerProcess, fixed_answer_app, serve_child, serve_raw
 
 PROJECT = "shop"
 FLAGS = 20
@@ -105,83 +106,47 @@ def make_users(count: int, seed: int) -> list[dict[str, Any]]:
 # --- servers (subprocesses: ``--serve KIND``) ---------------------------------------------
 
 
-def raw_app_for(document: bytes, headers: list[tuple[bytes, bytes]]) -> Any:
-    """The baseline: an ASGI app answering every request with ``document`` and
-    ``headers``, the bytes assay serves for the payload."""
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        more = True
-        while more:
-            message = await receive()
-            more = message.get("more_body", False)
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": document})
-
-    return app
-
-
 async def serve_main(kind: str, payload_file: str | None) -> None:
-    from assay.adapters.http._server import hypercorn_config
+    """A server subprocess (``_server.serve_child``): assay, or the raw app serving the
+    payload saved in ``payload_file``."""
+    if kind == "raw":
+        assert payload_file is not None
+        await serve_child(functools.partial(serve_saved_payload, payload_file))
+    else:
+        await serve_child(serve_assay)
 
-    stop = trio.Event()
 
-    async def stop_on_eof() -> None:
-        async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
-            while await stdin.receive_some():
-                pass
-        stop.set()
+async def serve_saved_payload(payload_file: str, stop: trio.Event, announce: Any) -> None:
+    """The baseline: the bytes assay serves for the payload (body and headers, saved by
+    the parent), answered to every request by a raw ASGI app."""
+    saved = json.loads(await trio.Path(payload_file).read_text())
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in saved["headers"]]
+    await serve_raw(fixed_answer_app(saved["body"].encode(), headers), stop, announce)
 
-    def announce(**fields: Any) -> None:
-        sys.stdout.write(json.dumps(fields) + "\n")
-        sys.stdout.flush()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(stop_on_eof)
-        if kind == "raw":
-            from hypercorn.trio import serve as hypercorn_serve
+async def populate(engine: Any) -> Any:
+    """The project (``definitions()``) and its SDK connection, which is returned."""
+    import msgspec
 
-            assert payload_file is not None
-            saved = json.loads(await trio.Path(payload_file).read_text())
-            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in saved["headers"]]
-            app = raw_app_for(saved["body"].encode(), headers)
-            config = hypercorn_config("127.0.0.1", 0)
-            binds = await nursery.start(
-                lambda task_status: hypercorn_serve(
-                    app, config, shutdown_trigger=stop.wait, task_status=task_status
-                )
-            )
-            announce(port=int(binds[0].rsplit(":", 1)[1]), pid=os.getpid())
-            await stop.wait()
-            announce()
-        else:
-            await serve_assay(stop, announce)
-        nursery.cancel_scope.cancel()
+    from assay.engine import SYSTEM_KEY, ProjectSpec, SdkConnectionSpec, load_definitions
+    from assay.engine._definitions import Definitions
+
+    service = engine.service
+    await service.create_project(SYSTEM_KEY, ProjectSpec(key=PROJECT))
+    defs = msgspec.convert(definitions(), Definitions)
+    await load_definitions(service, SYSTEM_KEY, PROJECT, defs)
+    return await service.create_connection(SYSTEM_KEY, PROJECT, SdkConnectionSpec())
 
 
 async def serve_assay(stop: trio.Event, announce: Any) -> None:
-    import msgspec
-
     import assay
     from assay.adapters.http import serve
-    from assay.engine import SYSTEM_KEY, ProjectSpec, Role, SdkConnectionSpec, load_definitions
-    from assay.engine._definitions import Definitions
+    from assay.engine import SYSTEM_KEY, Role
 
     config = assay.EngineConfig(store="memory", decision_cache_size=0)
     async with assay.open_engine(config, load_entry_points=False) as engine:
-        service = engine.service
-        await service.create_project(SYSTEM_KEY, ProjectSpec(key=PROJECT))
-        defs = msgspec.convert(definitions(), Definitions)
-        await load_definitions(service, SYSTEM_KEY, PROJECT, defs)
-        connection = await service.create_connection(SYSTEM_KEY, PROJECT, SdkConnectionSpec())
-        _, secret = await service.create_key(SYSTEM_KEY, role=Role.SDK, project=PROJECT)
+        connection = await populate(engine)
+        _, secret = await engine.service.create_key(SYSTEM_KEY, role=Role.SDK, project=PROJECT)
         async with trio.open_nursery() as nursery:
             port = await nursery.start(
                 lambda task_status: serve(engine, host="127.0.0.1", port=0, task_status=task_status)
@@ -192,27 +157,10 @@ async def serve_assay(stop: trio.Event, announce: Any) -> None:
         announce(**engine.decision_stats)
 
 
-class ServerProcess(_DecideServer):
-    client_key = ""
-
-    @classmethod
-    async def launch(cls, kind: str, payload_file: str | None = None) -> ServerProcess:
-        extra = ["--payload-file", payload_file] if payload_file else []
-        process = await trio.lowlevel.open_process(
-            [sys.executable, __file__, "--serve", kind, *extra],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        server = cls(kind, process)
-        try:
-            with trio.fail_after(60):
-                ready = await server._line()
-        except BaseException:
-            process.kill()
-            raise
-        server.port, server.secret = ready["port"], ready.get("secret", "")
-        server.client_key = ready.get("client_key", "")
-        return server
+async def start_server(kind: str, payload_file: str | None = None) -> ServerProcess:
+    """This script's ``--serve KIND`` subprocess (the raw one serves ``payload_file``)."""
+    extra = ["--payload-file", payload_file] if payload_file else []
+    return await ServerProcess.start(__file__, kind, *extra)
 
 
 # --- requests ----------------------------------------------------------------------------
@@ -288,7 +236,7 @@ async def run(params: dict[str, Any]) -> dict[str, Any]:
     results: dict[str, list[LoadResult]] = {}
     tmp = tempfile.TemporaryDirectory(prefix="assay-bench-sdk-")
     try:
-        servers["assay"] = assay_server = await ServerProcess.launch("assay")
+        servers["assay"] = assay_server = await start_server("assay")
         features_path = f"/api/features/{assay_server.client_key}"
         status, headers, document = await fetch(
             assay_server.port, get(features_path, assay_server.port)
@@ -298,7 +246,7 @@ async def run(params: dict[str, Any]) -> dict[str, Any]:
         payload_file = Path(tmp.name) / "payload.json"
         kept = [(k, v) for k, v in headers.items() if k not in ("date", "server")]
         payload_file.write_text(json.dumps({"body": document.decode(), "headers": kept}))
-        servers["raw"] = raw = await ServerProcess.launch("raw", str(payload_file))
+        servers["raw"] = raw = await start_server("raw", str(payload_file))
         status, _, raw_document = await fetch(raw.port, get(features_path, raw.port))
         if raw_document != document:
             raise SystemExit("the raw app does not serve assay's bytes")
@@ -411,19 +359,14 @@ async def run_load_304(
     server: ServerProcess, requests: list[bytes], params: dict[str, Any]
 ) -> LoadResult:
     """``run_load`` for 304 answers, which carry no body and no Content-Length."""
-    import decide
-
-    decide.Connection = NotModifiedConnection  # type: ignore[misc]
-    try:
-        return await run_load(
-            server,
-            requests,
-            connections=params["connections"],
-            warmup=params["warmup_s"],
-            duration=params["duration_s"],
-        )
-    finally:
-        decide.Connection = Connection  # type: ignore[misc]
+    return await run_load(
+        server,
+        requests,
+        connections=params["connections"],
+        warmup=params["warmup_s"],
+        duration=params["duration_s"],
+        connection=NotModifiedConnection,
+    )
 
 
 class NotModifiedConnection(Connection):
@@ -458,18 +401,12 @@ async def in_process(params: dict[str, Any]) -> dict[str, Any]:
     import assay
     from assay.adapters.growthbook.protocol import EvalRequest, SdkProtocol
     from assay.adapters.growthbook.routes import SdkFrontend
-    from assay.engine import SYSTEM_KEY, ProjectSpec, SdkConnectionSpec, load_definitions
-    from assay.engine._definitions import Definitions
 
     config = assay.EngineConfig(store="memory", decision_cache_size=0)
     users = make_users(2_000, params["seed"])
     samples: dict[str, list[float]] = {}
     async with assay.open_engine(config, load_entry_points=False) as engine:
-        service = engine.service
-        await service.create_project(SYSTEM_KEY, ProjectSpec(key=PROJECT))
-        defs = msgspec.convert(definitions(), Definitions)
-        await load_definitions(service, SYSTEM_KEY, PROJECT, defs)
-        connection = await service.create_connection(SYSTEM_KEY, PROJECT, SdkConnectionSpec())
+        connection = await populate(engine)
         front = SdkFrontend(engine, None)
         protocol = SdkProtocol(engine)
         project_id = engine.snapshot.project_ids[PROJECT]
@@ -488,7 +425,7 @@ async def in_process(params: dict[str, Any]) -> dict[str, Any]:
             return {"type": "http.request", "body": b"", "more_body": False}
 
         await front(scope, receive, send)
-        raw = raw_app_for(sent[1]["body"], sent[0]["headers"])
+        raw = fixed_answer_app(sent[1]["body"], sent[0]["headers"])
         encode = msgspec.json.Encoder().encode
 
         async def features(app: Any) -> None:

@@ -18,6 +18,7 @@ asks for ``pg_dsn`` gets its own fresh copy of it (tens of milliseconds), droppe
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -69,6 +70,18 @@ def decide_path(request: pytest.FixtureRequest) -> Iterator[str]:
     previous = use_compiled(request.param == "compiled")
     yield request.param
     use_compiled(previous)
+
+
+@pytest.fixture
+def quiet_growthbook_sdk() -> Iterator[None]:
+    """GrowthBook's SDK logging only what is critical, for the test: it logs a warning for
+    every missing parent and cycle it meets, and thousands of them would cost more than the
+    evaluations."""
+    sdk = logging.getLogger("growthbook")
+    level = sdk.level
+    sdk.setLevel(logging.CRITICAL)
+    yield
+    sdk.setLevel(level)
 
 
 @pytest.fixture(scope="session")

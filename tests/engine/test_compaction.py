@@ -25,18 +25,16 @@ from assay.engine import (
     Engine,
     EngineConfig,
     Experiment,
-    ExperimentSpec,
     Metric,
     MetricSpec,
-    ProjectSpec,
     Transition,
-    Variant,
 )
 from assay.engine._compaction import SETTLE, ExperimentCompactor
 from assay.engine._errors import Conflict
 from assay.engine._events import Conversion, Event, Exposure
 from assay.engine._report_timeseries import report_timeseries
 from assay.engine._retention import Compaction, Retention, RetentionPolicy
+from tests.engine.experiment_setup import engine_config, start_experiment
 
 P = "shop"
 E = "checkout"
@@ -57,12 +55,7 @@ METRICS = [
 
 @pytest.fixture
 async def engine(store_dsn: str | None) -> AsyncIterator[Engine]:
-    config = (
-        EngineConfig(store="memory")
-        if store_dsn is None
-        else EngineConfig(database_url=store_dsn, pool_size=4)
-    )
-    async with assay.open_engine(config, load_entry_points=False) as engine:
+    async with assay.open_engine(engine_config(store_dsn), load_entry_points=False) as engine:
         yield engine
 
 
@@ -96,29 +89,15 @@ def events(seed: int, subjects: range) -> list[Event]:
 
 
 async def setup(engine: Engine) -> Experiment:
-    service = engine.service
-    await service.create_project(SYSTEM_KEY, ProjectSpec(key=P))
-    for spec in METRICS:
-        await service.create_object(SYSTEM_KEY, Metric, P, spec)
     keys = [m.key for m in METRICS]
-    await service.create_object(
-        SYSTEM_KEY,
-        Experiment,
-        P,
-        ExperimentSpec(
-            key=E,
-            variants=[Variant(key="control", value=0), Variant(key="treatment", value=1)],
-            primary_metrics=keys[:2],
-            secondary_metrics=keys[2:],
-        ),
+    await start_experiment(
+        engine, P, E, METRICS, primary_metrics=keys[:2], secondary_metrics=keys[2:]
     )
-    await service.transition_experiment(SYSTEM_KEY, P, E, Transition.START)
-    await engine.refresh()
     batch = events(7, range(600))
     for lo in range(0, len(batch), 400):
         result = await engine.record_events(P, batch[lo : lo + 400])
         assert not result.rejected, result.rejected[:3]
-    return await service.transition_experiment(SYSTEM_KEY, P, E, Transition.COMPLETE)
+    return await engine.service.transition_experiment(SYSTEM_KEY, P, E, Transition.COMPLETE)
 
 
 def same(report: Any) -> bytes:

@@ -14,13 +14,11 @@ import assay
 from assay.engine import (
     SYSTEM_KEY,
     Engine,
-    EngineConfig,
     Experiment,
     ExperimentSpec,
     Metric,
     MetricSpec,
     ProjectSpec,
-    Transition,
     ValidationFailed,
     Variant,
 )
@@ -28,42 +26,29 @@ from assay.engine._core._planning import PlanInput, plan_sample_size
 from assay.engine._events import Conversion, Event, Exposure
 from assay.engine._model import ExperimentPlan, Guardrail
 from assay.engine._reports import MetricComparison, Report
+from tests.engine.experiment_setup import engine_config, start_experiment
 
 P, E = "shop", "planned"
 
 
 @pytest.fixture
 async def engine(store_dsn: str | None) -> AsyncIterator[Engine]:
-    config = (
-        EngineConfig(store="memory")
-        if store_dsn is None
-        else EngineConfig(database_url=store_dsn, pool_size=4)
-    )
-    async with assay.open_engine(config, load_entry_points=False) as engine:
+    async with assay.open_engine(engine_config(store_dsn), load_entry_points=False) as engine:
         yield engine
 
 
 async def setup(engine: Engine, plan: ExperimentPlan | None) -> None:
-    service = engine.service
-    await service.create_project(SYSTEM_KEY, ProjectSpec(key=P))
-    for key in ("converted", "clicks", "errors"):
-        await service.create_object(SYSTEM_KEY, Metric, P, MetricSpec(key=key))
-    await service.create_object(
-        SYSTEM_KEY,
-        Experiment,
+    await start_experiment(
+        engine,
         P,
-        ExperimentSpec(
-            key=E,
-            variants=[Variant(key="control", value=0), Variant(key="treatment", value=1)],
-            primary_metrics=["converted"],
-            secondary_metrics=["clicks"],
-            guardrail_metrics=["errors"],
-            guardrails=[Guardrail(metric="errors", harmful_direction="increase", min_sample=50)],
-            plan=plan,
-        ),
+        E,
+        [MetricSpec(key=key) for key in ("converted", "clicks", "errors")],
+        primary_metrics=["converted"],
+        secondary_metrics=["clicks"],
+        guardrail_metrics=["errors"],
+        guardrails=[Guardrail(metric="errors", harmful_direction="increase", min_sample=50)],
+        plan=plan,
     )
-    await service.transition_experiment(SYSTEM_KEY, P, E, Transition.START)
-    await engine.refresh()
 
 
 async def arrive(engine: Engine, first: int, last: int, control: float, treatment: float) -> None:

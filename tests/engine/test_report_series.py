@@ -17,19 +17,14 @@ import assay
 from assay.engine import (
     SYSTEM_KEY,
     Engine,
-    EngineConfig,
-    Experiment,
-    ExperimentSpec,
-    Metric,
     MetricSpec,
-    ProjectSpec,
-    Transition,
     Variant,
     report_timeseries,
 )
 from assay.engine._events import Conversion, Event, Exposure
 from assay.engine._report_timeseries import _point, point_times
 from assay.engine._reports import PreparedReport
+from tests.engine.experiment_setup import engine_config, start_experiment
 
 P, E = "shop", "checkout"
 BASE = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=6)
@@ -57,12 +52,7 @@ METRICS = [
 
 @pytest.fixture
 async def engine(store_dsn: str | None) -> AsyncIterator[Engine]:
-    config = (
-        EngineConfig(store="memory")
-        if store_dsn is None
-        else EngineConfig(database_url=store_dsn, pool_size=4)
-    )
-    async with assay.open_engine(config, load_entry_points=False) as engine:
+    async with assay.open_engine(engine_config(store_dsn), load_entry_points=False) as engine:
         yield engine
 
 
@@ -97,23 +87,15 @@ def events(seed: int, subjects: range) -> list[Event]:
 
 
 async def setup(engine: Engine) -> None:
-    service = engine.service
-    await service.create_project(SYSTEM_KEY, ProjectSpec(key=P))
-    for spec in METRICS:
-        await service.create_object(SYSTEM_KEY, Metric, P, spec)
-    await service.create_object(
-        SYSTEM_KEY,
-        Experiment,
+    await start_experiment(
+        engine,
         P,
-        ExperimentSpec(
-            key=E,
-            variants=[Variant(key="a", value=0), Variant(key="b", value=1)],
-            primary_metrics=[m.key for m in METRICS[:4]],
-            secondary_metrics=[m.key for m in METRICS[4:]],
-        ),
+        E,
+        METRICS,
+        variants=[Variant(key="a", value=0), Variant(key="b", value=1)],
+        primary_metrics=[m.key for m in METRICS[:4]],
+        secondary_metrics=[m.key for m in METRICS[4:]],
     )
-    await service.transition_experiment(SYSTEM_KEY, P, E, Transition.START)
-    await engine.refresh()
 
 
 async def send(engine: Engine, batch: list[Event]) -> None:

@@ -22,15 +22,10 @@ from assay.adapters.embedded import EmbeddedPostgres
 from assay.engine import (
     SYSTEM_KEY,
     Engine,
-    EngineConfig,
-    Experiment,
-    ExperimentSpec,
     Metric,
     MetricSpec,
     ProjectSpec,
-    Transition,
     ValidationFailed,
-    Variant,
 )
 from assay.engine._core._stats import (
     CupedStats,
@@ -45,6 +40,7 @@ from assay.engine._core._stats import (
 )
 from assay.engine._events import Conversion, Event, Exposure
 from assay.engine._reports import Report
+from tests.engine.experiment_setup import engine_config, start_experiment
 
 P = "shop"
 E = "checkout"
@@ -68,37 +64,17 @@ METRICS = [
 ]
 
 
-def config_for(store_dsn: str | None) -> EngineConfig:
-    if store_dsn is None:
-        return EngineConfig(store="memory")
-    return EngineConfig(database_url=store_dsn, pool_size=4)
-
-
 @pytest.fixture
 async def engine(store_dsn: str | None) -> AsyncIterator[Engine]:
-    async with assay.open_engine(config_for(store_dsn), load_entry_points=False) as engine:
+    async with assay.open_engine(engine_config(store_dsn), load_entry_points=False) as engine:
         yield engine
 
 
 async def setup(engine: Engine, metrics: list[MetricSpec] = METRICS) -> None:
-    service = engine.service
-    await service.create_project(SYSTEM_KEY, ProjectSpec(key=P))
-    for spec in metrics:
-        await service.create_object(SYSTEM_KEY, Metric, P, spec)
     keys = [m.key for m in metrics]
-    await service.create_object(
-        SYSTEM_KEY,
-        Experiment,
-        P,
-        ExperimentSpec(
-            key=E,
-            variants=[Variant(key="control", value=0), Variant(key="treatment", value=1)],
-            primary_metrics=keys[:2],
-            secondary_metrics=keys[2:],
-        ),
+    await start_experiment(
+        engine, P, E, metrics, primary_metrics=keys[:2], secondary_metrics=keys[2:]
     )
-    await service.transition_experiment(SYSTEM_KEY, P, E, Transition.START)
-    await engine.refresh()
 
 
 # --- raw events and the numpy model of what a report must say ---------------------------
@@ -483,7 +459,7 @@ async def test_ingestion_with_a_rollup_probes_the_event_tables_instead_of_readin
     from assay.engine._events import Conversion, Exposure
 
     now = datetime.now(UTC) - timedelta(minutes=5)
-    async with assay.open_engine(config_for(pg_dsn), load_entry_points=False) as engine:
+    async with assay.open_engine(engine_config(pg_dsn), load_entry_points=False) as engine:
         await setup(engine, [MetricSpec(key="orders", kind="count")])
         exposures: list[Event] = [
             Exposure(experiment=E, subject=f"s{i}", variant="control", timestamp=now)
@@ -574,21 +550,7 @@ async def test_a_ratio_with_cuped_days_is_regression_adjusted(engine: Engine) ->
             cuped_days=3,
         ),
     ]  # fmt: skip
-    await engine.service.create_project(SYSTEM_KEY, ProjectSpec(key=P))
-    for spec in metrics:
-        await engine.service.create_object(SYSTEM_KEY, Metric, P, spec)
-    await engine.service.create_object(
-        SYSTEM_KEY,
-        Experiment,
-        P,
-        ExperimentSpec(
-            key=E,
-            variants=[Variant(key="control", value=0), Variant(key="treatment", value=1)],
-            primary_metrics=["per_session"],
-        ),
-    )
-    await engine.service.transition_experiment(SYSTEM_KEY, P, E, Transition.START)
-    await engine.refresh()
+    await start_experiment(engine, P, E, metrics, primary_metrics=["per_session"])
     rng = np.random.default_rng(15)
     t0 = BASE + timedelta(days=3)
     units: dict[str, list[list[float]]] = {"control": [], "treatment": []}

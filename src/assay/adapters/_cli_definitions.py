@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +104,6 @@ def _print(report: LoadReport, as_json: bool) -> None:
 
 
 def _definitions_load(args: argparse.Namespace) -> int:
-    from assay.adapters.cli import load_config
-
     fmt = _FORMATS.get(Path(args.file).suffix.lower())
     if fmt is None:
         print(
@@ -117,38 +115,33 @@ def _definitions_load(args: argparse.Namespace) -> int:
     if data is None:
         return EXIT_ERROR
     definitions = parse_definitions(data, "json" if fmt == "json" else "toml")
-    config = load_config(args)
-
-    async def action(service: ConfigService) -> LoadReport:
-        return await load_definitions(
-            service,
-            SYSTEM_KEY,
-            args.project,
-            definitions,
-            dry_run=args.dry_run,
-            create_project=args.create_project,
-        )
-
-    report = trio.run(_with_service, config, action)
-    _print(report, args.json)
-    return EXIT_OK
+    return _load(args, load_definitions, definitions)
 
 
 def _import_growthbook(args: argparse.Namespace) -> int:
-    from assay.adapters.cli import load_config
-
     data = _read(args.file)
     if data is None:
         return EXIT_ERROR
-    payload = parse_growthbook_payload(data)
+    return _load(args, import_growthbook, parse_growthbook_payload(data))
+
+
+def _load(
+    args: argparse.Namespace,
+    loader: Callable[..., Awaitable[LoadReport]],
+    parsed: object,
+) -> int:
+    """Run ``loader`` (``load_definitions`` or ``import_growthbook``) on what was parsed
+    from the file, into the project the arguments name, and print its report."""
+    from assay.adapters.cli import load_config
+
     config = load_config(args)
 
     async def action(service: ConfigService) -> LoadReport:
-        return await import_growthbook(
+        return await loader(
             service,
             SYSTEM_KEY,
             args.project,
-            payload,
+            parsed,
             dry_run=args.dry_run,
             create_project=args.create_project,
         )

@@ -12,9 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import trio
 
-from assay.engine import AssayError
 from assay.engine._core._planning import PlanInput, SampleSizePlan, plan_sample_size
 
 EXIT_OK = 0
@@ -89,22 +87,10 @@ def _plan(args: argparse.Namespace) -> int:
     if request.baseline_metric is None:
         result = plan_sample_size(request)
     else:
-        import assay
-        from assay.adapters.cli import load_config
+        from assay.adapters.cli import load_config, run_on_engine
 
         config = load_config(args)
-
-        async def run() -> SampleSizePlan | AssayError:
-            async with assay.open_engine(config) as engine:
-                try:
-                    return await engine.plan(args.project, request)
-                except AssayError as exc:
-                    return exc  # carried out of the nursery as it is
-
-        outcome = trio.run(run)
-        if isinstance(outcome, AssayError):
-            raise outcome
-        result = outcome
+        result = run_on_engine(config, lambda engine: engine.plan(args.project, request))
     print(msgspec.json.encode(result).decode() if args.json else render(result))
     return EXIT_OK
 

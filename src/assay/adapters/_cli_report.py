@@ -8,9 +8,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import msgspec
-import trio
 
-from assay.engine import AssayError
 from assay.engine._core._stats import CORRECTIONS
 from assay.engine._reports import MetricComparison, MetricReport, Report
 
@@ -51,29 +49,19 @@ def add_report_command(
 
 
 def _report(args: argparse.Namespace) -> int:
-    import assay
-    from assay.adapters.cli import load_config
+    from assay.adapters.cli import load_config, run_on_engine
 
     config = load_config(args)
-
-    async def run() -> Report | AssayError:
-        async with assay.open_engine(config) as engine:
-            try:
-                return await engine.report(
-                    args.project,
-                    args.experiment,
-                    start=args.start,
-                    end=args.end,
-                    correction=args.correction,
-                )
-            except AssayError as exc:
-                # Returned, not raised: out of the engine's nursery it would come wrapped
-                # in an exception group, and ``main`` reports plain AssayErrors.
-                return exc
-
-    result = trio.run(run)
-    if isinstance(result, AssayError):
-        raise result
+    result = run_on_engine(
+        config,
+        lambda engine: engine.report(
+            args.project,
+            args.experiment,
+            start=args.start,
+            end=args.end,
+            correction=args.correction,
+        ),
+    )
     if args.json:
         print(msgspec.json.encode(result).decode())
     else:

@@ -17,16 +17,21 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import trio
 
 from assay._version import __version__
 from assay.engine import SYSTEM_KEY, AssayError, ConfigService, EngineConfig, Role
+
+if TYPE_CHECKING:
+    from assay.engine import Engine
+
+T = TypeVar("T")
 
 log = logging.getLogger("assay.cli")
 
@@ -178,6 +183,27 @@ def load_config(args: argparse.Namespace, **extra: Any) -> EngineConfig:
     config = EngineConfig.load(getattr(args, "config", None), overrides=overrides)
     logging.getLogger().setLevel(config.log_level or _default_log_level(args))
     return config
+
+
+def run_on_engine(config: EngineConfig, call: Callable[[Engine], Awaitable[T]]) -> T:
+    """``call(engine)`` on an engine opened with ``config``, in a Trio run of its own. An
+    AssayError it raises is raised as it is: it is returned out of the engine's nursery,
+    where it would come wrapped in an exception group, and ``main`` reports plain
+    AssayErrors."""
+
+    async def run() -> T | AssayError:
+        import assay
+
+        async with assay.open_engine(config) as engine:
+            try:
+                return await call(engine)
+            except AssayError as exc:
+                return exc
+
+    result = trio.run(run)
+    if isinstance(result, AssayError):
+        raise result
+    return result
 
 
 def _default_log_level(args: argparse.Namespace) -> str:
@@ -361,27 +387,16 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
 def _guardrails_check(args: argparse.Namespace) -> int:
     config = load_config(args)
-
-    async def run() -> Any:
-        import assay
-
-        async with assay.open_engine(config) as engine:
-            try:
-                return await engine.check_guardrails(args.project, args.experiment)
-            except AssayError as exc:
-                # Carried out of the engine's nursery as it is, not in an exception group.
-                return exc
-
-    result = trio.run(run)
-    if isinstance(result, AssayError):
-        raise result
+    result = run_on_engine(
+        config, lambda engine: engine.check_guardrails(args.project, args.experiment)
+    )
     if args.json:
         print(msgspec.json.encode(result).decode())
         return EXIT_OK
     print(f"experiment {result.experiment}: {result.status}")
     for outcome in result.outcomes:
-        trigger = f" [trigger {outcome.trigger_id}]" if outcome.trigger_id else ""
-        print(f"  {outcome.status.upper():<20} {outcome.check}: {outcome.message}{trigger}")
+        noted = f" [trigger {outcome.trigger_id}]" if outcome.trigger_id else ""
+        print(f"  {outcome.status.upper():<20} {outcome.check}: {outcome.message}{noted}")
     for trigger in result.triggers:
         print(
             f"  triggered {trigger.id}: action {trigger.action} {trigger.action_status}"

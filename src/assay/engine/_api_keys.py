@@ -30,7 +30,7 @@ from assay.engine._pagination import Page, check_limit, decode_cursor, page_of
 from assay.engine._service_part import ServicePart
 
 if TYPE_CHECKING:
-    pass
+    from assay.engine._ports import StoreTransaction
 
 SYSTEM_KEY = ApiKey(
     id="system",
@@ -116,22 +116,9 @@ class KeyManagement(ServicePart):
                 raise ValidationFailed(
                     "an SDK key must be scoped to a project", code="project_required"
                 )
-            secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-            key = ApiKey(
-                id=new_id("key"),
-                name=name,
-                role=role,
-                project_id=project_id,
-                prefix=secret[: len(SECRET_PREFIX) + 6],
-                secret_hash=hash_secret(secret),
-                created_at=now(),
-                created_by=principal.id,
+            return await self._insert_key(
+                tx, principal, name=name, role=role, project_id=project_id
             )
-            await tx.insert_key(key)
-            await self._audit_raw(
-                tx, principal, "key.create", _key_ref(key), None, _public_key(key)
-            )
-        return key, secret
 
     async def list_keys(
         self,
@@ -176,21 +163,34 @@ class KeyManagement(ServicePart):
         async with self._store.transaction() as tx:
             if await tx.count_keys() > 0:
                 return None
-            secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-            key = ApiKey(
-                id=new_id("key"),
-                name="bootstrap admin",
-                role=Role.ADMIN,
-                project_id=None,
-                prefix=secret[: len(SECRET_PREFIX) + 6],
-                secret_hash=hash_secret(secret),
-                created_at=now(),
-                created_by=SYSTEM_KEY.id,
+            return await self._insert_key(
+                tx, SYSTEM_KEY, name="bootstrap admin", role=Role.ADMIN, project_id=None
             )
-            await tx.insert_key(key)
-            await self._audit_raw(
-                tx, SYSTEM_KEY, "key.create", _key_ref(key), None, _public_key(key)
-            )
+
+    async def _insert_key(
+        self,
+        tx: StoreTransaction,
+        principal: ApiKey,
+        *,
+        name: str,
+        role: Role,
+        project_id: str | None,
+    ) -> tuple[ApiKey, str]:
+        """A new key with a fresh secret, stored (only the secret's hash) and audited as
+        created by ``principal`` in ``tx``; returned with its secret."""
+        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        key = ApiKey(
+            id=new_id("key"),
+            name=name,
+            role=role,
+            project_id=project_id,
+            prefix=secret[: len(SECRET_PREFIX) + 6],
+            secret_hash=hash_secret(secret),
+            created_at=now(),
+            created_by=principal.id,
+        )
+        await tx.insert_key(key)
+        await self._audit_raw(tx, principal, "key.create", _key_ref(key), None, _public_key(key))
         return key, secret
 
 

@@ -1,11 +1,12 @@
 """A GrowthBook SDK payload imported into assay serves every subject what GrowthBook's own
 SDK serves for the same payload: the same value, and for experiments the same variant.
 
-The payload mixes force, rollout and experiment rules with conditions, namespaces, weights,
-coverage, hash versions 1 and 2, custom seeds, hash and fallback attributes, saved groups,
-an experiment key assay cannot use as is and one experiment key shared by two features.
-Rollout coverages sit exactly on hash-bucket boundaries, where GrowthBook's ``n < coverage``
-and assay's ``n <= coverage`` would differ without the import's translation.
+The payload (``growthbook_payloads.PAYLOAD``) mixes force, rollout and experiment rules
+with conditions, namespaces, weights, coverage, hash versions 1 and 2, custom seeds, hash
+and fallback attributes, saved groups, an experiment key assay cannot use as is and one
+experiment key shared by two features. Rollout coverages sit exactly on hash-bucket
+boundaries, where GrowthBook's ``n < coverage`` and assay's ``n <= coverage`` would differ
+without the import's translation.
 """
 
 from __future__ import annotations
@@ -35,116 +36,10 @@ from assay.engine._model import (
     ParentCondition,
     RolloutRule,
 )
+from tests.adapters.growthbook.growthbook_payloads import PAYLOAD, subject
 
 P = "shop"
 SUBJECTS = 4000
-COUNTRIES = ["FR", "DE", "US", "JP", "BR"]
-
-PAYLOAD: dict[str, Any] = {
-    "status": 200,
-    "dateUpdated": "2025-01-01T00:00:00Z",
-    "savedGroups": {"grp_beta": ["u1", "u2", "u3", "u10", "u11", "u12", "u100"]},
-    "features": {
-        "banner": {
-            "defaultValue": False,
-            "rules": [
-                {"id": "fr_beta", "condition": {"id": {"$inGroup": "grp_beta"}}, "force": True},
-                {
-                    "condition": {"country": {"$in": ["FR", "DE"]}, "age": {"$gte": 30}},
-                    "force": True,
-                },
-            ],
-        },
-        # Coverages on hash boundaries (0.3 is 300/1000 for v1, 0.5 is 5000/10000 for v2).
-        "new-checkout": {
-            "defaultValue": "old",
-            "rules": [
-                {"force": "new", "coverage": 0.3},  # no hashVersion: GrowthBook's default, v1
-                {"force": "beta", "coverage": 0.5, "hashVersion": 2, "seed": "checkout-2025"},
-            ],
-        },
-        "price": {
-            "defaultValue": 10,
-            "rules": [
-                {
-                    "condition": {"country": "US"},
-                    "force": 12.5,
-                    "coverage": 0.25,
-                    "hashAttribute": "deviceId",
-                    "fallbackAttribute": "id",
-                    "hashVersion": 2,
-                },
-                {"force": 11, "range": [0, 0.4], "hashVersion": 1},
-            ],
-        },
-        "button-color": {
-            "defaultValue": "blue",
-            "rules": [
-                {
-                    "id": "fr_exp1",
-                    "key": "button color test",
-                    "variations": ["blue", "green", "red"],
-                    "weights": [0.2, 0.3, 0.5],
-                    "coverage": 0.8,
-                    "hashVersion": 2,
-                    "namespace": ["checkout-ns", 0.1, 0.7],
-                    "meta": [{"key": "control", "name": "Blue"}, {"key": "g"}, {"key": "r"}],
-                    "phase": "0",
-                    "name": "Button color",
-                }
-            ],
-        },
-        "layout": {
-            "defaultValue": {"columns": 1},
-            "rules": [
-                {
-                    "key": "layout-exp",
-                    "variations": [{"columns": 1}, {"columns": 2}],
-                    "coverage": 0.6,
-                    "seed": "layout-seed",
-                    "hashAttribute": "deviceId",
-                    "fallbackAttribute": "id",
-                    "condition": {"age": {"$lt": 50}},
-                    "namespace": ["checkout-ns", 0.7, 1],
-                }
-            ],
-        },
-        "shared-a": {
-            "defaultValue": 0,
-            "rules": [{"key": "common", "variations": [0, 1], "weights": [0.5, 0.5]}],
-        },
-        "shared-b": {
-            "defaultValue": "x",
-            # Weights GrowthBook rejects (sum 2): it buckets with equal weights.
-            "rules": [{"key": "common", "variations": ["x", "y", "z"], "weights": [1, 0.5, 0.5]}],
-        },
-        "company-plan": {
-            "defaultValue": "free",
-            "rules": [
-                {
-                    "force": "team",
-                    "condition": {"company": {"$exists": True}, "country": "FR"},
-                    "coverage": 1.0,
-                },
-                {"key": "plan-exp", "variations": ["free", "pro"], "hashAttribute": "company"},
-            ],
-        },
-    },
-}
-
-
-def subject(rng: random.Random, i: int) -> tuple[str, dict[str, Any]]:
-    sid = f"u{i}"
-    attrs: dict[str, Any] = {
-        "id": sid,
-        "country": rng.choice(COUNTRIES),
-        "age": rng.randrange(15, 70),
-    }
-    if rng.random() < 0.7:
-        attrs["deviceId"] = f"d{rng.randrange(10**9)}"
-    if rng.random() < 0.4:
-        attrs["company"] = rng.choice([f"c{rng.randrange(500)}", rng.randrange(1, 10**6)])
-    return sid, attrs
 
 
 @pytest.fixture

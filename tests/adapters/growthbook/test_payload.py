@@ -6,7 +6,6 @@ per snapshot version on a real engine. The differential test
 from __future__ import annotations
 
 import itertools
-import logging
 import random
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -29,7 +28,6 @@ from assay.adapters.growthbook.payload import _SDK_OPERATORS, _rollout_coverage
 from assay.engine import SYSTEM_KEY, Engine, NotFound
 from assay.engine._core import ConditionCompiler, Snapshot, compile_snapshot, decide
 from assay.engine._core._bucketing import gb_hash
-from assay.engine._core._conditions import CompileContext, ValuePredicate
 from assay.engine._model import (
     Experiment,
     ExperimentRule,
@@ -55,17 +53,11 @@ from assay.engine._model import (
 )
 from assay.engine._ports import ConfigState
 from assay.plugins._growthbook_operators import GROWTHBOOK_OPERATORS
+from tests.adapters.growthbook.assay_projects import COMPILER, NOW, PID, PROJECT
 
-NOW = datetime(2025, 1, 1, tzinfo=UTC)
-PID = "p1"
-PROJECT = "proj"
+# GrowthBook's SDK logs a warning for every missing parent and cycle it meets.
+pytestmark = pytest.mark.usefixtures("quiet_growthbook_sdk")
 
-
-def _starts_with(argument: Any, ctx: CompileContext) -> ValuePredicate:
-    return lambda value: isinstance(value, str) and value.startswith(str(argument))
-
-
-COMPILER = ConditionCompiler({**GROWTHBOOK_OPERATORS, "$startsWith": _starts_with})
 VARIANTS = [Variant(key="control", value="a"), Variant(key="treatment", value="b")]
 
 
@@ -561,15 +553,6 @@ async def test_the_date_moves_whenever_the_content_does(engine: Engine) -> None:
     assert fourth.date_updated == third.date_updated
 
 
-@pytest.fixture(autouse=True)
-def quiet_sdk() -> Any:
-    sdk = logging.getLogger("growthbook")
-    level = sdk.level
-    sdk.setLevel(logging.CRITICAL)
-    yield
-    sdk.setLevel(level)
-
-
 def test_the_operators_sent_are_growthbooks() -> None:
     # assay's built-in operators are GrowthBook's language: a condition using only them is
     # written; any other operator came from a plugin (``plugin_operator``).
@@ -581,7 +564,7 @@ async def test_an_engine_project_through_the_service_decides_as_the_sdk(engine: 
     """The whole path: objects saved through the service (an imported GrowthBook payload
     beside assay's own holdout, forced variations, segment, prerequisite and fallback),
     the engine's snapshot, ``sdk_payload``, and ``engine.decide`` against the SDK."""
-    from tests.adapters.growthbook.test_import import PAYLOAD, subject
+    from tests.adapters.growthbook.growthbook_payloads import PAYLOAD, subject
 
     service = engine.service
     await import_growthbook(service, SYSTEM_KEY, "shop", PAYLOAD)

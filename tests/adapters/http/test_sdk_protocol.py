@@ -9,9 +9,8 @@ remote evaluation, equal to ``/decide`` too. Then the protocol's edges over HTTP
 
 from __future__ import annotations
 
-import logging
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
@@ -33,6 +32,9 @@ from assay.engine import (
     load_definitions,
 )
 from assay.engine._definitions import Definitions
+
+# GrowthBook's SDK logs a warning for every missing parent and cycle it meets.
+pytestmark = pytest.mark.usefixtures("quiet_growthbook_sdk")
 
 SUBJECTS = 2000
 REMOTE_SUBJECTS = 40
@@ -123,15 +125,6 @@ DEFINITIONS: dict[str, Any] = {
         },
     ],
 }
-
-
-@pytest.fixture(autouse=True)
-def quiet_sdk() -> Iterator[None]:
-    sdk = logging.getLogger("growthbook")
-    level = sdk.level
-    sdk.setLevel(logging.CRITICAL)
-    yield
-    sdk.setLevel(level)
 
 
 BODY_LIMIT = 96 * 1024

@@ -19,7 +19,7 @@ Rules it keeps:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +28,14 @@ import trio
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagType
-from openfeature.provider import AbstractProvider, Metadata
+from openfeature.provider import Metadata
 from openfeature.track import TrackingEventDetails
 
 from assay.adapters.openfeature._resolution import (
     Assignments,
     Context,
     ContextError,
+    TypedResolution,
     conversions_of,
     details_from_decision,
     error_details,
@@ -55,7 +56,7 @@ class _Flush(msgspec.Struct):
     done: trio.Event
 
 
-class AssayProvider(AbstractProvider):
+class AssayProvider(TypedResolution):
     """OpenFeature provider deciding on an embedded assay engine. Build it with
     ``async with AssayProvider.open(engine, project="shop") as provider:``."""
 
@@ -124,37 +125,6 @@ class AssayProvider(AbstractProvider):
         if decision.in_experiment and decision.experiment and decision.variant:
             self._assigned_to(subject, decision.experiment, decision.variant)
         return details_from_decision(msgspec.structs.asdict(decision), flag_type, default)
-
-    def resolve_boolean_details(
-        self, flag_key: str, default_value: bool, evaluation_context: Context = None
-    ) -> FlagResolutionDetails[bool]:
-        return self._resolve(flag_key, default_value, evaluation_context, FlagType.BOOLEAN)
-
-    def resolve_string_details(
-        self, flag_key: str, default_value: str, evaluation_context: Context = None
-    ) -> FlagResolutionDetails[str]:
-        return self._resolve(flag_key, default_value, evaluation_context, FlagType.STRING)
-
-    def resolve_integer_details(
-        self, flag_key: str, default_value: int, evaluation_context: Context = None
-    ) -> FlagResolutionDetails[int]:
-        return self._resolve(flag_key, default_value, evaluation_context, FlagType.INTEGER)
-
-    def resolve_float_details(
-        self,
-        flag_key: str,
-        default_value: float,
-        evaluation_context: Context = None,
-    ) -> FlagResolutionDetails[float]:
-        return self._resolve(flag_key, default_value, evaluation_context, FlagType.FLOAT)
-
-    def resolve_object_details(
-        self,
-        flag_key: str,
-        default_value: Sequence[Any] | Mapping[str, Any],
-        evaluation_context: Context = None,
-    ) -> FlagResolutionDetails[Sequence[Any] | Mapping[str, Any]]:
-        return self._resolve(flag_key, default_value, evaluation_context, FlagType.OBJECT)
 
     # -- events ----------------------------------------------------------------------
 

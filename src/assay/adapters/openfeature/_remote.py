@@ -23,13 +23,14 @@ import httpx
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagType
-from openfeature.provider import AbstractProvider, Metadata
+from openfeature.provider import Metadata
 from openfeature.track import TrackingEventDetails
 
 from assay.adapters.openfeature._resolution import (
     Assignments,
     Context,
     ContextError,
+    TypedResolution,
     conversions_of,
     details_from_decision,
     error_details,
@@ -40,7 +41,7 @@ from assay.adapters.openfeature._resolution import (
 log = logging.getLogger("assay.openfeature")
 
 
-class RemoteAssayProvider(AbstractProvider):
+class RemoteAssayProvider(TypedResolution):
     """OpenFeature provider deciding with a running assay server.
 
     ``base_url`` is the server (``http://127.0.0.1:8000``), ``api_key`` a key that may
@@ -122,22 +123,12 @@ class RemoteAssayProvider(AbstractProvider):
             return error_details(default, ErrorCode.GENERAL, f"assay unreachable: {error}")
         return self._details(response, flag_type, default)
 
-    def resolve_boolean_details(
-        self, flag_key: str, default_value: bool, evaluation_context: Context = None
-    ) -> FlagResolutionDetails[bool]:
-        return self._resolve(flag_key, default_value, evaluation_context, FlagType.BOOLEAN)
-
     async def resolve_boolean_details_async(
         self, flag_key: str, default_value: bool, evaluation_context: Context = None
     ) -> FlagResolutionDetails[bool]:
         return await self._resolve_async(
             flag_key, default_value, evaluation_context, FlagType.BOOLEAN
         )
-
-    def resolve_string_details(
-        self, flag_key: str, default_value: str, evaluation_context: Context = None
-    ) -> FlagResolutionDetails[str]:
-        return self._resolve(flag_key, default_value, evaluation_context, FlagType.STRING)
 
     async def resolve_string_details_async(
         self, flag_key: str, default_value: str, evaluation_context: Context = None
@@ -146,25 +137,12 @@ class RemoteAssayProvider(AbstractProvider):
             flag_key, default_value, evaluation_context, FlagType.STRING
         )
 
-    def resolve_integer_details(
-        self, flag_key: str, default_value: int, evaluation_context: Context = None
-    ) -> FlagResolutionDetails[int]:
-        return self._resolve(flag_key, default_value, evaluation_context, FlagType.INTEGER)
-
     async def resolve_integer_details_async(
         self, flag_key: str, default_value: int, evaluation_context: Context = None
     ) -> FlagResolutionDetails[int]:
         return await self._resolve_async(
             flag_key, default_value, evaluation_context, FlagType.INTEGER
         )
-
-    def resolve_float_details(
-        self,
-        flag_key: str,
-        default_value: float,
-        evaluation_context: Context = None,
-    ) -> FlagResolutionDetails[float]:
-        return self._resolve(flag_key, default_value, evaluation_context, FlagType.FLOAT)
 
     async def resolve_float_details_async(
         self,
@@ -175,14 +153,6 @@ class RemoteAssayProvider(AbstractProvider):
         return await self._resolve_async(
             flag_key, default_value, evaluation_context, FlagType.FLOAT
         )
-
-    def resolve_object_details(
-        self,
-        flag_key: str,
-        default_value: Sequence[Any] | Mapping[str, Any],
-        evaluation_context: Context = None,
-    ) -> FlagResolutionDetails[Sequence[Any] | Mapping[str, Any]]:
-        return self._resolve(flag_key, default_value, evaluation_context, FlagType.OBJECT)
 
     async def resolve_object_details_async(
         self,

@@ -1,6 +1,7 @@
 """What both providers share: an OpenFeature evaluation context in, assay's answer out; the
-assignments they remember (for exposures once each, and for ``track``) and how ``track``'s
-arguments read as conversions.
+assignments they remember (for exposures once each, and for ``track``), how ``track``'s
+arguments read as conversions, and OpenFeature's five typed resolve methods
+(``TypedResolution``: a provider writes one ``_resolve``).
 
 Rules kept here:
 - the subject is the context's targeting key; a missing one is OpenFeature's
@@ -15,15 +16,17 @@ Rules kept here:
 
 from __future__ import annotations
 
+import abc
 import hashlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagType, Reason
+from openfeature.provider import AbstractProvider
 from openfeature.track import TrackingEventDetails
 
 Context = EvaluationContext | None
@@ -179,3 +182,44 @@ def conversions_of(
         value=1.0 if details.value is None else float(details.value),
         idempotency_key=None if key is None else str(key),
     )
+
+
+class TypedResolution(AbstractProvider):
+    """OpenFeature's typed ``resolve_*_details`` methods, each ``_resolve`` with its flag
+    type: a provider built on it writes ``_resolve`` (and ``get_metadata``)."""
+
+    @abc.abstractmethod
+    def _resolve(
+        self, flag: str, default: Any, context: EvaluationContext | None, flag_type: FlagType
+    ) -> FlagResolutionDetails[Any]: ...
+
+    def resolve_boolean_details(
+        self, flag_key: str, default_value: bool, evaluation_context: Context = None
+    ) -> FlagResolutionDetails[bool]:
+        return self._resolve(flag_key, default_value, evaluation_context, FlagType.BOOLEAN)
+
+    def resolve_string_details(
+        self, flag_key: str, default_value: str, evaluation_context: Context = None
+    ) -> FlagResolutionDetails[str]:
+        return self._resolve(flag_key, default_value, evaluation_context, FlagType.STRING)
+
+    def resolve_integer_details(
+        self, flag_key: str, default_value: int, evaluation_context: Context = None
+    ) -> FlagResolutionDetails[int]:
+        return self._resolve(flag_key, default_value, evaluation_context, FlagType.INTEGER)
+
+    def resolve_float_details(
+        self,
+        flag_key: str,
+        default_value: float,
+        evaluation_context: Context = None,
+    ) -> FlagResolutionDetails[float]:
+        return self._resolve(flag_key, default_value, evaluation_context, FlagType.FLOAT)
+
+    def resolve_object_details(
+        self,
+        flag_key: str,
+        default_value: Sequence[Any] | Mapping[str, Any],
+        evaluation_context: Context = None,
+    ) -> FlagResolutionDetails[Sequence[Any] | Mapping[str, Any]]:
+        return self._resolve(flag_key, default_value, evaluation_context, FlagType.OBJECT)

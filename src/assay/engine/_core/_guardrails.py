@@ -30,13 +30,12 @@ import msgspec
 
 from assay.engine._core._durations import describe_duration
 from assay.engine._core._stats_frequentist import (
-    absolute_lift,
-    lift_variance,
-    relative_lift,
+    lift_error,
+    lift_estimate,
     sequential_test,
 )
 from assay.engine._core._stats_srm import SRM_THRESHOLD, sequential_srm
-from assay.engine._core._stats_sufficient import MetricStats, Moments, pair_moments
+from assay.engine._core._stats_sufficient import MetricStats, pair_moments
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -80,17 +79,6 @@ class PairVerdict(msgspec.Struct, frozen=True, kw_only=True):
     ``zero_variance``) when ``status`` is ``not_computable``."""
 
 
-def _error(a: Moments, b: Moments, *, relative: bool) -> str | None:
-    # The same conditions under which ``_stats.compare`` reports an error.
-    if relative and (a.mean == 0 or a.unadjusted_mean == 0):
-        return "baseline_zero"
-    if a.n == 0 or b.n == 0:
-        return "no_units"
-    if a.degenerate or b.degenerate or a.n < 2 or b.n < 2:
-        return "zero_variance"
-    return None
-
-
 def judge_pair(
     control: MetricStats,
     treatment: MetricStats,
@@ -119,19 +107,11 @@ def judge_pair(
     base = PairVerdict(status="ok", variant=variant, n_control=a.n, n_treatment=b.n)
     if a.n < min_sample or b.n < min_sample:
         return msgspec.structs.replace(base, status="insufficient_sample")
-    error = _error(a, b, relative=relative)
+    # The same conditions under which ``_stats.compare`` reports an error.
+    error = lift_error(a, b, relative=relative)
     if error is not None:
         return msgspec.structs.replace(base, status="not_computable", error=error)
-    if relative:
-        estimate = float(relative_lift(a.mean, b.mean, a.unadjusted_mean))
-    else:
-        estimate = float(absolute_lift(a.mean, b.mean))
-    variance = float(
-        lift_variance(
-            a.variance, a.unadjusted_mean, a.n, b.variance, b.unadjusted_mean, b.n,
-            relative=relative,
-        )
-    )  # fmt: skip
+    estimate, variance = lift_estimate(a, b, relative=relative)
     test = sequential_test(estimate, variance, a.n + b.n, 2 * alpha, tuning)
     low, high, p_value = float(test.low), float(test.high), float(test.p_value)
     if not (math.isfinite(low) and math.isfinite(high)):

@@ -27,7 +27,7 @@ estimate 0, interval [0, 0], p-value 1, chance to win 0.5, risk 0. Show the erro
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
@@ -40,8 +40,11 @@ from assay.engine._core._stats_bayesian import (
     posterior,
 )
 from assay.engine._core._stats_frequentist import (
+    AnalysisError,
     IntervalTest,
     absolute_lift,
+    lift_error,
+    lift_estimate,
     lift_variance,
     relative_lift,
     sequential_rho,
@@ -135,8 +138,6 @@ __all__ = [
 
 # gbstats' default: the confidence sequence is tightest around 5,000 units in total.
 DEFAULT_SEQUENTIAL_TUNING = 5000.0
-
-AnalysisError = Literal["baseline_zero", "no_units", "zero_variance"]
 
 
 class _Result(msgspec.Struct, frozen=True, kw_only=True):
@@ -234,16 +235,6 @@ def describe(stats: MetricStats) -> VariantEstimate:
     )
 
 
-def _error(a: Moments, b: Moments, *, relative: bool) -> AnalysisError | None:
-    if relative and (a.mean == 0 or a.unadjusted_mean == 0):
-        return "baseline_zero"
-    if a.n == 0 or b.n == 0:
-        return "no_units"
-    if a.degenerate or b.degenerate or a.n < 2 or b.n < 2:
-        return "zero_variance"
-    return None
-
-
 def _frequentist(test: IntervalTest, estimate: float, variance: float) -> FrequentistResult:
     return FrequentistResult(
         estimate=estimate,
@@ -264,7 +255,7 @@ def _lift(
     prior: BayesianPrior,
     tuning: float,
 ) -> LiftAnalysis:
-    error = _error(a, b, relative=relative)
+    error = lift_error(a, b, relative=relative)
     if error is not None:
         return LiftAnalysis(
             fixed=_NO_FREQUENTIST,
@@ -273,16 +264,7 @@ def _lift(
             dof=0.0,
             error=error,
         )
-    if relative:
-        est = float(relative_lift(a.mean, b.mean, a.unadjusted_mean))
-    else:
-        est = float(absolute_lift(a.mean, b.mean))
-    var = float(
-        lift_variance(
-            a.variance, a.unadjusted_mean, a.n, b.variance, b.unadjusted_mean, b.n,
-            relative=relative,
-        )
-    )  # fmt: skip
+    est, var = lift_estimate(a, b, relative=relative)
     dof = float(welch_dof(a.variance, a.n, b.variance, b.n))
     post = posterior(est, var, prior, relative=relative, control_mean=a.unadjusted_mean)
     mean, stddev = float(post.mean), float(post.stddev)

@@ -21,17 +21,23 @@ The one deliberate difference: the two-sided p-value is ``2 * sf(|t|)`` rather t
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from assay.engine._core._scipy import special
 
+if TYPE_CHECKING:
+    from assay.engine._core._stats_sufficient import Moments
+
 __all__ = [
+    "AnalysisError",
     "FloatArray",
     "IntervalTest",
     "absolute_lift",
+    "lift_error",
+    "lift_estimate",
     "lift_variance",
     "relative_lift",
     "sequential_rho",
@@ -80,6 +86,38 @@ def lift_variance(
     if relative:
         return vb / (ma**2 * nb) + va * mb**2 / (ma**4 * na)
     return vb / nb + va / na
+
+
+AnalysisError = Literal["baseline_zero", "no_units", "zero_variance"]
+"""Why the lift between two arms cannot be computed."""
+
+
+def lift_error(a: Moments, b: Moments, *, relative: bool) -> AnalysisError | None:
+    """Why the lift of ``b`` over ``a`` cannot be computed, or None: a relative lift over a
+    zero baseline, an arm without units, or an arm without variance."""
+    if relative and (a.mean == 0 or a.unadjusted_mean == 0):
+        return "baseline_zero"
+    if a.n == 0 or b.n == 0:
+        return "no_units"
+    if a.degenerate or b.degenerate or a.n < 2 or b.n < 2:
+        return "zero_variance"
+    return None
+
+
+def lift_estimate(a: Moments, b: Moments, *, relative: bool) -> tuple[float, float]:
+    """The lift of arm ``b`` over arm ``a`` and the variance of that estimate (for a pair
+    ``lift_error`` finds nothing wrong with)."""
+    if relative:
+        estimate = float(relative_lift(a.mean, b.mean, a.unadjusted_mean))
+    else:
+        estimate = float(absolute_lift(a.mean, b.mean))
+    variance = float(
+        lift_variance(
+            a.variance, a.unadjusted_mean, a.n, b.variance, b.unadjusted_mean, b.n,
+            relative=relative,
+        )
+    )  # fmt: skip
+    return estimate, variance
 
 
 def welch_dof(var_a: Floats, n_a: Floats, var_b: Floats, n_b: Floats) -> FloatArray:

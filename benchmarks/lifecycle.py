@@ -739,6 +739,12 @@ def main() -> None:
         help=f"which parts to run, comma-separated (default: {','.join(SECTIONS)})",
     )
     parser.add_argument(
+        "--soak-days",
+        type=int,
+        help="simulated days of the soak (default 30; 24 quick); the check needs more than"
+        " the retention plus 16",
+    )
+    parser.add_argument(
         "--warm",
         action="store_true",
         help="expire and DELETE days whose files are in the operating system's cache (by"
@@ -760,6 +766,8 @@ def main() -> None:
         preset = Preset(**{**preset.__dict__, "rows_per_day": args.rows_per_day})
     if args.repeats:
         preset = Preset(**{**preset.__dict__, "repeats": args.repeats})
+    if args.soak_days:
+        preset = Preset(**{**preset.__dict__, "soak_days": args.soak_days})
 
     from assay.adapters.embedded import start_embedded_postgres
     from assay.adapters.postgres import migrate

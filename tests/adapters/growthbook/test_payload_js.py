@@ -25,13 +25,16 @@ JavaScript SDK too, with sticky bucketing where a project has sticky experiments
 SDK's sticky documents kept from one phase to the next: 300 projects, about 121,000
 cases, in one Node process (``-m slow``: 3,000 projects).
 
-Two behaviours of GrowthBook's JavaScript SDK differ from its Python SDK, which decide
-follows; the generated cases avoid them and a strict xfail test pins the second down: a hash
-attribute that is a boolean, an array or an object (JavaScript hashes ``String(value)``),
-and a sticky bucket that keeps a subject in an experiment whose condition it does not
-match (JavaScript checks the condition only without a sticky bucket). A third, the
-JavaScript SDK ignoring a rollout's ``fallbackAttribute`` without sticky bucketing, the
-export works around (a test here holds it to that).
+Two behaviours of GrowthBook's JavaScript SDK differ from its Python SDK, and the
+generated cases avoid both. A hash attribute that is a boolean, an array or an object
+(JavaScript hashes ``String(value)``): decide follows the Python SDK. A sticky bucket that
+keeps a subject in an experiment whose condition it no longer matches (JavaScript checks an
+experiment rule's condition only without a sticky bucket, Python before reading it): decide
+follows the JavaScript SDK, as DESIGN asks (a subject keeps its variant when targeting
+changes), but the export leaves such flags remote-only (``sticky_condition``) since a
+Python SDK client would still answer otherwise; a test here shows the three on one case. A
+third, the JavaScript SDK ignoring a rollout's ``fallbackAttribute`` without sticky
+bucketing, the export works around (a test here holds it to that).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from growthbook import GrowthBook, InMemoryStickyBucketService
 
 import assay
 from assay.adapters.growthbook import build_payload, payload_document, sdk_payload
@@ -63,6 +67,7 @@ from assay.engine import (
     MetricSpec,
     Prerequisite,
     ProjectSpec,
+    Reason,
     RolloutRule,
     Segment,
     SegmentSpec,
@@ -533,9 +538,11 @@ def hashable(attrs: dict[str, Any]) -> dict[str, Any]:
 
 def without_sticky_conditions(state: ConfigState) -> ConfigState:
     """``state`` with no targeting condition on sticky experiments. There GrowthBook's two
-    SDKs disagree: the JavaScript SDK checks an experiment rule's condition only when the
-    subject has no sticky bucket (a subject with one stays in, matching or not), its Python
-    SDK, and assay with it, check the condition first."""
+    SDKs disagree: the JavaScript SDK, and decide with it, check an experiment rule's
+    condition only when the subject has no sticky bucket (a subject with one stays in,
+    matching or not), its Python SDK checks the condition first; so the export leaves such
+    flags remote-only (``sticky_condition``), and without the conditions the flags stay in
+    the payload to compare."""
     experiments = [
         msgspec.structs.replace(e, condition=None) if e.sticky_bucketing else e
         for e in state.experiments
@@ -656,7 +663,8 @@ async def test_a_sticky_experiment_with_targeting_is_remote_only(
     assert "f" not in exported.features
     assert exported.remote_only == {"f": "sticky_condition"}
     # Why: the rule as GrowthBook writes it, evaluated by the JS SDK, keeps b in through
-    # acme's sticky bucket; GrowthBook's Python SDK and decide check the targeting first.
+    # acme's sticky bucket, and so does decide (DESIGN: the subject keeps its variant);
+    # GrowthBook's Python SDK checks the targeting first and leaves b out.
     rule = {
         "key": "sticky",
         "variations": [False, True],
@@ -669,10 +677,19 @@ async def test_a_sticky_experiment_with_targeting_is_remote_only(
     }
     payload = {"features": {"f": {"defaultValue": False, "rules": [rule]}}}
     (job,) = growthbook_js.evaluate_jobs([Job(payload, ["f"], people, sticky={})])
-    theirs = [row[0]["in_experiment"] for row in job["results"]]
-    ours = [engine.decide("f", p["id"], p, project="gap").in_experiment for p in people]
-    assert theirs == [True, True]
-    assert ours == [True, False]
+    javascript = [row[0]["in_experiment"] for row in job["results"]]
+    service = InMemoryStickyBucketService()
+    python = []
+    for p in people:
+        gb = GrowthBook(attributes=p, features=payload["features"], sticky_bucket_service=service)
+        result = gb.eval_feature("f").experimentResult
+        python.append(result is not None and result.inExperiment)
+    ours = [engine.decide("f", p["id"], p, project="gap") for p in people]
+    assert javascript == [True, True]
+    assert python == [True, False]
+    assert [d.in_experiment for d in ours] == javascript
+    assert ours[1].reason is Reason.STICKY_BUCKET
+    assert ours[1].variant == ours[0].variant
 
 
 async def test_a_rollout_fallback_attribute_without_sticky_bucketing(

@@ -34,8 +34,9 @@ follows the JavaScript SDK, as DESIGN asks (a subject keeps its variant when tar
 changes), but the export leaves such flags remote-only (``sticky_condition``) since a
 Python SDK client would still answer otherwise; a test here shows the three on one case,
 and another holds decide to the JavaScript SDK's answers while targeting, attributes,
-weights, coverage and versions change. A third, the JavaScript SDK ignoring a rollout's ``fallbackAttribute`` without sticky
-bucketing, the export works around (a test here holds it to that).
+weights, coverage and versions change. A third, the JavaScript SDK ignoring a rollout's
+``fallbackAttribute`` without sticky bucketing, the export works around (a test here
+holds it to that).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Sticky bucketing through a running engine, on both stores: assignments stored when made
 (durably on the async path, written behind on the synchronous one), subjects kept in their
-variant when weights and coverage change, a race between processes settled by the store
+variant when weights, coverage or targeting change, a race between processes settled by the store
 (the first assignment wins), versions that go down refused when saved."""
 
 from __future__ import annotations
@@ -98,6 +98,39 @@ async def test_assignments_survive_weight_and_coverage_changes(engine: Engine) -
     await change(engine, bucket_version=1, min_bucket_version=1, coverage=1.0)
     blocked = await engine.adecide("f", "u0")
     assert (blocked.value, blocked.experiment_reason) == ("-", Reason.STICKY_BUCKET_BLOCKED)
+
+
+@pytest.mark.usefixtures("decide_path")
+async def test_assignments_survive_a_change_of_targeting(engine: Engine) -> None:
+    """DESIGN: the subject keeps its variant even when targeting changes (the stored
+    assignment is read before the condition, as GrowthBook's JavaScript SDK reads it)."""
+    await change(engine, condition={"country": "FR"})
+    fr = {"country": "FR"}
+    first = {s: await engine.adecide("f", s, fr) for s in SUBJECTS[:10]}
+    assert {d.reason for d in first.values()} == {Reason.EXPERIMENT_ASSIGNED}
+    # The subjects' attributes change: async and sync paths keep them in.
+    for s, d in first.items():
+        kept = await engine.adecide("f", s, {"country": "DE"})
+        assert (kept.variant, kept.reason, kept.sticky_bucket) == (
+            d.variant,
+            Reason.STICKY_BUCKET,
+            None,
+        )
+        assert engine.decide("f", s, {"country": "DE"}).variant == d.variant
+    # The experiment's targeting changes: they stay too, and newcomers who do not match
+    # the new condition are out, with nothing stored.
+    await change(engine, condition={"country": "DE"})
+    for s, d in first.items():
+        kept = await engine.adecide("f", s, fr)
+        assert (kept.variant, kept.reason) == (d.variant, Reason.STICKY_BUCKET)
+    newcomer = await engine.adecide("f", "someone-new", fr)
+    assert (newcomer.value, newcomer.experiment_reason, newcomer.sticky_bucket) == (
+        "-",
+        Reason.TARGETING_MISMATCH,
+        None,
+    )
+    stored = await engine.store.load_sticky_buckets(engine.project_id(P), [("id", "someone-new")])
+    assert stored == {}
 
 
 async def test_sync_decide_reads_the_cache_and_writes_behind(engine: Engine) -> None:

@@ -25,13 +25,18 @@ JavaScript SDK too, with sticky bucketing where a project has sticky experiments
 SDK's sticky documents kept from one phase to the next: 300 projects, about 121,000
 cases, in one Node process (``-m slow``: 3,000 projects).
 
-Two behaviours of GrowthBook's JavaScript SDK differ from its Python SDK, which decide
-follows; the generated cases avoid them and a strict xfail test pins the second down: a hash
-attribute that is a boolean, an array or an object (JavaScript hashes ``String(value)``),
-and a sticky bucket that keeps a subject in an experiment whose condition it does not
-match (JavaScript checks the condition only without a sticky bucket). A third, the
-JavaScript SDK ignoring a rollout's ``fallbackAttribute`` without sticky bucketing, the
-export works around (a test here holds it to that).
+Two behaviours of GrowthBook's JavaScript SDK differ from its Python SDK, and the
+generated cases avoid both. A hash attribute that is a boolean, an array or an object
+(JavaScript hashes ``String(value)``): decide follows the Python SDK. A sticky bucket that
+keeps a subject in an experiment whose condition it no longer matches (JavaScript checks an
+experiment rule's condition only without a sticky bucket, Python before reading it): decide
+follows the JavaScript SDK, as DESIGN asks (a subject keeps its variant when targeting
+changes), but the export leaves such flags remote-only (``sticky_condition``) since a
+Python SDK client would still answer otherwise; a test here shows the three on one case,
+and another holds decide to the JavaScript SDK's answers while targeting, attributes,
+weights, coverage and versions change. A third, the JavaScript SDK ignoring a rollout's
+``fallbackAttribute`` without sticky bucketing, the export works around (a test here
+holds it to that).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from growthbook import GrowthBook, InMemoryStickyBucketService
 
 import assay
 from assay.adapters.growthbook import build_payload, payload_document, sdk_payload
@@ -63,6 +69,7 @@ from assay.engine import (
     MetricSpec,
     Prerequisite,
     ProjectSpec,
+    Reason,
     RolloutRule,
     Segment,
     SegmentSpec,
@@ -533,9 +540,11 @@ def hashable(attrs: dict[str, Any]) -> dict[str, Any]:
 
 def without_sticky_conditions(state: ConfigState) -> ConfigState:
     """``state`` with no targeting condition on sticky experiments. There GrowthBook's two
-    SDKs disagree: the JavaScript SDK checks an experiment rule's condition only when the
-    subject has no sticky bucket (a subject with one stays in, matching or not), its Python
-    SDK, and assay with it, check the condition first."""
+    SDKs disagree: the JavaScript SDK, and decide with it, check an experiment rule's
+    condition only when the subject has no sticky bucket (a subject with one stays in,
+    matching or not), its Python SDK checks the condition first; so the export leaves such
+    flags remote-only (``sticky_condition``), and without the conditions the flags stay in
+    the payload to compare."""
     experiments = [
         msgspec.structs.replace(e, condition=None) if e.sticky_bucketing else e
         for e in state.experiments
@@ -656,7 +665,8 @@ async def test_a_sticky_experiment_with_targeting_is_remote_only(
     assert "f" not in exported.features
     assert exported.remote_only == {"f": "sticky_condition"}
     # Why: the rule as GrowthBook writes it, evaluated by the JS SDK, keeps b in through
-    # acme's sticky bucket; GrowthBook's Python SDK and decide check the targeting first.
+    # acme's sticky bucket, and so does decide (DESIGN: the subject keeps its variant);
+    # GrowthBook's Python SDK checks the targeting first and leaves b out.
     rule = {
         "key": "sticky",
         "variations": [False, True],
@@ -669,10 +679,87 @@ async def test_a_sticky_experiment_with_targeting_is_remote_only(
     }
     payload = {"features": {"f": {"defaultValue": False, "rules": [rule]}}}
     (job,) = growthbook_js.evaluate_jobs([Job(payload, ["f"], people, sticky={})])
-    theirs = [row[0]["in_experiment"] for row in job["results"]]
-    ours = [engine.decide("f", p["id"], p, project="gap").in_experiment for p in people]
-    assert theirs == [True, True]
-    assert ours == [True, False]
+    javascript = [row[0]["in_experiment"] for row in job["results"]]
+    service = InMemoryStickyBucketService()
+    python = []
+    for p in people:
+        gb = GrowthBook(attributes=p, features=payload["features"], sticky_bucket_service=service)
+        result = gb.eval_feature("f").experimentResult
+        python.append(result is not None and result.inExperiment)
+    ours = [engine.decide("f", p["id"], p, project="gap") for p in people]
+    assert javascript == [True, True]
+    assert python == [True, False]
+    assert [d.in_experiment for d in ours] == javascript
+    assert ours[1].reason is Reason.STICKY_BUCKET
+    assert ours[1].variant == ours[0].variant
+
+
+async def test_a_stored_bucket_outlasts_targeting_changes_as_in_the_javascript_sdk(
+    engine: Engine, growthbook_js: GrowthBookJs
+) -> None:
+    """decide against the JavaScript SDK while a sticky experiment's targeting, the
+    subjects' attributes, weights, coverage and versions change. The payload is the
+    export of the experiment without its condition (exact), with the condition added to
+    the rule as GrowthBook writes it; the SDK's sticky documents and decide's are each
+    kept from one phase to the next."""
+    experiment = ExperimentSpec(
+        key="sticky",
+        variants=[Variant(key="off", value="a"), Variant(key="on", value="b")],
+        sticky_bucketing=True,
+    )
+    flag = FlagSpec(
+        key="f",
+        type=FlagType.STRING,
+        default_value="-",
+        rules=[ExperimentRule(experiment="sticky")],
+    )
+    await divergence_project(engine, experiment, flag)
+    rng = random.Random(7)
+    people = [{"id": f"u{i}"} for i in range(300)]
+    weighted = [{"key": "off", "value": "a", "weight": 0}, {"key": "on", "value": "b", "weight": 1}]
+    # The countries targeted, and the rest of the change.
+    phases: list[tuple[list[str], dict[str, Any]]] = [
+        (["FR"], {}),
+        (["DE"], {"variants": weighted, "coverage": 0.5}),
+        (["FR", "US"], {"coverage": 1.0}),
+        (["US"], {"bucket_version": 1, "min_bucket_version": 1}),
+    ]
+    ours: dict[tuple[str, str], dict[str, str]] = {}
+    theirs: dict[str, Any] = {}
+    reasons: set[tuple[Reason, bool]] = set()
+    for countries, patch in phases:
+        condition = {"country": {"$in": countries}}
+        await engine.service.update_object(
+            SYSTEM_KEY, Experiment, "gap", "sticky", {**patch, "condition": None}
+        )
+        await engine.refresh()
+        payload = payload_document(sdk_payload(engine, "gap"))
+        (rule,) = payload["features"]["f"]["rules"]
+        rule["condition"] = condition
+        await engine.service.update_object(
+            SYSTEM_KEY, Experiment, "gap", "sticky", {"condition": condition}
+        )
+        await engine.refresh()
+        for person in people:
+            person["country"] = rng.choice(["FR", "DE", "US"])
+        (job,) = growthbook_js.evaluate_jobs([Job(payload, ["f"], people, sticky=theirs)])
+        theirs = job["sticky"]
+        for person, row in zip(people, job["results"], strict=True):
+            d = engine.decide("f", person["id"], person, project="gap", sticky=ours)
+            got = row[0]
+            assert (d.value, d.in_experiment, d.variant if d.in_experiment else None) == (
+                got["value"],
+                got["in_experiment"],
+                got["variant"],
+            ), (condition, person, d, got)
+            if d.sticky_bucket is not None:
+                w = d.sticky_bucket
+                ours.setdefault((w.attribute, w.value), {})[w.key] = w.variant
+            reasons.add((d.experiment_reason or d.reason, person["country"] in countries))
+    # Kept in while not matching; out for not matching without a bucket; blocked.
+    assert (Reason.STICKY_BUCKET, False) in reasons
+    assert (Reason.TARGETING_MISMATCH, False) in reasons
+    assert (Reason.STICKY_BUCKET_BLOCKED, True) in reasons
 
 
 async def test_a_rollout_fallback_attribute_without_sticky_bucketing(

@@ -273,7 +273,7 @@ def test_a_change_to_a_parent_changes_the_childs_cache_key() -> None:
     assert unrelated.flag(PID, "child").cache_key == before.cache_key  # type: ignore[union-attr]
 
 
-# --- the rule language with sticky bucketing (GrowthBook's order) ----------------------
+# --- the rule language with sticky bucketing (GrowthBook's JavaScript SDK's order) -----
 
 
 def test_sticky_bucketing_comes_after_forced_variations_and_filters() -> None:
@@ -298,6 +298,88 @@ def test_sticky_bucketing_comes_after_forced_variations_and_filters() -> None:
     assert (d.reason, d.variant) == (Reason.STICKY_BUCKET, "treatment")
     d = decide(snap, PID, "f", outside, sticky=docs)
     assert (d.in_experiment, d.experiment_reason) == (False, Reason.LAYER_CONFLICT)
+
+
+def test_a_stored_bucket_outlasts_a_change_of_targeting() -> None:
+    """DESIGN: a sticky experiment keeps each subject in the variant it first got even when
+    targeting changes. As GrowthBook's JavaScript SDK orders it, the stored assignment is
+    read before the condition: a subject assigned while matching keeps its variant after
+    its attributes, or the condition, stop matching; one without an assignment is still
+    out (and nothing is stored for it)."""
+
+    def snapshot(condition: dict[str, Any]) -> Snapshot:
+        e = make_experiment("exp", sticky_bucketing=True, condition=condition)
+        return make_snapshot([make_flag("f", [ExperimentRule(experiment="exp")])], [e])
+
+    fr = snapshot({"country": "FR"})
+    first = decide(fr, PID, "f", "u", {"country": "FR"}, sticky={})
+    assert first.reason is Reason.EXPERIMENT_ASSIGNED
+    write = first.sticky_bucket
+    assert write is not None
+    docs = {(write.attribute, write.value): {write.key: write.variant}}
+    expected = (first.value, first.variant, Reason.STICKY_BUCKET, True, None)
+
+    def outcome(snap: Snapshot, subject: str, country: str) -> tuple[Any, ...]:
+        d = decide(snap, PID, "f", subject, {"country": country}, sticky=docs)
+        return (d.value, d.variant, d.reason, d.in_experiment, d.sticky_bucket)
+
+    # The subject's attributes changed; then the experiment's condition changed.
+    assert outcome(fr, "u", "DE") == expected
+    assert outcome(snapshot({"country": "DE"}), "u", "FR") == expected
+    # Without a stored assignment the condition still applies.
+    miss = decide(fr, PID, "f", "v", {"country": "DE"}, sticky=docs)
+    assert (miss.in_experiment, miss.experiment_reason, miss.sticky_bucket) == (
+        False,
+        Reason.TARGETING_MISMATCH,
+        None,
+    )
+    # An assignment under a blocked version is none: the condition applies first, then
+    # the block keeps a matching subject out.
+    blocked = make_experiment(
+        "exp",
+        sticky_bucketing=True,
+        condition={"country": "FR"},
+        bucket_version=1,
+        min_bucket_version=1,
+    )
+    snap = make_snapshot([make_flag("f", [ExperimentRule(experiment="exp")])], [blocked])
+    assert decide(snap, PID, "f", "u", {"country": "DE"}, sticky=docs).experiment_reason is (
+        Reason.TARGETING_MISMATCH
+    )
+    assert decide(snap, PID, "f", "u", {"country": "FR"}, sticky=docs).experiment_reason is (
+        Reason.STICKY_BUCKET_BLOCKED
+    )
+
+
+def test_filters_and_parent_conditions_still_come_before_a_stored_bucket() -> None:
+    """GrowthBook's JavaScript SDK checks a rule's parent conditions and filters before the
+    experiment runs, so a stored bucket does not outlast them; a subject failing both the
+    filters and the condition is reported as without stickiness (the condition first)."""
+    half = HashFilter(seed="f", ranges=[(0.0, 0.5)])
+    e = make_experiment("exp", sticky_bucketing=True, filters=[half], condition={"country": "FR"})
+    rule = ExperimentRule(experiment="exp", parent_conditions=[parent("gate", {"value": True})])
+    gate = make_flag("gate", [ForceRule(value=True, condition={"beta": True})], default=False)
+    snap = make_snapshot([gate, make_flag("f", [rule])], [e])
+    inside = find_subject(lambda s: gb_hash("f", s, 2) < 0.5)
+    outside = find_subject(lambda s: gb_hash("f", s, 2) >= 0.5)
+    docs = {("id", s): {"exp__0": "treatment"} for s in (inside, outside)}
+
+    def outcome(subject: str, **attrs: Any) -> tuple[Any, ...]:
+        d = decide(snap, PID, "f", subject, attrs, sticky=docs)
+        return (d.reason, d.variant, d.experiment_reason)
+
+    assert outcome(inside, beta=True, country="DE") == (Reason.STICKY_BUCKET, "treatment", None)
+    assert outcome(inside, beta=False, country="FR") == (Reason.DEFAULT, None, None)
+    assert outcome(outside, beta=True, country="FR") == (
+        Reason.DEFAULT,
+        None,
+        Reason.LAYER_CONFLICT,
+    )
+    assert outcome(outside, beta=True, country="DE") == (
+        Reason.DEFAULT,
+        None,
+        Reason.TARGETING_MISMATCH,
+    )
 
 
 def test_a_stored_passthrough_bucket_still_passes_through() -> None:

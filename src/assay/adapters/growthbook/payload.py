@@ -75,8 +75,9 @@ Reason codes (``remote_only``):
 - ``sticky_passthrough``: a sticky experiment has a passthrough variant (the SDKs store a
   passthrough assignment, assay stores only the assignment that decided the flag).
 - ``sticky_condition``: a sticky experiment has a targeting condition. GrowthBook's
-  JavaScript SDK skips the condition once the hash value has a stored assignment, its
-  Python SDK and decide check it first, so no payload is exact for both.
+  JavaScript SDK, and decide with it (DESIGN: a subject keeps its variant when targeting
+  changes), skip the condition once the hash value has a stored assignment; its Python SDK
+  checks it first, so no payload is exact for both.
 - ``sticky_parent``: a prerequisite or parent flag runs a sticky experiment (the SDKs
   store the assignment a parent's evaluation makes, decide stores only the decided flag's,
   so after a change the two could read the parent differently).

@@ -35,7 +35,8 @@ Order of evaluation (DESIGN, "Decide"):
      least two variants (``no_variants``), and the bucket from the explicit ranges, else
      from coverage and weights (``outside_traffic_allocation``) decide; else
      ``experiment_assigned``. A passthrough variant enrols the subject but lets the next
-     rule decide (``passthrough``).
+     rule decide (``passthrough``). A sticky experiment reads the subject's stored
+     assignment before the condition (see "Sticky bucketing" below).
 
    An experiment rule that does not assign lets evaluation go on with the next rule; the
    final decision then carries the first such reason in ``experiment_reason`` (and that
@@ -62,12 +63,14 @@ variant's key, so the held-out group is tracked as GrowthBook tracks it. Holdout
 nest.
 
 **Sticky bucketing.** An experiment with ``sticky_bucketing`` reads the subject's sticky
-documents (``sticky``, see ``_core._sticky``) once a forced variation did not apply and
-targeting and the filters passed (GrowthBook's order): an assignment stored
-under ``<key>__<bucket_version>`` to one of its variants decides at once (``sticky_bucket``;
-a passthrough variant still lets the next rule decide),
-skipping the holdout, the participation limit, the layer and the coverage; an assignment
-under a version below ``min_bucket_version`` keeps the subject out
+documents (``sticky``, see ``_core._sticky``) once a forced variation did not apply, the
+subject has a hash value and the filters passed (the rule's parent conditions came first),
+in the order of GrowthBook's JavaScript SDK: an assignment stored under
+``<key>__<bucket_version>`` to one of its variants decides at once (``sticky_bucket``; a
+passthrough variant still lets the next rule decide), skipping the targeting condition
+(DESIGN: the subject keeps its variant even when targeting changes), the holdout, the
+participation limit, the layer and the coverage. Without one, the condition applies; then
+an assignment under a version below ``min_bucket_version`` keeps the subject out
 (``sticky_bucket_blocked``). Otherwise the subject is assigned as usual, and the decision
 carries in ``sticky_bucket`` the assignment to store. This is GrowthBook's sticky
 bucketing, including its use of the fallback attribute's document.
@@ -443,15 +446,20 @@ def _parents_verdict(
 
 
 def _run_sticky(e: CompiledExperiment, attrs: Mapping[str, Any], docs: StickyDocs) -> _Run:
-    """``_run`` with sticky bucketing, in the order GrowthBook evaluates an experiment rule
-    with a sticky bucket service: a forced variation first (never stored); then the subject
-    must have a hash value (the fallback attribute counts here, as GrowthBook uses it only
-    under sticky bucketing), pass the targeting condition and the filters (GrowthBook checks
-    a rule's condition and filters before the experiment runs); then a stored assignment to
-    a current variant skips the holdout, the participation limit, the layer and the
-    coverage (``sticky_bucket``, or ``passthrough`` for a passthrough variant); one under a
-    version below ``min_bucket_version`` keeps an otherwise eligible subject out
-    (``sticky_bucket_blocked``); else the subject is assigned as without stickiness."""
+    """``_run`` with sticky bucketing, in the order GrowthBook's JavaScript SDK evaluates an
+    experiment rule with a sticky bucket service (DESIGN: a subject keeps the variant it
+    first got even when targeting changes): a forced variation first (never stored); then
+    the subject must have a hash value (the fallback attribute counts here, as GrowthBook
+    uses it only under sticky bucketing) and pass the filters (the SDK checks a rule's
+    filters, like its parent conditions, before the experiment runs); then a stored
+    assignment to a current variant decides before the targeting condition is read,
+    skipping it, the holdout, the participation limit, the layer and the coverage
+    (``sticky_bucket``, or ``passthrough`` for a passthrough variant); else the condition
+    applies (``targeting_mismatch``, also for a subject whose stored assignment is under a
+    version below ``min_bucket_version``), and one under such a version keeps an otherwise
+    eligible subject out (``sticky_bucket_blocked``); else the subject is assigned as
+    without stickiness. (GrowthBook's Python SDK checks a rule's condition before the
+    stored assignment; assay follows DESIGN and the JavaScript SDK.)"""
     if e.rolled_back or not e.running:
         return _run(e, attrs)
     if e.forced:
@@ -461,11 +469,15 @@ def _run_sticky(e: CompiledExperiment, attrs: Mapping[str, Any], docs: StickyDoc
     hv = _hash_value(attrs, e.hash_attribute, e.fallback_attribute)
     if not hv:
         return (_TARGETING_MISMATCH, -1, None, e)
-    cond = e.condition
-    if cond is not None and not cond(attrs):
-        return (_TARGETING_MISMATCH, -1, hv, e)
     if e.filters and _filtered_out(e.filters, attrs):
-        return (_LAYER_CONFLICT, -1, hv, e)
+        # Out either way; the reason is the one ``_run`` gives (the condition first).
+        cond = e.condition
+        return (
+            _TARGETING_MISMATCH if cond is not None and not cond(attrs) else _LAYER_CONFLICT,
+            -1,
+            hv,
+            e,
+        )
     # The document of the hash attribute, then the fallback's for keys it lacks.
     own = _hash_value(attrs, e.hash_attribute, None)
     assignments = docs.get((e.hash_attribute, own)) if own else None

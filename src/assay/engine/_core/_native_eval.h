@@ -286,7 +286,7 @@ static int run_exp(PyObject *e, PyObject *attrs, Py_ssize_t *index, PyObject **h
                                                                               : R_EXPERIMENT_ASSIGNED;
 }
 
-/* _run_sticky; BAIL when the fallback attribute's document would be merged in. */
+/* _run_sticky (its order); BAIL when the fallback attribute's document would be merged in. */
 static int run_sticky(PyObject *e, PyObject *attrs, PyObject *docs, Py_ssize_t *index, PyObject **hv,
                       int *from_own_doc) {
     if (is_true(PyTuple_GET_ITEM(e, E_ROLLED_BACK)) || !is_true(PyTuple_GET_ITEM(e, E_RUNNING)))
@@ -302,17 +302,19 @@ static int run_sticky(PyObject *e, PyObject *attrs, PyObject *docs, Py_ssize_t *
         return R_TARGETING_MISMATCH;
     }
     *hv = h;
-    PyObject *cond = PyTuple_GET_ITEM(e, E_COND);
-    if (cond != Py_None) {
-        int t = cond_eval(cond, attrs);
-        if (t < 0) return -1;
-        if (!t) return R_TARGETING_MISMATCH;
-    }
+    /* The filters before the stored assignment, the condition after it (a subject keeps
+     * its variant when targeting changes), as GrowthBook's JavaScript SDK orders them. */
     PyObject *filters = PyTuple_GET_ITEM(e, E_FILTERS);
     if (PyTuple_GET_SIZE(filters)) {
         int f = filtered_out(filters, attrs);
         if (f < 0) return -1;
-        if (f) return R_LAYER_CONFLICT;
+        if (f) {
+            /* Out either way; the reason is run_exp's (the condition first). */
+            PyObject *cond = PyTuple_GET_ITEM(e, E_COND);
+            int t = cond == Py_None ? 1 : cond_eval(cond, attrs);
+            if (t < 0) return -1;
+            return t ? R_LAYER_CONFLICT : R_TARGETING_MISMATCH;
+        }
     }
     PyObject *assignments = NULL;
     /* Without a fallback, the hash value is the hash attribute's own. */

@@ -13,7 +13,7 @@ It starts its own embedded PostgreSQL in a temporary directory.
   ``DELETE ... WHERE decided_at`` in its own transaction. Both are timed wall-clock.
 - ingestion: ``engine.record_events`` (benchmarks/ingest.py's engine path and workload:
   exposures and conversions with event ids, 10% re-sent) on two databases, alternating:
-  one as before partitioning (migrations up to 0015, and the ingestion statements as they
+  one as before partitioning (every migration but 0016, and the ingestion statements as they
   were: event ids keyed by ``event_key`` alone), one as after (day-partitioned ids). The
   counts are checked exact after every run.
 - soak: days on a virtual clock, each writing the same records and expiring with a short
@@ -306,24 +306,30 @@ def statements_before_partitioning() -> Any:
 
 
 def before_partitioning_database(server: Any, name: str) -> str:
-    """A database migrated up to 0015, with 0016 and 0017 recorded as applied (so opening
-    an engine does not apply them): the schema ingestion wrote to before partitioning."""
+    """A database with every migration but 0016 (the partitions), which is recorded as
+    applied (so opening an engine does not apply it): the schema ingestion wrote to before
+    partitioning, with the tables later migrations added that the engine reads (SDK
+    connections, compactions, ...). No later migration touches what 0016 made."""
     from assay.adapters.postgres import load_migrations
 
-    before = [m for m in load_migrations() if m.version < 16]
-    later = [m for m in load_migrations() if m.version >= 16]
+    migrations = load_migrations()
+    applied = [m for m in migrations if m.version != PARTITIONING]
     server.create_database(name)
     server.psql(
-        ";\n".join(m.sql for m in before)
+        ";\n".join(m.sql for m in applied)
         + ";\nCREATE TABLE assay_schema_migrations (version integer PRIMARY KEY,"
         " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());\n"
         + "".join(
             f"INSERT INTO assay_schema_migrations VALUES ({m.version}, '{m.name}');\n"
-            for m in before + later
+            for m in migrations
         ),
         database=name,
     )
     return server.dsn_for(name)
+
+
+PARTITIONING = 16
+"""The migration that made decision records and event ids day-partitioned."""
 
 
 def server_cpu_seconds(server: Any) -> float:

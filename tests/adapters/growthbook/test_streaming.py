@@ -385,19 +385,56 @@ def flag_defaults(engine: Engine):  # type: ignore[no-untyped-def]
     return render
 
 
-async def test_the_main_port_serves_the_same_streams_through_hypercorn() -> None:
-    source = FakeSource({"sdk-a": b'{"v":1}'})
-    config = EngineConfig(store="memory", stream_heartbeat_seconds=0.1)
+class Served(msgspec.Struct, kw_only=True):
+    """What ``served`` started: the engine, its stream hub and ports, and the nursery that
+    runs them (cancel it to stop the server)."""
+
+    engine: Engine
+    hub: StreamHub
+    main_port: int
+    stream_port: int | None
+    nursery: trio.Nursery
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def served(
+    source: FakeSource,
+    *,
+    stream_port: bool = False,
+    hub: Callable[[Engine], StreamHub] | None = None,
+    **settings: object,
+) -> AsyncIterator[Served]:
+    """An in-memory engine served over HTTP (and on a stream port of its own when
+    ``stream_port``), its streams from ``source`` (through ``stream_hub`` unless ``hub``
+    makes the hub)."""
+    port = _free_port() if stream_port else None
+    config = EngineConfig(store="memory", stream_port=port, **settings)  # type: ignore[arg-type]
     async with (
         assay.open_engine(config, load_entry_points=False) as engine,
         trio.open_nursery() as nursery,
     ):
-        hub = stream_hub(engine, source)
-        port = await nursery.start(
+        streams = stream_hub(engine, source) if hub is None else hub(engine)
+        main_port = await nursery.start(
             lambda task_status: serve(
-                engine, host="127.0.0.1", port=0, streams=hub, task_status=task_status
+                engine, host="127.0.0.1", port=0, streams=streams, task_status=task_status
             )
         )
+        yield Served(
+            engine=engine, hub=streams, main_port=main_port, stream_port=port, nursery=nursery
+        )
+
+
+async def test_the_main_port_serves_the_same_streams_through_hypercorn() -> None:
+    source = FakeSource({"sdk-a": b'{"v":1}'})
+    async with served(source, stream_heartbeat_seconds=0.1) as server:
+        port, nursery = server.main_port, server.nursery
         client = await Client.open(port, "sdk-a")
         assert client.status == 200
         assert client.header(b"content-type") == b"text/event-stream"
@@ -421,25 +458,13 @@ async def test_the_main_port_serves_the_same_streams_through_hypercorn() -> None
 
 async def test_the_stream_port_serves_beside_the_main_port() -> None:
     source = FakeSource({"sdk-a": b'{"v":1}'})
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        stream_port = probe.getsockname()[1]
-    config = EngineConfig(store="memory", stream_port=stream_port)
-    async with (
-        assay.open_engine(config, load_entry_points=False) as engine,
-        trio.open_nursery() as nursery,
-    ):
-        hub = stream_hub(engine, source)
-        await nursery.start(
-            lambda task_status: serve(
-                engine, host="127.0.0.1", port=0, streams=hub, task_status=task_status
-            )
-        )
-        client = await Client.open(stream_port, "sdk-a")
+    async with served(source, stream_port=True) as server:
+        assert server.stream_port is not None
+        client = await Client.open(server.stream_port, "sdk-a")
         assert (await client.event())[1] == b'{"v":1}'
         source.publish("sdk-a", b'{"v":2}')
         assert (await client.event())[1] == b'{"v":2}'
-        nursery.cancel_scope.cancel()
+        server.nursery.cancel_scope.cancel()
     await close_clients()
 
 
@@ -450,20 +475,8 @@ async def test_growthbooks_python_sdk_streams_from_both_ports_and_reconnects() -
     from growthbook.growthbook import SSEClient
 
     source = FakeSource({"sdk-a": b'{"features":{"f":{"defaultValue":1}}}'})
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        stream_port = probe.getsockname()[1]
-    config = EngineConfig(store="memory", stream_port=stream_port)
-    async with (
-        assay.open_engine(config, load_entry_points=False) as engine,
-        trio.open_nursery() as nursery,
-    ):
-        hub = stream_hub(engine, source)
-        main_port = await nursery.start(
-            lambda task_status: serve(
-                engine, host="127.0.0.1", port=0, streams=hub, task_status=task_status
-            )
-        )
+    async with served(source, stream_port=True) as server:
+        hub, main_port, stream_port = server.hub, server.main_port, server.stream_port
         received: list[queue.SimpleQueue[dict[str, str]]] = []
         sdks = []
         for port in (stream_port, main_port):
@@ -502,21 +515,13 @@ async def test_growthbooks_python_sdk_streams_from_both_ports_and_reconnects() -
                 thread = sdk._sse_thread
                 assert thread is not None
                 await trio.to_thread.run_sync(thread.join, 10)
-            nursery.cancel_scope.cancel()
+            server.nursery.cancel_scope.cancel()
 
 
 async def test_a_slow_reader_on_the_main_port_is_disconnected_without_holding_others_up() -> None:
     source = FakeSource({"sdk-a": b"{}"})
-    async with (
-        assay.open_engine(EngineConfig(store="memory"), load_entry_points=False) as engine,
-        trio.open_nursery() as nursery,
-    ):
-        hub = StreamHub(source, stall_seconds=1.0)
-        port = await nursery.start(
-            lambda task_status: serve(
-                engine, host="127.0.0.1", port=0, streams=hub, task_status=task_status
-            )
-        )
+    async with served(source, hub=lambda _: StreamHub(source, stall_seconds=1.0)) as server:
+        hub, port, nursery = server.hub, server.main_port, server.nursery
         slow = socket.socket()
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.connect(("127.0.0.1", port))
